@@ -1,0 +1,118 @@
+"""Architecture: the concrete choice per stage, with a JSON round trip and a stable short id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from fusion_nas.errors import ArchitectureError, allowed
+from fusion_nas.ops.registry import list_ops, op_uses
+
+_ABBREV = {"global": "glob", "window": "win", "linear": "lin"}
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    """One stage: its operator and the choices that operator reads.
+
+    Fields an operator does not use are ``None`` (a conv stage has no heads), so two
+    architectures that build the same network are equal and share one id.
+    """
+
+    operator: str
+    width: int
+    depth: int = 1
+    kernel: int | None = None
+    heads: int | None = None
+    attention: str | None = None
+
+    def canonical(self) -> StageChoice:
+        """The same stage with every field its operator ignores set to ``None``."""
+        uses = op_uses(self.operator)
+        return StageChoice(
+            operator=self.operator,
+            width=self.width,
+            depth=self.depth,
+            kernel=self.kernel if "kernel" in uses else None,
+            heads=self.heads if "heads" in uses else None,
+            attention=self.attention if "attention" in uses else None,
+        )
+
+    def describe(self) -> str:
+        """Short label, e.g. ``gated(k3,h2,win)x2@32``."""
+        parts = []
+        if self.kernel is not None:
+            parts.append(f"k{self.kernel}")
+        if self.heads is not None:
+            parts.append(f"h{self.heads}")
+        if self.attention is not None:
+            parts.append(_ABBREV.get(self.attention, self.attention))
+        depth = f"x{self.depth}" if self.depth != 1 else ""
+        return f"{self.operator}({','.join(parts)}){depth}@{self.width}"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network of one search space: one :class:`StageChoice` per stage (canonical form)."""
+
+    space: str
+    stages: tuple[StageChoice, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(s.canonical() for s in self.stages))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict: ``{"space": ..., "stages": [{...}, ...]}``."""
+        return {"space": self.space, "stages": [asdict(s) for s in self.stages]}
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): the basis of :attr:`arch_id`."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def arch_id(self) -> str:
+        """Stable 10-hex-digit id of the architecture (same network, same id)."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:10]
+
+    def describe(self) -> str:
+        """One line, stage by stage: ``conv(k5)@16 > attention(h2,glob)@32``."""
+        return " > ".join(s.describe() for s in self.stages)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        """Inverse of :meth:`to_dict`; malformed data raises :class:`ArchitectureError`."""
+        if not isinstance(data, dict) or not isinstance(data.get("space"), str):
+            raise ArchitectureError("architecture must be an object with a 'space' name")
+        stages = data.get("stages")
+        if not isinstance(stages, list) or not stages:
+            raise ArchitectureError("architecture must have a non-empty 'stages' list")
+        names = {f.name for f in fields(StageChoice)}
+        parsed = []
+        for i, st in enumerate(stages):
+            if not isinstance(st, dict):
+                raise ArchitectureError(f"stages[{i}] must be an object")
+            unknown = sorted(set(st) - names)
+            if unknown:
+                raise ArchitectureError(
+                    f"stages[{i}]: unknown key {unknown[0]!r}; allowed: {allowed(sorted(names))}"
+                )
+            if st.get("operator") not in list_ops():
+                raise ArchitectureError(
+                    f"stages[{i}].operator: {st.get('operator')!r} is not an operator; "
+                    f"allowed: {allowed(list_ops())}"
+                )
+            try:
+                parsed.append(StageChoice(**st))
+            except TypeError as exc:
+                raise ArchitectureError(f"stages[{i}]: {exc}") from None
+        return cls(space=data["space"], stages=tuple(parsed))
+
+    @classmethod
+    def from_json(cls, text: str) -> Architecture:
+        """Parse :meth:`to_json` output (or any equivalent JSON)."""
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ArchitectureError(f"architecture is not valid JSON: {exc}") from None

@@ -1,0 +1,46 @@
+"""One exception hierarchy for fusion-nas.
+
+Every error the CLI shows to a user derives from :class:`FusionNasError`; its message is a single
+line that names the bad value and, where there is a closed set, the allowed ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class FusionNasError(Exception):
+    """Base class of every error raised on purpose by fusion-nas."""
+
+
+class SpaceError(FusionNasError):
+    """A search-space file or an architecture does not fit the rules."""
+
+
+class ArchitectureError(FusionNasError):
+    """An architecture is malformed or does not belong to its space."""
+
+
+class DatasetError(FusionNasError):
+    """A dataset name is unknown or its files are missing or unreadable."""
+
+
+class StoreError(FusionNasError):
+    """The results store cannot be opened, or a search/trial is not in it."""
+
+
+class StrategyError(FusionNasError):
+    """A search strategy is unknown, misconfigured or unavailable."""
+
+
+class TrialFailed(FusionNasError):
+    """A trial ended without a usable result (NaN loss, timeout, exception)."""
+
+
+class ExportError(FusionNasError):
+    """An architecture cannot be exported as code."""
+
+
+def allowed(values: Iterable[object]) -> str:
+    """Format a closed set of allowed values for an error message, e.g. ``'a', 'b'``."""
+    return ", ".join(repr(v) for v in values)
