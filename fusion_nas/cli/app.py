@@ -1,0 +1,26 @@
+"""The ``fusion-nas`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from fusion_nas.cli.results import results
+from fusion_nas.cli.search import search
+from fusion_nas.cli.spaces import list_spaces, space_app
+
+app = typer.Typer(
+    name="fusion-nas",
+    help="Neural architecture search over conv/self-attention fusion strategies.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command("spaces")(list_spaces)
+app.add_typer(space_app, name="space")
+app.command("search")(search)
+app.command("results")(results)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

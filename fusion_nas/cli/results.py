@@ -1,0 +1,96 @@
+"""``fusion-nas results``: list searches, or the trials of one with the front marked."""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fusion_nas.cli.common import StoreOption, console, user_errors
+from fusion_nas.store import Store
+
+
+class Format(str, Enum):
+    """Output formats of ``results``."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _emit(df: pd.DataFrame, fmt: Format, title: str, columns: list[str]) -> None:
+    if fmt is Format.csv:
+        out = df.copy()
+        for col in out.columns:
+            if out[col].map(lambda v: isinstance(v, (dict, list))).any():
+                out[col] = out[col].map(json.dumps)
+        typer.echo(out.to_csv(index=False), nl=False)
+        return
+    if fmt is Format.json:
+        typer.echo(df.to_json(orient="records", date_format="iso", indent=2))
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in df[columns].itertuples(index=False):
+        table.add_row(*(escape(_fmt(v)) for v in row))
+    console.print(table)
+
+
+def results(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A search name; omit to list every search.", show_default=False),
+    ] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    store: StoreOption = None,
+) -> None:
+    """List searches, or print the trials of NAME with the Pareto-optimal ones marked."""
+    with user_errors():
+        st = Store(store, create=False)
+        if name is None:
+            df = st.summary()
+            _emit(df, format, f"Searches in {st.url}", [c for c in df.columns if c != "created"])
+            return
+        df = st.trials(name)
+        if format is not Format.table:
+            _emit(df, format, "", list(df.columns))
+            return
+        view = df.assign(
+            front=df.on_front.map(lambda f: "*" if f else ""),
+            note=df.fail_reason.fillna("").where(
+                df.duplicate_of.isna(), "same as #" + df.duplicate_of.astype("Int64").astype(str)
+            ),
+        )
+        _emit(
+            view,
+            format,
+            f"Search {name} ({len(df)} trials; * = Pareto-optimal: accuracy up, MACs down)",
+            [
+                "number",
+                "front",
+                "status",
+                "val_acc",
+                "macs",
+                "params",
+                "arch_desc",
+                "train_seconds",
+                "note",
+            ],
+        )

@@ -1,0 +1,194 @@
+"""``fusion-nas search``: run or resume a search with a live progress bar."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from fusion_nas.cli.common import StoreOption, console, user_errors
+from fusion_nas.data import DATASETS
+from fusion_nas.errors import DatasetError, allowed
+from fusion_nas.search import Progress as SearchProgress
+from fusion_nas.search import SearchConfig, run_search
+from fusion_nas.space import load_space
+from fusion_nas.store import Store
+from fusion_nas.strategies.registry import STRATEGIES
+from fusion_nas.train import ProxyConfig
+
+_DEFAULTS = ProxyConfig()
+
+
+def search(
+    space: Annotated[str, typer.Argument(help="Built-in space name or path to a .toml file.")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="mnist1d, fashion-mnist, digits, synthetic or folder:PATH. "
+            "Default: the dataset named like the space.",
+            show_default=False,
+        ),
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option("--strategy", "-s", help=f"One of: {', '.join(STRATEGIES)}.")
+    ] = "optuna:nsga2",
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Total trials of the search.")] = 20,
+    epochs: Annotated[
+        int, typer.Option(help="Proxy training epochs per trial.")
+    ] = _DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option(help="Proxy batch size.")] = _DEFAULTS.batch_size,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = _DEFAULTS.lr,
+    train_subset: Annotated[
+        int | None,
+        typer.Option(help="Train on the first N training samples only.", show_default=False),
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of the training data held out for validation.")
+    ] = _DEFAULTS.val_fraction,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", help="Trials trained at once (processes).")
+    ] = 1,
+    max_flops: Annotated[
+        int | None,
+        typer.Option(
+            help="MACs budget per sample; bigger networks are never trained.", show_default=False
+        ),
+    ] = None,
+    max_params: Annotated[
+        int | None, typer.Option(help="Parameter budget.", show_default=False)
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Search name (same name resumes). Default: SPACE-DATASET-STRATEGY.",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the strategy, the split and training.")] = 0,
+    trial_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds after which a trial fails as timed out.", show_default=False),
+    ] = None,
+    population: Annotated[int, typer.Option(help="Population size (NSGA-II, evolution).")] = 12,
+    sample_size: Annotated[int, typer.Option(help="Tournament size (nni:evolution).")] = 4,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Directory with the dataset's files (fashion-mnist idx files).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Search SPACE: sample architectures, proxy-train them, record every trial and the front."""
+    with user_errors():
+        sp = load_space(space)
+        if dataset is None:
+            if sp.name not in DATASETS:
+                raise DatasetError(
+                    f"space {sp.name!r} has no default dataset; pass --dataset, one of: "
+                    f"{allowed(DATASETS)} or 'folder:PATH'"
+                )
+            dataset = sp.name
+        options = {"population": population}
+        if strategy == "nni:evolution":
+            options["sample_size"] = sample_size
+        config = SearchConfig(
+            name=name
+            or f"{sp.name}-{dataset.replace(':', '_').replace('/', '_')}-{strategy.split(':')[-1]}",
+            space=sp,
+            dataset=dataset,
+            strategy=strategy,
+            trials=trials,
+            proxy=ProxyConfig(
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                train_subset=train_subset,
+                val_fraction=val_fraction,
+            ),
+            seed=seed,
+            max_flops=max_flops,
+            max_params=max_params,
+            trial_timeout=trial_timeout,
+            workers=workers,
+            data_dir=data_dir,
+            strategy_options=options if strategy.startswith(("optuna:nsga2", "nni:")) else {},
+        )
+        st = Store(store)
+        _run(config, st)
+
+
+def _run(config: SearchConfig, store: Store) -> None:
+    start = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "best {task.fields[best]}  front {task.fields[front]}  failed {task.fields[failed]}"
+        ),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    task_id = None
+
+    def on_start(done: int, total: int) -> None:
+        nonlocal task_id
+        if done:
+            console.print(
+                f"Resuming search [bold]{escape(config.name)}[/]: {done} of {total} trials done."
+            )
+        task_id = progress.add_task(
+            escape(config.name),
+            total=total,
+            completed=min(done, total),
+            best="-",
+            front=0,
+            failed=0,
+        )
+        progress.start()
+
+    def on_progress(p: SearchProgress) -> None:
+        progress.update(
+            task_id,
+            completed=p.done,
+            best=f"{p.best_val_acc:.4f}" if p.best_val_acc is not None else "-",
+            front=p.front_size,
+            failed=p.failed + p.infeasible,
+        )
+
+    try:
+        df = run_search(config, store, on_progress=on_progress, on_start=on_start)
+    finally:
+        progress.stop()
+    ok = df[df.status == "complete"]
+    console.print(
+        f"[bold green]Done[/] in {time.perf_counter() - start:.1f} s: {len(df)} trials "
+        f"({len(ok)} complete, {int((df.status == 'failed').sum())} failed, "
+        f"{int((df.status == 'infeasible').sum())} over budget); "
+        f"best validation accuracy {ok.val_acc.max():.4f}; front size {int(df.on_front.sum())}."
+        if len(ok)
+        else f"[bold yellow]Done[/]: {len(df)} trials, none complete."
+    )
+    quoted = escape(config.name if " " not in config.name else repr(config.name))
+    console.print(f"Store: {escape(store.url)}")
+    console.print(
+        f"View: [bold]fusion-nas results {quoted}[/] | [bold]fusion-nas pareto {quoted} --open[/]"
+        " | [bold]fusion-nas serve[/] (http://127.0.0.1:8765)"
+        f" | optuna-dashboard {escape(store.url)}"
+    )

@@ -1,0 +1,82 @@
+"""``fusion-nas spaces`` and ``fusion-nas space show``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fusion_nas.cli.common import console, user_errors
+from fusion_nas.space import SearchSpace, builtin_spaces, load_space
+
+space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
+
+
+def _input_text(space: SearchSpace) -> str:
+    shape = "x".join(str(s) for s in space.size)
+    return f"{space.kind} {shape}x{space.channels}, {space.classes} classes"
+
+
+def list_spaces() -> None:
+    """List the built-in search spaces: input, stages and number of architectures."""
+    with user_errors():
+        table = Table(title="Built-in search spaces (search_spaces/)")
+        for col in ("name", "input", "stages", "architectures", "description"):
+            table.add_column(col, justify="right" if col == "architectures" else "left")
+        for name in builtin_spaces():
+            space = load_space(name)
+            table.add_row(
+                escape(space.name),
+                _input_text(space),
+                str(len(space.stages)),
+                f"{space.num_architectures():,}",
+                escape(space.description),
+            )
+        console.print(table)
+
+
+@space_app.command("show")
+def show(
+    space: Annotated[str, typer.Argument(help="Built-in space name or path to a .toml file.")],
+) -> None:
+    """Show a space's input, stem and the choices of every stage."""
+    with user_errors():
+        sp = load_space(space)
+        console.print(f"[bold]{escape(sp.name)}[/]: {escape(sp.description)}")
+        console.print(
+            f"input {_input_text(sp)}; stem conv k{sp.stem.kernel} stride {sp.stem.stride} "
+            f"-> {sp.stem.width} ch; MLP ratio {sp.mlp_ratio:g}; "
+            f"{sp.num_architectures():,} architectures"
+        )
+        table = Table()
+        for col in (
+            "stage",
+            "size",
+            "operator",
+            "kernel",
+            "heads",
+            "attention",
+            "width",
+            "depth",
+            "window",
+            "downsample",
+            "choices",
+        ):
+            table.add_column(col)
+        for i, (st, size) in enumerate(zip(sp.stages, sp.stage_sizes())):
+            table.add_row(
+                str(i),
+                "x".join(map(str, size)),
+                ", ".join(st.operator),
+                ", ".join(map(str, st.kernel)),
+                ", ".join(map(str, st.heads)),
+                ", ".join(st.attention),
+                ", ".join(map(str, st.width)),
+                ", ".join(map(str, st.depth)),
+                str(st.window),
+                "yes" if st.downsample else "no",
+                f"{st.count():,}",
+            )
+        console.print(table)

@@ -1,0 +1,251 @@
+"""Evaluator: turns one architecture into a trial outcome (proxy-train, score on validation).
+
+The evaluator is the seam between the search loop and the work: an :class:`EvalTask` holds
+everything a worker needs (picklable, so it can cross a process boundary) and
+:func:`evaluate` never raises: every problem becomes a ``failed`` :class:`Outcome` with its
+reason. :class:`InlinePool` runs tasks in this process; :class:`ProcessPool` runs K at once in
+worker processes, splitting the cores, and kills a worker whose trial outlives its timeout.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import torch
+
+from fusion_nas.arch import Architecture
+from fusion_nas.data import DataSplits, load_dataset
+from fusion_nas.errors import FusionNasError
+from fusion_nas.model import build_model
+from fusion_nas.space import SearchSpace, parse_space
+from fusion_nas.train import ProxyConfig, train_proxy
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One proxy-training job."""
+
+    arch_json: str
+    space_source: str
+    dataset: str
+    proxy: ProxyConfig
+    seed: int = 0
+    data_dir: str | None = None
+    timeout: float | None = None
+    threads: int | None = None
+
+
+@dataclass
+class Outcome:
+    """Result of an :class:`EvalTask`: ``complete`` with a score, or ``failed`` with a reason."""
+
+    status: str
+    val_acc: float | None = None
+    curve: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    reason: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _space(source: str) -> SearchSpace:
+    return parse_space(source, source="<stored space>")
+
+
+@functools.lru_cache(maxsize=4)
+def dataset_for(
+    dataset: str,
+    space_source: str,
+    data_dir: str | None,
+    val_fraction: float,
+    seed: int,
+    subset: int | None,
+) -> DataSplits:
+    """Load (once per process) the splits of ``dataset`` shaped for the space."""
+    space = _space(space_source)
+    return load_dataset(
+        dataset,
+        kind=space.kind,
+        channels=space.channels,
+        size=space.size,
+        classes=space.classes,
+        data_dir=data_dir,
+        val_fraction=val_fraction,
+        seed=seed,
+        train_subset=subset,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, FusionNasError):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def evaluate(task: EvalTask) -> Outcome:
+    """Build, seed and proxy-train the architecture; never raises."""
+    start = time.perf_counter()
+    try:
+        if task.threads:
+            torch.set_num_threads(task.threads)
+        space = _space(task.space_source)
+        arch = Architecture.from_json(task.arch_json)
+        p = task.proxy
+        splits = dataset_for(
+            task.dataset,
+            task.space_source,
+            task.data_dir,
+            p.val_fraction,
+            task.seed,
+            p.train_subset,
+        )
+        torch.manual_seed(task.seed)  # same seed -> same initial weights for the same network
+        model = build_model(arch, space)
+        result = train_proxy(
+            model, splits.train, splits.val, p, seed=task.seed, timeout=task.timeout
+        )
+        return Outcome("complete", result.val_acc, result.curve, result.seconds)
+    except Exception as exc:  # a trial's failure must not end the search
+        return Outcome("failed", seconds=time.perf_counter() - start, reason=_one_line(exc))
+
+
+class InlinePool:
+    """Runs each task in this process when submitted (one worker, no isolation)."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Any, Outcome]] = []
+
+    @property
+    def free(self) -> int:
+        """How many more tasks can be submitted now."""
+        return 1
+
+    @property
+    def busy(self) -> int:
+        """Tasks submitted and not yet collected."""
+        return len(self._done)
+
+    def submit(self, key: Any, task: EvalTask) -> None:
+        """Run ``task`` now; its outcome is returned by the next :meth:`collect`."""
+        self._done.append((key, evaluate(task)))
+
+    def collect(self) -> list[tuple[Any, Outcome]]:
+        """Outcomes finished since the last call."""
+        done, self._done = self._done, []
+        return done
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _worker_main(conn: Connection, threads: int) -> None:
+    torch.set_num_threads(threads)
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        conn.send(evaluate(task))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    key: Any = None
+    deadline: float | None = None
+    timeout: float | None = None
+
+
+class ProcessPool:
+    """K worker processes, each with ``cores // K`` threads; hung trials are killed."""
+
+    def __init__(self, workers: int, cores: int | None = None, grace: float = 30.0) -> None:
+        self.threads = max(1, (cores or os.cpu_count() or 1) // workers)
+        self.grace = grace  # extra seconds past a task's timeout before the hard kill
+        self._ctx = mp.get_context("spawn")
+        self._workers = [self._start() for _ in range(workers)]
+        self._done: list[tuple[Any, Outcome]] = []
+
+    def _start(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_worker_main, args=(child, self.threads), daemon=True)
+        proc.start()
+        child.close()
+        return _Worker(proc, parent)
+
+    @property
+    def free(self) -> int:
+        """Idle workers."""
+        return sum(w.key is None for w in self._workers)
+
+    @property
+    def busy(self) -> int:
+        """Workers with a task in flight, plus finished outcomes not yet collected."""
+        return sum(w.key is not None for w in self._workers) + len(self._done)
+
+    def submit(self, key: Any, task: EvalTask) -> None:
+        """Hand ``task`` to an idle worker."""
+        worker = next(w for w in self._workers if w.key is None)
+        task = EvalTask(**{**task.__dict__, "threads": self.threads})
+        worker.key, worker.timeout = key, task.timeout
+        worker.deadline = (
+            None if task.timeout is None else time.monotonic() + task.timeout + self.grace
+        )
+        worker.conn.send(task)
+
+    def collect(self, wait_s: float = 1.0) -> list[tuple[Any, Outcome]]:
+        """Wait up to ``wait_s`` for finished tasks; kill and replace workers past deadline."""
+        active = [w for w in self._workers if w.key is not None]
+        if active and not self._done:
+            ready = wait([w.conn for w in active], timeout=wait_s)
+            for w in active:
+                if w.conn in ready:
+                    try:
+                        outcome = w.conn.recv()
+                    except (EOFError, OSError):
+                        outcome = Outcome(
+                            "failed", reason=f"worker process died (exit code {w.process.exitcode})"
+                        )
+                        self._replace(w)
+                    self._done.append((w.key, outcome))
+                    w.key = w.deadline = None
+        now = time.monotonic()
+        for w in self._workers:
+            if w.key is not None and w.deadline is not None and now > w.deadline:
+                self._done.append(
+                    (
+                        w.key,
+                        Outcome(
+                            "failed",
+                            reason=f"timeout: trial exceeded {w.timeout:g} s (worker killed)",
+                        ),
+                    )
+                )
+                self._replace(w)
+        done, self._done = self._done, []
+        return done
+
+    def _replace(self, w: _Worker) -> None:
+        w.process.kill()
+        w.process.join(timeout=5)
+        fresh = self._start()
+        w.process, w.conn, w.key, w.deadline = fresh.process, fresh.conn, None, None
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for w in self._workers:
+            try:
+                if w.key is None:
+                    w.conn.send(None)
+            except OSError:
+                pass
+        for w in self._workers:
+            w.process.join(timeout=2)
+            if w.process.is_alive():
+                w.process.kill()

@@ -1,0 +1,129 @@
+"""Proxy trainer: a short, seeded AdamW + cosine schedule run that scores an architecture.
+
+The score is the accuracy on the *validation* split (carved from the training data); the test
+split is never looked at here. With the same seed and thread count the result is bit-identical.
+A non-finite loss or an exceeded time budget ends the run with :class:`TrialFailed`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fusion_nas.errors import FusionNasError, TrialFailed
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Settings of the proxy training run (stored with every search)."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    train_subset: int | None = None
+    val_fraction: float = 0.2
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise FusionNasError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise FusionNasError(f"learning rate must be positive, got {self.lr!r}")
+        if not 0 < self.val_fraction < 1:
+            raise FusionNasError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise FusionNasError(f"train_subset must be positive, got {self.train_subset!r}")
+
+    def to_dict(self) -> dict:
+        """Plain dict for the store."""
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of one proxy run."""
+
+    val_acc: float
+    curve: list[float] = field(default_factory=list)  # validation accuracy after each epoch
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, data: TensorDataset, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` in eval mode."""
+    model.eval()
+    x, y = data.tensors
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        correct += (model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum()
+    return int(correct) / max(1, len(y))
+
+
+def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to zero (multiplier of the base learning rate)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train_proxy(
+    model: nn.Module,
+    train: TensorDataset,
+    val: TensorDataset,
+    config: ProxyConfig,
+    *,
+    seed: int = 0,
+    timeout: float | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train`` and return its validation accuracy per epoch and at the end.
+
+    Raises :class:`TrialFailed` on a non-finite loss or when ``timeout`` seconds are exceeded
+    (checked after every batch).
+    """
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total = config.epochs * len(loader)
+    warmup = min(total, max(1, round(config.warmup_epochs * len(loader))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, warmup))
+    curve: list[float] = []
+    for epoch in range(config.epochs):
+        model.train()
+        for step, (x, y) in enumerate(loader):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                loss = F.cross_entropy(model(x), y)
+            if not torch.isfinite(loss):
+                raise TrialFailed(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if timeout is not None and time.perf_counter() - start > timeout:
+                raise TrialFailed(
+                    f"timeout: trial exceeded {timeout:g} s (epoch {epoch + 1} of {config.epochs})"
+                )
+        acc = evaluate_accuracy(model, val)
+        curve.append(acc)
+        if on_epoch is not None:
+            on_epoch(epoch, acc)
+    return TrainResult(val_acc=curve[-1], curve=curve, seconds=time.perf_counter() - start)

@@ -1,0 +1,331 @@
+"""Operators: shape, finiteness, gradients, locality, batch independence, init, registry."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from fusion_nas.errors import SpaceError
+from fusion_nas.ops import FUSION_INIT, create_op, get_op, list_ops
+
+WINDOW = 4
+# Sizes per dimension; (10,), (3,), (7, 5) and (3, 6) are not multiples of the window (4).
+SIZES = {1: [(10,), (16,), (3,)], 2: [(7, 5), (8, 8), (3, 6)]}
+VARIANTS = ("global", "window", "linear")
+
+
+@dataclass(frozen=True)
+class Cfg:
+    """One operator configuration."""
+
+    op: str
+    dim: int
+    size: tuple[int, ...]
+    channels: int = 8
+    kernel: int | None = None
+    heads: int | None = None
+    attention: str | None = None
+    mlp_ratio: float = 2.0
+
+    @property
+    def id(self) -> str:
+        size = "x".join(map(str, self.size))
+        return (
+            f"{self.op}-{self.dim}d-{size}-c{self.channels}-k{self.kernel}-h{self.heads}"
+            f"-{self.attention}-r{self.mlp_ratio}"
+        )
+
+    def build(self) -> nn.Module:
+        return create_op(
+            self.op,
+            self.dim,
+            self.channels,
+            self.size,
+            kernel=self.kernel,
+            heads=self.heads,
+            attention=self.attention,
+            window=WINDOW,
+            mlp_ratio=self.mlp_ratio,
+        )
+
+    def input(self, batch: int = 2) -> torch.Tensor:
+        return torch.randn(batch, self.channels, *self.size)
+
+
+def _configs() -> list[Cfg]:
+    out = []
+    for dim in (1, 2):
+        for i, k in enumerate((1, 3, 5, 7)):
+            out.append(Cfg("conv", dim, SIZES[dim][i % 3], kernel=k))
+        for hi, h in enumerate((1, 2, 4)):
+            for vi, v in enumerate(VARIANTS):
+                # C = 12 with mlp_ratio 1.3 gives a hidden width that needs rounding (15.6 -> 16).
+                c, r = ((8, 2.0), (12, 1.3))[(hi + vi) % 2]
+                out.append(Cfg("attention", dim, SIZES[dim][(hi + vi) % 3], c, None, h, v, r))
+        fused = [(1, 1, "global"), (3, 2, "window"), (5, 4, "linear"), (7, 2, "window")]
+        fused += [(3, 4, "global"), (5, 1, "linear"), (3, 1, "window")]
+        for op in ("parallel", "gated"):
+            for i, (k, h, v) in enumerate(fused):
+                c, r = ((8, 2.0), (12, 1.3))[i % 2]
+                out.append(Cfg(op, dim, SIZES[dim][i % 3], c, k, h, v, r))
+    return out
+
+
+CONFIGS = _configs()
+IDS = [c.id for c in CONFIGS]
+
+
+def test_config_spread_covers_the_matrix() -> None:
+    for op in list_ops():
+        for dim in (1, 2):
+            assert any(c.op == op and c.dim == dim for c in CONFIGS)
+    assert {c.kernel for c in CONFIGS if c.op == "conv"} == {1, 3, 5, 7}
+    assert {(c.heads, c.attention) for c in CONFIGS if c.op == "attention"} == {
+        (h, v) for h in (1, 2, 4) for v in VARIANTS
+    }
+    assert any(c.size == (10,) and c.attention == "window" for c in CONFIGS)
+    assert any(c.size == (7, 5) and c.attention == "window" for c in CONFIGS)
+
+
+# --------------------------------------------------------------------------- shape, grads
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_shape_finite_and_gradients(cfg: Cfg) -> None:
+    op = cfg.build().train()
+    x = cfg.input().requires_grad_(True)
+    y = op(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    (y * torch.randn_like(y)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for name, p in op.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+    assert any(p.grad.abs().sum() > 0 for p in op.parameters())
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_eval_mode_keeps_shape(cfg: Cfg) -> None:
+    op = cfg.build().eval()
+    with torch.no_grad():
+        y = op(cfg.input(batch=1))
+    assert y.shape == (1, cfg.channels, *cfg.size)
+    assert torch.isfinite(y).all()
+
+
+# --------------------------------------------------------------------------- locality
+
+
+def _perturb_at(x: torch.Tensor, index: tuple[int, ...], sample: int = 0) -> torch.Tensor:
+    """Copy of ``x`` with random noise added to one token of one sample.
+
+    Noise, not a constant shift: LayerNorm would cancel a shift that is equal on every channel.
+    """
+    x2 = x.clone()
+    x2[(sample, slice(None), *index)] += torch.randn(x.shape[1])
+    return x2
+
+
+MIXING = [
+    c for c in CONFIGS if c.op in ("attention", "parallel", "gated") and c.attention != "window"
+]
+
+
+@pytest.mark.parametrize("cfg", MIXING, ids=[c.id for c in MIXING])
+def test_attention_mixes_distant_tokens(cfg: Cfg) -> None:
+    # A map large enough that the far corner lies outside any conv kernel (k <= 7) of the
+    # fused operators, so only the attention branch can carry the change there.
+    size = (16,) if cfg.dim == 1 else (9, 9)
+    cfg = Cfg(cfg.op, cfg.dim, size, cfg.channels, cfg.kernel, cfg.heads, cfg.attention)
+    op = cfg.build().eval()
+    x = cfg.input(batch=1)
+    first, last = (0,) * cfg.dim, tuple(s - 1 for s in size)
+    with torch.no_grad():
+        y, y2 = op(x), op(_perturb_at(x, first))
+    change = (y2 - y)[(0, slice(None), *last)].abs().max()
+    assert change > 1e-6
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("size", [(10,), (16,), (3,), (7, 5), (8, 8), (3, 6)])
+def test_window_attention_stays_in_its_window(size: tuple[int, ...], heads: int) -> None:
+    dim = len(size)
+    cfg = Cfg("attention", dim, size, heads=heads, attention="window")
+    op = cfg.build().eval()
+    x = cfg.input(batch=1)
+    extent = [min(WINDOW, s) for s in size]
+    src = tuple(s - 1 for s in size)  # last token: in the zero-padded window when s % 4 != 0
+    with torch.no_grad():
+        diff = (op(_perturb_at(x, src)) - op(x))[0].abs().amax(dim=0)  # (*S)
+    n_same = n_other = 0
+    for idx in itertools.product(*[range(s) for s in size]):
+        same = all(i // e == j // e for i, j, e in zip(idx, src, extent))
+        if same:
+            assert diff[idx] > 1e-6, f"token {idx} shares a window with {src} but did not change"
+            n_same += 1
+        else:
+            assert diff[idx] == 0, f"token {idx} is in another window than {src} but changed"
+            n_other += 1
+    assert n_same >= 1
+    if size not in ((3,),):
+        assert n_other >= 1  # there is more than one window
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+def test_conv_does_not_see_beyond_its_kernel(dim: int, kernel: int) -> None:
+    # Eval mode: in train mode BatchNorm's batch statistics span all positions.
+    size = (15,) if dim == 1 else (11, 9)
+    cfg = Cfg("conv", dim, size, kernel=kernel)
+    op = cfg.build().eval()
+    x = cfg.input(batch=1)
+    src = tuple(s // 2 for s in size)
+    with torch.no_grad():
+        diff = (op(_perturb_at(x, src)) - op(x))[0].abs().amax(dim=0)  # (*S)
+    r = kernel // 2
+    inside = outside = 0
+    for idx in itertools.product(*[range(s) for s in size]):
+        if max(abs(i - j) for i, j in zip(idx, src)) > r:
+            assert diff[idx] == 0, f"k={kernel}: output {idx} changed, source {src}"
+            outside += 1
+        else:
+            inside += 1
+    assert diff[src] > 1e-6
+    assert inside == (2 * r + 1) ** dim and outside > 0
+
+
+# --------------------------------------------------------------------------- batch independence
+
+
+def _mixes_samples(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether changing sample 0 changes any output of the other samples (bit for bit)."""
+    x2 = x.clone()
+    x2[0] = torch.randn_like(x2[0])
+    with torch.no_grad():
+        y, y2 = module(x), module(x2)
+    if isinstance(y, tuple):  # nn.MultiheadAttention returns (output, weights)
+        y, y2 = y[0], y2[0]
+    return not torch.equal(y[1:], y2[1:])
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_no_operator_mixes_samples(cfg: Cfg) -> None:
+    # model.eval(): BatchNorm normalises with running statistics. In train mode the BatchNorm of
+    # the conv branch shares statistics across the batch by design, so it is checked in eval.
+    op = cfg.build().eval()
+    assert not _mixes_samples(op, cfg.input(batch=3))
+
+
+@pytest.mark.parametrize("cfg", [c for c in CONFIGS if c.op == "attention"][:9])
+def test_attention_without_batchnorm_is_independent_in_train_mode_too(cfg: Cfg) -> None:
+    op = cfg.build().train()
+    assert not _mixes_samples(op, cfg.input(batch=3))
+
+
+class _HVTStageBug(nn.Module):
+    """The article's HVTStage: (B, N, C) fed to nn.MultiheadAttention without batch_first."""
+
+    def __init__(self, dim: int, heads: int, batch_first: bool = False) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=batch_first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        return self.attn(t, t, t)[0]
+
+
+def test_sample_mixing_check_catches_the_article_hvt_bug() -> None:
+    x = torch.randn(3, 8, 4, 4)
+    assert _mixes_samples(_HVTStageBug(8, 2).eval(), x)  # attends across the batch
+    assert not _mixes_samples(_HVTStageBug(8, 2, batch_first=True).eval(), x)
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_fusion_weights_start_at_point_one(dim: int) -> None:
+    size = (8,) if dim == 1 else (4, 4)
+    assert FUSION_INIT == 0.1
+    par = create_op("parallel", dim, 8, size, kernel=3, heads=2, attention="global")
+    assert torch.equal(par.conv_weight.data, torch.full((8,), 0.1))
+    assert torch.equal(par.attn_weight.data, torch.full((8,), 0.1))
+    gated = create_op("gated", dim, 8, size, kernel=3, heads=2, attention="global")
+    assert torch.equal(gated.scale.data, torch.full((8,), 0.1))
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_gate_starts_near_one_half(dim: int) -> None:
+    size = (12,) if dim == 1 else (5, 6)
+    op = create_op("gated", dim, 16, size, kernel=3, heads=2, attention="linear").eval()
+    seen = []
+    op.gate.register_forward_hook(lambda m, a, out: seen.append(torch.sigmoid(out)))
+    with torch.no_grad():
+        op(torch.randn(4, 16, *size))
+    (g,) = seen
+    assert g.shape == (4, 16)  # one gate per sample and channel
+    assert (g - 0.5).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("op_name", ["attention", "parallel", "gated"])
+def test_query_key_value_weights_are_xavier(op_name: str) -> None:
+    C = 64
+    op = create_op(op_name, 2, C, (4, 4), kernel=3, heads=4, attention="global")
+    bound = math.sqrt(6.0 / (C + C))  # xavier_uniform on a (C, C) block
+    std = math.sqrt(2.0 / (C + C))
+    default_std = 1.0 / math.sqrt(3.0 * C)  # nn.Linear's default kaiming_uniform(a=sqrt(5))
+    assert abs(std - default_std) > 0.3 * std  # the check can tell the two apart
+    for name, w in zip(("query", "key", "value"), op.attn.qkv.weight.data.chunk(3, dim=0)):
+        assert w.abs().max() <= bound + 1e-6, name
+        assert 0.9 * std < w.std() < 1.1 * std, name
+    w = op.attn.proj.weight.data
+    assert w.abs().max() <= bound + 1e-6 and 0.9 * std < w.std() < 1.1 * std
+
+
+@pytest.mark.parametrize("op_name", ["conv", "parallel", "gated"])
+@pytest.mark.parametrize("dim", [1, 2])
+def test_conv_weights_are_kaiming(op_name: str, dim: int) -> None:
+    C, k = 64, 3
+    size = (8,) if dim == 1 else (4, 4)
+    op = create_op(op_name, dim, C, size, kernel=k, heads=2, attention="global")
+    conv = op.mixer.conv if op_name == "conv" else op.conv.conv
+    fan_out = C * k**dim
+    std = math.sqrt(2.0 / fan_out)  # kaiming_normal, mode fan_out, ReLU gain
+    assert 0.9 * std < conv.weight.std() < 1.1 * std
+    assert abs(conv.weight.mean()) < 0.1 * std
+    assert conv.bias is None  # BatchNorm follows
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_lists_the_four_operators() -> None:
+    assert set(list_ops()) == {"conv", "attention", "parallel", "gated"}
+    for name in list_ops():
+        assert get_op(name).op_name == name
+
+
+def test_unknown_operator_lists_allowed_ones() -> None:
+    with pytest.raises(SpaceError) as info:
+        create_op("mlp", 1, 8, (8,))
+    msg = str(info.value)
+    assert "\n" not in msg and "'mlp'" in msg
+    for name in list_ops():
+        assert repr(name) in msg
+
+
+def test_bad_operator_arguments_raise_space_error() -> None:
+    with pytest.raises(SpaceError, match="kernel size 4"):
+        create_op("conv", 1, 8, (8,), kernel=4)
+    with pytest.raises(SpaceError, match="heads 3"):
+        create_op("attention", 1, 8, (8,), heads=3)
+    with pytest.raises(SpaceError, match="'swin'"):
+        create_op("gated", 1, 8, (8,), heads=2, attention="swin")
+    with pytest.raises(SpaceError, match="dimension 3"):
+        create_op("conv", 3, 8, (8, 8, 8), kernel=3)
