@@ -24,7 +24,7 @@ from fusion_nas.errors import FusionNasError, TrialFailed
 class ProxyConfig:
     """Settings of the proxy training run (stored with every search)."""
 
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.05

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs and run it (the README's test command).
+# System packages: Debian's chromium (browser tests) and dataset-fashion-mnist (idx files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(chromium dataset-fashion-mnist)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+fi
+
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install --upgrade pip >/dev/null
+# The pinned CPU build first: anything unpinned would pull a multi-GB CUDA build.
+pip install torch==2.13.0
+pip install -e '.[dev,nni,onnx]'
+python -m pytest "$@"
