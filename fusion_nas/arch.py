@@ -103,6 +103,24 @@ class Architecture:
                     f"stages[{i}].operator: {st.get('operator')!r} is not an operator; "
                     f"allowed: {allowed(list_ops())}"
                 )
+            for key in ("width", "depth", "kernel", "heads"):  # JSON types are not checked
+                if key not in st:
+                    if key == "width":
+                        raise ArchitectureError(
+                            f"stages[{i}].width: missing; allowed: integers >= 1"
+                        )
+                    continue
+                value = st[key]
+                if value is None and key in ("kernel", "heads"):
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ArchitectureError(
+                        f"stages[{i}].{key}: {value!r} is not allowed; allowed: integers >= 1"
+                    )
+            if not isinstance(st.get("attention"), (str, type(None))):
+                raise ArchitectureError(
+                    f"stages[{i}].attention: {st['attention']!r} is not a string or null"
+                )
             try:
                 parsed.append(StageChoice(**st))
             except TypeError as exc:

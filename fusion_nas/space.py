@@ -241,6 +241,8 @@ class _Validator:
         return table
 
     def integer(self, value: Any, field: str, minimum: int = 1) -> int:
+        if value is None:  # TOML has no null: the key is absent
+            raise self.fail(field, f"missing; allowed: integers >= {minimum}")
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(field, f"{value!r} is not an integer")
         if value < minimum:
@@ -305,6 +307,8 @@ class _Validator:
         if "stem" not in data:
             raise self.fail("stem", "missing table [stem]")
         stem_t = self.keys(data["stem"], "stem", _STEM_KEYS)
+        if isinstance(stem_t.get("kernel"), list):  # a stem is one conv, not a choice
+            raise self.fail("stem.kernel", f"{stem_t['kernel']!r} must be one odd integer")
         stem = StemSpec(
             width=self.integer(stem_t.get("width"), "stem.width"),
             kernel=self.odd_kernels(stem_t.get("kernel", 3), "stem.kernel")[0],

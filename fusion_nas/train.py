@@ -54,7 +54,7 @@ class ProxyConfig:
 class TrainResult:
     """Outcome of one proxy run."""
 
-    val_acc: float
+    val_acc: float | None  # None when trained without a validation split
     curve: list[float] = field(default_factory=list)  # validation accuracy after each epoch
     seconds: float = 0.0
 
@@ -85,14 +85,17 @@ def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 def train_proxy(
     model: nn.Module,
     train: TensorDataset,
-    val: TensorDataset,
+    val: TensorDataset | None,
     config: ProxyConfig,
     *,
     seed: int = 0,
     timeout: float | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float | None], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` and return its validation accuracy per epoch and at the end.
+
+    With ``val=None`` nothing is evaluated during training (the final retraining, which must not
+    look at held-out data before it ends).
 
     Raises :class:`TrialFailed` on a non-finite loss or when ``timeout`` seconds are exceeded
     (checked after every batch).
@@ -122,8 +125,10 @@ def train_proxy(
                 raise TrialFailed(
                     f"timeout: trial exceeded {timeout:g} s (epoch {epoch + 1} of {config.epochs})"
                 )
-        acc = evaluate_accuracy(model, val)
-        curve.append(acc)
+        acc = evaluate_accuracy(model, val) if val is not None else None
+        if acc is not None:
+            curve.append(acc)
         if on_epoch is not None:
             on_epoch(epoch, acc)
-    return TrainResult(val_acc=curve[-1], curve=curve, seconds=time.perf_counter() - start)
+    final = curve[-1] if curve else None
+    return TrainResult(val_acc=final, curve=curve, seconds=time.perf_counter() - start)

@@ -119,6 +119,52 @@ def test_eval_mode_keeps_shape(cfg: Cfg) -> None:
     assert torch.isfinite(y).all()
 
 
+# --------------------------------------------------------------------------- attention values
+
+
+def _reference_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The attention mixer written out token by token: softmax attention inside each group of
+    tokens (one group for ``global``, one per window for ``window``, real tokens only), or
+    ``phi(q) (phi(k)^T v) / (phi(q) sum phi(k))`` with ``phi = elu + 1`` for ``linear``."""
+    B, C, *size = x.shape
+    h = mixer.heads
+    hd = C // h
+    t = (x + mixer.pos).flatten(2).transpose(1, 2)  # (B, N, C), row-major tokens
+    q, k, v = (
+        u.reshape(B, -1, h, hd).transpose(1, 2)  # (B, h, N, hd)
+        for u in mixer.qkv(mixer.norm(t)).chunk(3, dim=-1)
+    )
+    coords = list(itertools.product(*[range(s) for s in size]))  # same order as the tokens
+    extent = [min(WINDOW, s) for s in size]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for n, c in enumerate(coords):
+        key = tuple(i // e for i, e in zip(c, extent)) if mixer.variant == "window" else ()
+        groups.setdefault(key, []).append(n)
+    out = torch.zeros_like(q)
+    for idx in groups.values():
+        qi, ki, vi = q[:, :, idx], k[:, :, idx], v[:, :, idx]
+        if mixer.variant == "linear":
+            fq, fk = torch.nn.functional.elu(qi) + 1, torch.nn.functional.elu(ki) + 1
+            num = fq @ (fk.transpose(-2, -1) @ vi)
+            out[:, :, idx] = num / (fq @ fk.sum(dim=2).unsqueeze(-1))
+        else:
+            a = torch.softmax(qi @ ki.transpose(-2, -1) / math.sqrt(hd), dim=-1)
+            out[:, :, idx] = a @ vi
+    o = mixer.proj(out.transpose(1, 2).reshape(B, -1, C))  # (B, N, C)
+    return o.transpose(1, 2).reshape(B, C, *size)
+
+
+ATTN = [c for c in CONFIGS if c.op != "conv"]
+
+
+@pytest.mark.parametrize("cfg", ATTN, ids=[c.id for c in ATTN])
+def test_attention_mixer_matches_reference(cfg: Cfg) -> None:
+    mixer = cfg.build().attn.eval()
+    x = cfg.input(batch=2)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x), _reference_mixer(mixer, x), rtol=1e-4, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- locality
 
 

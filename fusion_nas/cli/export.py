@@ -1,0 +1,132 @@
+"""``fusion-nas export`` and ``fusion-nas retrain``: the chosen architecture as code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from fusion_nas.arch import Architecture
+from fusion_nas.cli.common import StoreOption, console, err_console, user_errors
+from fusion_nas.errors import ExportError
+from fusion_nas.export import write_export
+from fusion_nas.retrain import proxy_weights, retrain, safe_stem, search_space
+from fusion_nas.select import select_trial
+from fusion_nas.store import Store
+
+TrialOption = Annotated[
+    int | None, typer.Option("--trial", "-t", help="Trial number.", show_default=False)
+]
+PickOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pick",
+        help="knee (Pareto knee point), best (highest validation accuracy) or max-flops:X "
+        "(most accurate with at most X MACs).",
+        show_default=False,
+    ),
+]
+
+
+def export(
+    name: Annotated[str, typer.Argument(help="Search name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .py file to write.")],
+    trial: TrialOption = None,
+    pick: PickOption = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also save the proxy-trained weights (state_dict) here.", show_default=False
+        ),
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(help="Also write ONNX here (needs the onnx extra).", show_default=False),
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Export a trial's architecture as standalone, readable PyTorch code (imports only torch).
+
+    With --weights the trial's proxy training is re-run with the search's seed and settings
+    (deterministic) and the weights are saved as a state_dict the exported class loads.
+    """
+    with user_errors():
+        if out.suffix != ".py":
+            raise ExportError(f"--out must name a .py file, got {str(out)!r}")
+        st = Store(store, create=False)
+        df = st.trials(name)
+        row = select_trial(df, trial=trial, pick=pick)
+        if row["arch"] is None:
+            raise ExportError(f"trial {row['number']} of {name!r} has no architecture recorded")
+        space = search_space(st, name)
+        arch = Architecture.from_dict(row["arch"])
+        state = None
+        if weights is not None or onnx is not None:
+            if row["status"] != "complete":
+                raise ExportError(
+                    f"trial {row['number']} is {row['status']}: it has no trained weights; "
+                    "export the code without --weights/--onnx"
+                )
+            with console.status("Re-running the trial's proxy training for its weights..."):
+                state, val_acc = proxy_weights(st, name, row)
+            if val_acc != row["val_acc"]:
+                err_console.print(
+                    f"[yellow]Note:[/] re-trained validation accuracy {val_acc:.4f} differs "
+                    f"from the recorded {row['val_acc']:.4f} (other thread count or hardware)."
+                )
+        meta = {
+            "search": name,
+            "trial": int(row["number"]),
+            "val_accuracy": row["val_acc"],
+            "store_url": st.url,
+            "weights_file": weights.name if weights else None,
+        }
+        write_export(arch, space, out, meta=meta, state_dict=state, weights=weights, onnx=onnx)
+        console.print(
+            f"Trial {row['number']} ({escape(row['arch_desc'] or arch.describe())}; "
+            f"{row['macs']:,} MACs, {row['params']:,} params) -> [bold]{escape(str(out))}[/]"
+            + (f", weights {escape(str(weights))}" if weights else "")
+            + (f", ONNX {escape(str(onnx))}" if onnx else "")
+        )
+
+
+def retrain_command(
+    name: Annotated[str, typer.Argument(help="Search name.")],
+    trial: TrialOption = None,
+    pick: PickOption = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs (a longer schedule).")] = 60,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output directory. Default: results/retrain/NAME-trialN.",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Retrain a trial's architecture from scratch on all training data and report TEST accuracy.
+
+    The only command that touches the test split. Saves code, weights and a JSON record (also
+    stored with the search).
+    """
+    with user_errors():
+        st = Store(store, create=False)
+        row = select_trial(st.trials(name), trial=trial, pick=pick)
+        if row["arch"] is None:
+            raise ExportError(f"trial {row['number']} of {name!r} has no architecture recorded")
+        out_dir = out or Path("results") / "retrain" / f"{safe_stem(name)}-trial{row['number']}"
+        with console.status(f"Retraining trial {row['number']} for {epochs} epochs..."):
+            rec = retrain(st, name, row, epochs=epochs, out_dir=out_dir)
+        console.print(
+            f"Trial {rec.trial}: {escape(rec.arch_desc)}\n"
+            f"MACs {rec.macs:,}, params {rec.params:,}; proxy validation accuracy "
+            f"{rec.proxy_val_acc if rec.proxy_val_acc is None else round(rec.proxy_val_acc, 4)}\n"
+            f"[bold]Test accuracy {rec.test_acc:.4f}[/] ({rec.test_samples} test samples; trained "
+            f"{rec.epochs} epochs on {rec.train_samples} samples in {rec.seconds:.1f} s)\n"
+            f"Saved {escape(rec.files['code'])}, {escape(rec.files['weights'])}, "
+            f"{escape(rec.files['record'])}"
+        )

@@ -1,0 +1,171 @@
+"""Proxy weights of a trial, and the final retraining that reports *test* accuracy.
+
+``proxy_weights`` re-runs a trial's proxy training with the search's recorded seed and
+settings (training is deterministic for a given seed and thread count) and checks that the
+validation accuracy matches the stored one. ``retrain`` trains the architecture from scratch
+on the full training split (train + validation) with a longer schedule and only then
+evaluates it on the test split, once. It is the only code path that touches the test split.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+
+from fusion_nas.arch import Architecture
+from fusion_nas.data import load_dataset
+from fusion_nas.errors import DatasetError
+from fusion_nas.evaluate import dataset_for
+from fusion_nas.export import write_export
+from fusion_nas.model import build_model
+from fusion_nas.space import SearchSpace, parse_space
+from fusion_nas.store import Store
+from fusion_nas.train import ProxyConfig, evaluate_accuracy, train_proxy
+
+
+@dataclass
+class RetrainResult:
+    """Record of one final retraining (saved as JSON and with the search)."""
+
+    search: str
+    trial: int
+    arch_id: str
+    arch: dict[str, Any]
+    arch_desc: str
+    macs: int
+    params: int
+    proxy_val_acc: float | None
+    epochs: int
+    train_samples: int
+    test_samples: int
+    test_acc: float
+    seconds: float
+    created: str
+    files: dict[str, str]
+
+
+def search_space(store: Store, name: str) -> SearchSpace:
+    """The search space a search ran on (its stored TOML, not today's file)."""
+    return parse_space(store.search_meta(name)["space_toml"], source=f"<space of {name}>")
+
+
+def proxy_weights(
+    store: Store, name: str, row: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], float | None]:
+    """Re-run the trial's proxy training; return its ``state_dict`` and validation accuracy."""
+    meta = store.search_meta(name)
+    space = search_space(store, name)
+    proxy = ProxyConfig(**meta["proxy"])
+    splits = dataset_for(
+        meta["dataset"],
+        space.source,
+        meta.get("data_dir"),
+        proxy.val_fraction,
+        meta["seed"],
+        proxy.train_subset,
+    )
+    torch.manual_seed(meta["seed"])
+    model = build_model(Architecture.from_dict(row["arch"]), space)
+    result = train_proxy(model, splits.train, splits.val, proxy, seed=meta["seed"])
+    return model.state_dict(), result.val_acc
+
+
+def safe_stem(text: str) -> str:
+    """A file-name-safe version of ``text`` (letters, digits, ``-``, ``_``, ``.``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:80] or "search"
+
+
+def retrain(
+    store: Store,
+    name: str,
+    row: dict[str, Any],
+    *,
+    epochs: int = 60,
+    out_dir: Path | None = None,
+    threads: int | None = None,
+) -> RetrainResult:
+    """Train trial ``row`` of search ``name`` from scratch on all training data; test it once."""
+    meta = store.search_meta(name)
+    space = search_space(store, name)
+    proxy = ProxyConfig(**meta["proxy"])
+    schedule = ProxyConfig(
+        epochs=epochs, batch_size=proxy.batch_size, lr=proxy.lr, weight_decay=proxy.weight_decay
+    )
+    splits = load_dataset(
+        meta["dataset"],
+        kind=space.kind,
+        channels=space.channels,
+        size=space.size,
+        classes=space.classes,
+        data_dir=meta.get("data_dir"),
+        val_fraction=proxy.val_fraction,
+        seed=meta["seed"],
+    )
+    if splits.test is None:
+        raise DatasetError(f"dataset {meta['dataset']!r} has no test split to report")
+    # The full training split: the proxy's train and validation parts together.
+    full = TensorDataset(
+        *(torch.cat(pair) for pair in zip(splits.train.tensors, splits.val.tensors))
+    )
+    if threads:
+        torch.set_num_threads(threads)
+    arch = Architecture.from_dict(row["arch"])
+    torch.manual_seed(meta["seed"])
+    model = build_model(arch, space)
+    trained = train_proxy(model, full, None, schedule, seed=meta["seed"])
+    test_acc = evaluate_accuracy(model, splits.test)  # the one and only look at the test split
+
+    out = (
+        Path(out_dir)
+        if out_dir
+        else Path("results") / "retrain" / f"{safe_stem(name)}-trial{row['number']}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "code": str(out / "model.py"),
+        "weights": str(out / "model.pt"),
+        "record": str(out / "result.json"),
+    }
+    write_export(
+        arch,
+        space,
+        Path(files["code"]),
+        meta={
+            "search": name,
+            "trial": int(row["number"]),
+            "val_accuracy": row.get("val_acc"),
+            "store_url": store.url,
+            "note": f"retrained {epochs} epochs on all training data; test acc {test_acc:.4f}",
+            "weights_file": "model.pt",
+        },
+        state_dict=model.state_dict(),
+        weights=Path(files["weights"]),
+    )
+    record = RetrainResult(
+        search=name,
+        trial=int(row["number"]),
+        arch_id=arch.arch_id,
+        arch=arch.to_dict(),
+        arch_desc=arch.describe(),
+        macs=int(row["macs"]),
+        params=int(row["params"]),
+        proxy_val_acc=row.get("val_acc"),
+        epochs=epochs,
+        train_samples=len(full),
+        test_samples=len(splits.test),
+        test_acc=test_acc,
+        seconds=round(trained.seconds, 2),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        files=files,
+    )
+    Path(files["record"]).write_text(json.dumps(asdict(record), indent=2) + "\n")
+    study = store.open_study(name)
+    study.set_user_attr(f"retrain:{record.trial}", asdict(record))
+    return record

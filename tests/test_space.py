@@ -1,0 +1,337 @@
+"""Search spaces: built-ins load, count, enumerate and build; malformed files are rejected."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusion_nas import build_model, builtin_spaces, load_space, parse_space
+from fusion_nas.arch import Architecture, StageChoice
+from fusion_nas.errors import ArchitectureError, SpaceError
+
+BUILTINS = ("coatnet-like", "digits", "fashion-mnist", "mnist1d")
+
+
+def test_builtin_names() -> None:
+    assert tuple(builtin_spaces()) == BUILTINS
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtin_space_loads(name: str) -> None:
+    space = load_space(name)
+    assert space.name == name
+    assert space.num_architectures() > 1
+    assert space.kind in ("sequence", "image")
+    assert space.dim == (1 if space.kind == "sequence" else 2)
+    assert all(min(size) >= 1 for size in space.stage_sizes())
+    # Loading by path gives the same space as loading by name.
+    by_path = load_space(Path(__file__).parent.parent / "search_spaces" / f"{name}.toml")
+    assert (by_path.stages, by_path.size, by_path.stem) == (space.stages, space.size, space.stem)
+
+
+def test_digits_count_and_enumeration() -> None:
+    space = load_space("digits")
+    # By hand. Stage 0: conv 2 kernels; attention 2 heads x 3 variants; parallel and gated
+    # 2 x 2 x 3 each -> 2 + 6 + 12 + 12 = 32. Stage 1: 1 + 2*2 + 1*2*2 + 1*2*2 = 13.
+    assert space.num_architectures() == 32 * 13 == 416
+    archs = space.enumerate()
+    assert len(archs) == space.num_architectures()
+    assert len({a.arch_id for a in archs}) == len(archs)  # canonical: no duplicates
+    for a in archs[::37]:
+        assert space.validate(a) is a
+
+
+def test_mnist1d_count_by_hand() -> None:
+    # Stages 0 and 1: (3 + 3*3 + 3*3*3 * 2) * 2 widths; stage 2: (2 + 3*2 + 2*3*2 * 2) * 2.
+    s01 = (3 + 9 + 27 + 27) * 2
+    s2 = (2 + 6 + 12 + 12) * 2
+    assert load_space("mnist1d").num_architectures() == s01 * s01 * s2
+
+
+def test_enumerate_refuses_huge_spaces() -> None:
+    space = load_space("mnist1d")
+    with pytest.raises(SpaceError, match="more than the 10"):
+        space.enumerate(limit=10)
+
+
+def test_sampling_is_deterministic_per_seed() -> None:
+    space = load_space("mnist1d")
+    assert space.sample(5) == space.sample(5)
+    assert len({space.sample(s).arch_id for s in range(30)}) > 20
+
+
+# --------------------------------------------------------------------------- build and run
+
+SMALL = [(name, seed) for name in ("digits", "fashion-mnist", "mnist1d") for seed in range(20)]
+
+
+def _check_grads(model: torch.nn.Module) -> None:
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize(("name", "seed"), SMALL)
+def test_sampled_architecture_builds_and_trains(name: str, seed: int) -> None:
+    space = load_space(name)
+    arch = space.sample(seed)
+    model = build_model(arch, space).train()
+    x = torch.randn(space.input_shape(2))
+    y = model(x)
+    assert y.shape == (2, space.classes)
+    assert torch.isfinite(y).all()
+    torch.nn.functional.cross_entropy(y, torch.tensor([0, 1])).backward()
+    _check_grads(model)
+
+
+# coatnet-like is 224x224 (batch 1) with up to ~40 M parameters. Measured on the 2-core machine
+# with the single intra-op thread of conftest.py: 20 architectures build in ~9 s and run forward +
+# backward in ~16 s (~25 s in all), under the ~60 s at which only a few would get a backward pass.
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(20))
+def test_coatnet_like_builds_and_trains(seed: int) -> None:
+    space = load_space("coatnet-like")
+    model = build_model(space.sample(seed), space).train()
+    y = model(torch.randn(space.input_shape(1)))
+    assert y.shape == (1, 1000)
+    assert torch.isfinite(y).all()
+    torch.nn.functional.cross_entropy(y, torch.tensor([seed])).backward()
+    _check_grads(model)
+
+
+# --------------------------------------------------------------------------- malformed files
+
+BASE_INPUT = """
+[input]
+kind = "image"
+size = [8, 8]
+channels = 1
+classes = 10
+"""
+BASE_STEM = """
+[stem]
+width = 8
+kernel = 3
+"""
+BASE_STAGE = """
+[[stage]]
+operator = ["conv", "attention"]
+kernel = [3, 5]
+heads = [1, 2]
+attention = ["global", "window"]
+width = [8, 16]
+"""
+BASE = 'name = "tiny"\n' + BASE_INPUT + BASE_STEM + BASE_STAGE
+
+
+def _stage(**changes: str) -> str:
+    """BASE with some ``key = value`` lines of the stage replaced (or added)."""
+    lines = BASE_STAGE.strip().splitlines()
+    for key, value in changes.items():
+        lines = [ln for ln in lines if not ln.startswith(f"{key} ")]
+        lines.append(f"{key} = {value}")
+    return 'name = "tiny"\n' + BASE_INPUT + BASE_STEM + "\n".join(lines) + "\n"
+
+
+ALL_OPS = ("'conv'", "'attention'", "'parallel'", "'gated'")
+
+# (id, file text, fragments the one-line message must contain)
+MALFORMED = [
+    ("not-toml", "this is [not toml", ["not valid TOML"]),
+    ("unknown-top-key", 'colour = "red"\n' + BASE, ["colour", "unknown key", "'stage'"]),
+    ("unknown-stage-key", _stage(stride="2"), ["stage[0].stride", "unknown key", "'downsample'"]),
+    (
+        "unknown-operator",
+        _stage(operator='["conv", "mlp"]'),
+        ["stage[0].operator", "'mlp'", *ALL_OPS],
+    ),
+    ("even-kernel", _stage(kernel="[3, 4]"), ["stage[0].kernel", "4 is even", "odd"]),
+    ("kernel-zero", _stage(kernel="0"), ["stage[0].kernel", "0 is too small", ">= 1"]),
+    (
+        "heads-not-dividing",
+        _stage(heads="[3]"),
+        ["stage[0].heads", "3 heads", "width 8", "1, 2, 4, 8"],
+    ),
+    ("empty-operators", _stage(operator="[]"), ["stage[0].operator", "empty choice list"]),
+    (
+        "unknown-variant",
+        _stage(attention='["swin"]'),
+        ["stage[0].attention", "'swin'", "'global', 'window', 'linear'"],
+    ),
+    ("string-width", _stage(width='"16"'), ["stage[0].width", "'16'", "not an integer"]),
+    ("float-depth", _stage(depth="1.5"), ["stage[0].depth", "1.5", "not an integer"]),
+    ("bool-heads", _stage(heads="true"), ["stage[0].heads", "True", "not an integer"]),
+    (
+        "missing-input",
+        'name = "tiny"\n' + BASE_STEM + BASE_STAGE,
+        ["input", "missing table [input]"],
+    ),
+    (
+        "bad-kind",
+        BASE.replace('kind = "image"', 'kind = "video"'),
+        ["input.kind", "'video'", "'sequence', 'image'"],
+    ),
+    (
+        "image-with-length",
+        BASE.replace("channels = 1", "channels = 1\nlength = 8"),
+        ["input.length", "size = [H, W]"],
+    ),
+    (
+        "sequence-without-length",
+        BASE.replace('kind = "image"\nsize = [8, 8]', 'kind = "sequence"'),
+        ["input.length", "missing", ">= 1"],
+    ),
+    (
+        "one-class",
+        BASE.replace("classes = 10", "classes = 1"),
+        ["input.classes", "1 is too small", ">= 2"],
+    ),
+    ("missing-stem", 'name = "tiny"\n' + BASE_INPUT + BASE_STAGE, ["stem", "missing table [stem]"]),
+    ("no-stages", 'name = "tiny"\n' + BASE_INPUT + BASE_STEM, ["stage", "at least one [[stage]]"]),
+    (
+        "downsample-not-bool",
+        _stage(downsample='"yes"'),
+        ["stage[0].downsample", "'yes'", "true, false"],
+    ),
+    (
+        "too-much-downsampling",
+        BASE + (BASE_STAGE + "downsample = true\n") * 4,
+        ["stage[4].downsample", "(8, 8)", "too small"],
+    ),
+    (
+        "duplicate-choice",
+        _stage(kernel="[3, 5, 3]"),
+        ["stage[0].kernel", "[3, 5, 3]", "lists a value twice"],
+    ),
+    ("negative-width", _stage(width="[8, -16]"), ["stage[0].width", "-16", ">= 1"]),
+    (
+        "stem-kernel-list",
+        BASE.replace("kernel = 3\n", "kernel = [3, 5]\n", 1),
+        ["stem.kernel", "[3, 5]"],
+    ),
+    (
+        "missing-stem-width",
+        BASE.replace("width = 8\nkernel = 3", "kernel = 3"),
+        ["stem.width", "missing"],
+    ),
+    (
+        "bad-mlp-ratio",
+        BASE + "[network]\nmlp_ratio = -1\n",
+        ["network.mlp_ratio", "-1", "positive"],
+    ),
+]
+
+
+def test_base_file_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.toml"
+    path.write_text(BASE)
+    space = load_space(path)
+    assert space.name == "tiny" and space.size == (8, 8) and len(space.stages) == 1
+    # conv: 2 kernels; attention: 2 heads x 2 variants; times 2 widths.
+    assert space.num_architectures() == (2 + 4) * 2
+
+
+def test_many_malformed_cases() -> None:
+    assert len(MALFORMED) >= 20
+    assert len({case[0] for case in MALFORMED}) == len(MALFORMED)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"), [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED]
+)
+def test_malformed_space_rejected(tmp_path: Path, text: str, fragments: list[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    assert str(path) in msg, msg
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+    # parse_space names its source the same way.
+    with pytest.raises(SpaceError, match=r"^<text>: "):
+        parse_space(text, source="<text>")
+
+
+def test_unknown_builtin_lists_allowed_names() -> None:
+    with pytest.raises(SpaceError) as info:
+        load_space("cifar")
+    msg = str(info.value)
+    assert "\n" not in msg and "'cifar'" in msg
+    for name in BUILTINS:
+        assert repr(name) in msg
+
+
+def test_missing_file_named(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(SpaceError, match="does not exist") as info:
+        load_space(path)
+    assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _digits_arch(*stages: StageChoice) -> Architecture:
+    return Architecture("digits", stages)
+
+
+GOOD = (StageChoice("conv", 8, 1, 3), StageChoice("attention", 16, 1, None, 2, "global"))
+
+
+def test_validate_accepts_a_member() -> None:
+    space = load_space("digits")
+    arch = _digits_arch(*GOOD)
+    assert space.validate(arch) is arch
+    # Fields the operator ignores do not matter (canonical form).
+    assert space.validate(_digits_arch(StageChoice("conv", 8, 1, 3, 16, "swin"), GOOD[1]))
+
+
+@pytest.mark.parametrize(
+    ("stages", "fragment"),
+    [
+        ((GOOD[0],), "1 stages; space 'digits' has 2"),
+        ((*GOOD, GOOD[1]), "3 stages"),
+        ((StageChoice("conv", 32, 1, 3), GOOD[1]), "stage 0: width 32 is not allowed; allowed: 8"),
+        (
+            (StageChoice("conv", 8, 1, 7), GOOD[1]),
+            "stage 0: kernel 7 is not allowed; allowed: 3, 5",
+        ),
+        ((StageChoice("conv", 8, 2, 3), GOOD[1]), "stage 0: depth 2 is not allowed; allowed: 1"),
+        ((GOOD[0], StageChoice("attention", 16, 1, None, 4, "global")), "stage 1: heads 4"),
+        ((GOOD[0], StageChoice("gated", 16, 1, 3, 2, "window")), "stage 1: attention 'window'"),
+    ],
+)
+def test_validate_rejects_non_members(stages: tuple, fragment: str) -> None:
+    space = load_space("digits")
+    with pytest.raises(ArchitectureError) as info:
+        space.validate(_digits_arch(*stages))
+    msg = str(info.value)
+    assert "\n" not in msg and fragment in msg, msg
+    with pytest.raises(ArchitectureError):
+        build_model(_digits_arch(*stages), space)
+
+
+def test_validate_rejects_operator_not_in_stage(tmp_path: Path) -> None:
+    path = tmp_path / "convonly.toml"
+    path.write_text(_stage(operator='["conv"]'))
+    space = load_space(path)
+    arch = Architecture("tiny", (StageChoice("attention", 8, 1, None, 1, "global"),))
+    with pytest.raises(
+        ArchitectureError, match="operator 'attention' is not allowed; allowed: 'conv'"
+    ):
+        space.validate(arch)
+
+
+def test_stage_sizes_follow_stem_and_downsampling() -> None:
+    fm = load_space("fashion-mnist")
+    assert fm.stem_size() == (14, 14)
+    assert fm.stage_sizes() == [(14, 14), (7, 7), (3, 3)]
+    coat = load_space("coatnet-like")
+    assert coat.stage_sizes() == [(56, 56), (28, 28), (14, 14), (7, 7)]
+    assert load_space("mnist1d").stage_sizes() == [(40,), (20,), (10,)]
+    assert math.prod(load_space("digits").input_shape(3)) == 3 * 64
