@@ -22,7 +22,7 @@ import importlib
 import math
 import os
 import re
-import tempfile
+import secrets
 import textwrap
 import unicodedata
 import warnings
@@ -37,7 +37,6 @@ from torch import nn
 from fusion_nas.arch import Architecture
 from fusion_nas.cost import count_cost
 from fusion_nas.errors import ExportError, FusionNasError, allowed
-from fusion_nas.ops.attention import ATTENTION_VARIANTS
 from fusion_nas.ops.parallel import FUSION_INIT
 from fusion_nas.ops.registry import op_uses
 from fusion_nas.space import SearchSpace, load_space
@@ -62,10 +61,13 @@ _OP_USES = {
     "parallel": ("kernel", "heads", "attention"),
     "gated": ("kernel", "heads", "attention"),
 }
+# Attention variants the templates implement (a new toolkit variant needs a template first).
+_VARIANTS = ("global", "window", "linear")
 _LINE = 88  # ruff's default line length; the project allows 100, so 88 passes both
+_DOC_WIDTH = 84  # docstring text is wrapped to this width
 _ONNX_HINT = "pip install -e '.[onnx]'"
 # String constants the code templates use; any other string outside a docstring is rejected.
-_CODE_STRINGS = frozenset({"fan_out", "relu", *ATTENTION_VARIANTS})
+_CODE_STRINGS = frozenset({"fan_out", "relu", *_VARIANTS})
 _FORBIDDEN_NAMES = frozenset(
     {
         "__import__",
@@ -131,7 +133,7 @@ class _Plan:
     @property
     def variants(self) -> tuple[str, ...]:
         used = {st.attention for st in self.stages if st.attention is not None}
-        return tuple(v for v in ATTENTION_VARIANTS if v in used)
+        return tuple(v for v in _VARIANTS if v in used)
 
     @property
     def uses_conv(self) -> bool:
@@ -188,6 +190,8 @@ def _plan(arch: Architecture, space: SearchSpace) -> _Plan:
     if not math.isfinite(ratio):
         raise ExportError(f"mlp_ratio must be finite, got {ratio!r}")
     fusion_init = float(FUSION_INIT)
+    if not math.isfinite(fusion_init):
+        raise ExportError(f"fusion weight init must be finite, got {fusion_init!r}")
     stem_kernel = _int(space.stem.kernel, "stem kernel")
     if stem_kernel % 2 == 0:
         raise ExportError(f"stem kernel must be odd, got {stem_kernel}")
@@ -215,10 +219,10 @@ def _plan(arch: Architecture, space: SearchSpace) -> _Plan:
                 raise ExportError(f"stage {i}: {heads} heads do not divide width {out_width}")
         if "attention" in uses:
             attention = choice.attention
-            if not isinstance(attention, str) or attention not in ATTENTION_VARIANTS:
+            if not isinstance(attention, str) or attention not in _VARIANTS:
                 raise ExportError(
-                    f"stage {i}: attention {attention!r} is not allowed; "
-                    f"allowed: {allowed(ATTENTION_VARIANTS)}"
+                    f"stage {i}: attention {attention!r} cannot be exported; "
+                    f"allowed: {allowed(_VARIANTS)}"
                 )
         if type(spec.downsample) is not bool:
             raise ExportError(f"stage {i}: downsample must be true or false")
@@ -301,14 +305,17 @@ def _meta_lines(meta: Mapping[str, Any] | None) -> tuple[list[str], str]:
             raise ExportError(f"meta val_accuracy must be a finite number, got {acc!r}")
         lines.append(f"Validation accuracy: {float(acc):.4f}")
     if meta.get("store_url") is not None:
-        url = _redact_url(meta["store_url"]) if isinstance(meta["store_url"], str) else None
-        lines.append(
-            f"Results store: {_clean(url if url is not None else meta['store_url'], 'meta store_url')}"
-        )
+        url = meta["store_url"]
+        url = _redact_url(url) if isinstance(url, str) else url
+        lines.append(f"Results store: {_clean(url, 'meta store_url')}")
     if meta.get("note") is not None:
         lines.append(f"Note: {_clean(meta['note'], 'meta note')}")
     weights = meta.get("weights_file")
-    name = "model.pt" if weights is None else _clean(weights, "meta weights_file", limit=60)
+    name = (
+        "model.pt"
+        if weights is None
+        else _clean(weights, "meta weights_file", limit=_DOC_WIDTH - 14)
+    )
     return lines, name or "model.pt"
 
 
@@ -319,10 +326,15 @@ def _shape(channels: int | str, size: tuple[int, ...] | tuple[str, ...]) -> str:
     return "(" + ", ".join(["B", str(channels), *map(str, size)]) + ")"
 
 
-def _call(indent: int, head: str, args: list[str], tail: str = "") -> list[str]:
-    """``head(args)tail`` on one line if it fits, else one argument per line (magic comma)."""
+def _call(indent: int, head: str, args: list[str], tail: str = "", comment: str = "") -> list[str]:
+    """``head(args)tail`` on one line if it fits, else one argument per line (magic comma).
+
+    ``comment`` (a shape) is appended when the one-line form still fits with it.
+    """
     pad = " " * indent
     one = f"{pad}{head}({', '.join(args)}){tail}"
+    if comment and len(one) + 4 + len(comment) <= _LINE:
+        return [f"{one}  # {comment}"]
     if len(one) <= _LINE:
         return [one]
     return [f"{pad}{head}(", *(f"{pad}    {a}," for a in args), f"{pad}){tail}"]
@@ -351,6 +363,8 @@ class _Writer:
         self.size_t = "tuple[int]" if d == 1 else "tuple[int, int]"
         self.view = "1, -1, 1" if d == 1 else "1, -1, 1, 1"
         self.spatial = "2" if d == 1 else "(2, 3)"
+        self.chan = "(1, C, 1)" if d == 1 else "(1, C, 1, 1)"
+        self.gate_shape = "(B, C, 1)" if d == 1 else "(B, C, 1, 1)"
         variants = plan.variants
         self.multi = len(variants) > 1
         self.window = "window" in variants
@@ -442,7 +456,7 @@ class _Writer:
                 "        self.win = tuple(min(window, s) for s in size)",
                 "        self.padded = tuple((s + w - 1) // w * w for s, w in zip(size, self.win))",
             ]
-        lines += _block(
+        lines += self._indent(
             '''
                 self.pos = nn.Parameter(torch.zeros(1, channels, *size))
                 self.norm = nn.LayerNorm(channels)
@@ -461,7 +475,6 @@ class _Writer:
                 return t.reshape(Bn, N, self.heads, C // self.heads).transpose(1, 2)
             '''
         )
-        lines = [lines[0], *lines[1:-9], *("    " + ln if ln else ln for ln in lines[-9:])]
         if "global" in variants:
             lines += [""] + self._indent(
                 '''
@@ -483,7 +496,8 @@ class _Writer:
                     q, k = F.elu(q) + 1.0, F.elu(k) + 1.0  # positive features phi(.)
                     kv = torch.matmul(k.transpose(-2, -1), v)  # (B, h, hd, hd)
                     num = torch.matmul(q, kv)  # (B, h, N, hd)
-                    den = torch.matmul(q, k.sum(dim=2, keepdim=True).transpose(-2, -1))  # (B, h, N, 1)
+                    ksum = k.sum(dim=2, keepdim=True).transpose(-2, -1)  # (B, h, hd, 1)
+                    den = torch.matmul(q, ksum)  # (B, h, N, 1)
                     return (num / (den + 1e-6)).transpose(1, 2).flatten(2)  # (B, N, C)
                 '''
             )
@@ -499,14 +513,14 @@ class _Writer:
         else:
             for j, v in enumerate(variants):
                 if j == 0:
-                    lines.append(f"        if self.variant == {v!r}:")
+                    lines.append(f"        if self.variant == {_str(v)}:")
                 elif j < len(variants) - 1:
-                    lines.append(f"        elif self.variant == {v!r}:")
+                    lines.append(f"        elif self.variant == {_str(v)}:")
                 else:
                     lines.append("        else:")
                 lines.append(f"            o = self.{v}_attention(qkv)  # (B, N, C)")
         lines.append(f"        return self.proj(o).transpose(1, 2).reshape(x.shape)  # {self.S}")
-        return [ln.replace("'", '"') if "self.variant ==" in ln else ln for ln in lines]
+        return lines
 
     @staticmethod
     def _indent(text: str) -> list[str]:
@@ -528,13 +542,13 @@ class _Writer:
                     mask = mask.repeat(B, 1, 1, 1)  # (B * nW, 1, 1, w)
                 windows = grid.reshape(-1, w, C3)  # (B * nW, w, 3C)
                 q, k, v = (self.split_heads(t) for t in windows.chunk(3, dim=-1))
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B * nW, h, w, hd)
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*nW, h, w, hd)
                 o = o.transpose(1, 2).flatten(2).reshape(B, Lp, C3 // 3)  # (B, Lp, C)
                 return o[:, :L].reshape(B, N, C3 // 3)  # (B, N, C): padding cropped
             '''
         return '''
             def window_attention(self, qkv: torch.Tensor) -> torch.Tensor:
-                """(B, N, 3C) -> (B, N, C): attention within windows of win[0] x win[1] tokens."""
+                """(B, N, 3C) -> (B, N, C): attention within windows of wh x ww tokens."""
                 B, N, C3 = qkv.shape
                 (H, W), (wh, ww), (Hp, Wp) = self.size, self.win, self.padded
                 grid, mask = qkv.reshape(B, H, W, C3), None  # (B, H, W, 3C)
@@ -546,7 +560,7 @@ class _Writer:
                     mask = mask.repeat(B, 1, 1, 1)  # (B * nW, 1, 1, T): True at real keys
                 windows = self.partition(grid)  # (B * nW, T, 3C), T = wh * ww
                 q, k, v = (self.split_heads(t) for t in windows.chunk(3, dim=-1))
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B * nW, h, T, hd)
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*nW, h, T, hd)
                 o = o.transpose(1, 2).flatten(2)  # (B * nW, T, C)
                 o = o.reshape(B, Hp // wh, Wp // ww, wh, ww, C3 // 3).permute(0, 1, 3, 2, 4, 5)
                 o = o.reshape(B, Hp, Wp, C3 // 3)  # windows back in place
@@ -611,10 +625,10 @@ class _Writer:
                 "        nn.init.normal_(self.gate.weight, std=0.02)",
                 "        nn.init.zeros_(self.gate.bias)",
             ]
-            none = "" if self.p.dim == 1 else ", None"
+            gate = "[:, :, None]" if self.p.dim == 1 else "[:, :, None, None]"
             body = [
                 f"        pooled = x.mean(dim={self.spatial})  # (B, C): spatial axes only",
-                f"        g = torch.sigmoid(self.gate(pooled))[:, :, None{none}]  # (B, C, 1..)",
+                f"        g = torch.sigmoid(self.gate(pooled)){gate}  # {self.gate_shape}",
                 "        fused = g * self.conv(x) + (1.0 - g) * self.attn(x)",
                 f"        x = x + self.scale.view({self.view}) * fused",
                 "        return x + self.mlp(x)",
@@ -632,7 +646,7 @@ class _Writer:
                 "        self.mlp = Mlp(channels, hidden)",
             ]
             body = [
-                f"        a = self.conv_weight.view({self.view})  # (1, C, 1..)",
+                f"        a = self.conv_weight.view({self.view})  # {self.chan}",
                 f"        b = self.attn_weight.view({self.view})",
                 "        x = x + a * self.conv(x) + b * self.attn(x)",
                 "        return x + self.mlp(x)",
@@ -668,7 +682,7 @@ class _Writer:
             '''
         )
 
-    def block_call(self, st: _Stage) -> str:
+    def block_call(self, st: _Stage) -> tuple[str, list[str]]:
         args = [str(st.width)]
         if st.op != "conv":
             args.append(repr(st.size))
@@ -677,7 +691,7 @@ class _Writer:
         if st.heads is not None:
             args.append(f"heads={st.heads!r}")
             if self.multi:
-                args.append(f"variant={st.attention!r}".replace("'", '"'))
+                args.append(f"variant={_str(st.attention)}")
             if self.window:
                 args.append(f"window={st.window!r}")
             args.append(f"hidden={st.hidden!r}")
@@ -692,26 +706,32 @@ class _Writer:
             "",
             "    def __init__(self) -> None:",
             "        super().__init__()",
-            "        self.stem = nn.Sequential(",
             *_call(
-                12,
-                self.conv,
+                8,
+                f"conv = {self.conv}",
                 [str(p.channels), str(p.stem_width), str(k), f"stride={p.stem_stride}"]
                 + [f"padding={k // 2}"],
-                ",",
             ),
-            f"            {self.bn}({p.stem_width}),",
-            "            nn.GELU(),",
-            f"        )  # {_shape(p.stem_width, p.stem_size)}",
-            '        nn.init.kaiming_normal_(self.stem[0].weight, mode="fan_out", nonlinearity="relu")',
+            '        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")',
+            *_call(
+                8,
+                "self.stem = nn.Sequential",
+                ["conv", f"{self.bn}({p.stem_width})", "nn.GELU()"],
+                comment=_shape(p.stem_width, p.stem_size),
+            ),
             "        self.stages = nn.Sequential(",
         ]
         for i, st in enumerate(p.stages):
-            lines.append(f"            # stage {i}: {_describe(st)} -> {_shape(st.width, st.size)}")
+            head, shape = f"stage {i}: {_describe(st)}", f"-> {_shape(st.width, st.size)}"
+            if len(head) + len(shape) + 1 <= _LINE - 14:
+                lines.append(f"            # {head} {shape}")
+            else:
+                lines += [f"            # {c}" for c in [*textwrap.wrap(head, _LINE - 14), shape]]
             lines.append("            nn.Sequential(")
             if st.downsample or st.in_width != st.width:
                 down = "True" if st.downsample else "False"
-                lines.append(f"                transition({st.in_width}, {st.width}, {down}),")
+                args = [str(st.in_width), str(st.width), f"downsample={down}"]
+                lines += _call(16, "transition", args, ",")
             else:
                 lines.append("                nn.Identity(),")
             cls, args = self.block_call(st)
@@ -739,6 +759,13 @@ class _Writer:
         return lines
 
 
+def _str(value: str) -> str:
+    """A fixed code string as a double-quoted literal (ruff's quote style)."""
+    if value not in _CODE_STRINGS or not value.isalpha():
+        raise ExportError(f"unexpected code string {value!r}")
+    return f'"{value}"'
+
+
 def _describe(st: _Stage) -> str:
     """``gated k3 h2 window, width 32, depth 2`` (fixed words and validated ints only)."""
     parts = [st.op]
@@ -749,6 +776,17 @@ def _describe(st: _Stage) -> str:
     if st.attention is not None:
         parts.append(f"{st.attention}({st.window})" if st.attention == "window" else st.attention)
     return f"{' '.join(parts)}, width {st.width}, depth {st.depth}"
+
+
+def _load_hint(weights_name: str) -> list[str]:
+    """The docstring's ``load_state_dict`` line(s); ``weights_name`` is already cleaned."""
+    line = f'    model.load_state_dict(torch.load("{weights_name}", weights_only=True))'
+    if len(line) <= _DOC_WIDTH:
+        return [line]
+    return [
+        f'    path = "{weights_name}"',
+        "    model.load_state_dict(torch.load(path, weights_only=True))",
+    ]
 
 
 def _size_text(size: tuple[int, ...]) -> str:
@@ -767,14 +805,14 @@ def _docstring(
     p = plan
     name = _clean(space.name, "space name", limit=60)
     head = f"FusionNet {arch_id} of the fusion-nas search space '{name}'."
-    lines = [*textwrap.wrap(head, 84), ""]
+    lines = [*textwrap.wrap(head, _DOC_WIDTH), ""]
     desc = _clean(space.description, "space description")
     if desc:
-        lines += [*textwrap.wrap(desc, 84), ""]
+        lines += [*textwrap.wrap(desc, _DOC_WIDTH), ""]
     lines += textwrap.wrap(
         f"Input {_shape(p.channels, p.size)} -> logits (B, {p.classes}). Per sample: "
         f"{macs:,} MACs (reported as FLOPs), {params:,} parameters.",
-        84,
+        _DOC_WIDTH,
     )
     lines.append("")
     rows = [("stage", "operator", "kernel", "heads", "attention", "width", "depth", "size")]
@@ -812,13 +850,13 @@ def _docstring(
     lines.append("")
     if meta_lines:
         for m in meta_lines:
-            lines += textwrap.wrap(m, 84, subsequent_indent="    ")
+            lines += textwrap.wrap(m, _DOC_WIDTH, subsequent_indent="    ")
         lines.append("")
     lines += [
         "Standalone: needs only PyTorch. Load the exported weights with",
         "",
         "    model = FusionNet()",
-        f'    model.load_state_dict(torch.load("{weights_name}", weights_only=True))',
+        *_load_hint(weights_name),
         "",
     ]
     return "\n".join(lines)
@@ -980,7 +1018,7 @@ def _toolkit_cost(arch: Architecture, space: SearchSpace) -> tuple[int, int]:
 def _load_module(source: str) -> dict[str, Any]:
     """Execute generated (already checked) source in a fresh namespace."""
     namespace: dict[str, Any] = {"__name__": "fusion_nas_exported"}
-    exec(compile(source, "<fusion_nas export>", "exec"), namespace)  # noqa: S102 - checked above
+    exec(compile(source, "<fusion_nas export>", "exec"), namespace)
     return namespace
 
 
@@ -999,14 +1037,13 @@ def _import_onnx() -> tuple[Any, Any]:
 def _atomic(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` if the body succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def _export_onnx(model: nn.Module, space: SearchSpace, path: Path, ort: Any) -> None:
@@ -1072,18 +1109,20 @@ def write_export(
     if (weights is not None or onnx is not None) and state_dict is None:
         raise ExportError("state_dict is required to write weights or ONNX")
     ort = _import_onnx()[1] if onnx is not None else None
-    source = export_code(arch, space, meta=meta)
     space = _resolve_space(arch, space)
+    source = export_code(arch, space, meta=meta)
     tensors: dict[str, torch.Tensor] | None = None
     model = None
     if state_dict is not None:
         if not isinstance(state_dict, Mapping):
             raise ExportError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+            raise ExportError("state_dict values must be tensors")
         tensors = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
         model = _load_module(source)["FusionNet"]()
         try:
             model.load_state_dict(tensors, strict=True)
-        except (RuntimeError, AttributeError) as exc:
+        except RuntimeError as exc:
             first = str(exc).strip().splitlines()[:2]
             raise ExportError(
                 f"state_dict does not fit the architecture: {' '.join(first)}"
@@ -1094,7 +1133,8 @@ def write_export(
             onnx_tmp = stack.enter_context(_atomic(Path(onnx)))
             _export_onnx(model, space, onnx_tmp, ort)
         with _atomic(out) as tmp:
-            tmp.write_text(source, encoding="utf-8")
+            with open(tmp, "x", encoding="utf-8") as fh:
+                fh.write(source)
         if weights is not None:
             with _atomic(Path(weights)) as tmp:
                 torch.save(tensors, tmp)

@@ -1,0 +1,111 @@
+"""``fusion-nas export`` / ``retrain`` and trial picking, end to end through the CLI."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fusion_nas.cli.app import app
+from fusion_nas.errors import FusionNasError, StoreError
+from fusion_nas.select import select_trial
+from fusion_nas.store import Store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('store')}/s.db"
+    res = runner.invoke(
+        app,
+        ["search", "digits", "--dataset", "synthetic", "--trials", "4", "--epochs", "2",
+         "--strategy", "optuna:random", "--name", "ex", "--store", url],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return url
+
+
+def test_export_with_weights_runs_without_fusion_nas(searched: str, tmp_path) -> None:
+    out, weights = tmp_path / "model.py", tmp_path / "model.pt"
+    res = runner.invoke(
+        app, ["export", "ex", "--pick", "best", "--out", str(out), "--weights", str(weights),
+              "--store", searched],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    source = out.read_text()
+    ast.parse(source)
+    assert "Search: ex" in source and "model.pt" in source
+    script = (
+        "import sys, torch\n"
+        "# hide the editable install: the exported file must not need fusion_nas\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path"
+        " if '__editable__' not in getattr(f, '__module__', '')]\n"
+        "try:\n    import fusion_nas\nexcept ImportError:\n    pass\n"
+        "else:\n    sys.exit('fusion_nas must not be importable here')\n"
+        "from model import FusionNet\n"
+        "m = FusionNet()\n"
+        "m.load_state_dict(torch.load('model.pt', weights_only=True))\n"
+        "print(m.eval()(torch.zeros(2, 1, 8, 8)).shape)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "torch.Size([2, 10])" in run.stdout
+
+
+def test_export_errors_are_one_line_and_write_nothing(searched: str, tmp_path) -> None:
+    out = tmp_path / "m.py"
+    cases = [
+        (["export", "ex", "--trial", "99", "--out", str(out)], "trial 99 does not exist"),
+        (["export", "nope", "--pick", "best", "--out", str(out)], "no search named 'nope'"),
+        (["export", "ex", "--pick", "fast", "--out", str(out)], "unknown pick 'fast'; allowed"),
+        (["export", "ex", "--out", str(out)], "give exactly one of --trial N or --pick"),
+        (["export", "ex", "--trial", "0", "--out", str(tmp_path / "m.txt")], "must name a .py"),
+        (["export", "ex", "--pick", "max-flops:10", "--out", str(out)], "no complete trial has"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(app, [*args, "--store", searched])
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def test_retrain_reports_test_accuracy_and_stores_the_record(searched: str, tmp_path) -> None:
+    res = runner.invoke(
+        app, ["retrain", "ex", "--pick", "knee", "--epochs", "2", "--out", str(tmp_path / "r"),
+              "--store", searched],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "Test accuracy" in res.output
+    record = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert 0.0 <= record["test_acc"] <= 1.0 and record["test_samples"] == 200
+    assert record["train_samples"] == 600  # train + validation: the full training split
+    assert (tmp_path / "r" / "model.py").exists() and (tmp_path / "r" / "model.pt").exists()
+    study = Store(searched).open_study("ex")
+    assert study.user_attrs[f"retrain:{record['trial']}"]["test_acc"] == record["test_acc"]
+
+
+def test_select_trial_rules() -> None:
+    df = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3, 4],
+            "status": ["complete", "complete", "failed", "complete", "complete"],
+            "val_acc": [0.5, 0.8, None, 0.9, 0.9],
+            "macs": [10, 100, 5, 1000, 2000],
+        }
+    )
+    assert select_trial(df, trial=2)["number"] == 2
+    assert select_trial(df, pick="best")["number"] == 3  # tie on accuracy -> fewer MACs
+    assert select_trial(df, pick="max-flops:500")["number"] == 1
+    assert select_trial(df, pick="knee")["number"] == 1
+    with pytest.raises(StoreError, match="does not exist"):
+        select_trial(df, trial=7)
+    with pytest.raises(FusionNasError, match="needs a number"):
+        select_trial(df, pick="max-flops:lots")
