@@ -48,6 +48,7 @@ def test_export_with_weights_runs_without_fusion_nas(searched: str, tmp_path) ->
         " if '__editable__' not in getattr(f, '__module__', '')]\n"
         "try:\n    import fusion_nas\nexcept ImportError:\n    pass\n"
         "else:\n    sys.exit('fusion_nas must not be importable here')\n"
+        "sys.path.insert(0, '.')  # -I leaves the working directory out\n"
         "from model import FusionNet\n"
         "m = FusionNet()\n"
         "m.load_state_dict(torch.load('model.pt', weights_only=True))\n"
