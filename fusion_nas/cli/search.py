@@ -57,6 +57,9 @@ def search(
     val_fraction: Annotated[
         float, typer.Option(help="Share of the training data held out for validation.")
     ] = _DEFAULTS.val_fraction,
+    bf16: Annotated[
+        bool, typer.Option("--bf16", help="Train under bfloat16 autocast (mixed precision).")
+    ] = False,
     workers: Annotated[
         int, typer.Option("--workers", "-w", help="Trials trained at once (processes).")
     ] = 1,
@@ -117,6 +120,7 @@ def search(
                 lr=lr,
                 train_subset=train_subset,
                 val_fraction=val_fraction,
+                bf16=bf16,
             ),
             seed=seed,
             max_flops=max_flops,
