@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from fusion_nas.cli.export import export, retrain_command
+from fusion_nas.cli.pareto import pareto
 from fusion_nas.cli.results import results
 from fusion_nas.cli.search import search
+from fusion_nas.cli.serve import serve
 from fusion_nas.cli.spaces import list_spaces, space_app
 
 app = typer.Typer(
@@ -19,6 +22,10 @@ app.command("spaces")(list_spaces)
 app.add_typer(space_app, name="space")
 app.command("search")(search)
 app.command("results")(results)
+app.command("export")(export)
+app.command("retrain")(retrain_command)
+app.command("pareto")(pareto)
+app.command("serve")(serve)
 
 
 def main() -> None:

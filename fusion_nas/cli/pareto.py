@@ -1,0 +1,79 @@
+"""``fusion-nas pareto``: the Pareto plot of one or more searches as one offline HTML file."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from fusion_nas.cli.common import StoreOption, console, user_errors
+from fusion_nas.errors import FusionNasError
+from fusion_nas.store import Store
+from fusion_nas.viz import report_html
+
+REPORT_DIR = Path("results")
+_MAX_STEM = 120
+
+
+def safe_filename_part(text: str, fallback: str = "search") -> str:
+    """``text`` reduced to ``[A-Za-z0-9._-]`` (runs of anything else become ``_``)."""
+    out = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
+    return out or fallback
+
+
+def default_report_path(names: list[str]) -> Path:
+    """``results/pareto-<names>.html`` with the names sanitised and joined by ``+``.
+
+    Long name lists are cut and suffixed with a short hash, so distinct lists keep distinct
+    files.
+    """
+    stem = "+".join(safe_filename_part(n) for n in names)
+    if len(stem) > _MAX_STEM:
+        digest = hashlib.sha1("\0".join(names).encode()).hexdigest()[:8]
+        stem = f"{stem[: _MAX_STEM - 9]}-{digest}"
+    return REPORT_DIR / f"pareto-{stem}.html"
+
+
+def pareto(
+    names: Annotated[
+        list[str], typer.Argument(help="One or more search names (overlaid in distinct colours).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="HTML file to write. Default: results/pareto-<names>.html.",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    open_: Annotated[
+        bool, typer.Option("--open", help="Open the file in the default web browser.")
+    ] = False,
+    store: StoreOption = None,
+) -> None:
+    """Write the Pareto plot (validation accuracy vs. MACs) of NAMES as one offline HTML file."""
+    from plotly.offline import get_plotlyjs
+
+    with user_errors():
+        st = Store(store, create=False)
+        unique = list(dict.fromkeys(names))
+        frames = {name: st.trials(name) for name in unique}
+        metas = {name: st.search_meta(name) for name in unique}
+        path = out if out is not None else default_report_path(unique)
+        page = report_html(frames, plotly_js=get_plotlyjs(), metas=metas)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise FusionNasError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+    total = sum(len(df) for df in frames.values())
+    console.print(f"Wrote {escape(str(path))} ({len(unique)} search(es), {total} trials)")
+    if open_:
+        webbrowser.open(path.resolve().as_uri())

@@ -1,0 +1,295 @@
+"""The dashboard and the Pareto report in a real Chromium (Playwright, /usr/bin/chromium).
+
+The dashboard runs under uvicorn in a background thread on a free loopback port, over a
+SQLite store filled by real (tiny) searches. Every page must keep a clean console and never
+open a dialog (the hostile search names would call ``alert`` if they ever ran).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from typer.testing import CliRunner
+
+from fusion_nas.cli.app import app as cli_app
+from fusion_nas.search import SearchConfig, run_search
+from fusion_nas.space import load_space
+from fusion_nas.store import Store
+from fusion_nas.train import ProxyConfig
+from fusion_nas.web import background_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}"),
+]
+
+REAL = "browser search"
+XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>")
+TIMEOUT = 30_000  # ms
+
+
+def config(name: str, trials: int) -> SearchConfig:
+    return SearchConfig(
+        name=name,
+        space=load_space("digits"),
+        dataset="synthetic",
+        trials=trials,
+        proxy=ProxyConfig(epochs=1, train_subset=64, batch_size=64),
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    st = Store(f"sqlite:///{tmp_path_factory.mktemp('browser')}/s.db")
+    run_search(config(REAL, 4), st)
+    for name in XSS_NAMES:
+        run_search(config(name, 2), st)
+    return st
+
+
+@pytest.fixture(scope="module")
+def server(store: Store) -> Iterator[str]:
+    with background_server(store) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_tab(chromium) -> Iterator[Callable[[], object]]:
+    """Open tabs that record console errors, page errors and dialogs; fail on any."""
+    context = chromium.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT)
+    problems: list[str] = []
+
+    def open_tab(expect_404: bool = False) -> object:
+        page = context.new_page()
+
+        def on_console(message: object) -> None:
+            if message.type != "error":
+                return
+            if expect_404 and "status of 404" in message.text:
+                return  # the 404 page this test asked for
+            problems.append(f"console error: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+        def on_dialog(dialog: object) -> None:
+            problems.append(f"dialog: {dialog.message}")
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        return page
+
+    yield open_tab
+    context.close()
+    assert problems == []
+
+
+def url(base: str, path: str, **params: object) -> str:
+    return f"{base}{path}?{urlencode(params)}" if params else f"{base}{path}"
+
+
+def count_points(page: object, n: int) -> None:
+    """Wait until the Pareto plot draws ``n`` markers (one per trial)."""
+    page.wait_for_function(
+        "n => document.querySelectorAll('#pareto .scatterlayer .point').length === n", arg=n
+    )
+
+
+def table_macs(page: object) -> list[int]:
+    cells = page.locator("#trials tbody tr td:nth-child(5)").all_inner_texts()
+    return [int(text.replace(",", "")) for text in cells]
+
+
+def test_list_shows_the_searches(new_tab, server: str, store: Store) -> None:
+    page = new_tab()
+    page.goto(server + "/")
+    for name in (REAL, *XSS_NAMES):
+        row = page.locator(
+            "#searches tbody tr", has=page.get_by_role("link", name=name, exact=True)
+        )
+        row.wait_for()
+        n = len(store.trials(name))
+        assert f"{n} / {n}" in row.inner_text()
+        assert "done" in row.inner_text()
+
+
+def test_pareto_plot_has_every_trial_and_opens_them(new_tab, server: str, store: Store) -> None:
+    n = len(store.trials(REAL))
+    page = new_tab()
+    page.goto(url(server, "/search", name=REAL))
+    count_points(page, n)
+    drawn = page.evaluate(
+        """() => document.getElementById('pareto').data
+             .filter(t => t.mode.includes('markers'))
+             .reduce((sum, t) => sum + t.x.length, 0)"""
+    )
+    assert drawn == n
+    assert page.locator("#trials tbody tr").count() == n
+
+    # A click on a point of the plot opens that point's trial.
+    point = page.locator("#pareto .scatterlayer .point").first
+    box = point.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.locator("#pareto .hoverlayer .hovertext").first.wait_for()
+    page.mouse.click(x, y)
+    page.wait_for_url(re.compile(r"/trial\?search=browser\+search&number=\d+$"))
+    number = int(page.url.rsplit("=", 1)[1])
+    page.locator("#macs", has_text=f"{store.trial(REAL, number)['macs']:,}").wait_for()
+
+    # Column headers sort the table in the page; a click on a row opens that row's trial.
+    page.go_back()
+    count_points(page, n)
+    macs = sorted(int(m) for m in store.trials(REAL).macs)
+    page.locator("#trials th[data-key=macs] button").click()
+    assert table_macs(page) == macs
+    page.locator("#trials th[data-key=macs] button").click()
+    assert table_macs(page) == macs[::-1]
+    assert page.locator("#trials th[data-key=macs]").get_attribute("aria-sort") == "descending"
+    row = page.locator("#trials tbody tr").nth(n - 1)
+    number = int(row.get_attribute("data-number"))
+    row.locator("td.mono").click()
+    page.wait_for_url(url(server, "/trial", search=REAL, number=number))
+    assert page.locator("h1").inner_text().startswith(f"Trial {number} of {REAL}")
+
+
+def test_trial_page_and_downloads(new_tab, server: str, store: Store) -> None:
+    df = store.trials(REAL)
+    number = int(df.number[df.status == "complete"].iloc[0])
+    arch = store.trial(REAL, number)["arch"]
+    page = new_tab()
+    page.goto(url(server, "/trial", search=REAL, number=number))
+    page.locator("#stages tbody tr").nth(len(arch["stages"]) - 1).wait_for()
+    first = page.locator("#stages tbody tr").first.inner_text()
+    assert arch["stages"][0]["operator"] in first
+    page.locator("#curve .scatterlayer .point").first.wait_for()
+
+    with page.expect_download() as info:
+        page.click("#download-code")
+    download = info.value
+    assert download.suggested_filename == f"fusion_browser_search_{number}.py"
+    source = Path(download.path()).read_text()
+    tree = ast.parse(source)
+    assert "FusionNet" in {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+    with page.expect_download() as info:
+        page.click("#download-json")
+    assert info.value.suggested_filename == f"fusion_browser_search_{number}.json"
+    assert '"arch_id"' in Path(info.value.path()).read_text()
+
+
+def test_new_trials_appear_without_reload(new_tab, server: str, store: Store) -> None:
+    n = len(store.trials(REAL))
+    listing, search = new_tab(), new_tab()
+    listing.goto(server + "/")
+    row = listing.locator("#searches tbody tr", has=listing.get_by_role("link", name=REAL))
+    row.filter(has_text=f"{n} / {n}").wait_for()
+    search.goto(url(server, "/search", name=REAL))
+    count_points(search, n)
+    for page in (listing, search):
+        page.evaluate("() => { window.notReloaded = true; }")
+
+    failures: list[BaseException] = []
+
+    def one_more_trial() -> None:  # the search resumes and runs trial number n
+        try:
+            run_search(config(REAL, n + 1), store)
+        except BaseException as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=one_more_trial)
+    worker.start()
+    try:
+        count_points(search, n + 1)
+        search.locator("#trials tbody tr").nth(n).wait_for()
+        row.filter(has_text=f"{n + 1} / {n + 1}").wait_for()
+    finally:
+        worker.join()
+        assert failures == []
+    for page in (listing, search):
+        assert page.evaluate("() => window.notReloaded") is True
+
+
+@pytest.mark.parametrize("name", XSS_NAMES)
+def test_hostile_names_render_as_text(new_tab, server: str, name: str) -> None:
+    page = new_tab()
+    page.goto(server + "/")
+    link = page.get_by_role("link", name=name, exact=True)
+    link.click()
+    page.wait_for_url(url(server, "/search", name=name))
+    assert page.locator("#search-name").inner_text() == name
+    assert page.title() == f"{name} · fusion-nas"
+    count_points(page, 2)
+    legend = page.locator("#pareto .legendtext").first.text_content()
+    assert legend.startswith(name)  # Plotly shows the escaped name literally
+
+    page.locator("#trials tbody tr").first.locator("td.mono").click()
+    page.wait_for_url(re.compile(r"/trial\?"))
+    assert name in page.locator("h1").inner_text()
+    assert page.locator("img").count() == 0  # the name never became an element
+
+    missing = new_tab(expect_404=True)
+    missing.goto(url(server, "/search", name=name + "?"))
+    assert missing.locator("#message").inner_text() == f"no search named {name + '?'!r}"
+    assert missing.locator("img").count() == 0
+
+
+def test_pareto_report_works_offline(chromium, store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    names = [REAL, *XSS_NAMES]
+    result = CliRunner().invoke(
+        cli_app, ["pareto", *names, "--out", str(out), "--store", store.url]
+    )
+    assert result.exit_code == 0, result.output
+    total = sum(len(store.trials(name)) for name in names)
+
+    context = chromium.new_context()
+    page = context.new_page()
+    problems: list[str] = []
+    network: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("dialog", lambda d: (problems.append(d.message), d.dismiss()))
+
+    def only_files(route: object) -> None:
+        if route.request.url.startswith("file://"):
+            route.continue_()
+        else:
+            network.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_files)
+    page.goto(out.as_uri())
+    count_points(page, total)
+    legend = page.locator("#pareto .legendtext").all_text_contents()
+    for name in names:
+        assert any(text.startswith(name) for text in legend)
+    context.close()
+    assert network == [] and problems == []

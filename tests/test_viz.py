@@ -1,0 +1,283 @@
+"""Figure data of fusion_nas.viz: what is a point, the front, the knee, hover text, colours."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import Counter
+
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from optuna.trial import TrialState
+
+from fusion_nas.pareto import hypervolume, knee_index, pareto_mask
+from fusion_nas.space import load_space
+from fusion_nas.store import trials_frame
+from fusion_nas.viz import (
+    curve_figure,
+    hypervolume_curve,
+    hypervolume_figure,
+    operator_figure,
+    operator_frequencies,
+    pareto_figure,
+    pareto_figure_data,
+    report_html,
+    search_color,
+    stage_lines,
+)
+
+XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>")
+
+# (status, val_acc, macs): a front of three, dominated points, and every off-plane status.
+SPEC = [
+    ("complete", 0.50, 100_000),
+    ("complete", 0.70, 150_000),
+    ("complete", 0.60, 160_000),  # dominated by #1
+    ("failed", None, 120_000),  # failed in training: cost known
+    ("complete", 0.80, 400_000),
+    ("infeasible", None, 900_000),  # over budget: never trained
+    ("complete", 0.40, 300_000),  # dominated
+    ("failed", None, None),  # failed before costing
+    ("running", None, 200_000),
+    ("complete", 0.75, 200_000),
+]
+
+
+def make_frame(spec: list[tuple[str, float | None, int | None]], seed: int = 0) -> pd.DataFrame:
+    """Trials in the store's format, built like the search session records them."""
+    space = load_space("digits")
+    trials = []
+    for number, (status, acc, macs) in enumerate(spec):
+        arch = space.sample(seed * 1000 + number)
+        attrs = {
+            "arch": arch.to_dict(),
+            "arch_id": arch.arch_id,
+            "arch_desc": arch.describe(),
+            "params": 1000 + number,
+            "status": status,
+            "curve": [acc / 2, acc] if acc is not None else [],
+        }
+        if macs is not None:
+            attrs["macs"] = macs
+        if status == "complete":
+            attrs["val_acc"] = acc
+            t = optuna.trial.create_trial(values=[acc, macs], user_attrs=attrs)
+        elif status == "infeasible":
+            attrs["fail_reason"] = "over budget, not trained"
+            t = optuna.trial.create_trial(values=[0.0, macs], user_attrs=attrs)
+        elif status == "failed":
+            attrs["fail_reason"] = "loss became NaN <b>"
+            t = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
+        else:
+            t = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs)
+        t.number = number
+        trials.append(t)
+    return trials_frame(trials)
+
+
+@pytest.fixture(scope="module")
+def df() -> pd.DataFrame:
+    return make_frame(SPEC)
+
+
+def _all_entries(search: dict) -> list[dict]:
+    return search["points"] + search["failed"] + search["infeasible"] + search["running"]
+
+
+def test_every_trial_is_exactly_one_point(df: pd.DataFrame) -> None:
+    data = pareto_figure_data({"s": df})
+    (s,) = data["searches"]
+    entries = _all_entries(s)
+    assert len(entries) == len(df) == s["n_trials"]
+    assert sorted(e["number"] for e in entries) == sorted(df.number)
+    # The drawn figure has exactly one marker per trial (the front is a line, the knee a
+    # marker symbol of its own point, not an extra marker).
+    fig = pareto_figure(data)
+    markers = [t for t in fig["data"] if "markers" in t["mode"]]
+    assert sum(len(t["x"]) for t in markers) == len(df)
+    assert sum(len(t["customdata"]) for t in markers) == len(df)
+
+
+def test_statuses_are_drawn_apart(df: pd.DataFrame) -> None:
+    data = pareto_figure_data({"s": df})
+    (s,) = data["searches"]
+    for status in ("failed", "infeasible", "running"):
+        assert [e["number"] for e in s[status]] == list(df.number[df.status == status])
+        assert all(e["val_acc"] is None for e in s[status])
+    assert [p["number"] for p in s["points"]] == list(df.number[df.status == "complete"])
+    for p in s["points"]:
+        row = df[df.number == p["number"]].iloc[0]
+        assert (p["val_acc"], p["macs"]) == (row.val_acc, row.macs)
+    fig = pareto_figure(data)
+    rug = {t["meta"]["role"]: t for t in fig["data"] if t.get("yaxis") == "y2"}
+    assert set(rug) == {"failed", "infeasible", "running"}
+    assert rug["infeasible"]["x"] == [900_000]  # infeasible trials keep their MACs
+    assert rug["failed"]["x"] == [120_000, 100_000]  # unknown MACs: the left edge
+    assert fig["layout"]["yaxis2"]["domain"][1] < fig["layout"]["yaxis"]["domain"][0]
+    main = [t for t in fig["data"] if t.get("yaxis") != "y2" and t["meta"]["role"] == "trials"]
+    assert sum(len(t["x"]) for t in main) == (df.status == "complete").sum()
+
+
+def test_front_equals_pareto_mask(df: pd.DataFrame) -> None:
+    ok = df[df.status == "complete"]
+    expected = set(ok.number[pareto_mask(list(ok.val_acc), list(ok.macs))])
+    (s,) = pareto_figure_data({"s": df})["searches"]
+    assert set(s["front"]) == expected == set(df.number[df.on_front]) == {0, 1, 9, 4}
+    by_number = {p["number"]: p for p in s["points"]}
+    front = [by_number[n] for n in s["front"]]
+    assert [p["macs"] for p in front] == sorted(p["macs"] for p in front)
+    assert [p["val_acc"] for p in front] == sorted(p["val_acc"] for p in front)
+    assert all(p["on_front"] == (p["number"] in expected) for p in s["points"])
+    (line,) = [t for t in pareto_figure({"searches": [s]})["data"] if t["meta"]["role"] == "front"]
+    assert line["line"]["shape"] == "hv"
+    assert line["x"] == [p["macs"] for p in front]
+    assert line["y"] == [p["val_acc"] for p in front]
+
+
+def test_knee_is_marked(df: pd.DataFrame) -> None:
+    ok = df[df.status == "complete"].reset_index(drop=True)
+    expected = int(ok.number[knee_index(list(ok.val_acc), list(ok.macs))])
+    data = pareto_figure_data({"s": df})
+    (s,) = data["searches"]
+    assert s["knee"]["number"] == expected
+    assert [p["number"] for p in s["points"] if p["knee"]] == [expected]
+    assert expected in s["front"]
+    fig = pareto_figure(data)
+    (trials,) = [t for t in fig["data"] if t["meta"]["role"] == "trials"]
+    symbols = zip(trials["customdata"], trials["marker"]["symbol"])
+    stars = [n for (n,), symbol in symbols if symbol == "star"]
+    assert stars == [expected]
+    assert any(f"knee #{expected}" in a["text"] for a in fig["layout"]["annotations"])
+
+
+def test_hover_names_operator_kernel_heads_and_cost(df: pd.DataFrame) -> None:
+    (s,) = pareto_figure_data({"s": df})["searches"]
+    for entry in _all_entries(s):
+        row = df[df.number == entry["number"]].iloc[0]
+        hover = entry["hover"]
+        for i, stage in enumerate(row.arch["stages"]):
+            assert f"stage {i}: {stage['operator']}" in hover
+            if stage["kernel"] is not None:
+                assert f"kernel {stage['kernel']}" in hover
+            if stage["heads"] is not None:
+                assert f"heads {stage['heads']}" in hover
+        assert f"params {row.params:,}" in hover
+        if row.status == "complete":
+            assert f"MACs {int(row.macs):,}" in hover
+            assert f"val acc {row.val_acc:.4f}" in hover
+    failed = s["failed"][0]["hover"]
+    assert "loss became NaN &lt;b&gt;" in failed  # failure messages are escaped
+
+
+def test_stage_lines_skip_unused_fields() -> None:
+    arch = {
+        "space": "x",
+        "stages": [
+            {"operator": "conv", "width": 8, "depth": 1, "kernel": 3, "heads": None},
+            {"operator": "attention", "width": 16, "depth": 2, "heads": 2, "attention": "window"},
+        ],
+    }
+    assert stage_lines(arch) == [
+        "stage 0: conv, kernel 3, width 8",
+        "stage 1: attention, heads 2, window, width 16, depth 2",
+    ]
+    assert stage_lines(None) == []
+
+
+def test_overlay_gives_each_search_its_colour(df: pd.DataFrame) -> None:
+    frames = {"nsga2": df, "random": make_frame(SPEC[:5], seed=1), "tpe": make_frame(SPEC, 2)}
+    data = pareto_figure_data(frames)
+    colors = [s["color"] for s in data["searches"]]
+    assert [s["name"] for s in data["searches"]] == list(frames)
+    assert len(set(colors)) == 3
+    fig = pareto_figure(data)
+    for s in data["searches"]:
+        traces = [t for t in fig["data"] if t["meta"]["search"] == s["name"]]
+        assert {t["meta"]["role"] for t in traces} >= {"trials", "front"}
+        for t in traces:
+            color = t["marker"]["color"] if "marker" in t else t["line"]["color"]
+            assert color == s["color"]
+    # One shared hypervolume reference: 10x the largest MACs of any complete trial.
+    assert data["ref_macs"] == 10 * 400_000
+    assert len({search_color(i) for i in range(40)}) == 40
+
+
+def test_names_are_escaped_in_the_figure(df: pd.DataFrame) -> None:
+    frames = {name: df for name in XSS_NAMES}
+    fig = pareto_figure(pareto_figure_data(frames), title=XSS_NAMES[0])
+    text = json.dumps([t["name"] for t in fig["data"]] + [fig["layout"]["title"]["text"]])
+    hovers = json.dumps([h for t in fig["data"] for h in t.get("hovertext", [])])
+    for name in XSS_NAMES:
+        assert name not in text and name not in hovers
+        assert html.escape(name) in text and html.escape(name) in hovers
+    assert {t["meta"]["search"] for t in fig["data"]} == set(XSS_NAMES)  # data keeps the name
+
+
+def test_figures_are_valid_plotly(df: pd.DataFrame) -> None:
+    go.Figure(pareto_figure(pareto_figure_data({"a": df, "b": df})))
+    go.Figure(hypervolume_figure(hypervolume_curve(df)))
+    go.Figure(operator_figure(operator_frequencies(df)))
+    go.Figure(curve_figure([0.1, 0.5, 0.7]))
+
+
+def test_hypervolume_curve_never_decreases(df: pd.DataFrame) -> None:
+    curve = hypervolume_curve(df)
+    hv = curve["hypervolume"]
+    assert curve["numbers"] == sorted(df.number)
+    assert all(b >= a for a, b in zip(hv, hv[1:]))
+    ok = df[df.status == "complete"]
+    assert curve["ref_macs"] == 10 * ok.macs.max()
+    assert hv[-1] == pytest.approx(hypervolume(list(ok.val_acc), list(ok.macs), curve["ref_macs"]))
+    # Trials that add nothing to the front keep the value: #2 (dominated), #3 (failed).
+    assert hv[2] == hv[1] and hv[3] == hv[2]
+    assert hv[4] > hv[3]
+    fixed = hypervolume_curve(df, ref_macs=1e7)
+    assert fixed["ref_macs"] == 1e7 and fixed["hypervolume"][-1] > hv[-1]
+
+
+def test_operator_frequencies_sum_up(df: pd.DataFrame) -> None:
+    freq = operator_frequencies(df)
+    assert freq["n_all"] == len(df)
+    assert freq["n_front"] == int(df.on_front.sum())
+    assert len(freq["stages"]) == 2
+    assert set(freq["operators"]) >= {"conv", "attention", "parallel", "gated"}
+    for i, st in enumerate(freq["stages"]):
+        assert sum(st["all"].values()) == len(df)
+        assert sum(st["front"].values()) == int(df.on_front.sum())
+        every = Counter(a["stages"][i]["operator"] for a in df.arch)
+        front = Counter(a["stages"][i]["operator"] for a in df.arch[df.on_front])
+        assert {k: v for k, v in st["all"].items() if v} == dict(every)
+        assert {k: v for k, v in st["front"].items() if v} == dict(front)
+    fig = operator_figure(freq)
+    for trace in fig["data"]:
+        n_ops = len(freq["operators"])
+        for i in range(len(freq["stages"])):
+            assert sum(trace["y"][i * n_ops : (i + 1) * n_ops]) == pytest.approx(1.0)
+
+
+def test_empty_search() -> None:
+    empty = make_frame([])
+    data = pareto_figure_data({"empty": empty})
+    (s,) = data["searches"]
+    assert s["points"] == [] and s["front"] == [] and s["knee"] is None
+    assert data["macs_range"] is None
+    go.Figure(pareto_figure(data))
+    assert hypervolume_curve(empty)["hypervolume"] == []
+    assert operator_frequencies(empty)["stages"] == []
+
+
+def test_report_is_self_contained_and_inert(df: pd.DataFrame) -> None:
+    frames = {XSS_NAMES[1]: df, "plain": df}
+    page = report_html(frames, plotly_js="/* plotly */", metas={"plain": {"strategy": "tpe"}})
+    assert "<script src" not in page and "http://" not in page and "https://" not in page
+    assert page.count("<script") == page.count("</script>") == 3  # the name adds none
+    assert XSS_NAMES[1] not in page and html.escape(XSS_NAMES[1]) in page
+    assert "connect-src 'none'" in page
+    raw = re.search(r'<script type="application/json" id="figure-data">(.*?)</script>', page)
+    fig = json.loads(raw.group(1))
+    assert {t["meta"]["search"] for t in fig["data"]} == set(frames)
+    markers = [t for t in fig["data"] if "markers" in t["mode"]]
+    assert sum(len(t["x"]) for t in markers) == 2 * len(df)

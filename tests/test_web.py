@@ -1,0 +1,368 @@
+"""The dashboard app (Starlette TestClient) and the ``pareto`` / ``serve`` commands."""
+
+from __future__ import annotations
+
+import ast
+import html
+import inspect
+import json
+import re
+import socket
+import warnings
+from pathlib import Path
+from urllib.parse import urlencode
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from plotly.offline import get_plotlyjs
+from typer.testing import CliRunner
+
+from fusion_nas.cli import serve as serve_cli
+from fusion_nas.cli.app import app as cli_app
+from fusion_nas.cli.pareto import default_report_path
+from fusion_nas.errors import FusionNasError
+from fusion_nas.search import SearchConfig, run_search
+from fusion_nas.space import load_space
+from fusion_nas.store import Store
+from fusion_nas.train import ProxyConfig
+from fusion_nas.web import (
+    CSP,
+    DEFAULT_HOST,
+    bind_socket,
+    create_app,
+    loopback_hosts,
+    redact_url,
+)
+from fusion_nas.web import app as web_app
+
+with warnings.catch_warnings():  # starlette 1.x asks for httpx2; httpx works the same here
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+REAL = "real search/1"
+XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>")
+HOSTILE_REASON = "<script>alert('reason')</script> & more"
+
+
+def add_search(store: Store, name: str) -> None:
+    """A search written the way the search session writes one, without training."""
+    space = load_space("digits")
+    config = SearchConfig(name=name, space=space, dataset="synthetic", trials=3)
+    study = store.create_study(name, config.meta())
+    for number, (state, acc) in enumerate([(TrialState.COMPLETE, 0.5), (TrialState.FAIL, None)]):
+        arch = space.sample(number)
+        attrs = {
+            "arch": arch.to_dict(),
+            "arch_id": arch.arch_id,
+            "arch_desc": arch.describe(),
+            "macs": 100_000 + number,
+            "params": 5000,
+            "curve": [0.25, 0.5] if acc else [],
+            "status": "complete" if acc else "failed",
+        }
+        if acc:
+            attrs["val_acc"] = acc
+            study.add_trial(optuna.trial.create_trial(values=[acc, 100_000], user_attrs=attrs))
+        else:
+            attrs["fail_reason"] = HOSTILE_REASON
+            study.add_trial(optuna.trial.create_trial(state=state, user_attrs=attrs))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    st = Store(f"sqlite:///{tmp_path_factory.mktemp('web')}/s.db")
+    run_search(
+        SearchConfig(
+            name=REAL,
+            space=load_space("digits"),
+            dataset="synthetic",
+            trials=3,
+            proxy=ProxyConfig(epochs=1, train_subset=64, batch_size=64),
+        ),
+        st,
+    )
+    for name in XSS_NAMES:
+        add_search(st, name)
+    return st
+
+
+@pytest.fixture(scope="module")
+def client(store: Store) -> TestClient:
+    return TestClient(create_app(store), raise_server_exceptions=False)
+
+
+def q(path: str, **params: object) -> str:
+    return f"{path}?{urlencode(params)}"
+
+
+def page_urls(name: str) -> list[str]:
+    return [
+        q("/search", name=name),
+        q("/trial", search=name, number=0),
+        q("/api/search", name=name),
+        q("/api/trial", search=name, number=0),
+        q("/download/json", search=name, number=0),
+        q("/download/code", search=name, number=0),
+    ]
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def test_pages_and_endpoints_answer(client: TestClient) -> None:
+    for url in ["/", "/api/searches", *page_urls(REAL), "/static/app.js", "/static/style.css"]:
+        r = client.get(url)
+        assert r.status_code == 200, url
+    r = client.get("/static/plotly.min.js")
+    assert r.status_code == 200 and "javascript" in r.headers["content-type"]
+    assert len(r.content) > 1_000_000 and b"plotly.js" in r.content[:200]
+
+
+def test_search_list(client: TestClient, store: Store) -> None:
+    data = client.get("/api/searches").json()
+    assert [s["name"] for s in data["searches"]] == [REAL, *XSS_NAMES]
+    real = data["searches"][0]
+    df = store.trials(REAL)
+    assert real["status"] == "done"
+    assert (real["done"], real["requested"]) == (3, 3)
+    assert real["best_val_acc"] == pytest.approx(df.val_acc.max())
+    assert real["front_size"] == int(df.on_front.sum())
+    assert real["url"] == q("/search", name=REAL)
+
+
+def test_search_endpoint(client: TestClient, store: Store) -> None:
+    df = store.trials(REAL)
+    data = client.get(q("/api/search", name=REAL)).json()
+    assert [t["number"] for t in data["trials"]] == list(df.number)
+    assert [t["on_front"] for t in data["trials"]] == list(df.on_front)
+    pareto = data["figures"]["pareto"]["data"]
+    markers = [t for t in pareto if "markers" in t["mode"]]
+    assert sum(len(t["x"]) for t in markers) == len(df)
+    assert set(data["figures"]) == {"pareto", "hypervolume", "operators"}
+    assert data["summary"]["knee"] in set(df.number[df.on_front])
+    # Polling with the current version gets a short "unchanged" answer.
+    again = client.get(q("/api/search", name=REAL, since=data["version"])).json()
+    assert again == {"name": REAL, "version": data["version"], "unchanged": True}
+
+
+def test_trial_endpoint(client: TestClient, store: Store) -> None:
+    row = store.trial(REAL, 1)
+    data = client.get(q("/api/trial", search=REAL, number=1)).json()
+    assert data["arch"] == row["arch"] and data["stages"] == row["arch"]["stages"]
+    assert data["macs"] == row["macs"] and data["params"] == row["params"]
+    assert data["curve"] == row["curve"]
+    assert data["figure"]["data"][0]["y"] == row["curve"]
+
+
+def test_unknown_search_and_trial_are_404(client: TestClient) -> None:
+    for url in [
+        q("/search", name="nope"),
+        q("/api/search", name="nope"),
+        q("/trial", search="nope", number=0),
+        q("/trial", search=REAL, number=99),
+        q("/trial", search=REAL, number="x"),
+        q("/api/trial", search=REAL, number=-1),
+        q("/download/code", search=REAL, number=99),
+        q("/download/json", search="nope", number=0),
+        "/search",
+        "/trial?search=x",
+        "/no/such/page",
+        "/static/missing.js",
+    ]:
+        r = client.get(url)
+        assert r.status_code == 404, url
+        if url.startswith("/api/"):
+            assert "error" in r.json()
+        else:
+            assert "text/html" in r.headers["content-type"]
+    assert "no search named &#39;nope&#39;" in client.get(q("/search", name="nope")).text
+
+
+def test_csp_and_nosniff_on_every_response(client: TestClient, store: Store, monkeypatch) -> None:
+    responses = [client.get(u) for u in ["/", "/api/searches", *page_urls(REAL)]]
+    responses += [client.get("/static/app.js"), client.get("/nope"), client.post("/")]
+    responses.append(client.get(q("/search", name=XSS_NAMES[0] + "x")))
+
+    def broken(name: str) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(store, "trials", broken)
+    error = client.get(q("/api/search", name=REAL))
+    assert error.status_code == 500 and "database went away" not in error.text
+    responses.append(error)
+    assert {r.status_code for r in responses} == {200, 404, 405, 500}
+    for r in responses:
+        assert r.headers["content-security-policy"] == CSP
+        assert r.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self';" in CSP and "unsafe-eval" not in CSP
+    assert "frame-ancestors 'none'" in CSP and "object-src 'none'" in CSP
+
+
+def test_pages_have_no_inline_script(client: TestClient) -> None:
+    for url in ["/", q("/search", name=REAL), q("/trial", search=REAL, number=0), "/nope"]:
+        text = client.get(url).text
+        scripts = re.findall(r"<script([^>]*)>(.*?)</script>", text, flags=re.S)
+        assert scripts and all('src="/static/' in attrs and not body for attrs, body in scripts)
+        assert '<script src="http' not in text
+
+
+# --------------------------------------------------------------------------- escaping
+
+
+@pytest.mark.parametrize("name", XSS_NAMES)
+def test_names_are_escaped_in_html(client: TestClient, name: str) -> None:
+    pages = [client.get(q("/search", name=name)), client.get(q("/trial", search=name, number=1))]
+    pages.append(client.get(q("/search", name=name + "-missing")))  # the 404 page
+    assert [p.status_code for p in pages] == [200, 200, 404]
+    for page in pages:
+        assert name not in page.text
+        assert html.escape(name, quote=True) in page.text
+        assert "alert(1)</script>" not in page.text and "<img src=x" not in page.text
+
+
+@pytest.mark.parametrize("name", XSS_NAMES)
+def test_names_are_escaped_in_json(client: TestClient, name: str) -> None:
+    urls = ["/api/searches", q("/api/search", name=name), q("/api/trial", search=name, number=1)]
+    urls.append(q("/api/search", name=name + "-missing"))
+    for url in urls:
+        r = client.get(url)
+        assert r.headers["content-type"].startswith("application/json")
+        assert "<" not in r.text and ">" not in r.text, url  # \u003c escapes only
+        assert name in json.dumps(r.json(), ensure_ascii=False) or r.status_code == 404
+    trial = client.get(q("/api/trial", search=name, number=1)).json()
+    assert trial["search"] == name and trial["fail_reason"] == HOSTILE_REASON
+    figure = client.get(q("/api/search", name=name)).json()["figures"]["pareto"]
+    assert all(html.escape(name) in t["name"] for t in figure["data"])
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+@pytest.mark.parametrize("name", [REAL, XSS_NAMES[1]])
+def test_code_download_is_python(client: TestClient, store: Store, name: str) -> None:
+    complete = store.trials(name)
+    number = int(complete.number[complete.status == "complete"].iloc[0])
+    r = client.get(q("/download/code", search=name, number=number))
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/x-python")
+    disposition = r.headers["content-disposition"]
+    filename = re.fullmatch(r'attachment; filename="(fusion_[A-Za-z0-9._-]+_\d+\.py)"', disposition)
+    assert filename, disposition
+    tree = ast.parse(r.text)
+    assert "FusionNet" in {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def test_json_download(client: TestClient, store: Store) -> None:
+    r = client.get(q("/download/json", search=REAL, number=0))
+    assert r.headers["content-disposition"] == 'attachment; filename="fusion_real_search_1_0.json"'
+    record = json.loads(r.text)
+    assert record["search"] == REAL and record["arch"] == store.trial(REAL, 0)["arch"]
+
+
+def test_code_download_falls_back_to_json(client: TestClient, monkeypatch) -> None:
+    import fusion_nas.export
+
+    def fail(*args: object, **kwargs: object) -> str:
+        raise fusion_nas.export.ExportError("cannot export this one")
+
+    monkeypatch.setattr(fusion_nas.export, "export_code", fail)
+    r = client.get(q("/download/code", search=REAL, number=0))
+    assert r.status_code == 200
+    assert r.headers["content-disposition"].endswith('_0.json"')
+    assert json.loads(r.text)["number"] == 0
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_default_host_is_loopback() -> None:
+    assert DEFAULT_HOST == "127.0.0.1"
+    params = inspect.signature(serve_cli.serve).parameters
+    assert params["host"].default == "127.0.0.1"
+    assert inspect.signature(web_app.run).parameters["host"].default == "127.0.0.1"
+    assert inspect.signature(web_app.background_server).parameters["host"].default == "127.0.0.1"
+
+
+def test_loopback_dashboard_rejects_foreign_host_header(store: Store) -> None:
+    app = create_app(store, allowed_hosts=loopback_hosts("127.0.0.1"))
+    assert TestClient(app, base_url="http://127.0.0.1:8765").get("/").status_code == 200
+    assert TestClient(app, base_url="http://localhost:8765").get("/").status_code == 200
+    evil = TestClient(app, base_url="http://attacker.example").get("/")
+    assert evil.status_code == 400 and evil.headers["content-security-policy"] == CSP
+    assert loopback_hosts("0.0.0.0") is None and loopback_hosts("::1") is not None
+
+
+def test_store_passwords_stay_hidden() -> None:
+    assert (
+        redact_url("postgresql://ann:s3cret@db.example/nas")
+        == "postgresql://ann:***@db.example/nas"
+    )
+    assert redact_url("sqlite:///results/fusion_nas.db") == "sqlite:///results/fusion_nas.db"
+
+
+def test_bind_socket_reports_a_taken_port() -> None:
+    taken = bind_socket("127.0.0.1", 0)
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(FusionNasError, match=f"127.0.0.1:{port}"):
+            bind_socket("127.0.0.1", port)
+    finally:
+        taken.close()
+
+
+def test_serve_command(store: Store, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(serve_cli, "run", lambda *a, **k: calls.append((a, k)))
+    result = CliRunner().invoke(cli_app, ["serve", "--store", store.url, "--port", "0"])
+    assert result.exit_code == 0, result.output
+    ((args, kwargs),) = calls
+    assert args[1:] == ("127.0.0.1", 0) and isinstance(kwargs["sock"], socket.socket)
+    kwargs["sock"].close()
+    assert "http://127.0.0.1:" in result.output
+
+
+def test_serve_with_a_wrong_store_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_app, ["serve", "--store", f"sqlite:///{tmp_path}/none.db"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("Error: no results store")
+    assert len(result.output.strip().splitlines()) == 1
+    bad = CliRunner().invoke(cli_app, ["serve", "--store", "nosuchdb://x"])
+    assert bad.exit_code == 2 and "unsupported store URL" in bad.output
+
+
+# --------------------------------------------------------------------------- pareto command
+
+
+def test_pareto_command_writes_offline_html(store: Store, tmp_path: Path, monkeypatch) -> None:
+    opened = []
+    monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url))
+    out = tmp_path / "report.html"
+    args = ["pareto", REAL, XSS_NAMES[0], "--out", str(out), "--store", store.url, "--open"]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    plotly_js = get_plotlyjs()
+    assert plotly_js in page  # inlined, not fetched
+    ours = page.replace(plotly_js, "")
+    assert "<script src" not in ours and "http://" not in ours and "https://" not in ours
+    assert XSS_NAMES[0] not in page and html.escape(XSS_NAMES[0]) in page
+    assert opened == [out.resolve().as_uri()]
+
+
+def test_pareto_default_path(store: Store, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli_app, ["pareto", XSS_NAMES[1], "--store", store.url])
+    assert result.exit_code == 0, result.output
+    (written,) = (tmp_path / "results").iterdir()
+    assert written.name == "pareto-script_script_alert_1_script.html"
+    assert default_report_path(["a b", "c/d"]) == Path("results/pareto-a_b+c_d.html")
+    long = default_report_path([f"search-{i}" for i in range(40)])
+    assert len(long.name) < 140 and long != default_report_path([f"s-{i}" for i in range(40)])
+
+
+def test_pareto_unknown_search_is_one_line(store: Store) -> None:
+    result = CliRunner().invoke(cli_app, ["pareto", "missing", "--store", store.url])
+    assert result.exit_code == 2
+    assert "no search named 'missing'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
