@@ -23,5 +23,6 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     if name in NNI_STRATEGIES:
         from fusion_nas.strategies.nni_strategies import NniStrategy
 
-        return NniStrategy(name, **options)
+        known = ("population", "sample_size", "seed_trials")
+        return NniStrategy(name, **{k: v for k, v in options.items() if k in known})
     raise StrategyError(f"unknown strategy {name!r}; allowed: {allowed(STRATEGIES)}")
