@@ -45,6 +45,7 @@ class OptunaStrategy(Strategy):
         self.name = name
         self.population = population
         self.seed_trials = seed_trials
+        self._grid: list[Architecture] | None = None  # enumerated once for optuna:grid
 
     def sampler(self, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
         """The Optuna sampler behind this strategy."""
@@ -75,8 +76,10 @@ class OptunaStrategy(Strategy):
     def propose(self, trial: optuna.Trial, space: SearchSpace) -> Architecture:
         """The architecture the sampler chose for ``trial``."""
         if self.name == "optuna:grid":
-            index = trial.suggest_categorical("arch", list(range(space.num_architectures())))
-            return space.enumerate(GRID_LIMIT)[index]
+            if self._grid is None:
+                self._grid = space.enumerate(GRID_LIMIT)
+            index = trial.suggest_categorical("arch", list(range(len(self._grid))))
+            return self._grid[index]
         return suggest_architecture(trial, space)
 
     def run(self, session: SearchSession, n_trials: int) -> None:
