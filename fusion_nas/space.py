@@ -176,7 +176,8 @@ class SearchSpace:
                 if field in ("kernel", "heads", "attention") and field not in uses:
                     continue
                 value = getattr(choice, field)
-                if value not in options:
+                # type check too: 16.0 == 16 and True == 1 would otherwise pass `in`
+                if value not in options or type(value) is not type(options[0]):
                     raise ArchitectureError(
                         f"stage {i}: {field} {value!r} is not allowed; allowed: {allowed(options)}"
                     )

@@ -1,8 +1,8 @@
 """Make docs/dashboard.png: a real small search, the dashboard, a headless Chromium screenshot.
 
-    python scripts/screenshot.py [--out docs/dashboard.png] [--trials 8] [--epochs 2]
+    python scripts/screenshot.py [--out docs/dashboard.png] [--trials 16] [--epochs 8]
 
-Runs a search over the built-in ``digits`` space on the synthetic dataset into a temporary
+Runs a search over the built-in ``digits`` space on scikit-learn's digits into a temporary
 store, serves the dashboard on a free loopback port and screenshots the search page with
 Playwright driving Debian's Chromium (``/usr/bin/chromium``; no ``playwright install``).
 """
@@ -38,9 +38,9 @@ def make_search(store: Store, trials: int, epochs: int) -> int:
     config = SearchConfig(
         name=SEARCH,
         space=load_space("digits"),
-        dataset="synthetic",
+        dataset="digits",
         trials=trials,
-        proxy=ProxyConfig(epochs=epochs, train_subset=300),
+        proxy=ProxyConfig(epochs=epochs),
         max_flops=250_000,  # a few over-budget trials show in the strip under the plot
     )
     return len(run_search(config, store))
@@ -70,8 +70,8 @@ def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/dashboard.png"))
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/demo.db")
