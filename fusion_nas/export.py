@@ -40,6 +40,7 @@ from fusion_nas.errors import ExportError, FusionNasError, allowed
 from fusion_nas.ops.parallel import FUSION_INIT
 from fusion_nas.ops.registry import op_uses
 from fusion_nas.space import SearchSpace, load_space
+from fusion_nas.store import redact_url
 
 __all__ = ["META_KEYS", "ONNX_OPSET", "export_code", "write_export"]
 
@@ -283,11 +284,6 @@ def _clean(value: Any, what: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _redact_url(url: str) -> str:
-    """Hide a password in ``scheme://user:password@host/...``."""
-    return re.sub(r"(://[^/@\s]*?:)[^/@\s]*@", r"\1***@", url)
-
-
 def _meta_lines(meta: Mapping[str, Any] | None) -> tuple[list[str], str]:
     """Docstring lines for ``meta`` and the weights file name of the load hint."""
     meta = dict(meta or {})
@@ -306,7 +302,7 @@ def _meta_lines(meta: Mapping[str, Any] | None) -> tuple[list[str], str]:
         lines.append(f"Validation accuracy: {float(acc):.4f}")
     if meta.get("store_url") is not None:
         url = meta["store_url"]
-        url = _redact_url(url) if isinstance(url, str) else url
+        url = redact_url(url) if isinstance(url, str) else url
         lines.append(f"Results store: {_clean(url, 'meta store_url')}")
     if meta.get("note") is not None:
         lines.append(f"Note: {_clean(meta['note'], 'meta note')}")

@@ -15,6 +15,7 @@ e.g. ``postgresql://user@host/db``).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,14 @@ def resolve_url(url: str | None = None) -> str:
             f"allowed: {allowed(_DRIVERS)}"
         )
     return url
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for pages, messages and exports)."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"(://[^/@\s]*?:)[^/@\s]*@", r"\1***@", url)
 
 
 def _sqlite_path(url: str) -> Path | None:

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
-from fusion_nas.store import Store
+from fusion_nas.store import Store, redact_url
 
 
 class Format(str, Enum):
@@ -66,7 +66,12 @@ def results(
         st = Store(store, create=False)
         if name is None:
             df = st.summary()
-            _emit(df, format, f"Searches in {st.url}", [c for c in df.columns if c != "created"])
+            _emit(
+                df,
+                format,
+                f"Searches in {redact_url(st.url)}",
+                [c for c in df.columns if c != "created"],
+            )
             return
         df = st.trials(name)
         if format is not Format.table:

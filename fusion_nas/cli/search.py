@@ -22,7 +22,7 @@ from fusion_nas.errors import DatasetError, allowed
 from fusion_nas.search import Progress as SearchProgress
 from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import load_space
-from fusion_nas.store import Store
+from fusion_nas.store import Store, redact_url
 from fusion_nas.strategies.registry import STRATEGIES
 from fusion_nas.train import ProxyConfig
 
@@ -190,9 +190,10 @@ def _run(config: SearchConfig, store: Store) -> None:
         else f"[bold yellow]Done[/]: {len(df)} trials, none complete."
     )
     quoted = escape(config.name if " " not in config.name else repr(config.name))
-    console.print(f"Store: {escape(store.url)}")
+    url = escape(redact_url(store.url))
+    console.print(f"Store: {url}")
     console.print(
         f"View: [bold]fusion-nas results {quoted}[/] | [bold]fusion-nas pareto {quoted} --open[/]"
         " | [bold]fusion-nas serve[/] (http://127.0.0.1:8765)"
-        f" | optuna-dashboard {escape(store.url)}"
+        f" | optuna-dashboard {url}"
     )

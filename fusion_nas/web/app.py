@@ -43,7 +43,6 @@ from urllib.parse import urlencode
 import jinja2
 import numpy as np
 import pandas as pd
-import sqlalchemy
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -57,7 +56,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fusion_nas.errors import FusionNasError, StoreError
-from fusion_nas.store import Store
+from fusion_nas.store import Store, redact_url
 from fusion_nas.viz import (
     curve_figure,
     hypervolume_curve,
@@ -193,14 +192,6 @@ def _number(request: Request, key: str = "number") -> int:
     if not re.fullmatch(r"[0-9]{1,9}", raw):
         raise _NotFound(f"no trial {raw!r}: trial numbers are whole numbers")
     return int(raw)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for pages and messages)."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(://[^/@\s]*?:)[^/@\s]*@", r"\1***@", url)
 
 
 def _store(request: Request) -> Store:
