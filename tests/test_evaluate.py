@@ -1,0 +1,52 @@
+"""The evaluator and its pools: outcomes never raise; an over-deadline worker is killed."""
+
+from __future__ import annotations
+
+import time
+
+from fusion_nas.evaluate import EvalTask, InlinePool, ProcessPool, evaluate
+from fusion_nas.space import load_space
+from fusion_nas.train import ProxyConfig
+
+
+def _task(space: str, timeout: float | None = None, **proxy) -> EvalTask:
+    sp = load_space(space)
+    return EvalTask(
+        sp.sample(0).to_json(), sp.source, "synthetic", ProxyConfig(**proxy), timeout=timeout
+    )
+
+
+def test_evaluate_turns_bad_input_into_a_failed_outcome() -> None:
+    bad = EvalTask('{"space": "digits"}', load_space("digits").source, "synthetic", ProxyConfig())
+    out = evaluate(bad)
+    assert out.status == "failed" and "non-empty 'stages' list" in out.reason
+
+
+def test_inline_pool_runs_on_submit() -> None:
+    pool = InlinePool()
+    pool.submit("k", _task("digits", epochs=1, train_subset=64))
+    (key, outcome), *rest = pool.collect()
+    assert key == "k" and outcome.status == "complete" and not rest
+
+
+def test_process_pool_kills_a_trial_past_its_deadline_and_recovers() -> None:
+    # A 224x224 network of the ImageNet-scale space cannot finish its first batch (one long
+    # C-level call, so the cooperative per-batch check never runs) within 0.5 + 0.5 s.
+    pool = ProcessPool(1, cores=1, grace=0.5)
+    try:
+        start = time.monotonic()
+        pool.submit("slow", _task("coatnet-like", timeout=0.5, epochs=1, batch_size=64))
+        done = []
+        while not done:
+            done = pool.collect(wait_s=0.2)
+        (key, outcome), *_ = done
+        assert key == "slow" and outcome.status == "failed"
+        assert outcome.reason == "timeout: trial exceeded 0.5 s (worker killed)"
+        assert time.monotonic() - start < 30
+        pool.submit("next", _task("digits", epochs=1, train_subset=64))  # a fresh worker
+        done = []
+        while not done:
+            done = pool.collect(wait_s=1.0)
+        assert done[0][0] == "next" and done[0][1].status == "complete"
+    finally:
+        pool.close()
