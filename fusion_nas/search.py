@@ -328,11 +328,10 @@ def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple
                 "or another --name"
             )
     _fail_stale(study, "interrupted: the process running this trial ended")
-    old = {**old, "n_trials": max(config.trials, 1)}
-    study.set_user_attr(META_KEY, old)
     done = sum(
         t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in study.get_trials(deepcopy=False)
     )
+    study.set_user_attr(META_KEY, {**old, "n_trials": max(config.trials, done)})
     return study, done
 
 
