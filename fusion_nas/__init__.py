@@ -3,8 +3,12 @@
 from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.cost import Cost, count_cost
 from fusion_nas.errors import FusionNasError
+from fusion_nas.export import export_code
 from fusion_nas.model import FusionNet, build_model
+from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import SearchSpace, builtin_spaces, load_space, parse_space
+from fusion_nas.store import Store
+from fusion_nas.train import ProxyConfig
 
 __version__ = "0.1.0"
 
@@ -13,12 +17,17 @@ __all__ = [
     "Cost",
     "FusionNasError",
     "FusionNet",
+    "ProxyConfig",
+    "SearchConfig",
     "SearchSpace",
     "StageChoice",
+    "Store",
     "__version__",
     "build_model",
     "builtin_spaces",
     "count_cost",
+    "export_code",
     "load_space",
     "parse_space",
+    "run_search",
 ]
