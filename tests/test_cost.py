@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -12,11 +11,7 @@ from torch import nn
 
 from fusion_nas import build_model, count_cost, load_space
 from fusion_nas.ops import create_op
-
-WINDOW = 4
-SIZES = {1: [(10,), (16,), (3,)], 2: [(7, 5), (8, 8), (3, 6)]}
-VARIANTS = ("global", "window", "linear")
-
+from tests.op_configs import WINDOW, Cfg, op_configs
 
 # --------------------------------------------------------------------------- analytic formulas
 
@@ -89,38 +84,8 @@ def op_params(op: str, C, size, k=None, ratio=2.0) -> int:
 # --------------------------------------------------------------------------- operator configs
 
 
-@dataclass(frozen=True)
-class Cfg:
-    op: str
-    dim: int
-    size: tuple[int, ...]
-    channels: int = 8
-    kernel: int | None = None
-    heads: int | None = None
-    attention: str | None = None
-    mlp_ratio: float = 2.0
-
-    @property
-    def id(self) -> str:
-        size = "x".join(map(str, self.size))
-        return f"{self.op}-{size}-c{self.channels}-k{self.kernel}-h{self.heads}-{self.attention}"
-
-
 def _configs() -> list[Cfg]:
-    out = []
-    for dim in (1, 2):
-        for i, k in enumerate((1, 3, 5, 7)):
-            out.append(Cfg("conv", dim, SIZES[dim][i % 3], kernel=k))
-        for hi, h in enumerate((1, 2, 4)):
-            for vi, v in enumerate(VARIANTS):
-                c, r = ((8, 2.0), (12, 1.3))[(hi + vi) % 2]
-                out.append(Cfg("attention", dim, SIZES[dim][(hi + vi) % 3], c, None, h, v, r))
-        fused = [(1, 1, "global"), (3, 2, "window"), (5, 4, "linear"), (7, 2, "window")]
-        fused += [(3, 4, "global"), (5, 1, "linear"), (3, 1, "window")]
-        for op in ("parallel", "gated"):
-            for i, (k, h, v) in enumerate(fused):
-                c, r = ((8, 2.0), (12, 1.3))[i % 2]
-                out.append(Cfg(op, dim, SIZES[dim][i % 3], c, k, h, v, r))
+    out = op_configs()
     # Windows that divide evenly, a window larger than the map, and a 2-D window shorter on
     # one axis only.
     for size in ((12,), (2,), (8, 12), (4, 2), (9, 9)):
