@@ -122,6 +122,11 @@ class InlinePool:
         self._done: list[tuple[Any, Outcome]] = []
 
     @property
+    def threads(self) -> int:
+        """Threads a trial trains with (results depend on it, so trials record it)."""
+        return torch.get_num_threads()
+
+    @property
     def free(self) -> int:
         """How many more tasks can be submitted now."""
         return 1

@@ -59,7 +59,10 @@ def search_space(store: Store, name: str) -> SearchSpace:
 def proxy_weights(
     store: Store, name: str, row: dict[str, Any]
 ) -> tuple[dict[str, torch.Tensor], float | None]:
-    """Re-run the trial's proxy training; return its ``state_dict`` and validation accuracy."""
+    """Re-run the trial's proxy training; return its ``state_dict`` and validation accuracy.
+
+    Uses the trial's recorded thread count: on a CPU the result depends on it.
+    """
     meta = store.search_meta(name)
     space = search_space(store, name)
     proxy = ProxyConfig(**meta["proxy"])
@@ -71,9 +74,16 @@ def proxy_weights(
         meta["seed"],
         proxy.train_subset,
     )
-    torch.manual_seed(meta["seed"])
-    model = build_model(Architecture.from_dict(row["arch"]), space)
-    result = train_proxy(model, splits.train, splits.val, proxy, seed=meta["seed"])
+    before = torch.get_num_threads()
+    threads = row.get("threads")
+    if isinstance(threads, (int, float)) and threads == threads and threads >= 1:
+        torch.set_num_threads(int(threads))  # the trial's thread count: bit-identical result
+    try:
+        torch.manual_seed(meta["seed"])
+        model = build_model(Architecture.from_dict(row["arch"]), space)
+        result = train_proxy(model, splits.train, splits.val, proxy, seed=meta["seed"])
+    finally:
+        torch.set_num_threads(before)
     return model.state_dict(), result.val_acc
 
 

@@ -197,7 +197,7 @@ class SearchSession:
             return False
         earlier = self.seen.get(arch.arch_id)
         if earlier is not None:
-            for key in ("val_acc", "curve", "train_seconds"):
+            for key in ("val_acc", "curve", "train_seconds", "threads"):
                 trial.set_user_attr(key, earlier.user_attrs.get(key))
             trial.set_user_attr("status", "complete")
             trial.set_user_attr("duplicate_of", earlier.number)
@@ -205,6 +205,7 @@ class SearchSession:
             self._record("complete", earlier.user_attrs.get("val_acc"), cost.macs, arch)
             return False
         self._pending[trial.number] = (arch, cost)
+        trial.set_user_attr("threads", self.pool.threads)  # accuracy depends on the thread count
         c = self.config
         self.pool.submit(
             trial,

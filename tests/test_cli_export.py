@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
@@ -110,3 +111,26 @@ def test_select_trial_rules() -> None:
         select_trial(df, trial=7)
     with pytest.raises(FusionNasError, match="needs a number"):
         select_trial(df, pick="max-flops:lots")
+
+
+def test_export_weights_reproduce_the_trial_under_another_thread_count(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    torch.set_num_threads(1)
+    res = runner.invoke(
+        app,
+        ["search", "mnist1d", "--trials", "1", "--epochs", "2", "--train-subset", "800",
+         "--name", "th", "--store", url],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    row = Store(url).trials("th").iloc[0]
+    assert row.threads == 1
+    torch.set_num_threads(2)  # a different thread count changes CPU training results
+    try:
+        res = runner.invoke(
+            app, ["export", "th", "--trial", "0", "--out", str(tmp_path / "m.py"),
+                  "--weights", str(tmp_path / "m.pt"), "--store", url],
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(1)
+    assert res.exit_code == 0, res.output
+    assert "differs" not in res.stderr  # re-trained with the trial's 1 thread: identical
