@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs and run it (the README's test command).
-# System packages: Debian's chromium (browser tests) and dataset-fashion-mnist (idx files).
+# System packages: Debian's chromium (browser tests), dataset-fashion-mnist (idx files) and
+# postgresql (the store tests start a throwaway PostgreSQL server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(chromium dataset-fashion-mnist)
+apt_packages=(chromium dataset-fashion-mnist postgresql)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -21,5 +22,5 @@ python3 -m venv .venv
 python -m pip install --upgrade pip >/dev/null
 # The pinned CPU build first: anything unpinned would pull a multi-GB CUDA build.
 pip install torch==2.13.0
-pip install -e '.[dev,nni,onnx]'
+pip install -e '.[dev,nni,onnx,postgres]'
 python -m pytest "$@"
