@@ -131,11 +131,6 @@ class InlinePool:
         """How many more tasks can be submitted now."""
         return 1
 
-    @property
-    def busy(self) -> int:
-        """Tasks submitted and not yet collected."""
-        return len(self._done)
-
     def submit(self, key: Any, task: EvalTask) -> None:
         """Run ``task`` now; its outcome is returned by the next :meth:`collect`."""
         self._done.append((key, evaluate(task)))
@@ -188,11 +183,6 @@ class ProcessPool:
     def free(self) -> int:
         """Idle workers."""
         return sum(w.key is None for w in self._workers)
-
-    @property
-    def busy(self) -> int:
-        """Workers with a task in flight, plus finished outcomes not yet collected."""
-        return sum(w.key is not None for w in self._workers) + len(self._done)
 
     def submit(self, key: Any, task: EvalTask) -> None:
         """Hand ``task`` to an idle worker."""
