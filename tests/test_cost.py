@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_nas import build_model, count_cost, load_space
-from fusion_nas.ops import create_op
 from tests.op_configs import WINDOW, Cfg, op_configs
 
 # --------------------------------------------------------------------------- analytic formulas
@@ -107,19 +106,9 @@ def test_window_formula_by_hand() -> None:
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[c.id for c in CONFIGS])
 def test_operator_cost_matches_analytic_formula(cfg: Cfg) -> None:
-    op = create_op(
-        cfg.op,
-        cfg.dim,
-        cfg.channels,
-        cfg.size,
-        kernel=cfg.kernel,
-        heads=cfg.heads,
-        attention=cfg.attention,
-        window=WINDOW,
-        mlp_ratio=cfg.mlp_ratio,
-    )
+    op = cfg.build()
     batch = 2
-    cost = count_cost(op, torch.randn(batch, cfg.channels, *cfg.size))
+    cost = count_cost(op, cfg.input(batch))
     per_sample = op_macs(
         cfg.op, cfg.channels, cfg.size, cfg.kernel, cfg.heads, cfg.attention, WINDOW, cfg.mlp_ratio
     )
