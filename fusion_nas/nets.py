@@ -1,0 +1,510 @@
+"""The fusion network: block configs, operators, blocks and ``FusionNet``, importing only torch.
+
+This file is the one home of the network. The toolkit builds every model from it, and
+``fusion-nas export`` copies its source, pruned to the classes an architecture uses, and sets
+``CONFIG`` to that architecture, so an exported model is this code by construction.
+
+    input (B, C_in, *S)                         S = (L,) for sequences, (H, W) for images
+      -> stem: conv(k, stride) -> BN -> GELU    (B, W_0, *S_0)
+      -> per stage: transition, depth blocks    (B, W_i, *S_i)
+      -> head: mean over S -> LayerNorm -> Linear  (B, classes)
+
+Every block keeps the map shape ``(B, C, *S)``. Operators are created by name from ``OPS``,
+attention variants from ``ATTENTIONS``; a block reads one :class:`BlockCfg`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FUSION_INIT = 0.1  # fusion weights start small so neither branch dominates early training
+
+OPS: dict[str, type[nn.Module]] = {}  # operator name -> block class
+ATTENTIONS: dict[str, type[nn.Module]] = {}  # attention variant -> token mixer class
+
+
+def register_op(name: str, uses: tuple[str, ...]):
+    """Class decorator: operator ``name`` whose architecture choices are ``uses``.
+
+    ``uses`` names the :class:`BlockCfg` fields a search can choose for this operator
+    (``kernel``, ``heads``, ``attention``); the others keep their defaults.
+    """
+
+    def wrap(cls):
+        if name in OPS:
+            raise ValueError(f"operator {name!r} is registered twice")
+        cls.op_name, cls.uses = name, tuple(uses)
+        OPS[name] = cls
+        return cls
+
+    return wrap
+
+
+def register_attention(name: str):
+    """Class decorator: attention variant ``name``, a mixer of ``(B', N, 3C)`` qkv tokens."""
+
+    def wrap(cls):
+        if name in ATTENTIONS:
+            raise ValueError(f"attention variant {name!r} is registered twice")
+        cls.variant = name
+        ATTENTIONS[name] = cls
+        return cls
+
+    return wrap
+
+
+def _allowed(values) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def _whole(value, what: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} {value!r} is not allowed; allowed: integers >= {minimum}")
+    return value
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@dataclass(frozen=True)
+class BlockCfg:
+    """One block: its operator, width and the settings operators read (defaults live here).
+
+    ``kernel``: odd conv kernel; ``heads``: attention heads, a divisor of ``width``;
+    ``attention``: variant (``ATTENTIONS``); ``window``: tokens per window and axis;
+    ``mlp_ratio``: hidden width of the MLP of attention-type blocks, times ``width``.
+    """
+
+    operator: str
+    width: int
+    kernel: int = 3
+    heads: int = 1
+    attention: str = "global"
+    window: int = 4
+    mlp_ratio: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.operator not in OPS:
+            raise ValueError(f"unknown operator {self.operator!r}; allowed: {_allowed(OPS)}")
+        _whole(self.width, "width")
+        if _whole(self.kernel, "kernel size") % 2 == 0:
+            raise ValueError(
+                f"kernel size {self.kernel} is even; allowed: odd integers (1, 3, 5, 7...)"
+            )
+        if _whole(self.heads, "heads") and self.width % self.heads:
+            divisors = [d for d in range(1, self.width + 1) if self.width % d == 0][:16]
+            raise ValueError(
+                f"{self.heads} heads do not divide width {self.width}; allowed: "
+                f"{_allowed(divisors)}"
+            )
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"{self.attention!r} is not an attention variant; allowed: {_allowed(ATTENTIONS)}"
+            )
+        _whole(self.window, "window")
+        ratio = self.mlp_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+            raise ValueError(f"mlp_ratio {ratio!r} is not allowed; allowed: numbers > 0")
+
+
+@dataclass(frozen=True)
+class StageCfg:
+    """One stage: ``depth`` blocks of ``block``; ``downsample`` halves the map on entry."""
+
+    block: BlockCfg
+    depth: int = 1
+    downsample: bool = False
+
+    def __post_init__(self) -> None:
+        _whole(self.depth, "depth")
+        if not isinstance(self.downsample, bool):
+            raise ValueError(f"downsample {self.downsample!r} is not allowed; allowed: True, False")
+
+
+@dataclass(frozen=True)
+class NetCfg:
+    """A whole network: input, stem, stages, head."""
+
+    in_channels: int
+    size: tuple[int, ...]  # (L,) or (H, W)
+    classes: int
+    stem_width: int
+    stages: tuple[StageCfg, ...]
+    stem_kernel: int = 3
+    stem_stride: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, tuple) or len(self.size) not in (1, 2):
+            raise ValueError(f"size {self.size!r} is not allowed; allowed: (L,) or (H, W)")
+        for n in self.size:
+            _whole(n, "input size")
+        _whole(self.in_channels, "input channels")
+        _whole(self.classes, "classes", minimum=2)
+        _whole(self.stem_width, "stem width")
+        if _whole(self.stem_kernel, "stem kernel") % 2 == 0:
+            raise ValueError(f"stem kernel {self.stem_kernel} is even; allowed: odd integers")
+        _whole(self.stem_stride, "stem stride")
+        if not self.stages:
+            raise ValueError("a network needs at least one stage")
+        for i, n in enumerate(self.stage_sizes()):
+            if min(n) < 1:
+                raise ValueError(f"stage {i}: input {self.size} is too small to downsample again")
+
+    def stage_sizes(self) -> list[tuple[int, ...]]:
+        """Spatial size inside each stage: the stem's output, halved (floor) per downsample."""
+        k, s = self.stem_kernel, self.stem_stride
+        size = tuple((n + 2 * (k // 2) - k) // s + 1 for n in self.size)
+        out = []
+        for st in self.stages:
+            if st.downsample:
+                size = tuple(n // 2 for n in size)
+            out.append(size)
+        return out
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def conv_nd(dim: int) -> type[nn.Module]:
+    """``nn.Conv1d`` or ``nn.Conv2d``."""
+    return (nn.Conv1d, nn.Conv2d)[dim - 1]
+
+
+def batchnorm_nd(dim: int) -> type[nn.Module]:
+    """``nn.BatchNorm1d`` or ``nn.BatchNorm2d``."""
+    return (nn.BatchNorm1d, nn.BatchNorm2d)[dim - 1]
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) -> (B, N, C) with N = prod(S)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def from_tokens(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """(B, N, C) -> (B, C, *size)."""
+    return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *size)
+
+
+def channel_view(p: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per-channel vector (C,) -> (1, C, 1) or (1, C, 1, 1) to scale a map."""
+    return p.view(1, -1, *([1] * dim))
+
+
+class Mlp(nn.Module):
+    """Pre-norm token MLP, residual left to the caller: LN -> Linear -> GELU -> Linear."""
+
+    def __init__(self, channels: int, ratio: float) -> None:
+        super().__init__()
+        hidden = max(1, int(round(channels * ratio)))
+        self.norm = nn.LayerNorm(channels)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, channels)
+        for fc in (self.fc1, self.fc2):
+            nn.init.trunc_normal_(fc.weight, std=0.02)
+            nn.init.zeros_(fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        t = to_tokens(x)  # (B, N, C)
+        t = self.fc2(self.act(self.fc1(self.norm(t))))
+        return from_tokens(t, tuple(x.shape[2:]))
+
+
+class ConvMixer(nn.Module):
+    """Same-padding conv of odd kernel over C channels -> BN -> GELU (Kaiming fan-out init)."""
+
+    def __init__(self, dim: int, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = conv_nd(dim)(channels, channels, kernel, padding=kernel // 2, bias=False)
+        self.norm = batchnorm_nd(dim)(channels)
+        self.act = nn.GELU()
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        return self.act(self.norm(self.conv(x)))
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B', N, C) -> (B', heads, N, C // heads)."""
+    Bp, N, C = t.shape
+    return t.reshape(Bp, N, heads, C // heads).transpose(1, 2)
+
+
+@register_attention("global")
+class GlobalAttention(nn.Module):
+    """Every token attends to every token: cost quadratic in tokens."""
+
+    def __init__(self, heads: int, size: tuple[int, ...], window: int) -> None:
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) -> (B, N, C)."""
+        q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
+        o = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, hd)
+        return o.transpose(1, 2).flatten(2)
+
+
+@register_attention("linear")
+class LinearAttention(nn.Module):
+    """Kernelised ``phi(Q) (phi(K)^T V)`` with ``phi = elu + 1``: cost linear in tokens."""
+
+    def __init__(self, heads: int, size: tuple[int, ...], window: int) -> None:
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) -> (B, N, C)."""
+        q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
+        q, k = F.elu(q) + 1.0, F.elu(k) + 1.0  # positive features phi(.)
+        kv = torch.matmul(k.transpose(-2, -1), v)  # (B, h, hd, hd)
+        num = torch.matmul(q, kv)  # (B, h, N, hd)
+        den = torch.matmul(q, k.sum(dim=2, keepdim=True).transpose(-2, -1))  # (B, h, N, 1)
+        return (num / (den + 1e-6)).transpose(1, 2).flatten(2)
+
+
+def window_shape(size: tuple[int, ...], window: int) -> tuple[int, ...]:
+    """Window extent per axis: ``window``, or the whole axis when the axis is shorter."""
+    return tuple(min(window, s) for s in size)
+
+
+def padded_size(size: tuple[int, ...], window: int) -> tuple[int, ...]:
+    """Axis lengths rounded up to a multiple of the window extent."""
+    return tuple(math.ceil(s / w) * w for s, w in zip(size, window_shape(size, window)))
+
+
+def partition(x: torch.Tensor, win: tuple[int, ...]) -> torch.Tensor:
+    """(B, *P, D) with P divisible by win -> (B * nW, prod(win), D)."""
+    B, D = x.shape[0], x.shape[-1]
+    if len(win) == 1:
+        (w,) = win
+        return x.reshape(B * (x.shape[1] // w), w, D)
+    (wh, ww), (H, W) = win, x.shape[1:3]
+    x = x.reshape(B, H // wh, wh, W // ww, ww, D).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, wh * ww, D)
+
+
+def merge(x: torch.Tensor, win: tuple[int, ...], padded: tuple[int, ...], B: int) -> torch.Tensor:
+    """Inverse of :func:`partition`: (B * nW, prod(win), D) -> (B, *padded, D)."""
+    D = x.shape[-1]
+    if len(win) == 1:
+        return x.reshape(B, padded[0], D)
+    (wh, ww), (H, W) = win, padded
+    x = x.reshape(B, H // wh, W // ww, wh, ww, D).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(B, H, W, D)
+
+
+@register_attention("window")
+class WindowAttention(nn.Module):
+    """Swin-style attention inside non-overlapping windows of ``window`` tokens per axis.
+
+    The map is zero-padded up to a multiple of the window; padded keys are masked.
+    """
+
+    def __init__(self, heads: int, size: tuple[int, ...], window: int) -> None:
+        super().__init__()
+        self.heads, self.size = heads, tuple(size)
+        self.win = window_shape(self.size, window)
+        self.padded = padded_size(self.size, window)
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) -> (B, N, C)."""
+        B, N, C3 = qkv.shape
+        grid = qkv.reshape(B, *self.size, C3)  # (B, *S, 3C)
+        pad = [p - s for s, p in zip(self.size, self.padded)]
+        mask = None
+        if any(pad):
+            # F.pad takes (last axis first) pairs; channels last, so skip it with (0, 0).
+            spec = [0, 0]
+            for extra in reversed(pad):
+                spec += [0, extra]
+            grid = F.pad(grid, spec)
+            valid = torch.zeros(1, *self.padded, 1, dtype=torch.bool, device=qkv.device)
+            valid[(slice(None), *(slice(0, s) for s in self.size))] = True
+            # (B * nW, 1, 1, T): True where the key is a real token; broadcast over heads, queries.
+            mask = partition(valid, self.win).squeeze(-1)[:, None, None, :].repeat(B, 1, 1, 1)
+        windows = partition(grid, self.win)  # (B * nW, T, 3C), T = prod(win)
+        q, k, v = (split_heads(t, self.heads) for t in windows.chunk(3, dim=-1))  # (B*nW,h,T,hd)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B * nW, h, T, hd)
+        o = merge(o.transpose(1, 2).flatten(2), self.win, self.padded, B)  # (B, *padded, C)
+        o = o[(slice(None), *(slice(0, s) for s in self.size))]  # crop the padding
+        return o.reshape(B, N, C3 // 3)
+
+
+class AttentionMixer(nn.Module):
+    """Position embedding + LayerNorm + multi-head self-attention on a (B, C, *S) map.
+
+    Returns the attention output after the output projection, without the residual.
+    Xavier initialisation for the query/key/value and output projections.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        C, self.size = cfg.width, tuple(size)
+        self.pos = nn.Parameter(torch.zeros(1, C, *size))
+        self.norm = nn.LayerNorm(C)
+        self.qkv = nn.Linear(C, 3 * C)
+        self.mix = ATTENTIONS[cfg.attention](cfg.heads, self.size, cfg.window)
+        self.proj = nn.Linear(C, C)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        for chunk in self.qkv.weight.data.chunk(3, dim=0):  # query, key, value: (C, C) each
+            nn.init.xavier_uniform_(chunk)
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.xavier_uniform_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        t = to_tokens(x + self.pos)  # (B, N, C)
+        o = self.mix(self.qkv(self.norm(t)))  # (B, N, 3C) -> (B, N, C)
+        return from_tokens(self.proj(o), self.size)
+
+
+# --------------------------------------------------------------------------- operators
+
+
+@register_op("conv", uses=("kernel",))
+class ConvBlock(nn.Module):
+    """``x + GELU(BN(conv_k(x)))``: local mixing only, receptive field ``k`` per block."""
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.mixer = ConvMixer(len(size), cfg.width, cfg.kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        return x + self.mixer(x)
+
+
+@register_op("attention", uses=("heads", "attention"))
+class AttentionBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(x)``, then ``x + mlp(x)``."""
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.attn = AttentionMixer(cfg, size)
+        self.mlp = Mlp(cfg.width, cfg.mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        x = x + self.attn(x)
+        return x + self.mlp(x)
+
+
+@register_op("parallel", uses=("kernel", "heads", "attention"))
+class ParallelBlock(nn.Module):
+    """The CAN block done right: ``x + a * conv(x) + b * attn(x)``, then ``x + mlp(x)``.
+
+    ``a`` and ``b`` are learned per-channel fusion weights starting at ``FUSION_INIT``.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dim = len(size)
+        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel)
+        self.attn = AttentionMixer(cfg, size)
+        self.conv_weight = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
+        self.attn_weight = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
+        self.mlp = Mlp(cfg.width, cfg.mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        a = channel_view(self.conv_weight, self.dim)
+        b = channel_view(self.attn_weight, self.dim)
+        x = x + a * self.conv(x) + b * self.attn(x)
+        return x + self.mlp(x)
+
+
+@register_op("gated", uses=("kernel", "heads", "attention"))
+class GatedBlock(nn.Module):
+    """The DynamicGate done right: ``x + s * (g * conv(x) + (1 - g) * attn(x))``, then the MLP.
+
+    ``g = sigmoid(Linear(C, C)(mean over the spatial axes of x))``: one gate per sample and
+    channel, starting near 0.5; ``s`` is a learned per-channel scale starting at ``FUSION_INIT``.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dim = len(size)
+        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel)
+        self.attn = AttentionMixer(cfg, size)
+        self.gate = nn.Linear(cfg.width, cfg.width)
+        self.scale = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
+        self.mlp = Mlp(cfg.width, cfg.mlp_ratio)
+        nn.init.normal_(self.gate.weight, std=0.02)
+        nn.init.zeros_(self.gate.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        pooled = x.mean(dim=tuple(range(2, x.dim())))  # (B, C): spatial axes only
+        g = torch.sigmoid(self.gate(pooled)).view(*pooled.shape, *([1] * self.dim))  # (B, C, 1..)
+        fused = g * self.conv(x) + (1.0 - g) * self.attn(x)
+        x = x + channel_view(self.scale, self.dim) * fused
+        return x + self.mlp(x)
+
+
+# --------------------------------------------------------------------------- network
+
+
+def transition(dim: int, in_width: int, out_width: int, downsample: bool) -> nn.Module:
+    """Stage entry (the HVT 1x1 projection): ``AvgPool(2)`` if asked, ``conv1x1 -> BN`` if
+    the width changes; the identity otherwise."""
+    layers: list[nn.Module] = []
+    if downsample:
+        layers.append((nn.AvgPool1d, nn.AvgPool2d)[dim - 1](2))
+    if in_width != out_width:
+        conv = conv_nd(dim)(in_width, out_width, 1, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        layers += [conv, batchnorm_nd(dim)(out_width)]
+    return nn.Sequential(*layers) if layers else nn.Identity()
+
+
+CONFIG: NetCfg | None = None  # the network FusionNet() builds; an exported file sets it
+
+
+class FusionNet(nn.Module):
+    """stem -> stages -> global pool -> LayerNorm -> Linear, for 1-D and 2-D inputs alike."""
+
+    def __init__(self, cfg: NetCfg | None = None) -> None:
+        super().__init__()
+        cfg = cfg if cfg is not None else CONFIG
+        if cfg is None:
+            raise ValueError("FusionNet needs a NetCfg")
+        self.cfg, dim = cfg, len(cfg.size)
+        conv = conv_nd(dim)(
+            cfg.in_channels,
+            cfg.stem_width,
+            cfg.stem_kernel,
+            stride=cfg.stem_stride,
+            padding=cfg.stem_kernel // 2,
+        )
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        self.stem = nn.Sequential(conv, batchnorm_nd(dim)(cfg.stem_width), nn.GELU())
+        stages, width = [], cfg.stem_width
+        for st, size in zip(cfg.stages, cfg.stage_sizes()):
+            block = OPS[st.block.operator]
+            layers = [transition(dim, width, st.block.width, st.downsample)]
+            layers += [block(st.block, size) for _ in range(st.depth)]
+            stages.append(nn.Sequential(*layers))
+            width = st.block.width
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, cfg.classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S) -> logits (B, classes)."""
+        x = self.stages(self.stem(x))  # (B, W, *S_last)
+        x = x.mean(dim=tuple(range(2, x.dim())))  # (B, W)
+        return self.head(self.norm(x))

@@ -1,0 +1,212 @@
+"""Typed records of searches and trials: the only module that reads or writes Optuna attributes.
+
+A search is one Optuna study; its record (:class:`SearchRecord`) is the study's user attribute
+``fusion_nas``. A trial's fields (:class:`TrialRecord`) are the trial's user attributes plus
+Optuna's own state and times. Everything else in fusion-nas goes through the functions below,
+so attribute names and status strings have one home.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+SEARCH_KEY = "fusion_nas"  # study user attribute holding the search record
+RETRAIN_PREFIX = "retrain:"  # study user attributes holding retrain results, one per trial
+OBJECTIVES = ("val_acc (maximize)", "macs (minimize)")
+DIRECTIONS = ("maximize", "minimize")  # Optuna directions of (validation accuracy, MACs)
+
+
+class TrialStatus(str, Enum):
+    """Where a trial stands. ``str`` values are what tables, CSV and JSON show."""
+
+    COMPLETE = "complete"  # trained; has a validation accuracy
+    FAILED = "failed"  # NaN loss, exception or timeout; has a reason
+    INFEASIBLE = "infeasible"  # over a budget, never trained
+    INTERRUPTED = "interrupted"  # cut short by Ctrl-C or a process that ended
+    RUNNING = "running"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the trial counts towards the search's trial count."""
+        return self in (TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.INFEASIBLE)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """What defines a search, stored once with its study."""
+
+    space_name: str
+    space_toml: str
+    dataset: str
+    proxy: dict[str, Any]
+    strategy: str
+    seed: int
+    n_trials: int
+    data_dir: str | None = None
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    max_flops: int | None = None
+    max_params: int | None = None
+    trial_timeout: float | None = None
+    workers: int = 1
+    version: str = ""
+    objectives: tuple[str, ...] = OBJECTIVES
+    created: str = field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def to_attr(self) -> dict[str, Any]:
+        """The JSON-able dict stored as the study's ``fusion_nas`` attribute."""
+        out = asdict(self)
+        out["objectives"] = list(self.objectives)
+        return out
+
+    @classmethod
+    def from_attr(cls, data: Mapping[str, Any]) -> SearchRecord:
+        """Inverse of :meth:`to_attr`; keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "objectives" in values:
+            values["objectives"] = tuple(values["objectives"])
+        return cls(**values)
+
+
+def search_record(user_attrs: Mapping[str, Any]) -> SearchRecord | None:
+    """The search record in a study's user attributes, or ``None`` for a foreign study."""
+    data = user_attrs.get(SEARCH_KEY)
+    return SearchRecord.from_attr(data) if isinstance(data, Mapping) else None
+
+
+def write_search(study: optuna.Study, record: SearchRecord) -> None:
+    """Store (or replace) the search record of ``study``."""
+    study.set_user_attr(SEARCH_KEY, record.to_attr())
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as fusion-nas sees it."""
+
+    number: int
+    status: TrialStatus
+    val_acc: float | None = None
+    macs: int | None = None
+    params: int | None = None
+    arch_id: str | None = None
+    arch: dict[str, Any] | None = None
+    arch_desc: str | None = None
+    curve: list[float] = field(default_factory=list)
+    train_seconds: float | None = None
+    threads: int | None = None
+    fail_reason: str | None = None
+    duplicate_of: int | None = None
+    datetime_start: dt.datetime | None = None
+    datetime_complete: dt.datetime | None = None
+
+    @classmethod
+    def from_trial(cls, t: FrozenTrial) -> TrialRecord:
+        """The record of an Optuna trial of a fusion-nas study."""
+        ua = t.user_attrs
+        status = trial_status(t)
+        reason = ua.get("fail_reason")
+        if status in (TrialStatus.FAILED, TrialStatus.INTERRUPTED) and not reason:
+            reason = f"trial ended in state {t.state.name}"
+        return cls(
+            number=t.number,
+            status=status,
+            val_acc=ua.get("val_acc") if status == TrialStatus.COMPLETE else None,
+            macs=ua.get("macs"),
+            params=ua.get("params"),
+            arch_id=ua.get("arch_id"),
+            arch=ua.get("arch"),
+            arch_desc=ua.get("arch_desc"),
+            curve=list(ua.get("curve") or []),
+            train_seconds=ua.get("train_seconds"),
+            threads=ua.get("threads"),
+            fail_reason=reason,
+            duplicate_of=ua.get("duplicate_of"),
+            datetime_start=t.datetime_start,
+            datetime_complete=t.datetime_complete,
+        )
+
+    def as_row(self) -> dict[str, Any]:
+        """Plain dict (status as its string), one table row."""
+        row = asdict(self)
+        row["status"] = self.status.value
+        return row
+
+
+TRIAL_FIELDS = tuple(f.name for f in fields(TrialRecord))
+
+
+def trial_status(t: FrozenTrial) -> TrialStatus:
+    """fusion-nas status of an Optuna trial."""
+    if t.state in (TrialState.RUNNING, TrialState.WAITING):
+        return TrialStatus.RUNNING
+    stored = t.user_attrs.get("status")
+    if t.state == TrialState.COMPLETE:
+        return TrialStatus.INFEASIBLE if stored == TrialStatus.INFEASIBLE else TrialStatus.COMPLETE
+    if stored == TrialStatus.INTERRUPTED:
+        return TrialStatus.INTERRUPTED
+    return TrialStatus.FAILED
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_proposal(
+    trial: optuna.Trial, arch: Mapping[str, Any], arch_id: str, desc: str, macs: int, params: int
+) -> None:
+    """A trial has its architecture and cost and is about to be trained (or recorded)."""
+    for key, value in (
+        ("arch", dict(arch)),
+        ("arch_id", arch_id),
+        ("arch_desc", desc),
+        ("macs", int(macs)),
+        ("params", int(params)),
+        ("status", TrialStatus.RUNNING.value),
+    ):
+        trial.set_user_attr(key, value)
+
+
+def write_result(
+    trial: optuna.Trial,
+    status: TrialStatus,
+    *,
+    val_acc: float | None = None,
+    curve: list[float] | None = None,
+    train_seconds: float | None = None,
+    threads: int | None = None,
+    fail_reason: str | None = None,
+    duplicate_of: int | None = None,
+) -> None:
+    """A trial's outcome (before it is told to the study). ``None`` fields are not written."""
+    values = {
+        "val_acc": val_acc,
+        "curve": curve,
+        "train_seconds": train_seconds,
+        "threads": threads,
+        "fail_reason": fail_reason,
+        "duplicate_of": duplicate_of,
+    }
+    for key, value in values.items():
+        if value is not None:
+            trial.set_user_attr(key, value)
+    trial.set_user_attr("status", TrialStatus(status).value)
+
+
+def mark_interrupted(storage: optuna.storages.BaseStorage, study_name: str, number: int, reason: str) -> None:
+    """Record a RUNNING trial as interrupted and end it (Optuna state FAIL), by public API."""
+    study_id = storage.get_study_id_from_name(study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    storage.set_trial_user_attr(trial_id, "status", TrialStatus.INTERRUPTED.value)
+    storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
