@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fusion_nas.errors import ArchitectureError, allowed
-from fusion_nas.ops.registry import list_ops, op_uses
+from fusion_nas.nets import SEARCHABLE, BlockCfg, CfgError, StageCfg
+from fusion_nas.ops.registry import op_uses
 
 _ABBREV = {"global": "glob", "window": "win", "linear": "lin"}
 
@@ -23,7 +24,7 @@ class StageChoice:
 
     operator: str
     width: int
-    depth: int = 1
+    depth: int = StageCfg.depth
     kernel: int | None = None
     heads: int | None = None
     attention: str | None = None
@@ -31,14 +32,12 @@ class StageChoice:
     def canonical(self) -> StageChoice:
         """The same stage with every field its operator ignores set to ``None``."""
         uses = op_uses(self.operator)
-        return StageChoice(
-            operator=self.operator,
-            width=self.width,
-            depth=self.depth,
-            kernel=self.kernel if "kernel" in uses else None,
-            heads=self.heads if "heads" in uses else None,
-            attention=self.attention if "attention" in uses else None,
-        )
+        ignored = {f: None for f in SEARCHABLE if f not in uses}
+        return StageChoice(**{**asdict(self), **ignored})
+
+    def chosen(self) -> dict[str, Any]:
+        """The searched fields that are set, as :class:`~fusion_nas.nets.BlockCfg` keywords."""
+        return {f: getattr(self, f) for f in SEARCHABLE if getattr(self, f) is not None}
 
     def describe(self) -> str:
         """Short label, e.g. ``gated(k3,h2,win)x2@32``."""
@@ -82,49 +81,36 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        """Inverse of :meth:`to_dict`; malformed data raises :class:`ArchitectureError`."""
+        """Inverse of :meth:`to_dict`; malformed data raises :class:`ArchitectureError`.
+
+        Values are checked by the block configs (:class:`~fusion_nas.nets.BlockCfg`,
+        :class:`~fusion_nas.nets.StageCfg`), whose error names the field.
+        """
         if not isinstance(data, dict) or not isinstance(data.get("space"), str):
             raise ArchitectureError("architecture must be an object with a 'space' name")
         stages = data.get("stages")
         if not isinstance(stages, list) or not stages:
             raise ArchitectureError("architecture must have a non-empty 'stages' list")
-        names = {f.name for f in fields(StageChoice)}
+        names = [f.name for f in fields(StageChoice)]
         parsed = []
         for i, st in enumerate(stages):
             if not isinstance(st, dict):
                 raise ArchitectureError(f"stages[{i}] must be an object")
-            unknown = sorted(set(st) - names)
+            unknown = sorted(set(st) - set(names))
             if unknown:
                 raise ArchitectureError(
                     f"stages[{i}]: unknown key {unknown[0]!r}; allowed: {allowed(sorted(names))}"
                 )
-            if st.get("operator") not in list_ops():
-                raise ArchitectureError(
-                    f"stages[{i}].operator: {st.get('operator')!r} is not an operator; "
-                    f"allowed: {allowed(list_ops())}"
-                )
-            for key in ("width", "depth", "kernel", "heads"):  # JSON types are not checked
+            for key in ("operator", "width"):
                 if key not in st:
-                    if key == "width":
-                        raise ArchitectureError(
-                            f"stages[{i}].width: missing; allowed: integers >= 1"
-                        )
-                    continue
-                value = st[key]
-                if value is None and key in ("kernel", "heads"):
-                    continue
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ArchitectureError(
-                        f"stages[{i}].{key}: {value!r} is not allowed; allowed: integers >= 1"
-                    )
-            if not isinstance(st.get("attention"), (str, type(None))):
-                raise ArchitectureError(
-                    f"stages[{i}].attention: {st['attention']!r} is not a string or null"
-                )
+                    raise ArchitectureError(f"stages[{i}].{key}: missing")
+            choice = StageChoice(**st)
             try:
-                parsed.append(StageChoice(**st))
-            except TypeError as exc:
-                raise ArchitectureError(f"stages[{i}]: {exc}") from None
+                block = BlockCfg(choice.operator, choice.width, **choice.chosen())
+                StageCfg(block, choice.depth)
+            except CfgError as exc:
+                raise ArchitectureError(f"stages[{i}].{exc.field}: {exc.reason}") from None
+            parsed.append(choice)
         return cls(space=data["space"], stages=tuple(parsed))
 
     @classmethod

@@ -13,6 +13,9 @@ Counting rules (per forward pass of the example input, batch included):
 Functional calls are seen through a ``TorchFunctionMode``, so any ``nn.Module`` is covered,
 whatever mix of modules and functions it uses. The count does not depend on train/eval mode or
 on grad mode: the model runs once in eval mode under ``no_grad`` and its modes are restored.
+Only shapes matter, so :func:`count_cost` works on ``meta`` tensors too, and :func:`arch_cost`
+counts an architecture that way: the model is built on the ``meta`` device, nothing is
+allocated, and a network of 10^8 channels costs milliseconds, not an out-of-memory error.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from fusion_nas.arch import Architecture
+from fusion_nas.nets import FusionNet
+from fusion_nas.space import SearchSpace, load_space
 
 
 @dataclass(frozen=True)
@@ -205,3 +212,17 @@ def count_cost(model: nn.Module, example_input: torch.Tensor | tuple) -> Cost:
         for m, training in modes.items():
             m.train(training)
     return Cost(macs=counter.macs, params=count_params(model))
+
+
+def arch_cost(arch: Architecture, space: SearchSpace | None = None) -> Cost:
+    """Exact MACs (batch of one) and parameters of ``arch``, without allocating its model.
+
+    The model and its example input are built on the ``meta`` device: they carry shapes only.
+    The space defaults to the built-in one ``arch`` names; ``arch`` must belong to it.
+    """
+    space = space if space is not None else load_space(arch.space)
+    cfg = space.net_cfg(arch)
+    with torch.device("meta"):
+        model = FusionNet(cfg)
+        example = torch.empty(space.input_shape(1))
+    return count_cost(model, example)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from fusion_nas.errors import DatasetError, allowed
+from fusion_nas.errors import DatasetError, allowed, one_line
 
 __all__ = ["DATASETS", "DataSplits", "load_dataset", "read_idx"]
 
@@ -177,7 +177,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     except FileNotFoundError:
         raise DatasetError(f"idx file '{path}' not found") from None
     except (OSError, EOFError, zlib.error) as e:
-        raise DatasetError(f"cannot read idx file '{path}': {_one_line(e)}") from e
+        raise DatasetError(f"cannot read idx file '{path}': {one_line(e, typed=False)}") from e
 
     # magic: 0x00 0x00 <type code> <number of dimensions>, then one big-endian uint32 per dim
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
@@ -249,10 +249,6 @@ def _resolve(
     raise DatasetError(
         f"unknown dataset {name!r}; allowed: {allowed((*DATASETS, FOLDER_PREFIX + 'PATH'))}"
     )
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +337,7 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:
         raise DatasetError(
-            f"dataset 'mnist1d' needs the mnist1d package ({_one_line(e)}); "
+            f"dataset 'mnist1d' needs the mnist1d package ({one_line(e, typed=False)}); "
             "install it with 'pip install mnist1d'"
         ) from e
     # make_dataset generates (never downloads) but reseeds the global `random` and `numpy.random`
@@ -445,7 +441,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError as e:
         raise DatasetError(
-            f"dataset 'digits' needs scikit-learn ({_one_line(e)}); "
+            f"dataset 'digits' needs scikit-learn ({one_line(e, typed=False)}); "
             "install it with 'pip install scikit-learn'"
         ) from e
     x, y = load_digits(return_X_y=True)  # (1797, 64) values 0..16, (1797,)
@@ -579,7 +575,7 @@ def _read_image_tree(
                 with Image.open(file) as img:
                     pixels = np.asarray(img.convert(mode), dtype=np.uint8)
             except (OSError, UnidentifiedImageError, ValueError) as e:
-                raise DatasetError(f"cannot read image '{file}': {_one_line(e)}") from e
+                raise DatasetError(f"cannot read image '{file}': {one_line(e, typed=False)}") from e
             x = torch.from_numpy(pixels.copy()).float().div_(255.0)  # (H, W) or (H, W, 3)
             x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]  # (1, C, H, W)
             if tuple(x.shape[2:]) != space.size:

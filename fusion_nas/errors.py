@@ -44,3 +44,23 @@ class ExportError(FusionNasError):
 def allowed(values: Iterable[object]) -> str:
     """Format a closed set of allowed values for an error message, e.g. ``'a', 'b'``."""
     return ", ".join(repr(v) for v in values)
+
+
+def one_line(error: BaseException | str, *, typed: bool = True, lines: int | None = None) -> str:
+    """An exception (or text) as one line: whitespace collapsed, never empty.
+
+    A :class:`FusionNasError` is its message; any other exception is prefixed with its type
+    (``ValueError: ...``) unless ``typed`` is false. ``lines`` keeps only the first lines of a
+    long multi-line message (driver and torch errors).
+    """
+    text = str(error).strip()
+    if lines is not None:
+        text = " ".join(text.splitlines()[:lines])
+    text = " ".join(text.split())
+    if isinstance(error, str):
+        return text
+    if not text:
+        return type(error).__name__
+    if isinstance(error, FusionNasError) or not typed:
+        return text
+    return f"{type(error).__name__}: {text}"

@@ -5,6 +5,9 @@ everything a worker needs (picklable, so it can cross a process boundary) and
 :func:`evaluate` never raises: every problem becomes a ``failed`` :class:`Outcome` with its
 reason. :class:`InlinePool` runs tasks in this process; :class:`ProcessPool` runs K at once in
 worker processes, splitting the cores, and kills a worker whose trial outlives its timeout.
+Both pools answer the same three calls the search loop makes: ``free``, ``submit(key, task)``
+and ``collect(wait_s)``, which returns ``(key, outcome)`` for every task that ended, including
+one whose worker died (a ``failed`` outcome with the exit code).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import torch
 
 from fusion_nas.arch import Architecture
 from fusion_nas.data import DataSplits, load_dataset
-from fusion_nas.errors import FusionNasError
 from fusion_nas.model import build_model
+from fusion_nas.records import TrialStatus
+from fusion_nas.results import one_line
 from fusion_nas.space import SearchSpace, parse_space
 from fusion_nas.train import ProxyConfig, train_proxy
 
@@ -45,7 +49,7 @@ class EvalTask:
 class Outcome:
     """Result of an :class:`EvalTask`: ``complete`` with a score, or ``failed`` with a reason."""
 
-    status: str
+    status: TrialStatus
     val_acc: float | None = None
     curve: list[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -81,13 +85,6 @@ def dataset_for(
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, FusionNasError):
-        return text
-    return f"{type(exc).__name__}: {text}"
-
-
 def evaluate(task: EvalTask) -> Outcome:
     """Build, seed and proxy-train the architecture; never raises."""
     start = time.perf_counter()
@@ -110,13 +107,15 @@ def evaluate(task: EvalTask) -> Outcome:
         result = train_proxy(
             model, splits.train, splits.val, p, seed=task.seed, timeout=task.timeout
         )
-        return Outcome("complete", result.val_acc, result.curve, result.seconds)
+        return Outcome(TrialStatus.COMPLETE, result.val_acc, result.curve, result.seconds)
     except Exception as exc:  # a trial's failure must not end the search
-        return Outcome("failed", seconds=time.perf_counter() - start, reason=_one_line(exc))
+        return Outcome(
+            TrialStatus.FAILED, seconds=time.perf_counter() - start, reason=one_line(exc)
+        )
 
 
 class InlinePool:
-    """Runs each task in this process when submitted (one worker, no isolation)."""
+    """One worker in this process: a submitted task trains at once (no isolation)."""
 
     def __init__(self) -> None:
         self._done: list[tuple[Any, Outcome]] = []
@@ -128,15 +127,15 @@ class InlinePool:
 
     @property
     def free(self) -> int:
-        """How many more tasks can be submitted now."""
-        return 1
+        """1 until a finished outcome waits to be collected, then 0."""
+        return 0 if self._done else 1
 
     def submit(self, key: Any, task: EvalTask) -> None:
-        """Run ``task`` now; its outcome is returned by the next :meth:`collect`."""
+        """Train ``task`` now; its outcome is returned by the next :meth:`collect`."""
         self._done.append((key, evaluate(task)))
 
-    def collect(self) -> list[tuple[Any, Outcome]]:
-        """Outcomes finished since the last call."""
+    def collect(self, wait_s: float = 0.0) -> list[tuple[Any, Outcome]]:
+        """Outcomes finished since the last call (never waits: submit did the work)."""
         done, self._done = self._done, []
         return done
 
@@ -163,7 +162,7 @@ class _Worker:
 
 
 class ProcessPool:
-    """K worker processes, each with ``cores // K`` threads; hung trials are killed."""
+    """K worker processes, each with ``cores // K`` threads; hung or dead workers are replaced."""
 
     def __init__(self, workers: int, cores: int | None = None, grace: float = 30.0) -> None:
         self.threads = max(1, (cores or os.cpu_count() or 1) // workers)
@@ -184,60 +183,75 @@ class ProcessPool:
         """Idle workers."""
         return sum(w.key is None for w in self._workers)
 
+    def pid_of(self, key: Any) -> int | None:
+        """Process id of the worker running ``key`` (``None``: not running)."""
+        return next((w.process.pid for w in self._workers if w.key == key), None)
+
     def submit(self, key: Any, task: EvalTask) -> None:
-        """Hand ``task`` to an idle worker."""
+        """Hand ``task`` to an idle worker (one that died while idle is replaced first)."""
         worker = next(w for w in self._workers if w.key is None)
+        if not worker.process.is_alive():
+            self._replace(worker)
         task = EvalTask(**{**task.__dict__, "threads": self.threads})
         worker.key, worker.timeout = key, task.timeout
         worker.deadline = (
             None if task.timeout is None else time.monotonic() + task.timeout + self.grace
         )
-        worker.conn.send(task)
+        try:
+            worker.conn.send(task)
+        except OSError:  # died between the check and the send: collect reports it
+            pass
 
     def collect(self, wait_s: float = 1.0) -> list[tuple[Any, Outcome]]:
-        """Wait up to ``wait_s`` for finished tasks; kill and replace workers past deadline."""
+        """Wait up to ``wait_s`` (0: just look) for ended tasks; return ``(key, outcome)`` each.
+
+        A worker that died on its own gives a ``failed`` outcome for its key; one past its
+        deadline is killed and gives a timeout. Both are replaced by fresh workers.
+        """
         active = [w for w in self._workers if w.key is not None]
         if active and not self._done:
+            deadlines = [w.deadline for w in active if w.deadline is not None]
+            if deadlines:  # do not sleep past the next deadline
+                wait_s = max(0.0, min(wait_s, min(deadlines) - time.monotonic()))
             ready = wait([w.conn for w in active], timeout=wait_s)
             for w in active:
                 if w.conn in ready:
                     try:
                         outcome = w.conn.recv()
                     except (EOFError, OSError):
-                        outcome = Outcome(
-                            "failed", reason=f"worker process died (exit code {w.process.exitcode})"
-                        )
+                        w.process.join(timeout=5)  # reap it, so its exit code is known
+                        reason = f"worker process died (exit code {w.process.exitcode})"
+                        outcome = Outcome(TrialStatus.FAILED, reason=reason)
+                        self._done.append((w.key, outcome))
                         self._replace(w)
+                        continue
                     self._done.append((w.key, outcome))
                     w.key = w.deadline = None
         now = time.monotonic()
         for w in self._workers:
             if w.key is not None and w.deadline is not None and now > w.deadline:
-                self._done.append(
-                    (
-                        w.key,
-                        Outcome(
-                            "failed",
-                            reason=f"timeout: trial exceeded {w.timeout:g} s (worker killed)",
-                        ),
-                    )
-                )
+                reason = f"timeout: trial exceeded {w.timeout:g} s (worker killed)"
+                self._done.append((w.key, Outcome(TrialStatus.FAILED, reason=reason)))
                 self._replace(w)
         done, self._done = self._done, []
         return done
 
     def _replace(self, w: _Worker) -> None:
+        """Kill ``w``'s process and give the slot a fresh one (the caller kept ``w.key``)."""
         w.process.kill()
         w.process.join(timeout=5)
+        w.conn.close()
         fresh = self._start()
         w.process, w.conn, w.key, w.deadline = fresh.process, fresh.conn, None, None
 
     def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker: idle ones are asked to exit, busy ones are killed."""
         for w in self._workers:
+            if w.key is not None:
+                w.process.kill()
+                continue
             try:
-                if w.key is None:
-                    w.conn.send(None)
+                w.conn.send(None)
             except OSError:
                 pass
         for w in self._workers:

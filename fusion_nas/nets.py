@@ -10,7 +10,8 @@ This file is the one home of the network. The toolkit builds every model from it
       -> head: mean over S -> LayerNorm -> Linear  (B, classes)
 
 Every block keeps the map shape ``(B, C, *S)``. Operators are created by name from ``OPS``,
-attention variants from ``ATTENTIONS``; a block reads one :class:`BlockCfg`.
+attention variants from ``ATTENTIONS``; a block reads one :class:`BlockCfg`. The configs hold
+every default and check every value: a bad one raises :class:`CfgError` naming the field.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 FUSION_INIT = 0.1  # fusion weights start small so neither branch dominates early training
+SEARCHABLE = ("kernel", "heads", "attention")  # BlockCfg fields a search may choose per operator
 
 OPS: dict[str, type[nn.Module]] = {}  # operator name -> block class
 ATTENTIONS: dict[str, type[nn.Module]] = {}  # attention variant -> token mixer class
@@ -31,13 +33,16 @@ ATTENTIONS: dict[str, type[nn.Module]] = {}  # attention variant -> token mixer 
 def register_op(name: str, uses: tuple[str, ...]):
     """Class decorator: operator ``name`` whose architecture choices are ``uses``.
 
-    ``uses`` names the :class:`BlockCfg` fields a search can choose for this operator
-    (``kernel``, ``heads``, ``attention``); the others keep their defaults.
+    ``uses`` names the :class:`BlockCfg` fields a search chooses for this operator (some of
+    ``SEARCHABLE``); the others keep their defaults.
     """
 
     def wrap(cls):
         if name in OPS:
             raise ValueError(f"operator {name!r} is registered twice")
+        unknown = [u for u in uses if u not in SEARCHABLE]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} cannot be chosen; allowed: {_allowed(SEARCHABLE)}")
         cls.op_name, cls.uses = name, tuple(uses)
         OPS[name] = cls
         return cls
@@ -46,7 +51,7 @@ def register_op(name: str, uses: tuple[str, ...]):
 
 
 def register_attention(name: str):
-    """Class decorator: attention variant ``name``, a mixer of ``(B', N, 3C)`` qkv tokens."""
+    """Class decorator: attention variant ``name``, a mixer of ``(B, N, 3C)`` qkv tokens."""
 
     def wrap(cls):
         if name in ATTENTIONS:
@@ -58,14 +63,34 @@ def register_attention(name: str):
     return wrap
 
 
+class CfgError(ValueError):
+    """A config field holds a value no network can be built with.
+
+    ``field`` names the field (``kernel``, ``stages[2].downsample``), ``reason`` says what is
+    wrong and what is allowed; ``str()`` is ``"field: reason"``.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
 def _allowed(values) -> str:
     return ", ".join(repr(v) for v in values)
 
 
-def _whole(value, what: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{what} {value!r} is not allowed; allowed: integers >= {minimum}")
+def _whole(value, field: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CfgError(field, f"{value!r} is not an integer")
+    if value < minimum:
+        raise CfgError(field, f"{value!r} is too small; allowed: integers >= {minimum}")
     return value
+
+
+def _divisors(n: int, most: int = 16) -> list[int]:
+    """The ``most`` smallest divisors of ``n`` (found up to sqrt(n), so huge n cost nothing)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})[:most]
 
 
 # --------------------------------------------------------------------------- configs
@@ -78,6 +103,7 @@ class BlockCfg:
     ``kernel``: odd conv kernel; ``heads``: attention heads, a divisor of ``width``;
     ``attention``: variant (``ATTENTIONS``); ``window``: tokens per window and axis;
     ``mlp_ratio``: hidden width of the MLP of attention-type blocks, times ``width``.
+    A bad value raises :class:`CfgError` naming the field.
     """
 
     operator: str
@@ -89,27 +115,30 @@ class BlockCfg:
     mlp_ratio: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.operator not in OPS:
-            raise ValueError(f"unknown operator {self.operator!r}; allowed: {_allowed(OPS)}")
+        if not isinstance(self.operator, str) or self.operator not in OPS:
+            raise CfgError(
+                "operator", f"{self.operator!r} is not an operator; allowed: {_allowed(OPS)}"
+            )
         _whole(self.width, "width")
-        if _whole(self.kernel, "kernel size") % 2 == 0:
-            raise ValueError(
-                f"kernel size {self.kernel} is even; allowed: odd integers (1, 3, 5, 7...)"
+        if _whole(self.kernel, "kernel") % 2 == 0:
+            raise CfgError(
+                "kernel", f"{self.kernel} is even; allowed: odd integers (1, 3, 5, 7...)"
             )
-        if _whole(self.heads, "heads") and self.width % self.heads:
-            divisors = [d for d in range(1, self.width + 1) if self.width % d == 0][:16]
-            raise ValueError(
-                f"{self.heads} heads do not divide width {self.width}; allowed: "
-                f"{_allowed(divisors)}"
+        if self.width % _whole(self.heads, "heads"):
+            raise CfgError(
+                "heads",
+                f"{self.heads} heads do not divide width {self.width}; "
+                f"allowed: {_allowed(_divisors(self.width))}",
             )
-        if self.attention not in ATTENTIONS:
-            raise ValueError(
-                f"{self.attention!r} is not an attention variant; allowed: {_allowed(ATTENTIONS)}"
+        if not isinstance(self.attention, str) or self.attention not in ATTENTIONS:
+            raise CfgError(
+                "attention",
+                f"{self.attention!r} is not an attention variant; allowed: {_allowed(ATTENTIONS)}",
             )
         _whole(self.window, "window")
-        ratio = self.mlp_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-            raise ValueError(f"mlp_ratio {ratio!r} is not allowed; allowed: numbers > 0")
+        r = self.mlp_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf:
+            raise CfgError("mlp_ratio", f"{r!r} is not allowed; allowed: positive numbers")
 
 
 @dataclass(frozen=True)
@@ -123,7 +152,9 @@ class StageCfg:
     def __post_init__(self) -> None:
         _whole(self.depth, "depth")
         if not isinstance(self.downsample, bool):
-            raise ValueError(f"downsample {self.downsample!r} is not allowed; allowed: True, False")
+            raise CfgError(
+                "downsample", f"{self.downsample!r} is not allowed; allowed: True, False"
+            )
 
 
 @dataclass(frozen=True)
@@ -140,26 +171,36 @@ class NetCfg:
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, tuple) or len(self.size) not in (1, 2):
-            raise ValueError(f"size {self.size!r} is not allowed; allowed: (L,) or (H, W)")
+            raise CfgError("size", f"{self.size!r} is not allowed; allowed: (L,) or (H, W)")
         for n in self.size:
-            _whole(n, "input size")
-        _whole(self.in_channels, "input channels")
+            _whole(n, "size")
+        _whole(self.in_channels, "in_channels")
         _whole(self.classes, "classes", minimum=2)
-        _whole(self.stem_width, "stem width")
-        if _whole(self.stem_kernel, "stem kernel") % 2 == 0:
-            raise ValueError(f"stem kernel {self.stem_kernel} is even; allowed: odd integers")
-        _whole(self.stem_stride, "stem stride")
+        _whole(self.stem_width, "stem_width")
+        if _whole(self.stem_kernel, "stem_kernel") % 2 == 0:
+            raise CfgError(
+                "stem_kernel", f"{self.stem_kernel} is even; allowed: odd integers (1, 3, 5, 7...)"
+            )
+        _whole(self.stem_stride, "stem_stride")
         if not self.stages:
-            raise ValueError("a network needs at least one stage")
-        for i, n in enumerate(self.stage_sizes()):
+            raise CfgError("stages", "a network needs at least one stage")
+        downsamples = 0
+        for i, (st, n) in enumerate(zip(self.stages, self.stage_sizes())):
+            downsamples += st.downsample
             if min(n) < 1:
-                raise ValueError(f"stage {i}: input {self.size} is too small to downsample again")
+                raise CfgError(
+                    f"stages[{i}].downsample",
+                    f"input {self.size} is too small for {downsamples} downsampling stages",
+                )
+
+    def stem_size(self) -> tuple[int, ...]:
+        """Spatial size after the stem: same padding ``k // 2``, then the stride."""
+        k, s = self.stem_kernel, self.stem_stride
+        return tuple((n + 2 * (k // 2) - k) // s + 1 for n in self.size)
 
     def stage_sizes(self) -> list[tuple[int, ...]]:
         """Spatial size inside each stage: the stem's output, halved (floor) per downsample."""
-        k, s = self.stem_kernel, self.stem_stride
-        size = tuple((n + 2 * (k // 2) - k) // s + 1 for n in self.size)
-        out = []
+        size, out = self.stem_size(), []
         for st in self.stages:
             if st.downsample:
                 size = tuple(n // 2 for n in size)
@@ -255,24 +296,6 @@ class GlobalAttention(nn.Module):
         return o.transpose(1, 2).flatten(2)
 
 
-@register_attention("linear")
-class LinearAttention(nn.Module):
-    """Kernelised ``phi(Q) (phi(K)^T V)`` with ``phi = elu + 1``: cost linear in tokens."""
-
-    def __init__(self, heads: int, size: tuple[int, ...], window: int) -> None:
-        super().__init__()
-        self.heads = heads
-
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3C) -> (B, N, C)."""
-        q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
-        q, k = F.elu(q) + 1.0, F.elu(k) + 1.0  # positive features phi(.)
-        kv = torch.matmul(k.transpose(-2, -1), v)  # (B, h, hd, hd)
-        num = torch.matmul(q, kv)  # (B, h, N, hd)
-        den = torch.matmul(q, k.sum(dim=2, keepdim=True).transpose(-2, -1))  # (B, h, N, 1)
-        return (num / (den + 1e-6)).transpose(1, 2).flatten(2)
-
-
 def window_shape(size: tuple[int, ...], window: int) -> tuple[int, ...]:
     """Window extent per axis: ``window``, or the whole axis when the axis is shorter."""
     return tuple(min(window, s) for s in size)
@@ -339,6 +362,24 @@ class WindowAttention(nn.Module):
         o = merge(o.transpose(1, 2).flatten(2), self.win, self.padded, B)  # (B, *padded, C)
         o = o[(slice(None), *(slice(0, s) for s in self.size))]  # crop the padding
         return o.reshape(B, N, C3 // 3)
+
+
+@register_attention("linear")
+class LinearAttention(nn.Module):
+    """Kernelised ``phi(Q) (phi(K)^T V)`` with ``phi = elu + 1``: cost linear in tokens."""
+
+    def __init__(self, heads: int, size: tuple[int, ...], window: int) -> None:
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) -> (B, N, C)."""
+        q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
+        q, k = F.elu(q) + 1.0, F.elu(k) + 1.0  # positive features phi(.)
+        kv = torch.matmul(k.transpose(-2, -1), v)  # (B, h, hd, hd)
+        num = torch.matmul(q, kv)  # (B, h, N, hd)
+        den = torch.matmul(q, k.sum(dim=2, keepdim=True).transpose(-2, -1))  # (B, h, N, 1)
+        return (num / (den + 1e-6)).transpose(1, 2).flatten(2)
 
 
 class AttentionMixer(nn.Module):

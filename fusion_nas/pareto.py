@@ -2,9 +2,9 @@
 
 - :func:`pareto_mask`: non-dominated points; of exact duplicates only the first counts.
 - :func:`hypervolume`: 2-D area dominated by the front in (accuracy, log10 MACs) space, up to
-  the reference point ``(accuracy = 0, MACs = ref_macs)``. The default reference is 10x the
-  largest MACs among the points given; pass an explicit ``ref_macs`` to compare searches (the
-  CLI uses one reference for every search it lists together). Larger is better.
+  the reference point ``(accuracy = 0, MACs = ref_macs)``. The default reference is
+  :func:`default_ref_macs` of the points given; to compare searches pass one shared
+  ``ref_macs`` (:func:`fusion_nas.results.reference_macs` over all of them). Larger is better.
 - :func:`knee_index`: the front point farthest from the straight line between the front's two
   extremes, after scaling accuracy and log10 MACs to [0, 1]; the usual "best trade-off" pick.
 """
@@ -40,7 +40,7 @@ def front_indices(acc: Sequence[float], macs: Sequence[float]) -> list[int]:
 
 
 def default_ref_macs(macs: Sequence[float]) -> float:
-    """Reference MACs when none is given: 10x the largest MACs (1 for an empty set)."""
+    """The reference-MACs rule: 10x the largest MACs (1 for an empty set)."""
     return 10.0 * max(macs) if len(macs) else 1.0
 
 

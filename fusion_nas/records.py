@@ -41,6 +41,12 @@ class TrialStatus(str, Enum):
         return self.value
 
 
+def _known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The items of ``data`` that are fields of dataclass ``cls`` (newer keys are dropped)."""
+    known = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in known}
+
+
 @dataclass(frozen=True)
 class SearchRecord:
     """What defines a search, stored once with its study."""
@@ -73,8 +79,7 @@ class SearchRecord:
     @classmethod
     def from_attr(cls, data: Mapping[str, Any]) -> SearchRecord:
         """Inverse of :meth:`to_attr`; keys this version does not know are ignored."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = _known_fields(cls, data)
         if "objectives" in values:
             values["objectives"] = tuple(values["objectives"])
         return cls(**values)
@@ -203,10 +208,60 @@ def write_result(
     trial.set_user_attr("status", TrialStatus(status).value)
 
 
-def mark_interrupted(storage: optuna.storages.BaseStorage, study_name: str, number: int, reason: str) -> None:
+def mark_interrupted(
+    storage: optuna.storages.BaseStorage, study_name: str, number: int, reason: str
+) -> None:
     """Record a RUNNING trial as interrupted and end it (Optuna state FAIL), by public API."""
     study_id = storage.get_study_id_from_name(study_name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     storage.set_trial_user_attr(trial_id, "status", TrialStatus.INTERRUPTED.value)
     storage.set_trial_user_attr(trial_id, "fail_reason", reason)
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+# --------------------------------------------------------------------------- retraining
+
+
+@dataclass(frozen=True)
+class RetrainRecord:
+    """One final retraining of a trial (test accuracy), kept as JSON and with the search."""
+
+    search: str
+    trial: int
+    arch_id: str
+    arch: dict[str, Any]
+    arch_desc: str
+    macs: int
+    params: int
+    proxy_val_acc: float | None
+    epochs: int
+    train_samples: int
+    test_samples: int
+    test_acc: float
+    seconds: float
+    created: str
+    files: dict[str, str]
+
+    def to_attr(self) -> dict[str, Any]:
+        """The JSON-able dict stored as the study's ``retrain:N`` attribute."""
+        return asdict(self)
+
+    @classmethod
+    def from_attr(cls, data: Mapping[str, Any]) -> RetrainRecord:
+        """Inverse of :meth:`to_attr`; keys this version does not know are ignored."""
+        return cls(**_known_fields(cls, data))
+
+
+def write_retrain(study: optuna.Study, record: RetrainRecord) -> None:
+    """Store (or replace) the retraining record of trial ``record.trial`` with its search."""
+    study.set_user_attr(f"{RETRAIN_PREFIX}{int(record.trial)}", record.to_attr())
+
+
+def read_retrains(user_attrs: Mapping[str, Any]) -> dict[int, RetrainRecord]:
+    """The retraining records in a study's user attributes, by trial number."""
+    out = {}
+    for key, value in user_attrs.items():
+        number = key[len(RETRAIN_PREFIX) :]
+        if key.startswith(RETRAIN_PREFIX) and number.isdigit() and isinstance(value, Mapping):
+            out[int(number)] = RetrainRecord.from_attr(value)
+    return dict(sorted(out.items()))

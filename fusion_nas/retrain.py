@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +23,27 @@ from fusion_nas.errors import DatasetError
 from fusion_nas.evaluate import dataset_for
 from fusion_nas.export import write_export
 from fusion_nas.model import build_model
+from fusion_nas.records import RetrainRecord, SearchRecord, write_retrain
+from fusion_nas.results import safe_filename
+from fusion_nas.settings import retrain_dir
 from fusion_nas.space import SearchSpace, parse_space
 from fusion_nas.store import Store
 from fusion_nas.train import ProxyConfig, evaluate_accuracy, train_proxy
 
 
-@dataclass
-class RetrainResult:
-    """Record of one final retraining (saved as JSON and with the search)."""
-
-    search: str
-    trial: int
-    arch_id: str
-    arch: dict[str, Any]
-    arch_desc: str
-    macs: int
-    params: int
-    proxy_val_acc: float | None
-    epochs: int
-    train_samples: int
-    test_samples: int
-    test_acc: float
-    seconds: float
-    created: str
-    files: dict[str, str]
+def record_space(record: SearchRecord, name: str) -> SearchSpace:
+    """The search space a search ran on (its stored TOML, not today's file)."""
+    return parse_space(record.space_toml, source=f"<space of {name}>")
 
 
 def search_space(store: Store, name: str) -> SearchSpace:
-    """The search space a search ran on (its stored TOML, not today's file)."""
-    return parse_space(store.search_meta(name)["space_toml"], source=f"<space of {name}>")
+    """The search space search ``name`` ran on (its stored TOML, not today's file)."""
+    return record_space(store.search(name), name)
+
+
+def default_out_dir(name: str, number: int) -> Path:
+    """``<retrain dir>/<search>-trial<N>``: where ``retrain`` writes when no folder is given."""
+    return retrain_dir() / f"{safe_filename(name)}-trial{int(number)}"
 
 
 def proxy_weights(
@@ -63,15 +53,15 @@ def proxy_weights(
 
     Uses the trial's recorded thread count: on a CPU the result depends on it.
     """
-    meta = store.search_meta(name)
-    space = search_space(store, name)
-    proxy = ProxyConfig(**meta["proxy"])
+    record = store.search(name)
+    space = record_space(record, name)
+    proxy = ProxyConfig(**record.proxy)
     splits = dataset_for(
-        meta["dataset"],
+        record.dataset,
         space.source,
-        meta.get("data_dir"),
+        record.data_dir,
         proxy.val_fraction,
-        meta["seed"],
+        record.seed,
         proxy.train_subset,
     )
     before = torch.get_num_threads()
@@ -79,17 +69,15 @@ def proxy_weights(
     if isinstance(threads, (int, float)) and threads == threads and threads >= 1:
         torch.set_num_threads(int(threads))  # the trial's thread count: bit-identical result
     try:
-        torch.manual_seed(meta["seed"])
+        torch.manual_seed(record.seed)
         model = build_model(Architecture.from_dict(row["arch"]), space)
-        result = train_proxy(model, splits.train, splits.val, proxy, seed=meta["seed"])
+        result = train_proxy(model, splits.train, splits.val, proxy, seed=record.seed)
     finally:
         torch.set_num_threads(before)
     return model.state_dict(), result.val_acc
 
 
-def safe_stem(text: str) -> str:
-    """A file-name-safe version of ``text`` (letters, digits, ``-``, ``_``, ``.``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:80] or "search"
+safe_stem = safe_filename  # the sanitiser's earlier name here
 
 
 def retrain(
@@ -100,26 +88,26 @@ def retrain(
     epochs: int = 60,
     out_dir: Path | None = None,
     threads: int | None = None,
-) -> RetrainResult:
+) -> RetrainRecord:
     """Train trial ``row`` of search ``name`` from scratch on all training data; test it once."""
-    meta = store.search_meta(name)
-    space = search_space(store, name)
-    proxy = ProxyConfig(**meta["proxy"])
+    search = store.search(name)
+    space = record_space(search, name)
+    proxy = ProxyConfig(**search.proxy)
     schedule = ProxyConfig(
         epochs=epochs, batch_size=proxy.batch_size, lr=proxy.lr, weight_decay=proxy.weight_decay
     )
     splits = load_dataset(
-        meta["dataset"],
+        search.dataset,
         kind=space.kind,
         channels=space.channels,
         size=space.size,
         classes=space.classes,
-        data_dir=meta.get("data_dir"),
+        data_dir=search.data_dir,
         val_fraction=proxy.val_fraction,
-        seed=meta["seed"],
+        seed=search.seed,
     )
     if splits.test is None:
-        raise DatasetError(f"dataset {meta['dataset']!r} has no test split to report")
+        raise DatasetError(f"dataset {search.dataset!r} has no test split to report")
     # The full training split: the proxy's train and validation parts together.
     full = TensorDataset(
         *(torch.cat(pair) for pair in zip(splits.train.tensors, splits.val.tensors))
@@ -127,16 +115,12 @@ def retrain(
     if threads:
         torch.set_num_threads(threads)
     arch = Architecture.from_dict(row["arch"])
-    torch.manual_seed(meta["seed"])
+    torch.manual_seed(search.seed)
     model = build_model(arch, space)
-    trained = train_proxy(model, full, None, schedule, seed=meta["seed"])
+    trained = train_proxy(model, full, None, schedule, seed=search.seed)
     test_acc = evaluate_accuracy(model, splits.test)  # the one and only look at the test split
 
-    out = (
-        Path(out_dir)
-        if out_dir
-        else Path("results") / "retrain" / f"{safe_stem(name)}-trial{row['number']}"
-    )
+    out = Path(out_dir) if out_dir else default_out_dir(name, row["number"])
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "code": str(out / "model.py"),
@@ -158,7 +142,7 @@ def retrain(
         state_dict=model.state_dict(),
         weights=Path(files["weights"]),
     )
-    record = RetrainResult(
+    record = RetrainRecord(
         search=name,
         trial=int(row["number"]),
         arch_id=arch.arch_id,
@@ -175,7 +159,6 @@ def retrain(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         files=files,
     )
-    Path(files["record"]).write_text(json.dumps(asdict(record), indent=2) + "\n")
-    study = store.open_study(name)
-    study.set_user_attr(f"retrain:{record.trial}", asdict(record))
+    Path(files["record"]).write_text(json.dumps(record.to_attr(), indent=2) + "\n")
+    write_retrain(store.load_study(name), record)
     return record

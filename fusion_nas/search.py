@@ -1,38 +1,61 @@
-"""The search loop: validate everything, open or resume the study, let the strategy run.
+"""The search: validate the input, open or resume the study, and run the ask/tell loop.
 
 ``run_search`` checks the space, dataset, strategy and budgets *before* it writes anything,
-so bad input leaves the store untouched. A :class:`SearchSession` is what a strategy talks
-to: ``start(trial, arch)`` costs the architecture and either records it at once (over budget,
-or a network already evaluated in this search) or hands it to the worker pool;
-``finish(trial, outcome)`` records the result. Both Optuna and NNI strategies go through it,
-so every trial lands in the store with the same fields.
+so bad input leaves the store untouched. Then a :class:`Search` runs the trials:
+
+- with a :class:`~fusion_nas.strategies.Proposer` (Optuna) it owns the loop. At most
+  ``workers`` trials are open (asked, not yet told) at once, and every result that is ready is
+  told before the next ask, so the sampler learns from each finished trial: with one worker
+  the calls go ask#0 tell#0 ask#1 tell#1 ...;
+- a :class:`~fusion_nas.strategies.Driver` (NNI) runs its own loop and calls
+  :meth:`Search.evaluate` for each architecture (``Search`` is its
+  :class:`~fusion_nas.strategies.TrialRunner`).
+
+Either way a proposed architecture is costed without allocating it, then:
+
+- over a budget: recorded as ``infeasible`` at once, never trained;
+- already trained in this search (earlier runs included): recorded at once with the earlier
+  result and ``duplicate_of`` (``note: same as #N``), not trained again;
+- being trained right now by another open trial (``--workers`` > 1): held, without a worker,
+  and recorded with its twin's result the moment the twin finishes (trained after all if the
+  twin failed). A held trial counts as open, so the sampler never runs ahead of the K-trial
+  window;
+- otherwise trained by the pool and recorded when it finishes.
+
+The progress callback runs after every recorded trial. Ctrl-C (or any error) ends only the
+trials still open, as ``interrupted``; finished trials stay as they are. A resumed search first
+marks trials left running by an ended process as ``interrupted``; those do not count towards
+the trial total, so the resumed search runs them again.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 import pandas as pd
-import torch
 from optuna.trial import TrialState
 
+from fusion_nas import records
 from fusion_nas.arch import Architecture
-from fusion_nas.cost import Cost, count_cost
+from fusion_nas.cost import Cost, arch_cost
 from fusion_nas.errors import FusionNasError, StoreError
 from fusion_nas.evaluate import EvalTask, InlinePool, Outcome, ProcessPool, dataset_for
-from fusion_nas.model import build_model
 from fusion_nas.pareto import pareto_mask
+from fusion_nas.records import SearchRecord, TrialRecord, TrialStatus
+from fusion_nas.results import one_line
 from fusion_nas.space import SearchSpace, parse_space
-from fusion_nas.store import META_KEY, Store, trials_frame
-from fusion_nas.strategies import Strategy, make_strategy
+from fusion_nas.store import Store
+from fusion_nas.strategies import Driver, Proposer, Strategy, make_strategy
 from fusion_nas.train import ProxyConfig
 
 # Settings that must match when a search is resumed: they decide what a trial's score means.
 _FINGERPRINT = ("space", "dataset", "proxy", "strategy", "seed", "max_flops", "max_params")
+USER_STOP = "stopped by the user (Ctrl-C)"
+PROCESS_ENDED = "the process running this trial ended"
 
 
 @dataclass(frozen=True)
@@ -66,50 +89,57 @@ class SearchConfig:
         if self.trial_timeout is not None and self.trial_timeout <= 0:
             raise FusionNasError(f"--trial-timeout must be positive, got {self.trial_timeout}")
 
-    def meta(self) -> dict[str, Any]:
+    def record(self) -> SearchRecord:
         """The search record stored with the study."""
         from fusion_nas import __version__
 
-        return {
-            "space_name": self.space.name,
-            "space_toml": self.space.source,
-            "dataset": self.dataset,
-            "data_dir": self.data_dir,
-            "proxy": self.proxy.to_dict(),
-            "strategy": self.strategy,
-            "strategy_options": self.strategy_options,
-            "seed": self.seed,
-            "max_flops": self.max_flops,
-            "max_params": self.max_params,
-            "trial_timeout": self.trial_timeout,
-            "workers": self.workers,
-            "n_trials": self.trials,
-            "version": __version__,
-            "objectives": ["val_acc (maximize)", "macs (minimize)"],
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        return SearchRecord(
+            space_name=self.space.name,
+            space_toml=self.space.source,
+            dataset=self.dataset,
+            proxy=self.proxy.to_dict(),
+            strategy=self.strategy,
+            seed=self.seed,
+            n_trials=self.trials,
+            data_dir=self.data_dir,
+            strategy_options=dict(self.strategy_options),
+            max_flops=self.max_flops,
+            max_params=self.max_params,
+            trial_timeout=self.trial_timeout,
+            workers=self.workers,
+            version=__version__,
+        )
 
 
-def _fingerprint(meta: dict[str, Any]) -> dict[str, Any]:
-    space = parse_space(meta["space_toml"], source="<stored space>")
+def _fingerprint(record: SearchRecord) -> dict[str, Any]:
+    """What must match on resume; the space as parsed (formatting and description aside)."""
+    space = parse_space(record.space_toml, source="<stored space>")
+    fields = [f.name for f in dataclasses.fields(space) if f.name not in ("source", "description")]
     return {
-        "space": (
-            space.name,
-            space.kind,
-            space.size,
-            space.channels,
-            space.classes,
-            space.stem,
-            space.stages,
-            space.mlp_ratio,
-        ),
-        "dataset": meta["dataset"],
-        "proxy": meta["proxy"],
-        "strategy": meta["strategy"],
-        "seed": meta["seed"],
-        "max_flops": meta.get("max_flops"),
-        "max_params": meta.get("max_params"),
+        "space": {name: getattr(space, name) for name in fields},
+        "dataset": record.dataset,
+        "proxy": record.proxy,
+        "strategy": record.strategy,
+        "seed": record.seed,
+        "max_flops": record.max_flops,
+        "max_params": record.max_params,
     }
+
+
+def _check_resume(name: str, old: SearchRecord, new: SearchRecord) -> None:
+    """Refuse (one line) to resume ``name`` with settings that change what a score means."""
+    before, now = _fingerprint(old), _fingerprint(new)
+    for key in _FINGERPRINT:
+        if before[key] != now[key]:
+            shown = {
+                "space": (old.space_name, new.space_name),
+                "proxy": ("stored settings", "these settings"),
+            }.get(key, (before[key], now[key]))
+            raise StoreError(
+                f"search {name!r} exists with a different {key} "
+                f"({shown[0]!r}, now {shown[1]!r}); use the same settings to resume, "
+                "or another --name"
+            )
 
 
 @dataclass
@@ -122,136 +152,205 @@ class Progress:
     infeasible: int
     best_val_acc: float | None
     front_size: int
-    last_status: str
+    last_status: TrialStatus
     last_desc: str
+    trial: TrialRecord | None = None  # the trial just recorded
 
 
-class SearchSession:
-    """What strategies talk to: costs, budgets, de-duplication, evaluation and recording."""
+@dataclass
+class _Open:
+    """A trial asked and not yet told."""
+
+    trial: optuna.Trial
+    arch: Architecture | None = None  # None until proposed
+    cost: Cost | None = None
+    twin: int | None = None  # the open trial training the same network (this one waits)
+
+
+class Search:
+    """One run of a search: the ask/tell loop, costs, budgets, de-duplication and progress.
+
+    Implements :class:`~fusion_nas.strategies.TrialRunner` for strategies that drive their own
+    loop. ``pool`` trains (``free``, ``submit(key, task)``, ``collect(wait_s)``, ``threads``).
+    """
 
     def __init__(
         self,
         config: SearchConfig,
         study: optuna.Study,
         pool: InlinePool | ProcessPool,
-        total: int,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.config, self.study, self.pool = config, study, pool
-        self.space = config.space
-        self.total = total
+        self.name, self.space, self.seed = config.name, config.space, config.seed
         self.on_progress = on_progress
         self._costs: dict[str, Cost] = {}
-        self._pending: dict[int, tuple[Architecture, Cost]] = {}
-        # Already evaluated networks of this search (resume included): arch_id -> trial.
-        self.seen: dict[str, optuna.trial.FrozenTrial] = {}
-        self._results: list[tuple[str, float | None, int | None]] = []  # (status, acc, macs)
+        self._open: dict[int, _Open] = {}  # trial number -> open trial
+        self._training: dict[str, int] = {}  # arch_id -> number of the trial training it
+        self._seen: dict[str, TrialRecord] = {}  # arch_id -> first complete trial
+        self._finished: list[TrialRecord] = []  # finished trials, earlier runs included
+        self._told: dict[int, TrialRecord] = {}  # records of the trials told in this run
         for t in study.get_trials(deepcopy=False):
-            status = t.user_attrs.get("status")
-            if t.state == TrialState.COMPLETE:
-                self.seen.setdefault(t.user_attrs.get("arch_id"), t)
-                self._results.append(
-                    (status, t.user_attrs.get("val_acc"), t.user_attrs.get("macs"))
-                )
-            elif t.state == TrialState.FAIL:
-                self._results.append(("failed", None, None))
+            self._note(TrialRecord.from_trial(t))
+
+    # ------------------------------------------------------------------ TrialRunner
+
+    def history(self) -> list[TrialRecord]:
+        """Every trial of the search so far (earlier runs included), oldest first."""
+        return [TrialRecord.from_trial(t) for t in self.study.get_trials(deepcopy=False)]
+
+    def evaluate(self, arch: Architecture) -> TrialRecord:
+        """Record ``arch`` as a new trial, train it if needed (blocking); return its record."""
+        trial = self._ask()
+        self._start(trial, arch)
+        while trial.number in self._open:
+            self._collect(1.0)
+        return self._told[trial.number]
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, proposer: Proposer, n_trials: int) -> None:
+        """Ask, train and tell ``n_trials`` trials; tell whatever is ready before each ask."""
+        asked = 0
+        while asked < n_trials or self._open:
+            self._collect(0.0)  # every result already in: tell it before the next ask
+            if asked < n_trials and len(self._open) < self.config.workers:
+                trial = self._ask()
+                asked += 1
+                self._start(trial, proposer.propose(trial, self.space))
+            elif self._open:
+                self._collect(1.0)  # the window is full: wait for a result
+
+    def interrupt(self, reason: str) -> int:
+        """End every open trial as interrupted (finished ones stay); return how many."""
+        n = 0
+        for number, entry in list(self._open.items()):
+            try:
+                records.write_result(entry.trial, TrialStatus.INTERRUPTED, fail_reason=reason)
+                self.study.tell(entry.trial, state=TrialState.FAIL)
+                n += 1
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+                pass  # it was told just before the interrupt: it keeps its result
+            del self._open[number]
+        return n
+
+    # ------------------------------------------------------------------ one trial
+
+    def _ask(self) -> optuna.Trial:
+        trial = self.study.ask()
+        self._open[trial.number] = _Open(trial)  # open from here on, even before it is costed
+        return trial
+
+    def _start(self, trial: optuna.Trial, arch: Architecture) -> None:
+        """Cost ``arch``; record it at once, hold it for its twin, or hand it to the pool."""
+        entry = self._open[trial.number]
+        cost = self._cost(arch)
+        entry.arch, entry.cost = arch, cost
+        records.write_proposal(
+            trial, arch.to_dict(), arch.arch_id, arch.describe(), cost.macs, cost.params
+        )
+        over_macs, over_params = self._violations(cost)
+        trial.set_constraint("macs_over_budget", over_macs)  # NSGA-II/TPE rank it infeasible
+        trial.set_constraint("params_over_budget", over_params)
+        if max(over_macs, over_params) > 0:
+            reason = self._budget_reason(cost)
+            self._tell(entry, TrialStatus.INFEASIBLE, [0.0, float(cost.macs)], fail_reason=reason)
+        elif arch.arch_id in self._seen:
+            self._tell_duplicate(entry, self._seen[arch.arch_id])
+        elif arch.arch_id in self._training:
+            entry.twin = self._training[arch.arch_id]  # recorded when the twin finishes
+        else:
+            self._submit(entry)
+
+    def _submit(self, entry: _Open) -> None:
+        arch, c = entry.arch, self.config
+        assert arch is not None
+        self._training[arch.arch_id] = entry.trial.number
+        task = EvalTask(
+            arch_json=arch.to_json(),
+            space_source=self.space.source,
+            dataset=c.dataset,
+            proxy=c.proxy,
+            seed=c.seed,
+            data_dir=c.data_dir,
+            timeout=c.trial_timeout,
+        )
+        self.pool.submit(entry.trial.number, task)
+
+    def _collect(self, wait_s: float) -> None:
+        for number, outcome in self.pool.collect(wait_s):
+            self._finish(self._open[number], outcome)
+
+    def _finish(self, entry: _Open, outcome: Outcome) -> None:
+        """Record a trained trial, then the trials that waited for it."""
+        assert entry.arch is not None and entry.cost is not None
+        self._training.pop(entry.arch.arch_id, None)
+        common = {
+            "curve": list(outcome.curve),
+            "train_seconds": round(outcome.seconds, 3),
+            "threads": self.pool.threads,  # accuracy depends on the thread count
+        }
+        if outcome.status == TrialStatus.COMPLETE:
+            values = [float(outcome.val_acc), float(entry.cost.macs)]
+            acc = outcome.val_acc
+            record = self._tell(entry, TrialStatus.COMPLETE, values, val_acc=acc, **common)
+        else:
+            reason = outcome.reason or "unknown failure"
+            record = self._tell(entry, TrialStatus.FAILED, None, fail_reason=reason, **common)
+        number = entry.trial.number
+        for held in [e for e in self._open.values() if e.twin == number]:
+            held.twin = None
+            if record.status == TrialStatus.COMPLETE:
+                self._tell_duplicate(held, record)
+            elif held.arch.arch_id in self._training:  # another waiting twin trains it now
+                held.twin = self._training[held.arch.arch_id]
+            else:
+                self._submit(held)  # the twin failed: try the network once more
+
+    def _tell_duplicate(self, entry: _Open, earlier: TrialRecord) -> None:
+        assert entry.cost is not None and earlier.val_acc is not None
+        original = earlier.duplicate_of if earlier.duplicate_of is not None else earlier.number
+        self._tell(
+            entry,
+            TrialStatus.COMPLETE,
+            [float(earlier.val_acc), float(entry.cost.macs)],
+            val_acc=earlier.val_acc,
+            curve=list(earlier.curve),
+            train_seconds=earlier.train_seconds,
+            threads=earlier.threads,
+            duplicate_of=original,
+        )
+
+    def _tell(
+        self, entry: _Open, status: TrialStatus, values: list[float] | None, **fields: Any
+    ) -> TrialRecord:
+        """Write the result, tell the study, close the trial and report progress."""
+        records.write_result(entry.trial, status, **fields)
+        if values is None:
+            frozen = self.study.tell(entry.trial, state=TrialState.FAIL)
+        else:
+            frozen = self.study.tell(entry.trial, values)
+        del self._open[entry.trial.number]  # after the tell: an interrupt here changes nothing
+        record = TrialRecord.from_trial(frozen)
+        self._told[record.number] = record
+        self._note(record)
+        self._progress(record)
+        return record
 
     # ------------------------------------------------------------------ costs and budgets
 
-    def cost(self, arch: Architecture) -> Cost:
-        """Exact MACs and params of ``arch`` (per sample), computed once per architecture."""
+    def _cost(self, arch: Architecture) -> Cost:
+        """Exact MACs and params of ``arch`` (per sample), counted once, nothing allocated."""
         if arch.arch_id not in self._costs:
-            model = build_model(arch, self.space)
-            self._costs[arch.arch_id] = count_cost(model, torch.zeros(self.space.input_shape(1)))
+            self._costs[arch.arch_id] = arch_cost(arch, self.space)
         return self._costs[arch.arch_id]
 
-    def violations(self, cost: Cost) -> tuple[float, float]:
+    def _violations(self, cost: Cost) -> tuple[float, float]:
         """Optuna constraint values: how far MACs and params exceed the budgets (<= 0: fine)."""
         c = self.config
         over_macs = cost.macs - c.max_flops if c.max_flops else 0.0
         over_params = cost.params - c.max_params if c.max_params else 0.0
         return (float(over_macs), float(over_params))
-
-    # ------------------------------------------------------------------ trial life cycle
-
-    def start(self, trial: optuna.Trial, arch: Architecture) -> bool:
-        """Record ``arch`` on ``trial``; return True if it went to the pool for training."""
-        cost = self.cost(arch)
-        for key, value in (
-            ("arch", arch.to_dict()),
-            ("arch_id", arch.arch_id),
-            ("arch_desc", arch.describe()),
-            ("macs", cost.macs),
-            ("params", cost.params),
-            ("status", "running"),
-        ):
-            trial.set_user_attr(key, value)
-        over_macs, over_params = self.violations(cost)
-        trial.set_constraint("macs_over_budget", over_macs)  # NSGA-II/TPE rank it infeasible
-        trial.set_constraint("params_over_budget", over_params)
-        if max(self.violations(cost)) > 0:
-            trial.set_user_attr("status", "infeasible")
-            trial.set_user_attr("fail_reason", self._budget_reason(cost))
-            self.study.tell(trial, [0.0, float(cost.macs)])
-            self._record("infeasible", None, cost.macs, arch)
-            return False
-        earlier = self.seen.get(arch.arch_id)
-        if earlier is not None:
-            for key in ("val_acc", "curve", "train_seconds", "threads"):
-                trial.set_user_attr(key, earlier.user_attrs.get(key))
-            trial.set_user_attr("status", "complete")
-            trial.set_user_attr("duplicate_of", earlier.number)
-            self.study.tell(trial, list(earlier.values))
-            self._record("complete", earlier.user_attrs.get("val_acc"), cost.macs, arch)
-            return False
-        self._pending[trial.number] = (arch, cost)
-        trial.set_user_attr("threads", self.pool.threads)  # accuracy depends on the thread count
-        c = self.config
-        self.pool.submit(
-            trial,
-            EvalTask(
-                arch_json=arch.to_json(),
-                space_source=self.space.source,
-                dataset=c.dataset,
-                proxy=c.proxy,
-                seed=c.seed,
-                data_dir=c.data_dir,
-                timeout=c.trial_timeout,
-            ),
-        )
-        return True
-
-    def finish(self, trial: optuna.Trial, outcome: Outcome) -> None:
-        """Record the outcome of a trained trial."""
-        arch, cost = self._pending.pop(trial.number)
-        trial.set_user_attr("curve", outcome.curve)
-        trial.set_user_attr("train_seconds", round(outcome.seconds, 3))
-        if outcome.status == "complete":
-            trial.set_user_attr("val_acc", outcome.val_acc)
-            trial.set_user_attr("status", "complete")
-            frozen = self.study.tell(trial, [float(outcome.val_acc), float(cost.macs)])
-            self.seen.setdefault(arch.arch_id, frozen)
-            self._record("complete", outcome.val_acc, cost.macs, arch)
-        else:
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("fail_reason", outcome.reason or "unknown failure")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self._record("failed", None, None, arch)
-
-    def evaluate(self, arch: Architecture) -> optuna.trial.FrozenTrial:
-        """Ask a trial for ``arch``, train it (blocking) and return the recorded trial.
-
-        For strategies that choose architectures themselves (NNI).
-        """
-        trial = self.study.ask()
-        if self.start(trial, arch):
-            while True:
-                done = self.pool.collect()
-                if done:
-                    (t, outcome), *_ = done
-                    self.finish(t, outcome)
-                    break
-        return self.study.get_trials(deepcopy=False)[trial.number]
 
     def _budget_reason(self, cost: Cost) -> str:
         c, parts = self.config, []
@@ -261,35 +360,37 @@ class SearchSession:
             parts.append(f"params {cost.params:,} > --max-params {c.max_params:,}")
         return "over budget, not trained: " + "; ".join(parts)
 
-    def _record(self, status: str, acc: float | None, macs: int | None, arch: Architecture) -> None:
-        self._results.append((status, acc, macs))
+    # ------------------------------------------------------------------ progress
+
+    def _note(self, record: TrialRecord) -> None:
+        if not record.status.finished:
+            return
+        self._finished.append(record)
+        if record.status == TrialStatus.COMPLETE and record.arch_id is not None:
+            self._seen.setdefault(record.arch_id, record)
+
+    def _progress(self, record: TrialRecord) -> None:
         if self.on_progress is None:
             return
-        ok = [(a, m) for s, a, m in self._results if s == "complete"]
-        front = int(pareto_mask([a for a, _ in ok], [m for _, m in ok]).sum()) if ok else 0
+        done = self._finished
+        ok = [r for r in done if r.status == TrialStatus.COMPLETE]
+        accs, macs = [float(r.val_acc) for r in ok], [float(r.macs) for r in ok]
         self.on_progress(
             Progress(
-                done=len(self._results),
-                total=self.total,
-                failed=sum(s == "failed" for s, _, _ in self._results),
-                infeasible=sum(s == "infeasible" for s, _, _ in self._results),
-                best_val_acc=max((a for a, _ in ok), default=None),
-                front_size=front,
-                last_status=status,
-                last_desc=arch.describe(),
+                done=len(done),
+                total=self.config.trials,
+                failed=sum(r.status == TrialStatus.FAILED for r in done),
+                infeasible=sum(r.status == TrialStatus.INFEASIBLE for r in done),
+                best_val_acc=max(accs, default=None),
+                front_size=int(pareto_mask(accs, macs).sum()) if ok else 0,
+                last_status=record.status,
+                last_desc=record.arch_desc or "",
+                trial=record,
             )
         )
 
 
-def _fail_stale(study: optuna.Study, reason: str) -> int:
-    """Mark RUNNING trials (left by a process that ended) as failed; return how many."""
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "status", "failed")
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-        study.tell(t.number, state=TrialState.FAIL)
-        n += 1
-    return n
+# --------------------------------------------------------------------------- entry points
 
 
 def prepare(config: SearchConfig) -> Strategy:
@@ -311,29 +412,23 @@ def prepare(config: SearchConfig) -> Strategy:
 def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple[optuna.Study, int]:
     """Create the study, or resume it after checking its settings; return it and its done count."""
     sampler = strategy.sampler(config.space, config.seed)
-    meta = config.meta()
+    record = config.record()
     if not store.has_search(config.name):
-        return store.create_study(config.name, meta, sampler), 0
-    study = optuna.load_study(study_name=config.name, storage=store.storage, sampler=sampler)
-    old = study.user_attrs[META_KEY]
-    before, now = _fingerprint(old), _fingerprint(meta)
-    for key in _FINGERPRINT:
-        if before[key] != now[key]:
-            shown = {
-                "space": (old["space_name"], config.space.name),
-                "proxy": ("stored settings", "these settings"),
-            }.get(key, (before[key], now[key]))
-            raise StoreError(
-                f"search {config.name!r} exists with a different {key} "
-                f"({shown[0]!r}, now {shown[1]!r}); use the same settings to resume, "
-                "or another --name"
-            )
-    _fail_stale(study, "interrupted: the process running this trial ended")
-    done = sum(
-        t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in study.get_trials(deepcopy=False)
-    )
-    study.set_user_attr(META_KEY, {**old, "n_trials": max(config.trials, done)})
+        return store.create_study(config.name, record, sampler), 0
+    old = store.search(config.name)
+    _check_resume(config.name, old, record)
+    study_id = store.storage.get_study_id_from_name(config.name)
+    for t in store.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        records.mark_interrupted(store.storage, config.name, t.number, PROCESS_ENDED)
+    study = store.load_study(config.name, sampler)
+    done = sum(records.trial_status(t).finished for t in study.get_trials(deepcopy=False))
+    records.write_search(study, dataclasses.replace(old, n_trials=max(config.trials, done)))
     return study, done
+
+
+def _make_pool(workers: int) -> InlinePool | ProcessPool:
+    """One worker trains in this process; more train in worker processes."""
+    return ProcessPool(workers) if workers > 1 else InlinePool()
 
 
 def run_search(
@@ -343,7 +438,7 @@ def run_search(
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Run (or resume) a search to ``config.trials`` trials; return all its trials.
+    """Run (or resume) a search to ``config.trials`` finished trials; return all its trials.
 
     ``on_start(done, total)`` is called once the study is open; ``on_progress`` after each trial.
     """
@@ -354,13 +449,18 @@ def run_search(
     if on_start is not None:
         on_start(done, config.trials)
     if remaining:
-        pool = ProcessPool(config.workers) if config.workers > 1 else InlinePool()
-        session = SearchSession(config, study, pool, config.trials, on_progress)
+        pool = _make_pool(config.workers)
+        search = Search(config, study, pool, on_progress)
         try:
-            strategy.run(session, remaining)
-        except KeyboardInterrupt:
-            _fail_stale(study, "interrupted by the user")
+            if isinstance(strategy, Driver):
+                strategy.run(search, remaining)
+            else:
+                assert isinstance(strategy, Proposer)
+                search.run(strategy, remaining)
+        except BaseException as exc:
+            user = isinstance(exc, KeyboardInterrupt)
+            search.interrupt(USER_STOP if user else f"the search stopped: {one_line(exc)}")
             raise
         finally:
             pool.close()
-    return trials_frame(study.get_trials(deepcopy=False))
+    return store.trials(config.name)

@@ -1,10 +1,14 @@
-"""Search spaces: load and validate TOML files; count, enumerate and sample architectures.
+"""Search spaces: TOML files -> validated choices -> network configs; count, enumerate, sample.
 
 A space file (see ``search_spaces/`` and the README) describes the input, the stem and a list
 of ``[[stage]]`` tables, each with the allowed choices for operator, kernel size, head count,
 attention variant, width and depth, and whether the stage halves the spatial size.
-Validation rejects a bad file with one line naming the file, the field, the bad value and the
-allowed values.
+
+Values are checked by the network configs of :mod:`fusion_nas.nets` (``BlockCfg``, ``StageCfg``,
+``NetCfg``), the one place defaults and rules live. This module checks the file's layout, refuses
+absurd sizes before anything is built (integers above :data:`MAX_SIZE`, depths above
+:data:`MAX_DEPTH`, MLP ratios above :data:`MAX_MLP_RATIO`) and reports the first problem in one
+line naming the file, the field, the bad value and the allowed values.
 """
 
 from __future__ import annotations
@@ -13,37 +17,36 @@ import itertools
 import math
 import random
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.errors import ArchitectureError, SpaceError, allowed
-from fusion_nas.ops.attention import ATTENTION_VARIANTS
+from fusion_nas.nets import SEARCHABLE, BlockCfg, CfgError, NetCfg, StageCfg
 from fusion_nas.ops.registry import list_ops, op_uses
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+T = TypeVar("T")
+
+MAX_SIZE = 65_536  # widths, channels, classes, input sizes, kernels, heads, windows, strides
+MAX_DEPTH = 1_024  # blocks in one stage
+MAX_MLP_RATIO = 64.0
 INPUT_KINDS = ("sequence", "image")
 
 _TOP_KEYS = ("name", "description", "input", "network", "stem", "stage")
 _INPUT_KEYS = ("kind", "channels", "classes", "length", "size")
 _NETWORK_KEYS = ("mlp_ratio", "window")
 _STEM_KEYS = ("width", "kernel", "stride")
-_STAGE_KEYS = (
-    "operator",
-    "kernel",
-    "heads",
-    "attention",
-    "width",
-    "depth",
-    "window",
-    "downsample",
-)
+_STAGE_KEYS = ("operator", *SEARCHABLE, "width", "depth", "window", "downsample")
 
 
 @dataclass(frozen=True)
@@ -68,30 +71,25 @@ class StageSpec:
     window: int
     downsample: bool
 
+    def _searched(self, op: str) -> list[tuple[Any, ...]]:
+        """Per searchable field: this stage's values if ``op`` reads the field, else ``(None,)``."""
+        uses = op_uses(op)
+        return [getattr(self, f) if f in uses else (None,) for f in SEARCHABLE]
+
+    def iter_options(self) -> Iterator[StageChoice]:
+        """Every distinct (canonical) choice of this stage, lazily, in a fixed order."""
+        for op in self.operator:
+            for *chosen, w, d in itertools.product(*self._searched(op), self.width, self.depth):
+                yield StageChoice(op, w, d, **dict(zip(SEARCHABLE, chosen)))
+
     def options(self) -> list[StageChoice]:
         """Every distinct (canonical) choice of this stage."""
-        out: list[StageChoice] = []
-        for op in self.operator:
-            uses = op_uses(op)
-            kernels = self.kernel if "kernel" in uses else (None,)
-            heads = self.heads if "heads" in uses else (None,)
-            variants = self.attention if "attention" in uses else (None,)
-            for k, h, a, w, d in itertools.product(
-                kernels, heads, variants, self.width, self.depth
-            ):
-                out.append(StageChoice(op, w, d, k, h, a))
-        return out
+        return list(self.iter_options())
 
     def count(self) -> int:
         """Number of distinct choices of this stage (without listing them)."""
-        n = 0
-        for op in self.operator:
-            uses = op_uses(op)
-            n_k = len(self.kernel) if "kernel" in uses else 1
-            n_h = len(self.heads) if "heads" in uses else 1
-            n_a = len(self.attention) if "attention" in uses else 1
-            n += n_k * n_h * n_a
-        return n * len(self.width) * len(self.depth)
+        per_op = sum(math.prod(map(len, self._searched(op))) for op in self.operator)
+        return per_op * len(self.width) * len(self.depth)
 
 
 @dataclass(frozen=True)
@@ -120,17 +118,11 @@ class SearchSpace:
 
     def stem_size(self) -> tuple[int, ...]:
         """Spatial size after the stem (same padding ``k // 2``, then stride)."""
-        k, s = self.stem.kernel, self.stem.stride
-        return tuple((n + 2 * (k // 2) - k) // s + 1 for n in self.size)
+        return self._first_net().stem_size()
 
     def stage_sizes(self) -> list[tuple[int, ...]]:
         """Spatial size inside each stage (a downsampling stage halves it, rounding down)."""
-        size, out = self.stem_size(), []
-        for st in self.stages:
-            if st.downsample:
-                size = tuple(n // 2 for n in size)
-            out.append(size)
-        return out
+        return self._first_net().stage_sizes()
 
     def num_architectures(self) -> int:
         """Number of distinct architectures in the space."""
@@ -166,16 +158,10 @@ class SearchSpace:
                     f"allowed: {allowed(spec.operator)}"
                 )
             uses = op_uses(choice.operator)
-            for field, options in (
-                ("kernel", spec.kernel),
-                ("heads", spec.heads),
-                ("attention", spec.attention),
-                ("width", spec.width),
-                ("depth", spec.depth),
-            ):
-                if field in ("kernel", "heads", "attention") and field not in uses:
+            for field in (*SEARCHABLE, "width", "depth"):
+                if field in SEARCHABLE and field not in uses:
                     continue
-                value = getattr(choice, field)
+                value, options = getattr(choice, field), getattr(spec, field)
                 # type check too: 16.0 == 16 and True == 1 would otherwise pass `in`
                 if value not in options or type(value) is not type(options[0]):
                     raise ArchitectureError(
@@ -183,13 +169,44 @@ class SearchSpace:
                     )
         return arch
 
+    def net_cfg(self, arch: Architecture) -> NetCfg:
+        """The network config of ``arch``, after checking that it belongs to this space."""
+        return self._net(self.validate(arch).stages)
+
+    def _net(self, choices: Iterable[StageChoice]) -> NetCfg:
+        stages = tuple(
+            StageCfg(
+                BlockCfg(
+                    c.operator,
+                    c.width,
+                    window=spec.window,
+                    mlp_ratio=self.mlp_ratio,
+                    **c.chosen(),  # fields the operator ignores keep BlockCfg's defaults
+                ),
+                c.depth,
+                spec.downsample,
+            )
+            for c, spec in zip(choices, self.stages)
+        )
+        s = self.stem
+        return NetCfg(self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride)
+
+    def _first_net(self) -> NetCfg:
+        """The network of each stage's first choice (sizes do not depend on the choices)."""
+        return self._net(next(st.iter_options()) for st in self.stages)
+
 
 # --------------------------------------------------------------------------- loading
 
 
+def _builtin_dir() -> Traversable:
+    """The built-in spaces: ``search_spaces/`` in the repository, shipped inside the package."""
+    return resources.files("fusion_nas") / "search_spaces"
+
+
 def builtin_spaces() -> list[str]:
     """Names of the search spaces shipped in ``search_spaces/``."""
-    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+    return sorted(p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
 
 
 def load_space(name_or_path: str | Path) -> SearchSpace:
@@ -203,7 +220,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         except (OSError, UnicodeDecodeError) as exc:
             raise SpaceError(f"{path}: cannot be read ({exc})") from None
         return parse_space(text, source=str(path), default_name=path.stem)
-    builtin = BUILTIN_DIR / f"{name_or_path}.toml"
+    builtin = _builtin_dir() / f"{name_or_path}.toml"
     if not builtin.is_file():
         raise SpaceError(
             f"unknown search space {str(name_or_path)!r}; allowed: "
@@ -221,8 +238,22 @@ def parse_space(text: str, source: str = "<string>", default_name: str = "space"
     return _Validator(source).space(data, text, default_name)
 
 
+# TOML field of each NetCfg field ("size" depends on the input kind).
+_NET_FIELDS = {
+    "in_channels": "input.channels",
+    "classes": "input.classes",
+    "stem_width": "stem.width",
+    "stem_kernel": "stem.kernel",
+    "stem_stride": "stem.stride",
+}
+
+
 class _Validator:
-    """Turns parsed TOML into a :class:`SearchSpace`, failing on the first problem."""
+    """Turns parsed TOML into a :class:`SearchSpace`, failing on the first problem.
+
+    Every value is checked by building the config that holds it; a :class:`CfgError` names the
+    config field, which is mapped back to the file's field.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -241,14 +272,10 @@ class _Validator:
                 )
         return table
 
-    def integer(self, value: Any, field: str, minimum: int = 1) -> int:
-        if value is None:  # TOML has no null: the key is absent
+    def required(self, table: dict[str, Any], key: str, field: str, minimum: int = 1) -> Any:
+        if key not in table:  # TOML has no null: the key is absent
             raise self.fail(field, f"missing; allowed: integers >= {minimum}")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(field, f"{value!r} is not an integer")
-        if value < minimum:
-            raise self.fail(field, f"{value!r} is too small; allowed: integers >= {minimum}")
-        return value
+        return table[key]
 
     def choices(self, value: Any, field: str) -> list[Any]:
         items = value if isinstance(value, list) else [value]
@@ -258,16 +285,35 @@ class _Validator:
             raise self.fail(field, f"{value!r} lists a value twice")
         return items
 
-    def odd_kernels(self, value: Any, field: str) -> tuple[int, ...]:
-        out = []
-        for k in self.choices(value, field):
-            k = self.integer(k, field)
-            if k % 2 == 0:
-                raise self.fail(
-                    field, f"kernel size {k} is even; allowed: odd integers (1, 3, 5, 7...)"
-                )
-            out.append(k)
-        return tuple(out)
+    def capped(self, value: Any, field: str, cap: int | float = MAX_SIZE, low: int = 1) -> Any:
+        """``value``, unless it is a number above ``cap`` (sizes that would exhaust memory)."""
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and value > cap:
+            kind = f"integers {low}..{cap}" if isinstance(cap, int) else f"numbers > 0 and <= {cap}"
+            raise self.fail(field, f"{value!r} is too large; allowed: {kind}")
+        return value
+
+    def build(self, prefix: str, make: Callable[[], T]) -> T:
+        """``make()``, a config; its :class:`CfgError` becomes the error on ``prefix.field``."""
+        try:
+            return make()
+        except CfgError as exc:
+            raise self.fail(f"{prefix}.{exc.field}", exc.reason) from None
+
+    def block(self, prefix: str, **values: Any) -> BlockCfg:
+        """A :class:`BlockCfg` of ``values`` (the other fields valid), checked on ``prefix``."""
+        return self.build(
+            prefix, lambda: BlockCfg(**{"operator": list_ops()[0], "width": 1, **values})
+        )
+
+    def net(self, kind: str, **values: Any) -> NetCfg:
+        """A :class:`NetCfg` of ``values``, or the error on the file's field."""
+        try:
+            return NetCfg(**values)
+        except CfgError as exc:
+            size = "input.length" if kind == "sequence" else "input.size"
+            field = {**_NET_FIELDS, "size": size}.get(exc.field, exc.field)
+            raise self.fail(field.replace("stages[", "stage["), exc.reason) from None
 
     def space(self, data: dict[str, Any], text: str, default_name: str) -> SearchSpace:
         self.keys(data, "", _TOP_KEYS)
@@ -288,22 +334,26 @@ class _Validator:
         if kind == "sequence":
             if "size" in inp:
                 raise self.fail("input.size", "sequences take 'length', not 'size'")
-            size = (self.integer(inp.get("length"), "input.length"),)
+            size = (self.capped(self.required(inp, "length", "input.length"), "input.length"),)
         else:
             if "length" in inp:
                 raise self.fail("input.length", "images take 'size = [H, W]', not 'length'")
             raw = inp.get("size")
             if not isinstance(raw, list) or len(raw) != 2:
                 raise self.fail("input.size", f"{raw!r} must be a list [H, W] of two integers")
-            size = tuple(self.integer(v, "input.size") for v in raw)
-        channels = self.integer(inp.get("channels"), "input.channels")
-        classes = self.integer(inp.get("classes"), "input.classes", minimum=2)
+            size = tuple(self.capped(v, "input.size") for v in raw)
+        channels = self.capped(self.required(inp, "channels", "input.channels"), "input.channels")
+        classes = self.required(inp, "classes", "input.classes", minimum=2)
+        classes = self.capped(classes, "input.classes", low=2)
 
         net = self.keys(data.get("network", {}), "network", _NETWORK_KEYS)
-        mlp_ratio = net.get("mlp_ratio", 2.0)
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-            raise self.fail("network.mlp_ratio", f"{mlp_ratio!r} must be a positive number")
-        window = self.integer(net.get("window", 4), "network.window")
+        defaults = self.block(
+            "network",
+            mlp_ratio=self.capped(
+                net.get("mlp_ratio", BlockCfg.mlp_ratio), "network.mlp_ratio", MAX_MLP_RATIO
+            ),
+            window=self.capped(net.get("window", BlockCfg.window), "network.window"),
+        )
 
         if "stem" not in data:
             raise self.fail("stem", "missing table [stem]")
@@ -311,17 +361,27 @@ class _Validator:
         if isinstance(stem_t.get("kernel"), list):  # a stem is one conv, not a choice
             raise self.fail("stem.kernel", f"{stem_t['kernel']!r} must be one odd integer")
         stem = StemSpec(
-            width=self.integer(stem_t.get("width"), "stem.width"),
-            kernel=self.odd_kernels(stem_t.get("kernel", 3), "stem.kernel")[0],
-            stride=self.integer(stem_t.get("stride", 1), "stem.stride"),
+            width=self.capped(self.required(stem_t, "width", "stem.width"), "stem.width"),
+            kernel=self.capped(stem_t.get("kernel", NetCfg.stem_kernel), "stem.kernel"),
+            stride=self.capped(stem_t.get("stride", NetCfg.stem_stride), "stem.stride"),
         )
+        net_values = dict(
+            in_channels=channels,
+            size=size,
+            classes=classes,
+            stem_width=stem.width,
+            stem_kernel=stem.kernel,
+            stem_stride=stem.stride,
+        )
+        self.net(kind, **net_values, stages=(StageCfg(defaults),))  # input and stem
+
         raw_stages = data.get("stage")
         if not isinstance(raw_stages, list) or not raw_stages:
             raise self.fail("stage", "at least one [[stage]] table is required")
         stages = []
         width = stem.width
         for i, st in enumerate(raw_stages):
-            spec = self.stage(st, f"stage[{i}]", window, width)
+            spec = self.stage(st, f"stage[{i}]", defaults, width)
             stages.append(spec)
             width = spec.width[0]
         space = SearchSpace(
@@ -333,67 +393,56 @@ class _Validator:
             classes=classes,
             stem=stem,
             stages=tuple(stages),
-            mlp_ratio=float(mlp_ratio),
+            mlp_ratio=float(defaults.mlp_ratio),
             source=text,
         )
-        for i, sz in enumerate(space.stage_sizes()):
-            if min(sz) < 1:
-                raise self.fail(
-                    f"stage[{i}].downsample",
-                    f"input {space.size} is too small for this many downsampling stages",
-                )
+        # Enough input left for every downsampling stage.
+        first = tuple(StageCfg(defaults, downsample=st.downsample) for st in stages)
+        self.net(kind, **net_values, stages=first)
         return space
 
-    def stage(self, st: Any, field: str, window: int, prev_width: int) -> StageSpec:
+    def stage(self, st: Any, field: str, defaults: BlockCfg, prev_width: int) -> StageSpec:
         st = self.keys(st, field, _STAGE_KEYS)
         if "operator" not in st:
             raise self.fail(f"{field}.operator", f"missing; allowed: {allowed(list_ops())}")
-        ops = self.choices(st["operator"], f"{field}.operator")
-        for op in ops:
-            if op not in list_ops():
-                raise self.fail(
-                    f"{field}.operator",
-                    f"{op!r} is not an operator; allowed: {allowed(list_ops())}",
-                )
-        kernel = self.odd_kernels(st.get("kernel", 3), f"{field}.kernel")
-        heads = tuple(
-            self.integer(h, f"{field}.heads")
-            for h in self.choices(st.get("heads", 1), f"{field}.heads")
-        )
-        variants = self.choices(st.get("attention", "global"), f"{field}.attention")
-        for v in variants:
-            if v not in ATTENTION_VARIANTS:
-                raise self.fail(
-                    f"{field}.attention",
-                    f"{v!r} is not an attention variant; allowed: {allowed(ATTENTION_VARIANTS)}",
-                )
-        widths = tuple(
-            self.integer(w, f"{field}.width")
-            for w in self.choices(st.get("width", prev_width), f"{field}.width")
-        )
+
+        def values(key: str, default: Any, cap: int = MAX_SIZE) -> tuple[Any, ...]:
+            items = self.choices(st.get(key, default), f"{field}.{key}")
+            return tuple(self.capped(v, f"{field}.{key}", cap) for v in items)
+
+        def checked(key: str, default: Any) -> tuple[Any, ...]:
+            out = values(key, default)
+            for v in out:
+                self.block(field, **{key: v})  # BlockCfg's rules, one value at a time
+            return out
+
+        ops = checked("operator", None)
+        widths = checked("width", prev_width)
+        kernels = checked("kernel", defaults.kernel)
+        variants = checked("attention", defaults.attention)
+        heads = values("heads", defaults.heads)
+        reads_heads = any("heads" in op_uses(op) for op in ops)
+        for h in heads:
+            # Heads must divide every width, where an operator of the stage reads them.
+            alone = h if type(h) is int and h > 0 else 1
+            for w in widths if reads_heads else (alone,):
+                self.block(field, width=w, heads=h)
+        window = st.get("window", defaults.window)
+        window = self.block(field, window=self.capped(window, f"{field}.window")).window
         depths = tuple(
-            self.integer(d, f"{field}.depth")
-            for d in self.choices(st.get("depth", 1), f"{field}.depth")
+            self.build(field, lambda d=d: StageCfg(defaults, d)).depth
+            for d in values("depth", StageCfg.depth, MAX_DEPTH)
         )
-        if any("heads" in op_uses(op) for op in ops):
-            for w in widths:
-                bad = [h for h in heads if w % h]
-                if bad:
-                    divisors = [d for d in range(1, w + 1) if w % d == 0]
-                    raise self.fail(
-                        f"{field}.heads",
-                        f"{bad[0]} heads do not divide width {w}; allowed: {allowed(divisors)}",
-                    )
-        down = st.get("downsample", False)
+        down = st.get("downsample", StageCfg.downsample)
         if not isinstance(down, bool):
             raise self.fail(f"{field}.downsample", f"{down!r} is not allowed; allowed: true, false")
         return StageSpec(
-            operator=tuple(ops),
-            kernel=kernel,
+            operator=ops,
+            kernel=kernels,
             heads=heads,
-            attention=tuple(variants),
+            attention=variants,
             width=widths,
             depth=depths,
-            window=self.integer(st.get("window", window), f"{field}.window"),
+            window=window,
             downsample=down,
         )

@@ -1,15 +1,15 @@
 """Results store: Optuna's RDB storage (SQLAlchemy), so ``optuna-dashboard`` opens it as is.
 
-One search = one Optuna study with two objectives (validation accuracy up, MACs down).
-The study's user attribute ``fusion_nas`` holds the search record (space TOML, dataset, proxy
-settings, strategy, seed, package version, requested trial count); each trial's user
-attributes hold the architecture JSON, cost, validation curve, timing, status and failure
-reason. Statuses: ``complete``, ``failed``, ``infeasible`` (over budget, never trained) and
-``running``.
+One search = one Optuna study with two objectives (validation accuracy up, MACs down). What is
+stored with a study and its trials is defined in :mod:`fusion_nas.records`; this module opens
+the storage, lists searches and reads them, through the storage's public API only.
 
-Default location: SQLite at ``results/fusion_nas.db`` under the current directory; override
-with ``--store URL`` or the ``FUSION_NAS_STORE`` environment variable (any SQLAlchemy URL,
-e.g. ``postgresql://user@host/db``).
+Listing searches costs one ``get_all_studies`` call; reading a search's trials costs a constant
+number of calls (its id by name, its record, its trials), however many searches the store holds.
+
+Default location: :func:`fusion_nas.settings.default_store_url` (SQLite under
+``$FUSION_NAS_HOME``); override with ``--store URL`` or ``$FUSION_NAS_STORE`` (any SQLAlchemy
+URL, e.g. ``postgresql://user@host/db``).
 """
 
 from __future__ import annotations
@@ -23,49 +23,38 @@ from typing import Any
 import optuna
 import pandas as pd
 import sqlalchemy
-from optuna.trial import FrozenTrial, TrialState
 
+from fusion_nas import records, settings
 from fusion_nas.errors import StoreError, allowed
-from fusion_nas.pareto import hypervolume, pareto_mask
+from fusion_nas.records import SearchRecord, TrialRecord
+from fusion_nas.results import (
+    SUMMARY_COLUMNS,
+    one_line,
+    reference_macs,
+    search_summary,
+    trial_row,
+    trials_frame,
+)
 
-DEFAULT_STORE = "sqlite:///results/fusion_nas.db"
-STORE_ENV = "FUSION_NAS_STORE"
-META_KEY = "fusion_nas"
-DIRECTIONS = ("maximize", "minimize")  # (validation accuracy, MACs)
-STATUSES = ("complete", "failed", "infeasible", "running")
+__all__ = ["Store", "quiet_optuna", "redact_url", "resolve_url"]
+
 _DRIVERS = ("sqlite", "postgresql", "mysql")
 
-TRIAL_COLUMNS = [
-    "number",
-    "status",
-    "val_acc",
-    "macs",
-    "params",
-    "arch_id",
-    "arch",
-    "arch_desc",
-    "curve",
-    "train_seconds",
-    "threads",
-    "fail_reason",
-    "duplicate_of",
-    "on_front",
-    "datetime_start",
-    "datetime_complete",
-]
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+def quiet_optuna() -> None:
+    """Keep Optuna's per-trial INFO lines off the console (warnings still show)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def resolve_url(url: str | None = None) -> str:
     """The store URL to use: ``url``, else ``$FUSION_NAS_STORE``, else the SQLite default."""
-    url = url or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    url = url or os.environ.get(settings.STORE_ENV) or settings.default_store_url()
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except Exception:
         raise StoreError(
             f"invalid store URL {url!r}; expected a SQLAlchemy URL such as "
-            f"{DEFAULT_STORE!r} or 'postgresql://user@host/db'"
+            f"{settings.default_store_url()!r} or 'postgresql://user@host/db'"
         ) from None
     if parsed.get_backend_name() not in _DRIVERS:
         raise StoreError(
@@ -116,158 +105,122 @@ class Store:
                     self.url, engine_kwargs={"connect_args": connect} if connect else {}
                 )
         except Exception as exc:  # SQLAlchemy/driver errors: one line, no traceback
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot open the results store {self.url!r}: {first}") from None
+            raise StoreError(
+                f"cannot open the results store {self.url!r}: {one_line(exc, typed=False, lines=1)}"
+            ) from None
 
     # ------------------------------------------------------------------ searches
 
+    def searches(self) -> dict[str, SearchRecord]:
+        """Every fusion-nas search in the store and its record, oldest first (one query)."""
+        out = {}
+        for study in self.storage.get_all_studies():
+            record = records.search_record(study.user_attrs)
+            if record is not None:
+                out[study.study_name] = record
+        return out
+
     def search_names(self) -> list[str]:
         """Names of the fusion-nas searches in the store, oldest first."""
-        studies = self.storage.get_all_studies()
-        return [s.study_name for s in studies if META_KEY in s.user_attrs]
+        return list(self.searches())
+
+    def _unknown(self, name: str) -> StoreError:
+        known = self.search_names()
+        hint = f"; known searches: {allowed(known)}" if known else "; the store has no searches"
+        return StoreError(f"no search named {name!r} in {redact_url(self.url)}{hint}")
+
+    def _lookup(self, name: str) -> tuple[int, SearchRecord] | None:
+        """Study id and record of search ``name``, or ``None`` (no such fusion-nas search)."""
+        try:
+            study_id = self.storage.get_study_id_from_name(name)
+            record = records.search_record(self.storage.get_study_user_attrs(study_id))
+        except KeyError:
+            return None
+        return None if record is None else (study_id, record)
+
+    def _find(self, name: str) -> tuple[int, SearchRecord]:
+        found = self._lookup(name)
+        if found is None:
+            raise self._unknown(name)
+        return found
 
     def has_search(self, name: str) -> bool:
         """Whether a search called ``name`` exists."""
-        return name in self.search_names()
+        return self._lookup(name) is not None
 
-    def open_study(self, name: str) -> optuna.Study:
-        """The Optuna study of search ``name``; unknown names list the known ones."""
-        if not self.has_search(name):
-            known = self.search_names()
-            hint = f"; known searches: {allowed(known)}" if known else "; the store has no searches"
-            raise StoreError(f"no search named {name!r} in {self.url}{hint}")
-        return optuna.load_study(study_name=name, storage=self.storage)
+    def search(self, name: str) -> SearchRecord:
+        """The record of search ``name`` (space TOML, dataset, proxy, strategy, seed, ...)."""
+        return self._find(name)[1]
+
+    def search_meta(self, name: str) -> dict[str, Any]:
+        """The record of search ``name`` as its stored JSON dict (prefer :meth:`search`)."""
+        return self.search(name).to_attr()
 
     def create_study(
-        self, name: str, meta: dict[str, Any], sampler: optuna.samplers.BaseSampler | None = None
+        self,
+        name: str,
+        record: SearchRecord,
+        sampler: optuna.samplers.BaseSampler | None = None,
     ) -> optuna.Study:
         """Create the study of a new search and store its record in one step."""
         study = optuna.create_study(
-            study_name=name, storage=self.storage, directions=list(DIRECTIONS), sampler=sampler
+            study_name=name,
+            storage=self.storage,
+            directions=list(records.DIRECTIONS),
+            sampler=sampler,
         )
-        study.set_user_attr(META_KEY, meta)
+        records.write_search(study, record)
         return study
+
+    def load_study(
+        self, name: str, sampler: optuna.samplers.BaseSampler | None = None
+    ) -> optuna.Study:
+        """The Optuna study of search ``name``; unknown names list the known ones."""
+        self._find(name)
+        return optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
+
+    open_study = load_study  # the method's earlier name
 
     def delete_search(self, name: str) -> None:
         """Remove a search and its trials."""
-        self.open_study(name)
+        self._find(name)
         optuna.delete_study(study_name=name, storage=self.storage)
-
-    def search_meta(self, name: str) -> dict[str, Any]:
-        """The search record (space TOML, dataset, proxy, strategy, seed, version, ...)."""
-        return dict(self.open_study(name).user_attrs[META_KEY])
 
     # ------------------------------------------------------------------ trials
 
+    def _records(self, study_id: int) -> list[TrialRecord]:
+        trials = self.storage.get_all_trials(study_id, deepcopy=False)
+        return [TrialRecord.from_trial(t) for t in trials]
+
+    def records(self, name: str) -> list[TrialRecord]:
+        """The trial records of search ``name``, in trial-number order."""
+        return self._records(self._find(name)[0])
+
     def trials(self, name: str) -> pd.DataFrame:
-        """All trials of search ``name``, one row each (columns: :data:`TRIAL_COLUMNS`)."""
-        study = self.open_study(name)
-        return trials_frame(study.get_trials(deepcopy=False))
+        """All trials of search ``name``, one row each (see :func:`.results.trials_frame`)."""
+        return trials_frame(self.records(name))
 
     def trial(self, name: str, number: int) -> dict[str, Any]:
-        """One trial of search ``name`` as a dict; unknown numbers list the valid range."""
-        df = self.trials(name)
-        row = df[df["number"] == number]
-        if row.empty:
-            span = f"0..{int(df['number'].max())}" if len(df) else "none yet"
-            raise StoreError(f"search {name!r} has no trial {number}; trials: {span}")
-        return row.iloc[0].to_dict()
+        """One trial of search ``name`` as a dict; unknown numbers name the valid range."""
+        return trial_row(self.trials(name), number, search=name)
+
+    def summaries(self, ref_macs: float | None = None) -> list[dict[str, Any]]:
+        """:func:`~fusion_nas.results.search_summary` of every search, oldest first.
+
+        Hypervolumes share one reference point (``ref_macs``, default
+        :func:`~fusion_nas.results.reference_macs` over every listed search) so rows compare.
+        A search deleted while it is being read is left out.
+        """
+        frames: dict[str, tuple[SearchRecord, pd.DataFrame]] = {}
+        for name, record in self.searches().items():
+            try:
+                study_id = self.storage.get_study_id_from_name(name)
+                frames[name] = (record, trials_frame(self._records(study_id)))
+            except KeyError:  # deleted since it was listed
+                continue
+        ref = ref_macs if ref_macs is not None else reference_macs(df for _, df in frames.values())
+        return [search_summary(name, rec, df, ref) for name, (rec, df) in frames.items()]
 
     def summary(self, ref_macs: float | None = None) -> pd.DataFrame:
-        """One row per search: progress, best validation accuracy, front size, hypervolume.
-
-        Hypervolumes use one shared reference point (``ref_macs``, default 10x the largest
-        MACs over all listed searches) so they are comparable between rows.
-        """
-        rows, frames = [], {}
-        for name in self.search_names():
-            frames[name] = self.trials(name)
-        all_macs = [m for df in frames.values() for m in df.loc[df.status == "complete", "macs"]]
-        ref = ref_macs if ref_macs is not None else (10.0 * max(all_macs) if all_macs else 1.0)
-        for name, df in frames.items():
-            meta = self.search_meta(name)
-            done = df[df.status.isin(["complete", "failed", "infeasible"])]
-            ok = df[df.status == "complete"]
-            rows.append(
-                {
-                    "name": name,
-                    "space": meta.get("space_name"),
-                    "dataset": meta.get("dataset"),
-                    "strategy": meta.get("strategy"),
-                    "requested": meta.get("n_trials"),
-                    "done": len(done),
-                    "failed": int((df.status == "failed").sum()),
-                    "infeasible": int((df.status == "infeasible").sum()),
-                    "running": int((df.status == "running").sum()),
-                    "best_val_acc": float(ok.val_acc.max()) if len(ok) else None,
-                    "front_size": int(ok.on_front.sum()),
-                    "hypervolume": hypervolume(list(ok.val_acc), list(ok.macs), ref)
-                    if len(ok)
-                    else 0.0,
-                    "created": meta.get("created"),
-                }
-            )
-        return pd.DataFrame(rows, columns=_SUMMARY_COLUMNS)
-
-
-_SUMMARY_COLUMNS = [
-    "name",
-    "space",
-    "dataset",
-    "strategy",
-    "requested",
-    "done",
-    "failed",
-    "infeasible",
-    "running",
-    "best_val_acc",
-    "front_size",
-    "hypervolume",
-    "created",
-]
-
-
-def trial_status(t: FrozenTrial) -> str:
-    """fusion-nas status of an Optuna trial (see :data:`STATUSES`)."""
-    if t.state == TrialState.RUNNING or t.state == TrialState.WAITING:
-        return "running"
-    if t.state == TrialState.COMPLETE:
-        return "infeasible" if t.user_attrs.get("status") == "infeasible" else "complete"
-    return "failed"
-
-
-def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
-    """Trials as a DataFrame; ``on_front`` marks the Pareto front of the complete trials."""
-    rows = []
-    for t in trials:
-        ua = t.user_attrs
-        status = trial_status(t)
-        reason = ua.get("fail_reason")
-        if status == "failed" and not reason:
-            reason = f"trial ended in state {t.state.name}"
-        rows.append(
-            {
-                "number": t.number,
-                "status": status,
-                "val_acc": ua.get("val_acc") if status == "complete" else None,
-                "macs": ua.get("macs"),
-                "params": ua.get("params"),
-                "arch_id": ua.get("arch_id"),
-                "arch": ua.get("arch"),
-                "arch_desc": ua.get("arch_desc"),
-                "curve": ua.get("curve", []),
-                "train_seconds": ua.get("train_seconds"),
-                "threads": ua.get("threads"),
-                "fail_reason": reason,
-                "duplicate_of": ua.get("duplicate_of"),
-                "on_front": False,
-                "datetime_start": t.datetime_start,
-                "datetime_complete": t.datetime_complete,
-            }
-        )
-    df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
-    ok = df.index[df.status == "complete"]
-    if len(ok):
-        mask = pareto_mask(df.loc[ok, "val_acc"].astype(float), df.loc[ok, "macs"].astype(float))
-        df.loc[ok[mask], "on_front"] = True
-    return df
+        """One row per search (columns :data:`.results.SUMMARY_COLUMNS`); see :meth:`summaries`."""
+        return pd.DataFrame(self.summaries(ref_macs), columns=list(SUMMARY_COLUMNS))

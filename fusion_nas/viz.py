@@ -1,34 +1,44 @@
-"""Figures of searches: first plain data (lists and dicts), then Plotly figure JSON.
+"""Figures of searches as ``plotly.graph_objects.Figure``: first plain data, then the figure.
 
 Every figure is built in two steps, as in ``optuna.visualization``:
 
-1. a ``*_data`` / ``*_curve`` / ``*_frequencies`` function turns trials into plain data (what is
-   a point, what is on the front, which point is the knee, ...); tests check this data;
-2. a ``*_figure`` function draws that data as a Plotly figure dict (``{"data", "layout"}``),
-   JSON-able as is, so the same figure serves the offline HTML report of ``fusion-nas pareto``
-   and the dashboard of ``fusion-nas serve`` (which hands it to ``Plotly.react``).
+1. a data function (:func:`pareto_figure_data`, :func:`hypervolume_curve`,
+   :func:`operator_frequencies`) turns trials into plain data: what is a point, what is on the
+   front, which point is the knee; tests check this data;
+2. a ``*_figure`` function draws that data as a :class:`plotly.graph_objects.Figure`:
+   ``fig.show()`` in a notebook, ``fig.to_plotly_json()`` for the dashboard of
+   ``fusion-nas serve`` (handed to ``Plotly.react``) and for the offline report of
+   ``fusion-nas pareto``.
+
+    frames = {name: store.trials(name) for name in ("nsga2", "random")}
+    pareto_figure(pareto_figure_data(frames)).show()
 
 Plotly renders a small HTML subset in trace names and hover text, so every user-provided string
 (search names, failure messages) is passed through :func:`html.escape` before it reaches a
-figure: Plotly then shows it literally, as text.
+figure: Plotly then shows it literally, as text. The operators of the "operators per stage"
+chart are those of the registry (:data:`fusion_nas.nets.OPS`), so a new operator shows up
+without an edit here.
 """
 
 from __future__ import annotations
 
 import colorsys
 import html
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 
-from fusion_nas.ops.registry import list_ops
-from fusion_nas.pareto import default_ref_macs, front_indices, hypervolume, knee_index
+from fusion_nas.nets import OPS
+from fusion_nas.pareto import front_indices, hypervolume, knee_index
+from fusion_nas.records import TrialStatus
+from fusion_nas.results import reference_macs
 
 __all__ = [
     "PALETTE",
+    "RUG_ROWS",
     "curve_figure",
     "hypervolume_curve",
     "hypervolume_figure",
@@ -36,7 +46,6 @@ __all__ = [
     "operator_frequencies",
     "pareto_figure",
     "pareto_figure_data",
-    "report_html",
     "search_color",
     "stage_lines",
 ]
@@ -55,12 +64,17 @@ PALETTE = (
 )
 """Colours of the first ten searches in one figure (more get evenly spread hues)."""
 
-OFF_FRONT = ("failed", "infeasible", "running")
-"""Trial statuses drawn apart from the accuracy/MACs plane (they have no accuracy)."""
+_COMPLETE = TrialStatus.COMPLETE.value
+RUG_ROWS = (TrialStatus.FAILED.value, TrialStatus.INFEASIBLE.value, TrialStatus.RUNNING.value)
+"""Rows of the strip under the Pareto plot: trials without an accuracy, by status.
+
+Interrupted trials (and any status this version does not know) go to the ``failed`` row, with
+their own status and reason in the hover text.
+"""
 
 _RUG_LABEL = {"failed": "failed", "infeasible": "over budget", "running": "running"}
 _RUG_SYMBOL = {"failed": "x", "infeasible": "triangle-down", "running": "circle-open"}
-_OPERATOR_ORDER = ("conv", "attention", "parallel", "gated")
+_TEMPLATE = "plotly_white"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -144,10 +158,23 @@ def _hover(search: str, row: Mapping[str, Any], note: str | None = None) -> str:
     lines.append(f"MACs {_fmt_int(row.get('macs'))}, params {_fmt_int(row.get('params'))}")
     lines.append(f"val acc {acc:.4f}" if acc is not None else f"status {e(str(row['status']))}")
     reason = row.get("fail_reason")
-    if isinstance(reason, str) and reason and row.get("status") != "complete":
+    if isinstance(reason, str) and reason and row.get("status") != _COMPLETE:
         short = reason if len(reason) <= 120 else reason[:117] + "..."
         lines.append(e(short))
     return "<br>".join(lines)
+
+
+def _layout(title: str, revision: str | None, **axes: Any) -> dict[str, Any]:
+    """The layout every figure shares: title, margins, white template, kept zoom on update."""
+    layout: dict[str, Any] = {
+        "title": {"text": title},
+        "margin": {"l": 70, "r": 20, "t": 50, "b": 50},
+        "template": _TEMPLATE,
+        **axes,
+    }
+    if revision is not None:
+        layout["uirevision"] = revision  # Plotly.react keeps the user's zoom while polling
+    return layout
 
 
 # --------------------------------------------------------------------------- Pareto plot
@@ -161,67 +188,64 @@ def pareto_figure_data(
     Args:
         frames: search name -> its trials (:meth:`fusion_nas.store.Store.trials`), in the order
             the searches should be listed and coloured.
-        ref_macs: hypervolume reference MACs shared by all searches; default 10x the largest
-            MACs of any complete trial.
+        ref_macs: hypervolume reference MACs shared by all searches; default
+            :func:`fusion_nas.results.reference_macs` of all frames.
 
     Returns:
         ``{"searches": [...], "ref_macs": float, "macs_range": [lo, hi] | None}``; each search
         is ``{"name", "color", "n_trials", "points", "front", "knee", "failed", "infeasible",
         "running", "hypervolume"}``. ``points`` holds the complete trials (accuracy and MACs),
-        the three status lists the others; together they hold every trial exactly once. Each
-        entry is ``{"number", "status", "val_acc", "macs", "params", "on_front", "knee",
-        "stages", "hover"}`` (``stages``: :func:`stage_lines`, plain text).
+        the three :data:`RUG_ROWS` lists the others; together they hold every trial exactly
+        once. Each entry is ``{"number", "status", "val_acc", "macs", "params", "on_front",
+        "knee", "stages", "hover"}`` (``stages``: :func:`stage_lines`, plain text).
         ``front`` lists the front's trial numbers by MACs ascending (accuracy
         non-decreasing); ``knee`` is ``{"number", "val_acc", "macs"}`` or ``None``.
     """
-    all_macs = [
-        float(m)
-        for df in frames.values()
-        for m in df.loc[df.status == "complete", "macs"]
-        if _num(m) is not None
-    ]
-    ref = ref_macs if ref_macs is not None else default_ref_macs(all_macs)
+    ref = ref_macs if ref_macs is not None else reference_macs(frames)
     known = [
         float(m) for df in frames.values() for m in df["macs"] if _num(m) is not None and m > 0
     ]
-    searches = []
-    for index, (name, df) in enumerate(frames.items()):
-        rows = df.sort_values("number").to_dict("records")
-        ok = [r for r in rows if r["status"] == "complete" and _num(r["macs"]) is not None]
-        acc = [float(r["val_acc"]) for r in ok]
-        macs = [float(r["macs"]) for r in ok]
-        front = front_indices(acc, macs) if ok else []
-        knee = knee_index(acc, macs) if ok else None
-        on_front = set(front)
-        points = []
-        for i, r in enumerate(ok):
-            note = "knee point" if i == knee else ("Pareto-optimal" if i in on_front else None)
-            points.append(_entry(name, r, on_front=i in on_front, knee=i == knee, note=note))
-        by_status: dict[str, list[dict[str, Any]]] = {s: [] for s in OFF_FRONT}
-        plotted = {int(r["number"]) for r in ok}
-        for r in rows:
-            if int(r["number"]) in plotted:
-                continue
-            status = r["status"] if r["status"] in OFF_FRONT else "failed"
-            by_status[status].append(_entry(name, r, note=_RUG_LABEL[status]))
-        searches.append(
-            {
-                "name": name,
-                "color": search_color(index),
-                "n_trials": len(rows),
-                "points": points,
-                "front": [int(ok[i]["number"]) for i in front],
-                "knee": None
-                if knee is None
-                else {"number": int(ok[knee]["number"]), "val_acc": acc[knee], "macs": macs[knee]},
-                **by_status,
-                "hypervolume": hypervolume(acc, macs, ref) if ok else 0.0,
-            }
-        )
+    searches = [_search_data(i, name, df, ref) for i, (name, df) in enumerate(frames.items())]
     return {
         "searches": searches,
         "ref_macs": float(ref),
         "macs_range": [min(known), max(known)] if known else None,
+    }
+
+
+def _search_data(index: int, name: str, df: pd.DataFrame, ref: float) -> dict[str, Any]:
+    """One search of :func:`pareto_figure_data`."""
+    rows = df.sort_values("number").to_dict("records")
+    ok = [r for r in rows if r["status"] == _COMPLETE and _num(r["macs"]) is not None]
+    acc = [float(r["val_acc"]) for r in ok]
+    macs = [float(r["macs"]) for r in ok]
+    front = front_indices(acc, macs) if ok else []
+    knee = knee_index(acc, macs) if ok else None
+    on_front = set(front)
+    points = []
+    for i, r in enumerate(ok):
+        note = "knee point" if i == knee else ("Pareto-optimal" if i in on_front else None)
+        points.append(_entry(name, r, on_front=i in on_front, knee=i == knee, note=note))
+    rug: dict[str, list[dict[str, Any]]] = {s: [] for s in RUG_ROWS}
+    plotted = {int(r["number"]) for r in ok}
+    for r in rows:
+        if int(r["number"]) in plotted:
+            continue
+        status = str(r["status"])
+        row = status if status in RUG_ROWS else TrialStatus.FAILED.value
+        note = _RUG_LABEL[row] if row == status else status  # "interrupted" names itself
+        rug[row].append(_entry(name, r, note=note))
+    return {
+        "name": name,
+        "color": search_color(index),
+        "n_trials": len(rows),
+        "points": points,
+        "front": [int(ok[i]["number"]) for i in front],
+        "knee": None
+        if knee is None
+        else {"number": int(ok[knee]["number"]), "val_acc": acc[knee], "macs": macs[knee]},
+        **rug,
+        "hypervolume": hypervolume(acc, macs, ref) if ok else 0.0,
     }
 
 
@@ -246,8 +270,83 @@ def _entry(
     }
 
 
-def pareto_figure(data: Mapping[str, Any], *, title: str | None = None) -> dict[str, Any]:
-    """Draw :func:`pareto_figure_data` as a Plotly figure dict.
+def _pareto_traces(s: Mapping[str, Any], group: str, lo: float) -> list[go.Scatter]:
+    """Markers, front line and strip rows of one search of :func:`pareto_figure_data`."""
+    name, color, pts = s["name"], s["color"], s["points"]
+    label = html.escape(name)
+
+    def trace(role: str, text: str, entries: list[dict[str, Any]], **kw: Any) -> go.Scatter:
+        # Entries sit at (MACs, accuracy) unless kw places them; markers carry the trial
+        # numbers (for clicks) and hover texts.
+        if kw["mode"] == "markers":
+            kw["customdata"] = [[p["number"]] for p in entries]
+            kw["hovertext"] = [p["hover"] for p in entries]
+        kw.setdefault("x", [p["macs"] for p in entries])
+        kw.setdefault("y", [p["val_acc"] for p in entries])
+        return go.Scatter(
+            name=f"{label}: {text}",
+            legendgroup=group,
+            meta={"search": name, "role": role},
+            hoverinfo="text" if kw["mode"] == "markers" else "skip",
+            **kw,
+        )
+
+    by_number = {p["number"]: p for p in pts}
+    marker = {
+        "color": color,
+        "size": [16 if p["knee"] else 10 if p["on_front"] else 8 for p in pts],
+        "symbol": ["star" if p["knee"] else "circle" for p in pts],
+        "opacity": [1.0 if p["on_front"] else 0.55 for p in pts],
+        "line": {"color": "#222222", "width": [1.5 if p["on_front"] else 0.0 for p in pts]},
+    }
+    traces = [
+        trace("trials", "trials", pts, mode="markers", marker=marker),
+        trace(
+            "front",
+            "Pareto front",
+            [by_number[n] for n in s["front"]],
+            mode="lines",
+            line={"color": color, "shape": "hv", "width": 2},
+        ),
+    ]
+    for status in RUG_ROWS:
+        rug = s[status]
+        if rug:
+            traces.append(
+                trace(
+                    status,
+                    _RUG_LABEL[status],
+                    rug,
+                    mode="markers",
+                    x=[p["macs"] if p["macs"] else lo for p in rug],  # unknown MACs: left edge
+                    y=[_RUG_LABEL[status]] * len(rug),
+                    xaxis="x",
+                    yaxis="y2",
+                    marker={"color": color, "size": 9, "symbol": _RUG_SYMBOL[status]},
+                )
+            )
+    return traces
+
+
+def _knee_note(s: Mapping[str, Any]) -> dict[str, Any]:
+    knee, color = s["knee"], s["color"]
+    return {
+        "x": math.log10(max(knee["macs"], 1.0)),  # annotations on a log axis take log10(x)
+        "y": knee["val_acc"],
+        "xref": "x",
+        "yref": "y",
+        "text": f"knee #{knee['number']}",
+        "showarrow": True,
+        "arrowhead": 2,
+        "ax": 30,
+        "ay": 30,
+        "font": {"color": color},
+        "arrowcolor": color,
+    }
+
+
+def pareto_figure(data: Mapping[str, Any], *, title: str | None = None) -> go.Figure:
+    """Draw :func:`pareto_figure_data`: validation accuracy against MACs.
 
     Complete trials are markers (MACs on a log x axis, validation accuracy on y; front points
     outlined, the knee a star with an arrow), the front a step line (``line.shape = "hv"``),
@@ -258,110 +357,28 @@ def pareto_figure(data: Mapping[str, Any], *, title: str | None = None) -> dict[
     """
     searches = data["searches"]
     lo = (data.get("macs_range") or [1.0, 1.0])[0]
-    traces: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    has_rug = any(s[k] for s in searches for k in OFF_FRONT)
-    for s in searches:
-        name, color = s["name"], s["color"]
-        label = html.escape(name)
-        pts = s["points"]
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": f"{label}: trials",
-                "legendgroup": f"s{searches.index(s)}",
-                "x": [p["macs"] for p in pts],
-                "y": [p["val_acc"] for p in pts],
-                "customdata": [[p["number"]] for p in pts],
-                "hovertext": [p["hover"] for p in pts],
-                "hoverinfo": "text",
-                "meta": {"search": name, "role": "trials"},
-                "marker": {
-                    "color": color,
-                    "size": [16 if p["knee"] else 10 if p["on_front"] else 8 for p in pts],
-                    "symbol": ["star" if p["knee"] else "circle" for p in pts],
-                    "opacity": [1.0 if p["on_front"] else 0.55 for p in pts],
-                    "line": {
-                        "color": "#222222",
-                        "width": [1.5 if p["on_front"] else 0.0 for p in pts],
-                    },
-                },
-            }
-        )
-        by_number = {p["number"]: p for p in pts}
-        front = [by_number[n] for n in s["front"]]
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "name": f"{label}: Pareto front",
-                "legendgroup": f"s{searches.index(s)}",
-                "x": [p["macs"] for p in front],
-                "y": [p["val_acc"] for p in front],
-                "line": {"color": color, "shape": "hv", "width": 2},
-                "hoverinfo": "skip",
-                "meta": {"search": name, "role": "front"},
-            }
-        )
-        if s["knee"] is not None:
-            annotations.append(
-                {
-                    "x": math.log10(max(s["knee"]["macs"], 1.0)),
-                    "y": s["knee"]["val_acc"],
-                    "xref": "x",
-                    "yref": "y",
-                    "text": f"knee #{s['knee']['number']}",
-                    "showarrow": True,
-                    "arrowhead": 2,
-                    "ax": 30,
-                    "ay": 30,
-                    "font": {"color": color},
-                    "arrowcolor": color,
-                }
-            )
-        for status in OFF_FRONT:
-            rug = s[status]
-            if not rug:
-                continue
-            traces.append(
-                {
-                    "type": "scatter",
-                    "mode": "markers",
-                    "name": f"{label}: {_RUG_LABEL[status]}",
-                    "legendgroup": f"s{searches.index(s)}",
-                    "x": [p["macs"] if p["macs"] else lo for p in rug],
-                    "y": [_RUG_LABEL[status]] * len(rug),
-                    "customdata": [[p["number"]] for p in rug],
-                    "hovertext": [p["hover"] for p in rug],
-                    "hoverinfo": "text",
-                    "xaxis": "x",
-                    "yaxis": "y2",
-                    "meta": {"search": name, "role": status},
-                    "marker": {"color": color, "size": 9, "symbol": _RUG_SYMBOL[status]},
-                }
-            )
-    layout: dict[str, Any] = {
-        "title": {"text": html.escape(title) if title else "Validation accuracy vs. MACs"},
-        "xaxis": {"type": "log", "title": {"text": "MACs per sample (log scale)"}},
-        "yaxis": {"title": {"text": "validation accuracy"}, "domain": [0.22 if has_rug else 0, 1]},
-        "hovermode": "closest",
-        "legend": {"orientation": "h", "y": -0.18},
-        "annotations": annotations,
-        "margin": {"l": 70, "r": 20, "t": 50, "b": 40},
-        "uirevision": "pareto",
-        "template": "plotly_white",
-    }
+    traces = [t for i, s in enumerate(searches) for t in _pareto_traces(s, f"s{i}", lo)]
+    has_rug = any(s[k] for s in searches for k in RUG_ROWS)
+    layout = _layout(
+        html.escape(title) if title else "Validation accuracy vs. MACs",
+        "pareto",
+        xaxis={"type": "log", "title": {"text": "MACs per sample (log scale)"}},
+        yaxis={"title": {"text": "validation accuracy"}, "domain": [0.22 if has_rug else 0, 1]},
+        hovermode="closest",
+        legend={"orientation": "h", "y": -0.18},
+        annotations=[_knee_note(s) for s in searches if s["knee"] is not None],
+    )
+    layout["margin"]["b"] = 40
     if has_rug:
         layout["xaxis"]["anchor"] = "y2"
         layout["yaxis2"] = {
             "domain": [0, 0.14],
             "type": "category",
             "categoryorder": "array",
-            "categoryarray": [_RUG_LABEL[s] for s in OFF_FRONT],
+            "categoryarray": [_RUG_LABEL[s] for s in RUG_ROWS],
             "fixedrange": True,
         }
-    return {"data": traces, "layout": layout}
+    return go.Figure(data=traces, layout=layout)
 
 
 # --------------------------------------------------------------------------- hypervolume
@@ -370,21 +387,20 @@ def pareto_figure(data: Mapping[str, Any], *, title: str | None = None) -> dict[
 def hypervolume_curve(df: pd.DataFrame, ref_macs: float | None = None) -> dict[str, Any]:
     """Hypervolume after each trial: the front of the complete trials among the first k.
 
-    One reference point for the whole curve (accuracy 0, ``ref_macs``; default 10x the largest
-    MACs of the search's complete trials), so the curve never decreases.
+    One reference point for the whole curve (accuracy 0, ``ref_macs``; default
+    :func:`fusion_nas.results.reference_macs` of the search), so the curve never decreases.
 
     Returns:
         ``{"numbers": [...], "hypervolume": [...], "ref_macs": float}``, one entry per trial in
         trial-number order (a failed trial repeats the previous value).
     """
     rows = df.sort_values("number")
-    ok = rows[(rows.status == "complete") & rows.macs.notna()]
-    ref = ref_macs if ref_macs is not None else default_ref_macs([float(m) for m in ok.macs])
+    ref = ref_macs if ref_macs is not None else reference_macs(df)
     numbers, values = [], []
     acc: list[float] = []
     macs: list[float] = []
     for row in rows.itertuples(index=False):
-        if row.status == "complete" and _num(row.macs) is not None:
+        if row.status == _COMPLETE and _num(row.macs) is not None:
             acc.append(float(row.val_acc))
             macs.append(float(row.macs))
         numbers.append(int(row.number))
@@ -392,31 +408,25 @@ def hypervolume_curve(df: pd.DataFrame, ref_macs: float | None = None) -> dict[s
     return {"numbers": numbers, "hypervolume": values, "ref_macs": float(ref)}
 
 
-def hypervolume_figure(curve: Mapping[str, Any]) -> dict[str, Any]:
+def hypervolume_figure(curve: Mapping[str, Any]) -> go.Figure:
     """Draw :func:`hypervolume_curve` as a step line over trial numbers."""
     ref = curve["ref_macs"]
-    return {
-        "data": [
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "x": list(curve["numbers"]),
-                "y": list(curve["hypervolume"]),
-                "line": {"shape": "hv", "color": PALETTE[0]},
-                "marker": {"size": 5},
-                "hovertemplate": "after trial #%{x}: %{y:.4f}<extra></extra>",
-                "name": "hypervolume",
-            }
-        ],
-        "layout": {
-            "title": {"text": f"Hypervolume over trials (reference: acc 0, {_compact(ref)} MACs)"},
-            "xaxis": {"title": {"text": "trial number"}},
-            "yaxis": {"title": {"text": "hypervolume (accuracy x log10 MACs)"}},
-            "margin": {"l": 70, "r": 20, "t": 50, "b": 50},
-            "uirevision": "hypervolume",
-            "template": "plotly_white",
-        },
-    }
+    trace = go.Scatter(
+        mode="lines+markers",
+        x=list(curve["numbers"]),
+        y=list(curve["hypervolume"]),
+        line={"shape": "hv", "color": PALETTE[0]},
+        marker={"size": 5},
+        hovertemplate="after trial #%{x}: %{y:.4f}<extra></extra>",
+        name="hypervolume",
+    )
+    layout = _layout(
+        f"Hypervolume over trials (reference: acc 0, {_compact(ref)} MACs)",
+        "hypervolume",
+        xaxis={"title": {"text": "trial number"}},
+        yaxis={"title": {"text": "hypervolume (accuracy x log10 MACs)"}},
+    )
+    return go.Figure(data=[trace], layout=layout)
 
 
 # --------------------------------------------------------------------------- operators
@@ -426,7 +436,8 @@ def operator_frequencies(df: pd.DataFrame, n_stages: int | None = None) -> dict[
     """How often each operator appears in each stage, on the front and in all trials.
 
     "All trials" are those with a recorded architecture (any status); "front" the complete
-    trials on the Pareto front (``df.on_front``).
+    trials on the Pareto front (``df.on_front``). The operators are the registered ones
+    (:data:`fusion_nas.nets.OPS`, in registration order), then any other the trials name.
 
     Returns:
         ``{"operators": [...], "n_all": int, "n_front": int, "stages": [{"stage": i,
@@ -437,7 +448,7 @@ def operator_frequencies(df: pd.DataFrame, n_stages: int | None = None) -> dict[
     if n_stages is None:
         n_stages = max((len(_stages(a)) for a, _ in archs), default=0)
     seen = [str(st.get("operator")) for a, _ in archs for st in _stages(a)]
-    operators = list(dict.fromkeys([*_OPERATOR_ORDER, *list_ops(), *seen]))
+    operators = list(dict.fromkeys([*OPS, *seen]))
     stages = []
     for i in range(n_stages):
         counts = {"all": dict.fromkeys(operators, 0), "front": dict.fromkeys(operators, 0)}
@@ -458,7 +469,7 @@ def operator_frequencies(df: pd.DataFrame, n_stages: int | None = None) -> dict[
     }
 
 
-def operator_figure(freq: Mapping[str, Any]) -> dict[str, Any]:
+def operator_figure(freq: Mapping[str, Any]) -> go.Figure:
     """Draw :func:`operator_frequencies` as grouped bars: share per (stage, operator)."""
     x_stage, x_op = [], []
     share: dict[str, list[float]] = {"all": [], "front": []}
@@ -476,153 +487,46 @@ def operator_figure(freq: Mapping[str, Any]) -> dict[str, Any]:
         "front": f"Pareto front ({freq['n_front']})",
     }
     colors = {"all": "#9aa5b1", "front": PALETTE[0]}
-    return {
-        "data": [
-            {
-                "type": "bar",
-                "name": labels[key],
-                "x": [x_stage, x_op],
-                "y": share[key],
-                "customdata": count[key],
-                "marker": {"color": colors[key]},
-                "hovertemplate": "%{x}: %{y:.0%} (%{customdata})<extra>" + labels[key] + "</extra>",
-            }
-            for key in ("all", "front")
-        ],
-        "layout": {
-            "title": {"text": "Operators per stage: Pareto front vs. all trials"},
-            "barmode": "group",
-            "yaxis": {"title": {"text": "share of trials"}, "tickformat": ".0%", "range": [0, 1]},
-            "legend": {"orientation": "h", "y": -0.25},
-            "margin": {"l": 70, "r": 20, "t": 50, "b": 40},
-            "uirevision": "operators",
-            "template": "plotly_white",
-        },
-    }
+    bars = [
+        go.Bar(
+            name=labels[key],
+            x=[x_stage, x_op],  # two-level categories: stage, then operator
+            y=share[key],
+            customdata=count[key],
+            marker={"color": colors[key]},
+            hovertemplate="%{x}: %{y:.0%} (%{customdata})<extra>" + labels[key] + "</extra>",
+        )
+        for key in ("all", "front")
+    ]
+    layout = _layout(
+        "Operators per stage: Pareto front vs. all trials",
+        "operators",
+        barmode="group",
+        yaxis={"title": {"text": "share of trials"}, "tickformat": ".0%", "range": [0, 1]},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    layout["margin"]["b"] = 40
+    return go.Figure(data=bars, layout=layout)
 
 
 # --------------------------------------------------------------------------- one trial
 
 
-def curve_figure(curve: Sequence[float] | None) -> dict[str, Any]:
+def curve_figure(curve: Sequence[float] | None) -> go.Figure:
     """Per-epoch validation accuracy of one trial as a line (epochs counted from 1)."""
     ys = [_num(v) for v in (curve or [])]
-    return {
-        "data": [
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "x": list(range(1, len(ys) + 1)),
-                "y": ys,
-                "name": "validation accuracy",
-                "line": {"color": PALETTE[0]},
-                "hovertemplate": "epoch %{x}: %{y:.4f}<extra></extra>",
-            }
-        ],
-        "layout": {
-            "title": {"text": "Validation accuracy per epoch"},
-            "xaxis": {"title": {"text": "epoch"}, "dtick": 1},
-            "yaxis": {"title": {"text": "validation accuracy"}},
-            "margin": {"l": 70, "r": 20, "t": 50, "b": 50},
-            "template": "plotly_white",
-        },
-    }
-
-
-# --------------------------------------------------------------------------- HTML report
-
-
-def _script_json(value: Any) -> str:
-    """JSON safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&``."""
-    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def report_html(
-    frames: Mapping[str, pd.DataFrame],
-    *,
-    plotly_js: str,
-    metas: Mapping[str, Mapping[str, Any]] | None = None,
-    title: str | None = None,
-) -> str:
-    """One self-contained HTML page: the Pareto plot of ``frames`` and a table per search.
-
-    ``plotly_js`` is the Plotly.js bundle to inline (``plotly.offline.get_plotlyjs()``), so the
-    page loads nothing from the network; a Content-Security-Policy meta tag forbids it anyway.
-    The figure travels as inert JSON; user text is HTML-escaped.
-    """
-    data = pareto_figure_data(frames)
-    names = list(frames)
-    heading = title or "Pareto front: " + ", ".join(names)
-    figure = pareto_figure(data, title=heading)
-    e = html.escape
-    rows = []
-    for s in data["searches"]:
-        meta = (metas or {}).get(s["name"], {})
-        best = max((p["val_acc"] for p in s["points"]), default=None)
-        knee = s["knee"]
-        knee_text = "-"
-        if knee is not None:
-            point = next(p for p in s["points"] if p["number"] == knee["number"])
-            knee_text = f"#{knee['number']}: {knee['val_acc']:.4f} at {knee['macs']:,.0f} MACs"
-            knee_text += " (" + "; ".join(point["stages"]) + ")"
-        cells = [
-            f'<span class="swatch" style="background:{s["color"]}"></span>{e(s["name"])}',
-            e(str(meta.get("strategy", "-"))),
-            str(s["n_trials"]),
-            str(len(s["failed"])),
-            str(len(s["infeasible"])),
-            "-" if best is None else f"{best:.4f}",
-            str(len(s["front"])),
-            f"{s['hypervolume']:.4f}",
-            e(knee_text),
-        ]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    csp = (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-        "img-src data: blob:; font-src data:; connect-src 'none'; base-uri 'none'; "
-        "form-action 'none'"
+    trace = go.Scatter(
+        mode="lines+markers",
+        x=list(range(1, len(ys) + 1)),
+        y=ys,
+        name="validation accuracy",
+        line={"color": PALETTE[0]},
+        hovertemplate="epoch %{x}: %{y:.4f}<extra></extra>",
     )
-    head = (
-        "search,strategy,trials,failed,over budget,best val acc,front size,hypervolume,knee point"
-    ).split(",")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(heading)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }}
-#pareto {{ width: 100%; height: 640px; }}
-table {{ border-collapse: collapse; margin-top: 1rem; font-size: 0.9rem; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: left; }}
-.swatch {{ display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; }}
-.note {{ color: #666; font-size: 0.85rem; }}
-</style>
-</head>
-<body>
-<h1>{e(heading)}</h1>
-<div id="pareto"></div>
-<p class="note">Accuracy is validation accuracy of the proxy training; MACs per sample are
-reported as FLOPs. Hypervolumes share one reference point (accuracy 0,
-{data["ref_macs"]:,.0f} MACs) in (accuracy, log10 MACs) space. Failed, over-budget and
-running trials are drawn in the strip below the plot.</p>
-<table>
-<thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody>
-</table>
-<script type="application/json" id="figure-data">{_script_json(figure)}</script>
-<script>{plotly_js}</script>
-<script>
-(function () {{
-  var fig = JSON.parse(document.getElementById("figure-data").textContent);
-  Plotly.newPlot("pareto", fig.data, fig.layout, {{responsive: true, displaylogo: false}});
-}})();
-</script>
-</body>
-</html>
-"""
+    layout = _layout(
+        "Validation accuracy per epoch",
+        None,
+        xaxis={"title": {"text": "epoch"}, "dtick": 1},
+        yaxis={"title": {"text": "validation accuracy"}},
+    )
+    return go.Figure(data=[trace], layout=layout)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fusion_nas.nets import BlockCfg
 from fusion_nas.ops import create_op
 
 WINDOW = 4
@@ -17,40 +18,41 @@ VARIANTS = ("global", "window", "linear")
 
 @dataclass(frozen=True)
 class Cfg:
-    """One operator configuration."""
+    """One operator configuration: a block config and the spatial size of its map."""
 
-    op: str
-    dim: int
+    block: BlockCfg
     size: tuple[int, ...]
-    channels: int = 8
-    kernel: int | None = None
-    heads: int | None = None
-    attention: str | None = None
-    mlp_ratio: float = 2.0
+
+    @property
+    def op(self) -> str:
+        return self.block.operator
+
+    @property
+    def dim(self) -> int:
+        return len(self.size)
+
+    @property
+    def channels(self) -> int:
+        return self.block.width
 
     @property
     def id(self) -> str:
-        size = "x".join(map(str, self.size))
+        b, size = self.block, "x".join(map(str, self.size))
         return (
-            f"{self.op}-{self.dim}d-{size}-c{self.channels}-k{self.kernel}-h{self.heads}"
-            f"-{self.attention}-r{self.mlp_ratio}"
+            f"{b.operator}-{self.dim}d-{size}-c{b.width}-k{b.kernel}-h{b.heads}"
+            f"-{b.attention}-r{b.mlp_ratio}"
         )
 
     def build(self) -> nn.Module:
-        return create_op(
-            self.op,
-            self.dim,
-            self.channels,
-            self.size,
-            kernel=self.kernel,
-            heads=self.heads,
-            attention=self.attention,
-            window=WINDOW,
-            mlp_ratio=self.mlp_ratio,
-        )
+        return create_op(self.block, self.size)
 
     def input(self, batch: int = 2) -> torch.Tensor:
         return torch.randn(batch, self.channels, *self.size)
+
+
+def cfg(op: str, size: tuple[int, ...], channels: int = 8, **fields: object) -> Cfg:
+    """``Cfg`` of operator ``op`` at ``size`` with ``channels`` and the window of these tests."""
+    return Cfg(BlockCfg(op, channels, window=WINDOW, **fields), size)
 
 
 def op_configs() -> list[Cfg]:
@@ -58,16 +60,22 @@ def op_configs() -> list[Cfg]:
     out = []
     for dim in (1, 2):
         for i, k in enumerate((1, 3, 5, 7)):
-            out.append(Cfg("conv", dim, SIZES[dim][i % 3], kernel=k))
+            out.append(cfg("conv", SIZES[dim][i % 3], kernel=k))
         for hi, h in enumerate((1, 2, 4)):
             for vi, v in enumerate(VARIANTS):
                 # C = 12 with mlp_ratio 1.3 gives a hidden width that needs rounding (15.6 -> 16).
                 c, r = ((8, 2.0), (12, 1.3))[(hi + vi) % 2]
-                out.append(Cfg("attention", dim, SIZES[dim][(hi + vi) % 3], c, None, h, v, r))
+                out.append(
+                    cfg(
+                        "attention", SIZES[dim][(hi + vi) % 3], c, heads=h, attention=v, mlp_ratio=r
+                    )
+                )
         fused = [(1, 1, "global"), (3, 2, "window"), (5, 4, "linear"), (7, 2, "window")]
         fused += [(3, 4, "global"), (5, 1, "linear"), (3, 1, "window")]
         for op in ("parallel", "gated"):
             for i, (k, h, v) in enumerate(fused):
                 c, r = ((8, 2.0), (12, 1.3))[i % 2]
-                out.append(Cfg(op, dim, SIZES[dim][i % 3], c, k, h, v, r))
+                out.append(
+                    cfg(op, SIZES[dim][i % 3], c, kernel=k, heads=h, attention=v, mlp_ratio=r)
+                )
     return out

@@ -139,6 +139,18 @@ MALFORMED = [
         "stages[0].attention: 1",
     ),
     ("second-stage", {"space": "d", "stages": [_stage(), _stage(width=-8)]}, "stages[1].width: -8"),
+    # The block configs' own rules apply too.
+    ("even-kernel", {"space": "d", "stages": [_stage(kernel=4)]}, "stages[0].kernel: 4 is even"),
+    (
+        "heads-not-dividing",
+        {"space": "d", "stages": [_stage(operator="attention", heads=3, attention="global")]},
+        "stages[0].heads: 3 heads do not divide width 8; allowed: 1, 2, 4, 8",
+    ),
+    (
+        "unknown-variant",
+        {"space": "d", "stages": [_stage(operator="gated", heads=2, attention="swin")]},
+        "stages[0].attention: 'swin' is not an attention variant",
+    ),
 ]
 
 

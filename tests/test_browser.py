@@ -1,23 +1,27 @@
 """The dashboard and the Pareto report in a real Chromium (Playwright, /usr/bin/chromium).
 
-The dashboard runs under uvicorn in a background thread on a free loopback port, over a
-SQLite store filled by real (tiny) searches. Every page must keep a clean console and never
-open a dialog (the hostile search names would call ``alert`` if they ever ran).
+The dashboard runs under uvicorn in a background thread on a free loopback port. Every test
+gets its own SQLite store: a copy of one filled once by real (tiny) searches, or a new one it
+fills itself. Every page must keep a clean console and never open a dialog (the hostile search
+names would call ``alert`` if they ever ran).
 """
 
 from __future__ import annotations
 
 import ast
 import re
-import threading
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app as cli_app
+from fusion_nas.records import TrialStatus
 from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import load_space
 from fusion_nas.store import Store
@@ -41,7 +45,9 @@ pytestmark = [
 
 REAL = "browser search"
 XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>")
-TIMEOUT = 30_000  # ms
+TIMEOUT = 15_000  # ms: page loads and first draws
+POLL_MS = 200  # how often the dashboard's pages poll in these tests
+UPDATE_MS = 5_000  # how long a polled update may take to show
 
 
 def config(name: str, trials: int) -> SearchConfig:
@@ -55,17 +61,27 @@ def config(name: str, trials: int) -> SearchConfig:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    st = Store(f"sqlite:///{tmp_path_factory.mktemp('browser')}/s.db")
+def filled_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store file filled once by real searches; tests open copies of it, never it."""
+    path = tmp_path_factory.mktemp("browser") / "filled.db"
+    st = Store(f"sqlite:///{path}")
     run_search(config(REAL, 4), st)
     for name in XSS_NAMES:
         run_search(config(name, 2), st)
-    return st
+    return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def store(filled_db: Path, tmp_path: Path) -> Store:
+    """This test's own copy of the filled store."""
+    path = tmp_path / "store.db"
+    shutil.copyfile(filled_db, path)
+    return Store(f"sqlite:///{path}", create=False)
+
+
+@pytest.fixture
 def server(store: Store) -> Iterator[str]:
-    with background_server(store) as base:
+    with background_server(store, poll_ms=POLL_MS) as base:
         yield base
 
 
@@ -115,10 +131,12 @@ def url(base: str, path: str, **params: object) -> str:
     return f"{base}{path}?{urlencode(params)}" if params else f"{base}{path}"
 
 
-def count_points(page: object, n: int) -> None:
+def count_points(page: object, n: int, timeout: float | None = None) -> None:
     """Wait until the Pareto plot draws ``n`` markers (one per trial)."""
     page.wait_for_function(
-        "n => document.querySelectorAll('#pareto .scatterlayer .point').length === n", arg=n
+        "n => document.querySelectorAll('#pareto .scatterlayer .point').length === n",
+        arg=n,
+        timeout=timeout,
     )
 
 
@@ -205,36 +223,68 @@ def test_trial_page_and_downloads(new_tab, server: str, store: Store) -> None:
     assert '"arch_id"' in Path(info.value.path()).read_text()
 
 
-def test_new_trials_appear_without_reload(new_tab, server: str, store: Store) -> None:
-    n = len(store.trials(REAL))
-    listing, search = new_tab(), new_tab()
-    listing.goto(server + "/")
-    row = listing.locator("#searches tbody tr", has=listing.get_by_role("link", name=REAL))
-    row.filter(has_text=f"{n} / {n}").wait_for()
-    search.goto(url(server, "/search", name=REAL))
-    count_points(search, n)
-    for page in (listing, search):
-        page.evaluate("() => { window.notReloaded = true; }")
+# (status, val_acc, macs) of the trials a live search records one after another.
+LIVE_TRIALS = [
+    (TrialStatus.COMPLETE, 0.50, 120_000),
+    (TrialStatus.FAILED, None, 90_000),
+    (TrialStatus.COMPLETE, 0.70, 200_000),
+    (TrialStatus.INFEASIBLE, None, 900_000),
+    (TrialStatus.COMPLETE, 0.65, 80_000),
+]
 
-    failures: list[BaseException] = []
 
-    def one_more_trial() -> None:  # the search resumes and runs trial number n
-        try:
-            run_search(config(REAL, n + 1), store)
-        except BaseException as exc:
-            failures.append(exc)
+def record_trial(study: optuna.Study, number: int) -> None:
+    """Record trial ``number`` of :data:`LIVE_TRIALS` the way a search does, without training."""
+    status, acc, macs = LIVE_TRIALS[number]
+    arch = load_space("digits").sample(number)
+    attrs = {
+        "arch": arch.to_dict(),
+        "arch_id": arch.arch_id,
+        "arch_desc": arch.describe(),
+        "macs": macs,
+        "params": 1000 + number,
+        "status": status.value,
+    }
+    if status == TrialStatus.COMPLETE:
+        attrs["val_acc"] = acc
+        trial = optuna.trial.create_trial(values=[acc, macs], user_attrs=attrs)
+    elif status == TrialStatus.INFEASIBLE:
+        trial = optuna.trial.create_trial(values=[0.0, macs], user_attrs=attrs)
+    else:
+        attrs["fail_reason"] = "loss became NaN"
+        trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
+    study.add_trial(trial)
 
-    worker = threading.Thread(target=one_more_trial)
-    worker.start()
-    try:
-        count_points(search, n + 1)
-        search.locator("#trials tbody tr").nth(n).wait_for()
-        row.filter(has_text=f"{n + 1} / {n + 1}").wait_for()
-    finally:
-        worker.join()
-        assert failures == []
-    for page in (listing, search):
-        assert page.evaluate("() => window.notReloaded") is True
+
+def test_new_trials_appear_one_by_one_without_reload(new_tab, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/live.db")
+    total = len(LIVE_TRIALS)
+    study = store.create_study("live", config("live", total).record())
+    with background_server(store, poll_ms=POLL_MS) as base:
+        listing, search = new_tab(), new_tab()
+        listing.goto(base + "/")
+        row = listing.locator("#searches tbody tr", has=listing.get_by_role("link", name="live"))
+        row.filter(has_text=f"0 / {total}").wait_for()
+        search.goto(url(base, "/search", name="live"))
+        search.wait_for_function("() => document.body.dataset.trials === '0'")
+        for page in (listing, search):
+            page.evaluate("() => { window.notReloaded = true; }")
+
+        for n in range(1, total + 1):
+            record_trial(study, n - 1)  # the store gains one trial while the pages are open
+            count_points(search, n, timeout=UPDATE_MS)
+            search.wait_for_function(
+                "n => document.querySelectorAll('#trials tbody tr').length === n",
+                arg=n,
+                timeout=UPDATE_MS,
+            )
+            row.filter(has_text=f"{n} / {total}").wait_for(timeout=UPDATE_MS)
+            assert search.locator(f"#trials tbody tr[data-number='{n - 1}']").count() == 1
+        assert search.locator("#status").inner_text() == "done"
+        assert search.locator("#trial-count").inner_text() == f"({total})"
+        for page in (listing, search):
+            assert page.evaluate("() => window.notReloaded") is True
+            page.close()  # before the server stops, so no poll finds it gone
 
 
 @pytest.mark.parametrize("name", XSS_NAMES)

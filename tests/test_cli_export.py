@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
 from fusion_nas.errors import FusionNasError, StoreError
-from fusion_nas.select import select_trial
+from fusion_nas.records import read_retrains
+from fusion_nas.results import pick_trial
 from fusion_nas.store import Store
 
 runner = CliRunner()
@@ -90,11 +91,11 @@ def test_retrain_reports_test_accuracy_and_stores_the_record(searched: str, tmp_
     assert 0.0 <= record["test_acc"] <= 1.0 and record["test_samples"] == 200
     assert record["train_samples"] == 600  # train + validation: the full training split
     assert (tmp_path / "r" / "model.py").exists() and (tmp_path / "r" / "model.pt").exists()
-    study = Store(searched).open_study("ex")
-    assert study.user_attrs[f"retrain:{record['trial']}"]["test_acc"] == record["test_acc"]
+    stored = read_retrains(Store(searched).load_study("ex").user_attrs)
+    assert stored[record["trial"]].test_acc == record["test_acc"]
 
 
-def test_select_trial_rules() -> None:
+def test_pick_trial_rules() -> None:
     df = pd.DataFrame(
         {
             "number": [0, 1, 2, 3, 4],
@@ -103,14 +104,14 @@ def test_select_trial_rules() -> None:
             "macs": [10, 100, 5, 1000, 2000],
         }
     )
-    assert select_trial(df, trial=2)["number"] == 2
-    assert select_trial(df, pick="best")["number"] == 3  # tie on accuracy -> fewer MACs
-    assert select_trial(df, pick="max-flops:500")["number"] == 1
-    assert select_trial(df, pick="knee")["number"] == 1
+    assert pick_trial(df, trial=2)["number"] == 2
+    assert pick_trial(df, pick="best")["number"] == 3  # tie on accuracy -> fewer MACs
+    assert pick_trial(df, pick="max-flops:500")["number"] == 1
+    assert pick_trial(df, pick="knee")["number"] == 1
     with pytest.raises(StoreError, match="does not exist"):
-        select_trial(df, trial=7)
+        pick_trial(df, trial=7)
     with pytest.raises(FusionNasError, match="needs a number"):
-        select_trial(df, pick="max-flops:lots")
+        pick_trial(df, pick="max-flops:lots")
 
 
 def test_export_weights_reproduce_the_trial_under_another_thread_count(tmp_path) -> None:

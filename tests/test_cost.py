@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_nas import build_model, count_cost, load_space
+from fusion_nas import build_model, count_cost, load_space, parse_space
+from fusion_nas import space as space_mod
+from fusion_nas.cost import arch_cost
+from fusion_nas.errors import ArchitectureError
 from tests.op_configs import WINDOW, Cfg, op_configs
+from tests.op_configs import cfg as make_cfg
+
+REPO = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- analytic formulas
 
@@ -49,8 +60,7 @@ def mlp_macs(C: int, size: tuple[int, ...], ratio: float) -> int:
 
 
 def op_macs(op: str, C, size, k=None, h=None, variant=None, window=WINDOW, ratio=2.0) -> int:
-    """MACs of one operator block for a batch of one."""
-    h, variant, k = h or 1, variant or "global", k or 3
+    """MACs of one operator block for a batch of one (fields the operator ignores: None)."""
     if op == "conv":
         return conv_macs(C, size, k)
     macs = attention_macs(C, size, h, variant, window) + mlp_macs(C, size, ratio)
@@ -65,8 +75,7 @@ def op_macs(op: str, C, size, k=None, h=None, variant=None, window=WINDOW, ratio
 
 def op_params(op: str, C, size, k=None, ratio=2.0) -> int:
     """Parameters of one operator block (weights, biases, norms, fusion weights, position)."""
-    k = k or 3
-    conv = C * C * k ** len(size) + 2 * C  # bias-free conv + BatchNorm
+    conv = C * C * k ** len(size) + 2 * C if k else None  # bias-free conv + BatchNorm
     hidden = mlp_hidden(C, ratio)
     mlp = 2 * C + C * hidden + hidden + hidden * C + C  # LN, fc1, fc2
     attn = C * math.prod(size) + 2 * C + 3 * C * C + 3 * C + C * C + C  # pos, LN, qkv, proj
@@ -88,7 +97,7 @@ def _configs() -> list[Cfg]:
     # Windows that divide evenly, a window larger than the map, and a 2-D window shorter on
     # one axis only.
     for size in ((12,), (2,), (8, 12), (4, 2), (9, 9)):
-        out.append(Cfg("attention", len(size), size, 8, None, 2, "window"))
+        out.append(make_cfg("attention", size, 8, heads=2, attention="window"))
     return out
 
 
@@ -109,13 +118,15 @@ def test_operator_cost_matches_analytic_formula(cfg: Cfg) -> None:
     op = cfg.build()
     batch = 2
     cost = count_cost(op, cfg.input(batch))
+    b = cfg.block
     per_sample = op_macs(
-        cfg.op, cfg.channels, cfg.size, cfg.kernel, cfg.heads, cfg.attention, WINDOW, cfg.mlp_ratio
+        b.operator, b.width, cfg.size, b.kernel, b.heads, b.attention, b.window, b.mlp_ratio
     )
+    assert b.window == WINDOW
     assert cost.macs == batch * per_sample
     assert cost.flops == cost.macs
     assert cost.params == sum(p.numel() for p in op.parameters())
-    assert cost.params == op_params(cfg.op, cfg.channels, cfg.size, cfg.kernel, cfg.mlp_ratio)
+    assert cost.params == op_params(b.operator, b.width, cfg.size, b.kernel, b.mlp_ratio)
 
 
 # --------------------------------------------------------------------------- whole models
@@ -164,6 +175,94 @@ def test_model_cost_matches_analytic_formula(space_name: str, seed: int) -> None
     cost = count_cost(model, torch.randn(space.input_shape(1)))
     assert (cost.macs, cost.params) == model_cost(space, arch), arch.describe()
     assert cost.params == sum(p.numel() for p in model.parameters())
+    # The same count without a model: built and run on the meta device.
+    assert arch_cost(arch, space) == cost
+
+
+# --------------------------------------------------------------------------- without allocation
+
+
+def test_arch_cost_takes_the_space_the_architecture_names() -> None:
+    space = load_space("mnist1d")
+    arch = space.sample(11)
+    assert arch_cost(arch) == arch_cost(arch, space)
+    with pytest.raises(ArchitectureError, match="stages"):
+        arch_cost(arch, load_space("digits"))
+
+
+HUGE = """
+name = "huge"
+[input]
+kind = "sequence"
+length = 16
+channels = 1
+classes = 10
+[stem]
+width = 8
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+heads = 4
+attention = ["global", "window", "linear"]
+width = 100000000
+"""
+
+
+def test_huge_width_is_costed_exactly_on_the_meta_device(monkeypatch) -> None:
+    monkeypatch.setattr(space_mod, "MAX_SIZE", 10**9)  # past the cap that files get
+    space = parse_space(HUGE, source="huge.toml")
+    archs = space.enumerate()
+    assert len(archs) == 1 + 3 + 3 + 3
+    for arch in archs:
+        cost = arch_cost(arch, space)
+        # Exact: ~10^16 parameters, which no machine could allocate.
+        assert (cost.macs, cost.params) == model_cost(space, arch), arch.describe()
+        assert cost.params > 10**16
+
+
+_MEASURE = """
+import json, sys, time
+import torch
+from fusion_nas import parse_space
+from fusion_nas import space as space_mod
+from fusion_nas.cost import arch_cost
+
+def peak_mb():
+    # VmHWM: peak resident size of this process image (ru_maxrss would include the parent's).
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+space_mod.MAX_SIZE = 10**9
+space = parse_space(sys.argv[1], source="huge.toml")
+archs = space.enumerate()
+arch_cost(space.sample(0), space)  # first call: lazy imports and kernels
+before, start = peak_mb(), time.perf_counter()
+costs = [arch_cost(a, space).params for a in archs]
+seconds = time.perf_counter() - start
+after = peak_mb()
+control = torch.ones(25_000_000)  # 100 MB, really allocated: the measure must see it
+print(json.dumps({"grew_mb": after - before, "control_mb": peak_mb() - after,
+                  "seconds": seconds, "n": len(costs)}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_huge_width_allocates_nothing() -> None:
+    # A fresh process, so the peak resident size is not that of earlier tests.
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_MEASURE), HUGE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["n"] == 10
+    assert out["control_mb"] > 80, out  # the measure sees a 100 MB tensor
+    # One real weight of this network would take 400 MB (10^8 floats); the model ~10^16 floats.
+    assert out["grew_mb"] < 20, out
+    assert out["seconds"] < 10, out
 
 
 def test_model_cost_scales_with_batch() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from fusion_nas.evaluate import EvalTask, InlinePool, ProcessPool, evaluate
@@ -50,3 +52,35 @@ def test_process_pool_kills_a_trial_past_its_deadline_and_recovers() -> None:
         assert done[0][0] == "next" and done[0][1].status == "complete"
     finally:
         pool.close()
+
+
+def test_process_pool_reports_a_worker_that_died_with_its_key_and_recovers() -> None:
+    pool = ProcessPool(1, cores=1)
+    try:
+        pool.submit("doomed", _task("coatnet-like", epochs=1, batch_size=64))
+        pid = pool.pid_of("doomed")
+        assert pid is not None and pool.free == 0
+        os.kill(pid, signal.SIGKILL)  # dies on its own, mid-trial, not by a deadline
+        done = []
+        while not done:
+            done = pool.collect(wait_s=1.0)
+        (key, outcome), *rest = done
+        assert key == "doomed" and not rest
+        assert outcome.status == "failed"
+        assert outcome.reason == "worker process died (exit code -9)"
+        assert pool.free == 1 and pool.pid_of("doomed") is None
+        pool.submit("next", _task("digits", epochs=1, train_subset=64))  # a fresh worker
+        done = []
+        while not done:
+            done = pool.collect(wait_s=1.0)
+        assert done[0][0] == "next" and done[0][1].status == "complete"
+    finally:
+        pool.close()
+
+
+def test_inline_pool_never_waits_and_holds_one_result() -> None:
+    pool = InlinePool()
+    assert pool.free == 1 and pool.collect(wait_s=5.0) == []
+    pool.submit(7, _task("digits", epochs=1, train_subset=64))
+    assert pool.free == 0  # its one result waits to be collected
+    assert [key for key, _ in pool.collect()] == [7] and pool.free == 1

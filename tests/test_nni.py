@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import fusion_nas.evaluate
 from fusion_nas.cli.app import app
 from fusion_nas.errors import StrategyError
+from fusion_nas.records import TrialRecord, TrialStatus
 from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import load_space
 from fusion_nas.store import Store
@@ -203,8 +204,38 @@ def test_scalar_reported_to_nni():
     def trial(status, state=TrialState.COMPLETE, acc=None):
         attrs = {"status": status, "val_acc": acc}
         values = [acc or 0.0, 1.0] if state == TrialState.COMPLETE else None
-        return optuna.trial.create_trial(state=state, values=values, user_attrs=attrs)
+        frozen = optuna.trial.create_trial(state=state, values=values, user_attrs=attrs)
+        return TrialRecord.from_trial(frozen)
 
     assert ns.score(trial("complete", acc=0.75)) == 0.75
     assert ns.score(trial("infeasible")) == ns.PENALTY == -1.0
     assert ns.score(trial("failed", state=TrialState.FAIL)) == ns.PENALTY
+
+
+def test_history_leaves_out_interrupted_and_running_trials_by_status():
+    space = load_space("digits")
+    a, b, c, d = (space.sample(i) for i in range(4))
+
+    def rec(number, arch, status, acc=None, reason=None):
+        return TrialRecord(
+            number,
+            status,
+            val_acc=acc,
+            arch=arch.to_dict(),
+            arch_id=arch.arch_id,
+            fail_reason=reason,
+        )
+
+    class Runner:  # a TrialRunner with a fixed history
+        name, space, seed = "h", load_space("digits"), 0
+
+        def history(self):
+            return [
+                rec(0, a, TrialStatus.COMPLETE, 0.5),
+                rec(1, b, TrialStatus.INTERRUPTED, reason="stopped by the user (Ctrl-C)"),
+                rec(2, c, TrialStatus.FAILED, reason="interrupted-looking text, still a failure"),
+                rec(3, d, TrialStatus.RUNNING),
+            ]
+
+    history = ns._history(Runner())
+    assert history == [(ns.sample_of(a), 0.5), (ns.sample_of(c), ns.PENALTY)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -9,9 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from fusion_nas import nets, ops
 from fusion_nas.errors import SpaceError
-from fusion_nas.ops import FUSION_INIT, create_op, get_op, list_ops
+from fusion_nas.ops import FUSION_INIT, create_op, get_op, list_ops, op_uses
 from tests.op_configs import VARIANTS, WINDOW, Cfg, op_configs
+from tests.op_configs import cfg as make_cfg
 
 CONFIGS = op_configs()
 IDS = [c.id for c in CONFIGS]
@@ -21,12 +24,12 @@ def test_config_spread_covers_the_matrix() -> None:
     for op in list_ops():
         for dim in (1, 2):
             assert any(c.op == op and c.dim == dim for c in CONFIGS)
-    assert {c.kernel for c in CONFIGS if c.op == "conv"} == {1, 3, 5, 7}
-    assert {(c.heads, c.attention) for c in CONFIGS if c.op == "attention"} == {
+    assert {c.block.kernel for c in CONFIGS if c.op == "conv"} == {1, 3, 5, 7}
+    assert {(c.block.heads, c.block.attention) for c in CONFIGS if c.op == "attention"} == {
         (h, v) for h in (1, 2, 4) for v in VARIANTS
     }
-    assert any(c.size == (10,) and c.attention == "window" for c in CONFIGS)
-    assert any(c.size == (7, 5) and c.attention == "window" for c in CONFIGS)
+    assert any(c.size == (10,) and c.block.attention == "window" for c in CONFIGS)
+    assert any(c.size == (7, 5) and c.block.attention == "window" for c in CONFIGS)
 
 
 # --------------------------------------------------------------------------- shape, grads
@@ -64,7 +67,7 @@ def _reference_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     tokens (one group for ``global``, one per window for ``window``, real tokens only), or
     ``phi(q) (phi(k)^T v) / (phi(q) sum phi(k))`` with ``phi = elu + 1`` for ``linear``."""
     B, C, *size = x.shape
-    h = mixer.heads
+    h, variant = mixer.mix.heads, mixer.mix.variant
     hd = C // h
     t = (x + mixer.pos).flatten(2).transpose(1, 2)  # (B, N, C), row-major tokens
     q, k, v = (
@@ -75,12 +78,12 @@ def _reference_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     extent = [min(WINDOW, s) for s in size]
     groups: dict[tuple[int, ...], list[int]] = {}
     for n, c in enumerate(coords):
-        key = tuple(i // e for i, e in zip(c, extent)) if mixer.variant == "window" else ()
+        key = tuple(i // e for i, e in zip(c, extent)) if variant == "window" else ()
         groups.setdefault(key, []).append(n)
     out = torch.zeros_like(q)
     for idx in groups.values():
         qi, ki, vi = q[:, :, idx], k[:, :, idx], v[:, :, idx]
-        if mixer.variant == "linear":
+        if variant == "linear":
             fq, fk = torch.nn.functional.elu(qi) + 1, torch.nn.functional.elu(ki) + 1
             num = fq @ (fk.transpose(-2, -1) @ vi)
             out[:, :, idx] = num / (fq @ fk.sum(dim=2).unsqueeze(-1))
@@ -116,7 +119,9 @@ def _perturb_at(x: torch.Tensor, index: tuple[int, ...], sample: int = 0) -> tor
 
 
 MIXING = [
-    c for c in CONFIGS if c.op in ("attention", "parallel", "gated") and c.attention != "window"
+    c
+    for c in CONFIGS
+    if c.op in ("attention", "parallel", "gated") and c.block.attention != "window"
 ]
 
 
@@ -125,7 +130,7 @@ def test_attention_mixes_distant_tokens(cfg: Cfg) -> None:
     # A map large enough that the far corner lies outside any conv kernel (k <= 7) of the
     # fused operators, so only the attention branch can carry the change there.
     size = (16,) if cfg.dim == 1 else (9, 9)
-    cfg = Cfg(cfg.op, cfg.dim, size, cfg.channels, cfg.kernel, cfg.heads, cfg.attention)
+    cfg = dataclasses.replace(cfg, size=size)
     op = cfg.build().eval()
     x = cfg.input(batch=1)
     first, last = (0,) * cfg.dim, tuple(s - 1 for s in size)
@@ -138,8 +143,7 @@ def test_attention_mixes_distant_tokens(cfg: Cfg) -> None:
 @pytest.mark.parametrize("heads", [1, 2, 4])
 @pytest.mark.parametrize("size", [(10,), (16,), (3,), (7, 5), (8, 8), (3, 6)])
 def test_window_attention_stays_in_its_window(size: tuple[int, ...], heads: int) -> None:
-    dim = len(size)
-    cfg = Cfg("attention", dim, size, heads=heads, attention="window")
+    cfg = make_cfg("attention", size, heads=heads, attention="window")
     op = cfg.build().eval()
     x = cfg.input(batch=1)
     extent = [min(WINDOW, s) for s in size]
@@ -165,7 +169,7 @@ def test_window_attention_stays_in_its_window(size: tuple[int, ...], heads: int)
 def test_conv_does_not_see_beyond_its_kernel(dim: int, kernel: int) -> None:
     # Eval mode: in train mode BatchNorm's batch statistics span all positions.
     size = (15,) if dim == 1 else (11, 9)
-    cfg = Cfg("conv", dim, size, kernel=kernel)
+    cfg = make_cfg("conv", size, kernel=kernel)
     op = cfg.build().eval()
     x = cfg.input(batch=1)
     src = tuple(s // 2 for s in size)
@@ -236,17 +240,17 @@ def test_sample_mixing_check_catches_the_article_hvt_bug() -> None:
 def test_fusion_weights_start_at_point_one(dim: int) -> None:
     size = (8,) if dim == 1 else (4, 4)
     assert FUSION_INIT == 0.1
-    par = create_op("parallel", dim, 8, size, kernel=3, heads=2, attention="global")
+    par = create_op("parallel", size, width=8, kernel=3, heads=2, attention="global")
     assert torch.equal(par.conv_weight.data, torch.full((8,), 0.1))
     assert torch.equal(par.attn_weight.data, torch.full((8,), 0.1))
-    gated = create_op("gated", dim, 8, size, kernel=3, heads=2, attention="global")
+    gated = create_op("gated", size, width=8, kernel=3, heads=2, attention="global")
     assert torch.equal(gated.scale.data, torch.full((8,), 0.1))
 
 
 @pytest.mark.parametrize("dim", [1, 2])
 def test_gate_starts_near_one_half(dim: int) -> None:
     size = (12,) if dim == 1 else (5, 6)
-    op = create_op("gated", dim, 16, size, kernel=3, heads=2, attention="linear").eval()
+    op = create_op("gated", size, width=16, kernel=3, heads=2, attention="linear").eval()
     seen = []
     op.gate.register_forward_hook(lambda m, a, out: seen.append(torch.sigmoid(out)))
     with torch.no_grad():
@@ -259,7 +263,7 @@ def test_gate_starts_near_one_half(dim: int) -> None:
 @pytest.mark.parametrize("op_name", ["attention", "parallel", "gated"])
 def test_query_key_value_weights_are_xavier(op_name: str) -> None:
     C = 64
-    op = create_op(op_name, 2, C, (4, 4), kernel=3, heads=4, attention="global")
+    op = create_op(op_name, (4, 4), width=C, kernel=3, heads=4, attention="global")
     bound = math.sqrt(6.0 / (C + C))  # xavier_uniform on a (C, C) block
     std = math.sqrt(2.0 / (C + C))
     default_std = 1.0 / math.sqrt(3.0 * C)  # nn.Linear's default kaiming_uniform(a=sqrt(5))
@@ -276,7 +280,7 @@ def test_query_key_value_weights_are_xavier(op_name: str) -> None:
 def test_conv_weights_are_kaiming(op_name: str, dim: int) -> None:
     C, k = 64, 3
     size = (8,) if dim == 1 else (4, 4)
-    op = create_op(op_name, dim, C, size, kernel=k, heads=2, attention="global")
+    op = create_op(op_name, size, width=C, kernel=k, heads=2, attention="global")
     conv = op.mixer.conv if op_name == "conv" else op.conv.conv
     fan_out = C * k**dim
     std = math.sqrt(2.0 / fan_out)  # kaiming_normal, mode fan_out, ReLU gain
@@ -294,9 +298,31 @@ def test_registry_lists_the_four_operators() -> None:
         assert get_op(name).op_name == name
 
 
+def test_registry_is_a_view_of_nets() -> None:
+    # One registry: the toolkit's names and classes are those nets.py registered.
+    assert list_ops() == tuple(nets.OPS)
+    assert ops.list_attentions() == tuple(nets.ATTENTIONS) == VARIANTS
+    assert ops.register_op is nets.register_op and ops.BlockCfg is nets.BlockCfg
+    for name, cls in nets.OPS.items():
+        assert get_op(name) is cls and op_uses(name) == cls.uses
+    assert op_uses("conv") == ("kernel",)
+    assert op_uses("attention") == ("heads", "attention")
+    assert op_uses("parallel") == op_uses("gated") == ("kernel", "heads", "attention")
+
+
+def test_create_op_takes_a_config_or_a_name_with_fields() -> None:
+    block = nets.BlockCfg("parallel", 8, kernel=5, heads=2, attention="window", window=WINDOW)
+    a = create_op(block, (6, 6))
+    b = create_op("parallel", (6, 6), width=8, kernel=5, heads=2, attention="window", window=4)
+    assert type(a) is type(b) is nets.ParallelBlock
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    with pytest.raises(SpaceError, match="one or the other"):
+        create_op(block, (6, 6), kernel=3)
+
+
 def test_unknown_operator_lists_allowed_ones() -> None:
     with pytest.raises(SpaceError) as info:
-        create_op("mlp", 1, 8, (8,))
+        create_op("mlp", (8,), width=8)
     msg = str(info.value)
     assert "\n" not in msg and "'mlp'" in msg
     for name in list_ops():
@@ -304,11 +330,11 @@ def test_unknown_operator_lists_allowed_ones() -> None:
 
 
 def test_bad_operator_arguments_raise_space_error() -> None:
-    with pytest.raises(SpaceError, match="kernel size 4"):
-        create_op("conv", 1, 8, (8,), kernel=4)
-    with pytest.raises(SpaceError, match="heads 3"):
-        create_op("attention", 1, 8, (8,), heads=3)
-    with pytest.raises(SpaceError, match="'swin'"):
-        create_op("gated", 1, 8, (8,), heads=2, attention="swin")
-    with pytest.raises(SpaceError, match="dimension 3"):
-        create_op("conv", 3, 8, (8, 8, 8), kernel=3)
+    with pytest.raises(SpaceError, match="kernel: 4 is even"):
+        create_op("conv", (8,), width=8, kernel=4)
+    with pytest.raises(SpaceError, match="heads: 3 heads do not divide width 8"):
+        create_op("attention", (8,), width=8, heads=3)
+    with pytest.raises(SpaceError, match="attention: 'swin' is not an attention variant"):
+        create_op("gated", (8,), width=8, heads=2, attention="swin")
+    with pytest.raises(SpaceError, match=r"size \(8, 8, 8\) is not allowed"):
+        create_op("conv", (8, 8, 8), width=8, kernel=3)

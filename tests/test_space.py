@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from fusion_nas import build_model, builtin_spaces, load_space, parse_space
+from fusion_nas import space as space_mod
 from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.errors import ArchitectureError, SpaceError
+from fusion_nas.nets import BlockCfg, NetCfg, StageCfg
 
 BUILTINS = ("coatnet-like", "digits", "fashion-mnist", "mnist1d")
 
@@ -222,6 +224,50 @@ MALFORMED = [
         BASE + "[network]\nmlp_ratio = -1\n",
         ["network.mlp_ratio", "-1", "positive"],
     ),
+    ("bad-window", _stage(window="0"), ["stage[0].window", "0 is too small", ">= 1"]),
+    (
+        "even-stem-kernel",
+        BASE.replace("kernel = 3\n", "kernel = 4\n", 1),
+        ["stem.kernel", "4 is even"],
+    ),
+    (
+        "zero-stride",
+        BASE.replace("kernel = 3\n", "kernel = 3\nstride = 0\n", 1),
+        ["stem.stride", "0"],
+    ),
+    # Absurd sizes are refused before anything is built (a 10^8 width would exhaust memory).
+    (
+        "huge-width",
+        _stage(width="100000000"),
+        ["stage[0].width: 100000000 is too large; allowed: integers 1..65536"],
+    ),
+    (
+        "huge-stem-width",
+        BASE.replace("width = 8\n", "width = 100000000\n", 1),
+        ["stem.width", "100000000 is too large", "1..65536"],
+    ),
+    (
+        "huge-channels",
+        BASE.replace("channels = 1", "channels = 70000"),
+        ["input.channels", "70000 is too large"],
+    ),
+    (
+        "huge-size",
+        BASE.replace("size = [8, 8]", "size = [8, 10000000]"),
+        ["input.size", "too large"],
+    ),
+    (
+        "huge-classes",
+        BASE.replace("classes = 10", "classes = 10000000"),
+        ["input.classes", "2..65536"],
+    ),
+    ("huge-kernel", _stage(kernel="[3, 100001]"), ["stage[0].kernel", "100001 is too large"]),
+    ("huge-depth", _stage(depth="5000"), ["stage[0].depth", "5000 is too large", "1..1024"]),
+    (
+        "huge-mlp-ratio",
+        BASE + "[network]\nmlp_ratio = 1e9\n",
+        ["network.mlp_ratio", "too large", "<= 64"],
+    ),
 ]
 
 
@@ -235,7 +281,7 @@ def test_base_file_is_valid(tmp_path: Path) -> None:
 
 
 def test_many_malformed_cases() -> None:
-    assert len(MALFORMED) >= 20
+    assert len(MALFORMED) >= 34
     assert len({case[0] for case in MALFORMED}) == len(MALFORMED)
 
 
@@ -255,6 +301,38 @@ def test_malformed_space_rejected(tmp_path: Path, text: str, fragments: list[str
     # parse_space names its source the same way.
     with pytest.raises(SpaceError, match=r"^<text>: "):
         parse_space(text, source="<text>")
+
+
+def test_huge_width_message_is_exact(tmp_path: Path) -> None:
+    path = tmp_path / "my.toml"
+    path.write_text(_stage(width="100000000"))
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(info.value) == (
+        f"{path}: stage[0].width: 100000000 is too large; allowed: integers 1..65536"
+    )
+
+
+def test_heads_message_lists_the_divisors() -> None:
+    text = _stage(width="[16, 32]", heads="[1, 3]")
+    with pytest.raises(SpaceError) as info:
+        parse_space(text, source="my.toml")
+    assert str(info.value) == (
+        "my.toml: stage[0].heads: 3 heads do not divide width 16; allowed: 1, 2, 4, 8, 16"
+    )
+
+
+def test_heads_only_need_to_divide_widths_where_an_operator_reads_them() -> None:
+    # A conv-only stage ignores heads, so 3 heads next to width 8 are fine there.
+    assert parse_space(_stage(operator='["conv"]', heads="[3]")).stages[0].heads == (3,)
+    with pytest.raises(SpaceError, match="stage\\[0\\].heads: 0 is too small"):
+        parse_space(_stage(operator='["conv"]', heads="[0]"))
+
+
+def test_cap_is_a_module_constant(monkeypatch) -> None:
+    monkeypatch.setattr(space_mod, "MAX_SIZE", 10**9)
+    space = parse_space(_stage(width="100000000"))
+    assert space.stages[0].width == (100_000_000,)
 
 
 def test_unknown_builtin_lists_allowed_names() -> None:
@@ -325,6 +403,55 @@ def test_validate_rejects_operator_not_in_stage(tmp_path: Path) -> None:
         ArchitectureError, match="operator 'attention' is not allowed; allowed: 'conv'"
     ):
         space.validate(arch)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_net_cfg_of_an_architecture() -> None:
+    space = load_space("digits")
+    arch = _digits_arch(StageChoice("conv", 8, 1, 5), StageChoice("gated", 16, 1, 3, 2, "linear"))
+    cfg = space.net_cfg(arch)
+    assert isinstance(cfg, NetCfg)
+    assert (cfg.in_channels, cfg.size, cfg.classes) == (1, (8, 8), 10)
+    assert (cfg.stem_width, cfg.stem_kernel, cfg.stem_stride) == (8, 3, 1)
+    conv, gated = cfg.stages
+    # Fields an operator ignores keep BlockCfg's defaults; window and MLP ratio come from the file.
+    assert conv == StageCfg(BlockCfg("conv", 8, kernel=5, window=4, mlp_ratio=2.0), 1, False)
+    assert gated == StageCfg(
+        BlockCfg("gated", 16, kernel=3, heads=2, attention="linear", window=4, mlp_ratio=2.0),
+        1,
+        True,
+    )
+    assert cfg.stage_sizes() == space.stage_sizes()
+    with pytest.raises(ArchitectureError, match="stage 0: kernel 7"):
+        space.net_cfg(_digits_arch(StageChoice("conv", 8, 1, 7), GOOD[1]))
+
+
+def test_omitted_fields_take_the_block_config_defaults() -> None:
+    text = 'name = "t"\n' + BASE_INPUT + BASE_STEM + '[[stage]]\noperator = ["gated"]\n'
+    space = parse_space(text)
+    st = space.stages[0]
+    assert (st.kernel, st.heads, st.attention) == (
+        (BlockCfg.kernel,),
+        (BlockCfg.heads,),
+        (BlockCfg.attention,),
+    )
+    assert (st.window, space.mlp_ratio, st.width, st.depth) == (
+        BlockCfg.window,
+        BlockCfg.mlp_ratio,
+        (8,),  # the stem's width
+        (StageCfg.depth,),
+    )
+    assert st.downsample is StageCfg.downsample
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_architecture_config_is_valid(name: str) -> None:
+    space = load_space(name)
+    for seed in range(10):
+        cfg = space.net_cfg(space.sample(seed))
+        assert len(cfg.stages) == len(space.stages)
 
 
 def test_stage_sizes_follow_stem_and_downsampling() -> None:

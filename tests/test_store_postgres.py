@@ -85,6 +85,10 @@ def test_search_resume_and_results_on_postgresql(postgres_url: str) -> None:
     assert list(Store(postgres_url).trials("pg").number) == [0, 1, 2, 3, 4]
     listing = runner.invoke(app, ["results", "--store", postgres_url])
     assert listing.exit_code == 0 and "pg" in listing.output
+    store = Store(postgres_url)
+    row = store.summary().set_index("name").loc["pg"]
+    assert (row.requested, row.done, row.interrupted, row.running) == (5, 5, 0, 0)
+    assert store.search("pg").dataset == "synthetic" and store.trial("pg", 4)["number"] == 4
 
 
 def test_unreachable_postgresql_is_one_line(postgres_url: str) -> None:

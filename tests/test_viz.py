@@ -1,21 +1,28 @@
-"""Figure data of fusion_nas.viz: what is a point, the front, the knee, hover text, colours."""
+"""fusion_nas.viz: the figure data (points, front, knee, hover text, colours) and its figures.
+
+Figures are ``plotly.graph_objects.Figure`` objects; tests read their traces, never pixels.
+"""
 
 from __future__ import annotations
 
 import html
 import json
-import re
 from collections import Counter
+from html.parser import HTMLParser
 
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 from optuna.trial import TrialState
+from torch import nn
 
+from fusion_nas.nets import OPS, register_op
 from fusion_nas.pareto import hypervolume, knee_index, pareto_mask
+from fusion_nas.records import SearchRecord, TrialStatus
+from fusion_nas.results import trials_frame
 from fusion_nas.space import load_space
-from fusion_nas.store import trials_frame
 from fusion_nas.viz import (
     curve_figure,
     hypervolume_curve,
@@ -24,10 +31,10 @@ from fusion_nas.viz import (
     operator_frequencies,
     pareto_figure,
     pareto_figure_data,
-    report_html,
     search_color,
     stage_lines,
 )
+from fusion_nas.web.report import report_data, report_html
 
 XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>")
 
@@ -71,6 +78,9 @@ def make_frame(spec: list[tuple[str, float | None, int | None]], seed: int = 0) 
         elif status == "failed":
             attrs["fail_reason"] = "loss became NaN <b>"
             t = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
+        elif status == "interrupted":
+            attrs["fail_reason"] = "interrupted by the user"
+            t = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
         else:
             t = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs)
         t.number = number
@@ -96,9 +106,9 @@ def test_every_trial_is_exactly_one_point(df: pd.DataFrame) -> None:
     # The drawn figure has exactly one marker per trial (the front is a line, the knee a
     # marker symbol of its own point, not an extra marker).
     fig = pareto_figure(data)
-    markers = [t for t in fig["data"] if "markers" in t["mode"]]
-    assert sum(len(t["x"]) for t in markers) == len(df)
-    assert sum(len(t["customdata"]) for t in markers) == len(df)
+    markers = [t for t in fig.data if "markers" in t.mode]
+    assert sum(len(t.x) for t in markers) == len(df)
+    assert sum(len(t.customdata) for t in markers) == len(df)
 
 
 def test_statuses_are_drawn_apart(df: pd.DataFrame) -> None:
@@ -112,13 +122,24 @@ def test_statuses_are_drawn_apart(df: pd.DataFrame) -> None:
         row = df[df.number == p["number"]].iloc[0]
         assert (p["val_acc"], p["macs"]) == (row.val_acc, row.macs)
     fig = pareto_figure(data)
-    rug = {t["meta"]["role"]: t for t in fig["data"] if t.get("yaxis") == "y2"}
+    rug = {t.meta["role"]: t for t in fig.data if t.yaxis == "y2"}
     assert set(rug) == {"failed", "infeasible", "running"}
-    assert rug["infeasible"]["x"] == [900_000]  # infeasible trials keep their MACs
-    assert rug["failed"]["x"] == [120_000, 100_000]  # unknown MACs: the left edge
-    assert fig["layout"]["yaxis2"]["domain"][1] < fig["layout"]["yaxis"]["domain"][0]
-    main = [t for t in fig["data"] if t.get("yaxis") != "y2" and t["meta"]["role"] == "trials"]
-    assert sum(len(t["x"]) for t in main) == (df.status == "complete").sum()
+    assert list(rug["infeasible"].x) == [900_000]  # infeasible trials keep their MACs
+    assert list(rug["failed"].x) == [120_000, 100_000]  # unknown MACs: the left edge
+    assert fig.layout.yaxis2.domain[1] < fig.layout.yaxis.domain[0]
+    main = [t for t in fig.data if t.yaxis != "y2" and t.meta["role"] == "trials"]
+    assert sum(len(t.x) for t in main) == (df.status == "complete").sum()
+
+
+def test_interrupted_trials_are_drawn_like_failed_ones_with_their_reason() -> None:
+    df = make_frame([("complete", 0.5, 100_000), ("interrupted", None, 150_000)])
+    assert list(df.status) == [TrialStatus.COMPLETE, TrialStatus.INTERRUPTED]
+    (s,) = pareto_figure_data({"s": df})["searches"]
+    (entry,) = s["failed"]
+    assert entry["number"] == 1 and entry["status"] == "interrupted"
+    assert "(interrupted)" in entry["hover"] and "interrupted by the user" in entry["hover"]
+    (rug,) = [t for t in pareto_figure({"searches": [s]}).data if t.yaxis == "y2"]
+    assert rug.meta["role"] == "failed" and list(rug.customdata) == [[1]]
 
 
 def test_front_equals_pareto_mask(df: pd.DataFrame) -> None:
@@ -131,10 +152,10 @@ def test_front_equals_pareto_mask(df: pd.DataFrame) -> None:
     assert [p["macs"] for p in front] == sorted(p["macs"] for p in front)
     assert [p["val_acc"] for p in front] == sorted(p["val_acc"] for p in front)
     assert all(p["on_front"] == (p["number"] in expected) for p in s["points"])
-    (line,) = [t for t in pareto_figure({"searches": [s]})["data"] if t["meta"]["role"] == "front"]
-    assert line["line"]["shape"] == "hv"
-    assert line["x"] == [p["macs"] for p in front]
-    assert line["y"] == [p["val_acc"] for p in front]
+    (line,) = [t for t in pareto_figure({"searches": [s]}).data if t.meta["role"] == "front"]
+    assert line.line.shape == "hv"
+    assert list(line.x) == [p["macs"] for p in front]
+    assert list(line.y) == [p["val_acc"] for p in front]
 
 
 def test_knee_is_marked(df: pd.DataFrame) -> None:
@@ -146,11 +167,11 @@ def test_knee_is_marked(df: pd.DataFrame) -> None:
     assert [p["number"] for p in s["points"] if p["knee"]] == [expected]
     assert expected in s["front"]
     fig = pareto_figure(data)
-    (trials,) = [t for t in fig["data"] if t["meta"]["role"] == "trials"]
-    symbols = zip(trials["customdata"], trials["marker"]["symbol"])
+    (trials,) = [t for t in fig.data if t.meta["role"] == "trials"]
+    symbols = zip(trials.customdata, trials.marker.symbol)
     stars = [n for (n,), symbol in symbols if symbol == "star"]
     assert stars == [expected]
-    assert any(f"knee #{expected}" in a["text"] for a in fig["layout"]["annotations"])
+    assert any(f"knee #{expected}" in a.text for a in fig.layout.annotations)
 
 
 def test_hover_names_operator_kernel_heads_and_cost(df: pd.DataFrame) -> None:
@@ -195,10 +216,10 @@ def test_overlay_gives_each_search_its_colour(df: pd.DataFrame) -> None:
     assert len(set(colors)) == 3
     fig = pareto_figure(data)
     for s in data["searches"]:
-        traces = [t for t in fig["data"] if t["meta"]["search"] == s["name"]]
-        assert {t["meta"]["role"] for t in traces} >= {"trials", "front"}
+        traces = [t for t in fig.data if t.meta["search"] == s["name"]]
+        assert {t.meta["role"] for t in traces} >= {"trials", "front"}
         for t in traces:
-            color = t["marker"]["color"] if "marker" in t else t["line"]["color"]
+            color = t.line.color if t.mode == "lines" else t.marker.color
             assert color == s["color"]
     # One shared hypervolume reference: 10x the largest MACs of any complete trial.
     assert data["ref_macs"] == 10 * 400_000
@@ -208,19 +229,36 @@ def test_overlay_gives_each_search_its_colour(df: pd.DataFrame) -> None:
 def test_names_are_escaped_in_the_figure(df: pd.DataFrame) -> None:
     frames = {name: df for name in XSS_NAMES}
     fig = pareto_figure(pareto_figure_data(frames), title=XSS_NAMES[0])
-    text = json.dumps([t["name"] for t in fig["data"]] + [fig["layout"]["title"]["text"]])
-    hovers = json.dumps([h for t in fig["data"] for h in t.get("hovertext", [])])
+    text = json.dumps([t.name for t in fig.data] + [fig.layout.title.text])
+    hovers = json.dumps([h for t in fig.data for h in t.hovertext or ()])
     for name in XSS_NAMES:
         assert name not in text and name not in hovers
         assert html.escape(name) in text and html.escape(name) in hovers
-    assert {t["meta"]["search"] for t in fig["data"]} == set(XSS_NAMES)  # data keeps the name
+    assert {t.meta["search"] for t in fig.data} == set(XSS_NAMES)  # data keeps the name
 
 
-def test_figures_are_valid_plotly(df: pd.DataFrame) -> None:
-    go.Figure(pareto_figure(pareto_figure_data({"a": df, "b": df})))
-    go.Figure(hypervolume_figure(hypervolume_curve(df)))
-    go.Figure(operator_figure(operator_frequencies(df)))
-    go.Figure(curve_figure([0.1, 0.5, 0.7]))
+def test_figures_are_plotly_figures(df: pd.DataFrame) -> None:
+    figures = {
+        "pareto": pareto_figure(pareto_figure_data({"a": df, "b": df})),
+        "hypervolume": hypervolume_figure(hypervolume_curve(df)),
+        "operators": operator_figure(operator_frequencies(df)),
+        "curve": curve_figure([0.1, 0.5, 0.7]),
+    }
+    for key, fig in figures.items():
+        assert isinstance(fig, go.Figure), key
+        # What the dashboard sends is the figure's own JSON, and it reads back the same.
+        assert pio.from_json(pio.to_json(fig)) == fig, key
+    kinds = {key: {t.type for t in fig.data} for key, fig in figures.items()}
+    assert kinds == {
+        "pareto": {"scatter"},
+        "hypervolume": {"scatter"},
+        "operators": {"bar"},
+        "curve": {"scatter"},
+    }
+    assert len(figures["pareto"].data) == 2 * 5  # per search: trials, front and 3 strip rows
+    assert list(figures["curve"].data[0].x) == [1, 2, 3]
+    assert list(figures["curve"].data[0].y) == [0.1, 0.5, 0.7]
+    assert figures["pareto"].layout.xaxis.type == "log"
 
 
 def test_hypervolume_curve_never_decreases(df: pd.DataFrame) -> None:
@@ -252,10 +290,27 @@ def test_operator_frequencies_sum_up(df: pd.DataFrame) -> None:
         assert {k: v for k, v in st["all"].items() if v} == dict(every)
         assert {k: v for k, v in st["front"].items() if v} == dict(front)
     fig = operator_figure(freq)
-    for trace in fig["data"]:
+    for trace in fig.data:
         n_ops = len(freq["operators"])
         for i in range(len(freq["stages"])):
-            assert sum(trace["y"][i * n_ops : (i + 1) * n_ops]) == pytest.approx(1.0)
+            assert sum(trace.y[i * n_ops : (i + 1) * n_ops]) == pytest.approx(1.0)
+
+
+def test_operators_come_from_the_registry(df: pd.DataFrame) -> None:
+    assert operator_frequencies(df)["operators"][: len(OPS)] == list(OPS)
+
+    @register_op("toy-registered", uses=())
+    class ToyBlock(nn.Module):
+        pass
+
+    try:
+        freq = operator_frequencies(df)
+        assert "toy-registered" in freq["operators"]  # no trial uses it yet: counted as 0
+        assert all(st["all"]["toy-registered"] == 0 for st in freq["stages"])
+        (bars, _) = operator_figure(freq).data
+        assert "toy-registered" in bars.x[1]
+    finally:
+        del OPS["toy-registered"]
 
 
 def test_empty_search() -> None:
@@ -264,20 +319,92 @@ def test_empty_search() -> None:
     (s,) = data["searches"]
     assert s["points"] == [] and s["front"] == [] and s["knee"] is None
     assert data["macs_range"] is None
-    go.Figure(pareto_figure(data))
+    fig = pareto_figure(data)
+    assert [t.meta["role"] for t in fig.data] == ["trials", "front"]
+    assert all(len(t.x) == 0 for t in fig.data)
+    assert "yaxis2" not in fig.to_plotly_json()["layout"]  # no strip without such trials
     assert hypervolume_curve(empty)["hypervolume"] == []
     assert operator_frequencies(empty)["stages"] == []
 
 
+# --------------------------------------------------------------------------- offline report
+
+
+class _Page(HTMLParser):
+    """Parses a page: every element must close in order; scripts are collected."""
+
+    VOID = {"meta", "link", "br", "img", "input", "hr", "col", "source", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self.tags: list[str] = []
+        self.csp = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "meta" and dict(attrs).get("http-equiv") == "Content-Security-Policy":
+            self.csp = dict(attrs)["content"] or ""
+        if tag == "script":
+            self.scripts.append((dict(attrs), ""))
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.open and self.open[-1] == tag, (self.open[-3:], tag)
+        self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.open and self.open[-1] == "script":
+            attrs, text = self.scripts[-1]
+            self.scripts[-1] = (attrs, text + data)
+
+
+def parse_page(page: str) -> _Page:
+    parser = _Page()
+    parser.feed(page)
+    parser.close()
+    assert parser.open == [], parser.open  # every element closed
+    return parser
+
+
 def test_report_is_self_contained_and_inert(df: pd.DataFrame) -> None:
     frames = {XSS_NAMES[1]: df, "plain": df}
-    page = report_html(frames, plotly_js="/* plotly */", metas={"plain": {"strategy": "tpe"}})
-    assert "<script src" not in page and "http://" not in page and "https://" not in page
-    assert page.count("<script") == page.count("</script>") == 3  # the name adds none
+    record = SearchRecord(
+        space_name="digits",
+        space_toml="",
+        dataset="digits",
+        proxy={},
+        strategy="tpe",
+        seed=0,
+        n_trials=10,
+    )
+    page = report_html(frames, {"plain": record}, plotly_js="/* plotly */")
+    parsed = parse_page(page)
+    assert parsed.tags[:2] == ["html", "head"]
+    assert all("src" not in attrs for attrs, _ in parsed.scripts)  # inlined, nothing fetched
+    assert "http://" not in page and "https://" not in page
+    assert len(parsed.scripts) == page.count("<script") == 3  # the name adds none
     assert XSS_NAMES[1] not in page and html.escape(XSS_NAMES[1]) in page
-    assert "connect-src 'none'" in page
-    raw = re.search(r'<script type="application/json" id="figure-data">(.*?)</script>', page)
-    fig = json.loads(raw.group(1))
+    assert "connect-src 'none'" in parsed.csp and "default-src 'none'" in parsed.csp
+    (raw,) = [text for attrs, text in parsed.scripts if attrs.get("id") == "figure-data"]
+    fig = json.loads(raw)
     assert {t["meta"]["search"] for t in fig["data"]} == set(frames)
     markers = [t for t in fig["data"] if "markers" in t["mode"]]
     assert sum(len(t["x"]) for t in markers) == 2 * len(df)
+    assert "<td>tpe</td>" in page
+
+
+def test_report_data_has_one_row_per_search(df: pd.DataFrame) -> None:
+    data = report_data({"a": df, "b": make_frame(SPEC[:3], seed=1)}, title="<two>")
+    assert data["heading"] == "<two>"  # plain data; the page escapes it
+    assert isinstance(data["figure"], go.Figure)
+    a, b = data["rows"]
+    assert (a["name"], a["trials"], a["failed"], a["infeasible"]) == ("a", len(df), 2, 1)
+    assert (b["name"], b["trials"], b["front"], b["strategy"]) == ("b", 3, 2, "-")
+    assert a["best"] == f"{df.val_acc.max():.4f}"
+    assert a["knee"].startswith("#") and "stage 0:" in a["knee"]
+    assert a["color"] != b["color"]
+    page = report_html({"a": df}, title="<two>", plotly_js="")
+    assert "<title>&lt;two&gt;</title>" in page

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import html
-import inspect
 import json
 import re
 import socket
@@ -12,16 +11,20 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlencode
 
+import httpx
 import optuna
 import pytest
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
+from torch import nn
 from typer.testing import CliRunner
 
 from fusion_nas.cli import serve as serve_cli
 from fusion_nas.cli.app import app as cli_app
 from fusion_nas.cli.pareto import default_report_path
 from fusion_nas.errors import FusionNasError
+from fusion_nas.nets import OPS, register_op
+from fusion_nas.records import TrialStatus, mark_interrupted
 from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import load_space
 from fusion_nas.store import Store
@@ -29,12 +32,15 @@ from fusion_nas.train import ProxyConfig
 from fusion_nas.web import (
     CSP,
     DEFAULT_HOST,
+    DEFAULT_PORT,
+    background_server,
     bind_socket,
     create_app,
     loopback_hosts,
     redact_url,
+    run,
 )
-from fusion_nas.web import app as web_app
+from fusion_nas.web import server as web_server
 
 with warnings.catch_warnings():  # starlette 1.x asks for httpx2; httpx works the same here
     warnings.simplefilter("ignore")
@@ -45,11 +51,11 @@ XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>
 HOSTILE_REASON = "<script>alert('reason')</script> & more"
 
 
-def add_search(store: Store, name: str) -> None:
+def add_search(store: Store, name: str) -> optuna.Study:
     """A search written the way the search session writes one, without training."""
     space = load_space("digits")
     config = SearchConfig(name=name, space=space, dataset="synthetic", trials=3)
-    study = store.create_study(name, config.meta())
+    study = store.create_study(name, config.record())
     for number, (state, acc) in enumerate([(TrialState.COMPLETE, 0.5), (TrialState.FAIL, None)]):
         arch = space.sample(number)
         attrs = {
@@ -59,7 +65,7 @@ def add_search(store: Store, name: str) -> None:
             "macs": 100_000 + number,
             "params": 5000,
             "curve": [0.25, 0.5] if acc else [],
-            "status": "complete" if acc else "failed",
+            "status": TrialStatus.COMPLETE.value if acc else TrialStatus.FAILED.value,
         }
         if acc:
             attrs["val_acc"] = acc
@@ -67,6 +73,7 @@ def add_search(store: Store, name: str) -> None:
         else:
             attrs["fail_reason"] = HOSTILE_REASON
             study.add_trial(optuna.trial.create_trial(state=state, user_attrs=attrs))
+    return study
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +214,42 @@ def test_pages_have_no_inline_script(client: TestClient) -> None:
         assert '<script src="http' not in text
 
 
+def test_a_registered_operator_shows_on_the_dashboard(client: TestClient) -> None:
+    @register_op("toy-dashboard", uses=())
+    class ToyBlock(nn.Module):
+        pass
+
+    try:
+        data = client.get(q("/api/search", name=REAL)).json()
+    finally:
+        del OPS["toy-dashboard"]
+    all_trials, front = data["figures"]["operators"]["data"]
+    stages, operators = all_trials["x"]
+    assert "toy-dashboard" in operators and set(operators) >= set(OPS)
+    assert len(stages) == len(operators) == len(all_trials["y"]) == len(front["y"])
+
+
+def test_interrupted_trials_show_like_failed_ones(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/cut.db")
+    study = add_search(store, "cut short")
+    number = study.ask().number  # a running trial, then the process is stopped
+    mark_interrupted(store.storage, "cut short", number, "interrupted by the user")
+    client = TestClient(create_app(store))
+
+    data = client.get(q("/api/search", name="cut short")).json()
+    row = data["trials"][number]
+    assert (row["number"], row["status"]) == (number, TrialStatus.INTERRUPTED.value)
+    assert row["note"] == "interrupted by the user"
+    assert data["summary"]["interrupted"] == 1 and data["summary"]["failed"] == 1
+    strip = {t["meta"]["role"]: t for t in data["figures"]["pareto"]["data"]}
+    assert [number] in strip["failed"]["customdata"]  # drawn in the failed row
+    trial = client.get(q("/api/trial", search="cut short", number=number)).json()
+    assert trial["status"] == "interrupted" and trial["fail_reason"] == "interrupted by the user"
+    assert client.get(q("/trial", search="cut short", number=number)).status_code == 200
+    listed = client.get("/api/searches").json()["searches"]
+    assert [(s["name"], s["interrupted"]) for s in listed] == [("cut short", 1)]
+
+
 # --------------------------------------------------------------------------- escaping
 
 
@@ -276,12 +319,31 @@ def test_code_download_falls_back_to_json(client: TestClient, monkeypatch) -> No
 # --------------------------------------------------------------------------- serving
 
 
-def test_default_host_is_loopback() -> None:
+def test_default_host_is_loopback(store: Store, monkeypatch) -> None:
     assert DEFAULT_HOST == "127.0.0.1"
-    params = inspect.signature(serve_cli.serve).parameters
-    assert params["host"].default == "127.0.0.1"
-    assert inspect.signature(web_app.run).parameters["host"].default == "127.0.0.1"
-    assert inspect.signature(web_app.background_server).parameters["host"].default == "127.0.0.1"
+    # Served with the defaults, the dashboard listens on loopback and guards its Host header.
+    with background_server(store) as base:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base)
+        assert httpx.get(base + "/api/searches").status_code == 200
+        assert httpx.get(base + "/", headers={"Host": "attacker.example"}).status_code == 400
+    # ``run`` with no address binds the loopback default port.
+    bound = []
+
+    class Server:
+        def run(self, sockets: list[socket.socket]) -> None:
+            bound.append(sockets[0].getsockname()[:2])
+
+    calls = []
+
+    def bind_any_port(host: str, port: int) -> socket.socket:
+        calls.append((host, port))
+        return real_bind(host, 0)  # the default port may be taken on this machine
+
+    real_bind = web_server.bind_socket
+    monkeypatch.setattr(web_server, "bind_socket", bind_any_port)
+    monkeypatch.setattr(web_server, "_server", lambda store, host, level: Server())
+    run(store)
+    assert calls == [("127.0.0.1", DEFAULT_PORT)] and bound == [("127.0.0.1", bound[0][1])]
 
 
 def test_loopback_dashboard_rejects_foreign_host_header(store: Store) -> None:
@@ -352,6 +414,7 @@ def test_pareto_command_writes_offline_html(store: Store, tmp_path: Path, monkey
 
 def test_pareto_default_path(store: Store, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FUSION_NAS_HOME", raising=False)
     result = CliRunner().invoke(cli_app, ["pareto", XSS_NAMES[1], "--store", store.url])
     assert result.exit_code == 0, result.output
     (written,) = (tmp_path / "results").iterdir()
@@ -359,6 +422,12 @@ def test_pareto_default_path(store: Store, tmp_path: Path, monkeypatch) -> None:
     assert default_report_path(["a b", "c/d"]) == Path("results/pareto-a_b+c_d.html")
     long = default_report_path([f"search-{i}" for i in range(40)])
     assert len(long.name) < 140 and long != default_report_path([f"s-{i}" for i in range(40)])
+    # FUSION_NAS_HOME moves every result, the reports included.
+    monkeypatch.setenv("FUSION_NAS_HOME", str(tmp_path / "elsewhere"))
+    result = CliRunner().invoke(cli_app, ["pareto", REAL, "--store", store.url])
+    assert result.exit_code == 0, result.output
+    (written,) = (tmp_path / "elsewhere").iterdir()
+    assert written.name == "pareto-real_search_1.html"
 
 
 def test_pareto_unknown_search_is_one_line(store: Store) -> None:

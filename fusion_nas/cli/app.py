@@ -10,6 +10,7 @@ from fusion_nas.cli.results import results
 from fusion_nas.cli.search import search
 from fusion_nas.cli.serve import serve
 from fusion_nas.cli.spaces import list_spaces, space_app
+from fusion_nas.store import quiet_optuna
 
 app = typer.Typer(
     name="fusion-nas",
@@ -18,6 +19,14 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _setup() -> None:
+    """Neural architecture search over conv/self-attention fusion strategies."""
+    quiet_optuna()  # Optuna's per-trial INFO lines would break the progress bar
+
+
 app.command("spaces")(list_spaces)
 app.add_typer(space_app, name="space")
 app.command("search")(search)

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fusion_nas.errors import FusionNasError
+from fusion_nas.errors import FusionNasError, one_line
+from fusion_nas.settings import HOME_ENV, STORE_ENV
 
 console = Console(highlight=False)
 if not console.is_terminal:  # pipes and files: wide tables instead of 80-column wrapping
@@ -21,8 +22,8 @@ StoreOption = Annotated[
     str | None,
     typer.Option(
         "--store",
-        help="Results store: any SQLAlchemy URL. Default: $FUSION_NAS_STORE, else "
-        "sqlite:///results/fusion_nas.db under the current directory.",
+        help=f"Results store: any SQLAlchemy URL. Default: ${STORE_ENV}, else "
+        f"sqlite:///HOME/fusion_nas.db where HOME is ${HOME_ENV} (default: ./results).",
         show_default=False,
     ),
 ]
@@ -34,6 +35,5 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except FusionNasError as exc:
-        message = " ".join(str(exc).split())
-        err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+        err_console.print(f"[bold red]Error:[/] {escape(one_line(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -12,8 +12,10 @@ from fusion_nas.arch import Architecture
 from fusion_nas.cli.common import StoreOption, console, err_console, user_errors
 from fusion_nas.errors import ExportError
 from fusion_nas.export import write_export
-from fusion_nas.retrain import proxy_weights, retrain, safe_stem, search_space
-from fusion_nas.select import select_trial
+from fusion_nas.records import TrialStatus
+from fusion_nas.results import pick_trial
+from fusion_nas.retrain import default_out_dir, proxy_weights, retrain, search_space
+from fusion_nas.settings import HOME_ENV
 from fusion_nas.store import Store
 
 TrialOption = Annotated[
@@ -57,14 +59,14 @@ def export(
             raise ExportError(f"--out must name a .py file, got {str(out)!r}")
         st = Store(store, create=False)
         df = st.trials(name)
-        row = select_trial(df, trial=trial, pick=pick)
+        row = pick_trial(df, trial=trial, pick=pick)
         if row["arch"] is None:
             raise ExportError(f"trial {row['number']} of {name!r} has no architecture recorded")
         space = search_space(st, name)
         arch = Architecture.from_dict(row["arch"])
         state = None
         if weights is not None or onnx is not None:
-            if row["status"] != "complete":
+            if row["status"] != TrialStatus.COMPLETE:
                 raise ExportError(
                     f"trial {row['number']} is {row['status']}: it has no trained weights; "
                     "export the code without --weights/--onnx"
@@ -102,7 +104,8 @@ def retrain_command(
         typer.Option(
             "--out",
             "-o",
-            help="Output directory. Default: results/retrain/NAME-trialN.",
+            help=f"Output directory. Default: ${HOME_ENV}/retrain/NAME-trialN "
+            "(results/retrain/NAME-trialN).",
             show_default=False,
         ),
     ] = None,
@@ -115,10 +118,10 @@ def retrain_command(
     """
     with user_errors():
         st = Store(store, create=False)
-        row = select_trial(st.trials(name), trial=trial, pick=pick)
+        row = pick_trial(st.trials(name), trial=trial, pick=pick)
         if row["arch"] is None:
             raise ExportError(f"trial {row['number']} of {name!r} has no architecture recorded")
-        out_dir = out or Path("results") / "retrain" / f"{safe_stem(name)}-trial{row['number']}"
+        out_dir = out or default_out_dir(name, row["number"])
         with console.status(f"Retraining trial {row['number']} for {epochs} epochs..."):
             rec = retrain(st, name, row, epochs=epochs, out_dir=out_dir)
         console.print(

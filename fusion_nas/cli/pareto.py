@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import webbrowser
 from pathlib import Path
 from typing import Annotated
@@ -13,30 +12,24 @@ from rich.markup import escape
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.errors import FusionNasError
+from fusion_nas.results import safe_filename
+from fusion_nas.settings import home
 from fusion_nas.store import Store
-from fusion_nas.viz import report_html
 
-REPORT_DIR = Path("results")
 _MAX_STEM = 120
 
 
-def safe_filename_part(text: str, fallback: str = "search") -> str:
-    """``text`` reduced to ``[A-Za-z0-9._-]`` (runs of anything else become ``_``)."""
-    out = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
-    return out or fallback
-
-
 def default_report_path(names: list[str]) -> Path:
-    """``results/pareto-<names>.html`` with the names sanitised and joined by ``+``.
+    """``HOME/pareto-<names>.html`` (:func:`fusion_nas.settings.home`), names made file-safe.
 
-    Long name lists are cut and suffixed with a short hash, so distinct lists keep distinct
-    files.
+    The names are joined by ``+``; long name lists are cut and suffixed with a short hash, so
+    distinct lists keep distinct files.
     """
-    stem = "+".join(safe_filename_part(n) for n in names)
+    stem = "+".join(safe_filename(n, limit=None) for n in names)
     if len(stem) > _MAX_STEM:
         digest = hashlib.sha1("\0".join(names).encode()).hexdigest()[:8]
         stem = f"{stem[: _MAX_STEM - 9]}-{digest}"
-    return REPORT_DIR / f"pareto-{stem}.html"
+    return home() / f"pareto-{stem}.html"
 
 
 def pareto(
@@ -48,7 +41,8 @@ def pareto(
         typer.Option(
             "--out",
             "-o",
-            help="HTML file to write. Default: results/pareto-<names>.html.",
+            help="HTML file to write. Default: $FUSION_NAS_HOME/pareto-<names>.html "
+            "(FUSION_NAS_HOME defaults to ./results).",
             show_default=False,
             dir_okay=False,
         ),
@@ -59,15 +53,15 @@ def pareto(
     store: StoreOption = None,
 ) -> None:
     """Write the Pareto plot (validation accuracy vs. MACs) of NAMES as one offline HTML file."""
-    from plotly.offline import get_plotlyjs
+    from fusion_nas.web.report import report_html
 
     with user_errors():
         st = Store(store, create=False)
         unique = list(dict.fromkeys(names))
         frames = {name: st.trials(name) for name in unique}
-        metas = {name: st.search_meta(name) for name in unique}
+        records = {name: st.search(name) for name in unique}
         path = out if out is not None else default_report_path(unique)
-        page = report_html(frames, plotly_js=get_plotlyjs(), metas=metas)
+        page = report_html(frames, records)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(page, encoding="utf-8")

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
+from fusion_nas.results import TABLE_COLUMNS, trial_note
 from fusion_nas.store import Store, redact_url
 
 
@@ -79,23 +80,12 @@ def results(
             return
         view = df.assign(
             front=df.on_front.map(lambda f: "*" if f else ""),
-            note=df.fail_reason.fillna("").where(
-                df.duplicate_of.isna(), "same as #" + df.duplicate_of.astype("Int64").astype(str)
-            ),
+            note=[trial_note(row) for row in df.to_dict("records")],
         )
+        number, *rest = TABLE_COLUMNS
         _emit(
             view,
             format,
             f"Search {name} ({len(df)} trials; * = Pareto-optimal: accuracy up, MACs down)",
-            [
-                "number",
-                "front",
-                "status",
-                "val_acc",
-                "macs",
-                "params",
-                "arch_desc",
-                "train_seconds",
-                "note",
-            ],
+            [number, "front", *rest, "note"],
         )

@@ -19,14 +19,22 @@ from rich.progress import (
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.data import DATASETS
 from fusion_nas.errors import DatasetError, allowed
+from fusion_nas.records import TrialRecord, TrialStatus
 from fusion_nas.search import Progress as SearchProgress
 from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import load_space
-from fusion_nas.store import Store, redact_url
-from fusion_nas.strategies.registry import STRATEGIES
+from fusion_nas.store import Store, quiet_optuna, redact_url
+from fusion_nas.strategies import STRATEGIES
 from fusion_nas.train import ProxyConfig
 
 _DEFAULTS = ProxyConfig()
+_DEFAULT_STRATEGY = next(iter(STRATEGIES))
+_STRATEGY_HELP = ", ".join(f"{name} ({spec.help})" for name, spec in STRATEGIES.items())
+
+
+def _takes(option: str) -> str:
+    """The strategies that read ``option`` (for the option's help)."""
+    return ", ".join(name for name, spec in STRATEGIES.items() if option in spec.options)
 
 
 def search(
@@ -42,8 +50,8 @@ def search(
         ),
     ] = None,
     strategy: Annotated[
-        str, typer.Option("--strategy", "-s", help=f"One of: {', '.join(STRATEGIES)}.")
-    ] = "optuna:nsga2",
+        str, typer.Option("--strategy", "-s", help=f"One of: {_STRATEGY_HELP}.")
+    ] = _DEFAULT_STRATEGY,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Total trials of the search.")] = 20,
     epochs: Annotated[
         int, typer.Option(help="Proxy training epochs per trial.")
@@ -85,8 +93,12 @@ def search(
         float | None,
         typer.Option(help="Seconds after which a trial fails as timed out.", show_default=False),
     ] = None,
-    population: Annotated[int, typer.Option(help="Population size (NSGA-II, evolution).")] = 12,
-    sample_size: Annotated[int, typer.Option(help="Tournament size (nni:evolution).")] = 4,
+    population: Annotated[
+        int, typer.Option(help=f"Population size ({_takes('population')}).")
+    ] = 12,
+    sample_size: Annotated[
+        int, typer.Option(help=f"Tournament size ({_takes('sample_size')}).")
+    ] = 4,
     data_dir: Annotated[
         str | None,
         typer.Option(
@@ -104,9 +116,9 @@ def search(
                     f"{allowed(DATASETS)} or 'folder:PATH'"
                 )
             dataset = sp.name
-        options = {"population": population}
-        if strategy == "nni:evolution":
-            options["sample_size"] = sample_size
+        given = {"population": population, "sample_size": sample_size}
+        spec = STRATEGIES.get(strategy)  # unknown names are refused by the search, in one line
+        options = {k: v for k, v in given.items() if spec is not None and k in spec.options}
         config = SearchConfig(
             name=name
             or f"{sp.name}-{dataset.replace(':', '_').replace('/', '_')}-{strategy.split(':')[-1]}",
@@ -128,13 +140,14 @@ def search(
             trial_timeout=trial_timeout,
             workers=workers,
             data_dir=data_dir,
-            strategy_options=options if strategy.startswith(("optuna:nsga2", "nni:")) else {},
+            strategy_options=options,
         )
         st = Store(store)
         _run(config, st)
 
 
 def _run(config: SearchConfig, store: Store) -> None:
+    quiet_optuna()  # Optuna's per-study INFO lines would break the progress bar
     start = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -168,6 +181,8 @@ def _run(config: SearchConfig, store: Store) -> None:
         progress.start()
 
     def on_progress(p: SearchProgress) -> None:
+        if p.trial is not None:  # one line per finished trial, above the bar
+            progress.console.print(_trial_line(p.trial), soft_wrap=True)
         progress.update(
             task_id,
             completed=p.done,
@@ -178,13 +193,23 @@ def _run(config: SearchConfig, store: Store) -> None:
 
     try:
         df = run_search(config, store, on_progress=on_progress, on_start=on_start)
+    except KeyboardInterrupt:
+        progress.stop()
+        console.print(
+            "[bold yellow]Stopped[/]: finished trials are kept; run the same command again "
+            "to resume."
+        )
+        raise typer.Exit(130) from None
     finally:
         progress.stop()
     ok = df[df.status == "complete"]
+    cut = int((df.status == "interrupted").sum())
     console.print(
         f"[bold green]Done[/] in {time.perf_counter() - start:.1f} s: {len(df)} trials "
         f"({len(ok)} complete, {int((df.status == 'failed').sum())} failed, "
-        f"{int((df.status == 'infeasible').sum())} over budget); "
+        f"{int((df.status == 'infeasible').sum())} over budget"
+        + (f", {cut} interrupted" if cut else "")
+        + "); "
         f"best validation accuracy {ok.val_acc.max():.4f}; front size {int(df.on_front.sum())}."
         if len(ok)
         else f"[bold yellow]Done[/]: {len(df)} trials, none complete."
@@ -197,3 +222,13 @@ def _run(config: SearchConfig, store: Store) -> None:
         " | [bold]fusion-nas serve[/] (http://127.0.0.1:8765)"
         f" | optuna-dashboard {url}"
     )
+
+
+def _trial_line(t: TrialRecord) -> str:
+    """``#3  complete  0.9123  31,750 MACs  conv(k3)@8 | attention(h2)@16  (same as #1)``."""
+    acc = f"{t.val_acc:.4f}" if t.val_acc is not None else "-"
+    macs = f"{t.macs:,} MACs" if t.macs is not None else ""
+    note = f"  (same as #{t.duplicate_of})" if t.duplicate_of is not None else ""
+    if t.status != TrialStatus.COMPLETE and t.fail_reason:
+        note = f"  ({t.fail_reason})"
+    return escape(f"#{t.number:<3} {t.status.value:<10} {acc:>6}  {macs:>16}  {t.arch_desc}{note}")

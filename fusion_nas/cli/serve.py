@@ -8,15 +8,9 @@ import typer
 from rich.markup import escape
 
 from fusion_nas.cli.common import StoreOption, console, err_console, user_errors
-from fusion_nas.store import Store
-from fusion_nas.web.app import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    bind_socket,
-    loopback_hosts,
-    redact_url,
-    run,
-)
+from fusion_nas.store import Store, redact_url
+from fusion_nas.web.security import loopback_hosts
+from fusion_nas.web.server import DEFAULT_HOST, DEFAULT_PORT, base_url, bind_socket, run
 
 
 def serve(
@@ -39,8 +33,7 @@ def serve(
             f"[yellow]Warning:[/] listening on {escape(host)}: anyone who can reach this "
             "address can read the results store."
         )
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{sock.getsockname()[1]}/"
+    url = base_url(host, sock.getsockname()[1]) + "/"
     console.print(f"Dashboard of {escape(redact_url(st.url))} at {escape(url)} (Ctrl+C stops)")
     with user_errors():
         run(st, host, port, sock=sock)

@@ -1,23 +1,41 @@
-"""Searchable operators; each keeps the map shape and is created by name through the registry."""
+"""Operators: block configs and the registry, over :mod:`fusion_nas.nets` where they live."""
 
-from fusion_nas.ops.attention import ATTENTION_VARIANTS, AttentionBlock, AttentionMixer
-from fusion_nas.ops.conv import ConvBlock, ConvMixer
-from fusion_nas.ops.gated import GatedBlock
-from fusion_nas.ops.parallel import FUSION_INIT, ParallelBlock
-from fusion_nas.ops.registry import create_op, get_op, list_ops, op_uses, register_op
+from fusion_nas.nets import (
+    ATTENTIONS,
+    FUSION_INIT,
+    OPS,
+    SEARCHABLE,
+    BlockCfg,
+    CfgError,
+    NetCfg,
+    StageCfg,
+    register_attention,
+    register_op,
+)
+from fusion_nas.ops.registry import (
+    block_cfg,
+    create_op,
+    get_op,
+    list_attentions,
+    list_ops,
+    op_uses,
+)
 
 __all__ = [
-    "ATTENTION_VARIANTS",
+    "ATTENTIONS",
     "FUSION_INIT",
-    "AttentionBlock",
-    "AttentionMixer",
-    "ConvBlock",
-    "ConvMixer",
-    "GatedBlock",
-    "ParallelBlock",
+    "OPS",
+    "SEARCHABLE",
+    "BlockCfg",
+    "CfgError",
+    "NetCfg",
+    "StageCfg",
+    "block_cfg",
     "create_op",
     "get_op",
+    "list_attentions",
     "list_ops",
     "op_uses",
+    "register_attention",
     "register_op",
 ]

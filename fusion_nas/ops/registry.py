@@ -1,70 +1,61 @@
-"""Name -> operator class registry; every searchable operator is created through it."""
+"""Operators by name: a view over :data:`fusion_nas.nets.OPS` with one-line errors.
+
+``nets.py`` defines and registers every operator (``@register_op``); this module lists them,
+looks them up and builds them for the toolkit, turning config errors into :class:`SpaceError`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 from fusion_nas.errors import SpaceError, allowed
-
-_REGISTRY: dict[str, type[nn.Module]] = {}
-
-
-def register_op(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator that registers an operator under ``name``."""
-
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"operator {name!r} is registered twice")
-        _REGISTRY[name] = cls
-        cls.op_name = name
-        return cls
-
-    return wrap
+from fusion_nas.nets import ATTENTIONS, OPS, BlockCfg, CfgError
 
 
 def list_ops() -> tuple[str, ...]:
     """Names of the registered operators, in registration order."""
-    return tuple(_REGISTRY)
+    return tuple(OPS)
+
+
+def list_attentions() -> tuple[str, ...]:
+    """Names of the registered attention variants, in registration order."""
+    return tuple(ATTENTIONS)
 
 
 def get_op(name: str) -> type[nn.Module]:
-    """The operator class registered under ``name``; unknown names raise :class:`SpaceError`."""
+    """The block class registered under ``name``; unknown names raise :class:`SpaceError`."""
     try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise SpaceError(f"unknown operator {name!r}; allowed: {allowed(_REGISTRY)}") from None
+        return OPS[name]
+    except (KeyError, TypeError):
+        raise SpaceError(f"unknown operator {name!r}; allowed: {allowed(OPS)}") from None
 
 
 def op_uses(name: str) -> tuple[str, ...]:
-    """Which architecture fields (``kernel``, ``heads``, ``attention``) the operator reads."""
+    """The :class:`BlockCfg` fields a search chooses for operator ``name`` (e.g. ``kernel``)."""
     return get_op(name).uses
 
 
-def create_op(
-    name: str,
-    dim: int,
-    channels: int,
-    size: tuple[int, ...],
-    *,
-    kernel: int | None = None,
-    heads: int | None = None,
-    attention: str | None = None,
-    window: int = 4,
-    mlp_ratio: float = 2.0,
-) -> nn.Module:
-    """Build operator ``name`` for ``dim``-D maps of ``channels`` channels and spatial ``size``.
+def block_cfg(operator: str, width: int, **fields: Any) -> BlockCfg:
+    """``BlockCfg(operator, width, **fields)``; a bad value raises a one-line SpaceError."""
+    get_op(operator)
+    try:
+        return BlockCfg(operator, width, **fields)
+    except CfgError as exc:
+        raise SpaceError(f"{operator} block: {exc}") from None
 
-    Every operator keeps the shape: ``(B, C, L)`` in 1-D and ``(B, C, H, W)`` in 2-D.
+
+def create_op(cfg: BlockCfg | str, size: tuple[int, ...], **fields: Any) -> nn.Module:
+    """The block of ``cfg`` for maps of spatial ``size``: ``(L,)`` or ``(H, W)``.
+
+    ``cfg`` is a :class:`BlockCfg`, or an operator name completed by ``fields`` (``width=``
+    and any other BlockCfg field). Every block keeps the shape ``(B, C, *size)``.
     """
-    return get_op(name)(
-        dim,
-        channels,
-        size,
-        kernel=kernel,
-        heads=heads,
-        attention=attention,
-        window=window,
-        mlp_ratio=mlp_ratio,
-    )
+    if isinstance(cfg, str):
+        cfg = block_cfg(cfg, **fields)
+    elif fields:
+        raise SpaceError(f"fields {sorted(fields)} given with a BlockCfg; give one or the other")
+    if not isinstance(size, tuple) or len(size) not in (1, 2):
+        raise SpaceError(f"size {size!r} is not allowed; allowed: (L,) or (H, W)")
+    return get_op(cfg.operator)(cfg, size)

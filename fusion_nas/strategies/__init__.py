@@ -1,6 +1,22 @@
-"""Search strategies behind one small interface, looked up by name (``engine:method``)."""
+"""Search strategies: they propose architectures; :mod:`fusion_nas.search` runs the trials."""
 
-from fusion_nas.strategies.base import Strategy
-from fusion_nas.strategies.registry import STRATEGIES, make_strategy
+from fusion_nas.strategies.base import Driver, Proposer, Strategy, TrialRunner
+from fusion_nas.strategies.registry import (
+    STRATEGIES,
+    StrategySpec,
+    make_strategy,
+    register_strategy,
+    strategy_names,
+)
 
-__all__ = ["STRATEGIES", "Strategy", "make_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "Driver",
+    "Proposer",
+    "Strategy",
+    "StrategySpec",
+    "TrialRunner",
+    "make_strategy",
+    "register_strategy",
+    "strategy_names",
+]

@@ -9,18 +9,20 @@ The search space becomes an NNI ``ModelSpace`` (:func:`model_space`): stage ``i`
 ``nni.choice`` labelled ``s{i}`` over the stage's distinct choices, each named by its short
 label (``conv(k3)@8``, ``gated(k3,h2,win)x2@32``), so NNI proposes each stage's operator
 together with the kernel, heads, attention variant, width and depth that operator reads (no two
-samples build the same network). Frozen on a sample, the model space is the real network
-(``.net``, built by :func:`fusion_nas.model.build_model`) and its ``.arch``.
+samples build the same network). Frozen on a sample, the model space is its ``.arch`` and the
+real network (built by :func:`fusion_nas.model.build_model` on the first forward only: the
+search costs and trains proposals itself, so NNI's copy is never allocated unless called).
 
 NNI's strategy proposes (``Random``, ``GridSearch``, ``RegularizedEvolution`` and ``TPE`` from
 ``nni.nas.strategy``, each seeded with the search's seed). A ``NasExperiment`` with the
 sequential execution engine (``SequentialEngineConfig``) runs the proposals one by one in this
-process, at most ``max_trial_number`` = the trials still missing. Its ``FunctionalEvaluator``
-hands the architecture to :meth:`fusion_nas.search.SearchSession.evaluate`, which costs it,
-records an over-budget network as infeasible without training, re-uses an already evaluated
-one, trains the rest and records every trial in the results store with the same fields,
-statuses and failure reasons as an Optuna trial. The evaluator then reports one number to NNI
-with ``nni.report_final_result``.
+process, at most ``max_trial_number`` = the trials still missing. NNI drives this loop, so the
+strategy is a :class:`~fusion_nas.strategies.base.Driver`: its ``FunctionalEvaluator`` hands
+each architecture to :meth:`~fusion_nas.strategies.base.TrialRunner.evaluate`, which the search
+implements: it costs the network, records an over-budget one as infeasible without training,
+re-uses an already evaluated one, trains the rest and records every trial in the results store
+with the same fields, statuses and failure reasons as an Optuna trial. The evaluator then
+reports one number to NNI with ``nni.report_final_result``.
 
 The number NNI optimises
 ------------------------
@@ -41,16 +43,17 @@ trial, so the front, hypervolume and plots treat NNI and Optuna searches alike.
 Resume
 ------
 NNI's own checkpoints are not used: the results store is the record. A resumed search
-warm-starts the NNI strategy from the stored trials (those not cut short by an interrupt): the
+warm-starts the NNI strategy from the stored trials (those with status ``interrupted``, cut
+short by Ctrl-C or an ended process, are left out, so NNI may propose them again): the
 samples already tried are never proposed again, regularized evolution starts from the last
 ``population`` trials as its population, and TPE replays every stored result.
 
 Files and output
 ----------------
 NNI's logs, the warnings raised while it runs and whatever it prints on import go to
-``results/nni/nni.log`` (under the current directory, like the default store); NNI's
-experiment directory (``log/experiment.log``, ``checkpoint/``) is ``results/nni/<id>/`` with one
-id per search name, and its experiment list ``results/nni/.experiment`` (NNI would use
+``nni.log`` in :func:`fusion_nas.settings.nni_dir` (``results/nni`` by default); NNI's
+experiment directory (``log/experiment.log``, ``checkpoint/``) is ``<nni_dir>/<id>/`` with one
+id per search name, and its experiment list ``<nni_dir>/.experiment`` (NNI would use
 ``~/nni-experiments``). Nothing of NNI reaches the console, so the progress bar stays clean.
 """
 
@@ -67,23 +70,20 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
+from fusion_nas import settings
 from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.errors import StrategyError, allowed
 from fusion_nas.model import build_model
+from fusion_nas.records import TrialRecord, TrialStatus
 from fusion_nas.space import SearchSpace
-from fusion_nas.strategies.base import Strategy
-
-if TYPE_CHECKING:
-    from fusion_nas.search import SearchSession
+from fusion_nas.strategies.base import Driver, TrialRunner
 
 PENALTY = -1.0  # scalar of an over-budget or failed trial: below every accuracy
 INSTALL_HINT = "pip install -e '.[nni]'"
-NNI_DIR = Path("results") / "nni"  # NNI's log file, experiment directories and list
 METHODS = {
     "nni:random": "Random",
     "nni:grid": "GridSearch",
@@ -154,7 +154,8 @@ def _nni() -> SimpleNamespace:
                 choice = self.add_mutable(nni.choice(f"s{i}", list(options)))
                 stages.append(options[ensure_frozen(choice)])  # the sampled label's stage
             self.arch = Architecture(space.name, tuple(stages))
-            self.net = build_model(self.arch, space)
+            self.space = space
+            self.net: Any = None  # built on the first forward
 
         def freeze(self, sample: dict[str, Any]) -> FusionModelSpace:
             """The model space built again with ``sample``'s choices: one real network."""
@@ -163,6 +164,8 @@ def _nni() -> SimpleNamespace:
 
         def forward(self, x: Any) -> Any:
             """The network of the sampled architecture (the first choices before freezing)."""
+            if self.net is None:
+                self.net = build_model(self.arch, self.space)
             return self.net(x)
 
     class Experiment(NasExperiment):
@@ -238,31 +241,31 @@ def architecture_of(sample: dict[str, str], space: SearchSpace) -> Architecture:
     return Architecture(space.name, tuple(options[i][sample[f"s{i}"]] for i in range(len(options))))
 
 
-def score(trial: FrozenTrial) -> float:
+def score(record: TrialRecord) -> float:
     """The scalar NNI optimises: validation accuracy, or :data:`PENALTY` (see module doc)."""
-    if trial.state == TrialState.COMPLETE and trial.user_attrs.get("status") == "complete":
-        return float(trial.user_attrs["val_acc"])
+    if record.status == TrialStatus.COMPLETE and record.val_acc is not None:
+        return float(record.val_acc)
     return PENALTY
 
 
-def _evaluate(model: Any, session: SearchSession) -> None:
-    """NNI's evaluator: record the trial through the session, report its scalar to NNI."""
+def _evaluate(model: Any, runner: TrialRunner) -> None:
+    """NNI's evaluator: record the trial through the runner, report its scalar to NNI."""
     import nni
 
-    trial = session.evaluate(model.arch)
-    nni.report_final_result(score(trial))
+    nni.report_final_result(score(runner.evaluate(model.arch)))
 
 
-def _history(session: SearchSession) -> list[tuple[dict[str, str], float]]:
-    """(sample, scalar) of the search's finished trials, oldest first, interrupted ones left out."""
-    out = []
-    for t in session.study.get_trials(deepcopy=False):
-        if t.state not in (TrialState.COMPLETE, TrialState.FAIL) or "arch" not in t.user_attrs:
-            continue
-        if str(t.user_attrs.get("fail_reason", "")).startswith("interrupted"):
-            continue  # not evidence against the network: NNI may propose it again
-        out.append((sample_of(Architecture.from_dict(t.user_attrs["arch"])), score(t)))
-    return out
+def _history(runner: TrialRunner) -> list[tuple[dict[str, str], float]]:
+    """(sample, scalar) of the search's finished trials, oldest first.
+
+    Interrupted trials are left out: they say nothing against the network, so NNI may propose
+    it again. Running ones (another process) are not results yet.
+    """
+    return [
+        (sample_of(Architecture.from_dict(r.arch)), score(r))
+        for r in runner.history()
+        if r.status.finished and r.arch is not None
+    ]
 
 
 def _experiment_id(name: str) -> str:
@@ -309,8 +312,8 @@ def _nni_output(log_file: Path) -> Iterator[None]:
 # --------------------------------------------------------------------------- strategy
 
 
-class NniStrategy(Strategy):
-    """An NNI NAS strategy run by NNI's sequential engine; trials go through the session.
+class NniStrategy(Driver):
+    """An NNI NAS strategy run by NNI's sequential engine; trials go through the runner.
 
     ``population`` and ``sample_size`` configure regularized evolution (population size and
     tournament size; a child re-draws each stage with probability ``1 / stages``);
@@ -387,43 +390,42 @@ class NniStrategy(Strategy):
             strategy = api.HPOTunerStrategy(tuner)
         return strategy
 
-    def run(self, session: SearchSession, n_trials: int) -> None:
-        """Run an NNI experiment of ``n_trials`` models; each is a trial of the session."""
+    def run(self, runner: TrialRunner, n_trials: int) -> None:
+        """Run an NNI experiment of ``n_trials`` models; each is a trial of the runner."""
         api = _nni()
-        config = session.config
-        workdir = NNI_DIR.resolve()
+        workdir = settings.nni_dir().resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         with _nni_output(workdir / "nni.log"):
-            history = _history(session)
-            strategy = self.nni_strategy(session.space, config.seed, history)
+            history = _history(runner)
+            strategy = self.nni_strategy(runner.space, runner.seed, history)
             experiment = api.Experiment(
-                model_space(session.space),
-                api.FunctionalEvaluator(_evaluate, session=session),
+                model_space(runner.space),
+                api.FunctionalEvaluator(_evaluate, runner=runner),
                 strategy,
                 api.NasExperimentConfig(
                     execution_engine=api.SequentialEngineConfig(max_model_count=n_trials),
                     model_format="simplified",
-                    experiment_name=config.name,
+                    experiment_name=runner.name,
                     experiment_working_directory=str(workdir),
                     max_trial_number=n_trials,
                 ),
-                id=_experiment_id(config.name),
+                id=_experiment_id(runner.name),
             )
             _log.info(
                 "search %r: %s (%s), %d trial(s), %d earlier result(s), seed %d, experiment %s",
-                config.name,
+                runner.name,
                 self.name,
                 type(strategy).__name__,
                 n_trials,
                 len(history),
-                config.seed,
+                runner.seed,
                 experiment.id,
             )
-            before = len(session.study.get_trials(deepcopy=False))
+            before = len(runner.history())
             try:
                 experiment.start()  # runs the strategy to the end in this thread
             finally:
                 experiment.stop()
-            ran = len(session.study.get_trials(deepcopy=False)) - before
+            ran = len(runner.history()) - before
             if ran < n_trials:  # e.g. a grid or a small space ran out of new networks
                 _log.warning("%s stopped after %d of %d trial(s)", self.name, ran, n_trials)

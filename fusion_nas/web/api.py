@@ -1,0 +1,223 @@
+"""The dashboard's JSON endpoints and downloads: what ``static/app.js`` fetches.
+
+==================================  =====================================================
+``/api/searches``                   every search at a glance (:func:`results.search_summary`)
+``/api/search?name=N``              summary, figures and trial table (``&since=VERSION``:
+                                    ``unchanged`` while nothing changed)
+``/api/trial?search=N&number=K``    one trial: record, stages, validation-curve figure
+``/download/code?search=N&...``     the trial as standalone PyTorch source (``export_code``)
+``/download/json?search=N&...``     the trial record as JSON
+``/static/plotly.min.js``           Plotly.js from the installed ``plotly`` package
+==================================  =====================================================
+
+Figures are those of :mod:`fusion_nas.viz`, sent as ``fig.to_plotly_json()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import pandas as pd
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fusion_nas.errors import one_line
+from fusion_nas.records import SearchRecord, TrialStatus
+from fusion_nas.results import TRIAL_COLUMNS, download_filename, search_summary
+from fusion_nas.store import redact_url
+from fusion_nas.viz import (
+    curve_figure,
+    hypervolume_curve,
+    hypervolume_figure,
+    operator_figure,
+    operator_frequencies,
+    pareto_figure,
+    pareto_figure_data,
+    stage_lines,
+)
+from fusion_nas.web.params import (
+    NotFound,
+    link,
+    query_param,
+    search_record,
+    search_trials,
+    store_of,
+    trial_of,
+)
+from fusion_nas.web.serialize import SafeJSONResponse, json_text
+
+__all__ = [
+    "api_search",
+    "api_searches",
+    "api_trial",
+    "download_code",
+    "download_json",
+    "plotly_js",
+]
+
+log = logging.getLogger(__name__)
+
+_TABLE_COLUMNS = (
+    "number",
+    "status",
+    "val_acc",
+    "macs",
+    "params",
+    "arch_desc",
+    "train_seconds",
+    "on_front",
+)
+"""Columns of the search page's trial table (plus ``note`` and ``url``)."""
+
+
+def _note(row: Mapping[str, Any]) -> str:
+    """The table's note: a reused result, else the reason a trial failed or was cut short."""
+    dup = row.get("duplicate_of")
+    if dup is not None and not (isinstance(dup, float) and math.isnan(dup)):
+        return f"same network as #{int(dup)}"
+    reason = row.get("fail_reason")
+    return reason if isinstance(reason, str) else ""
+
+
+def _version(df: pd.DataFrame, record: SearchRecord) -> str:
+    """Changes whenever a trial is added, changes status or gets its accuracy."""
+    key = [record.n_trials, *df[["number", "status", "val_acc"]].astype(str).values.ravel()]
+    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def api_searches(request: Request) -> Response:
+    """Every search's summary (:meth:`Store.summaries`), oldest first, with its page's URL."""
+    store = store_of(request)
+    rows = [{**row, "url": link("/search", name=row["name"])} for row in store.summaries()]
+    return SafeJSONResponse({"store": redact_url(store.url), "searches": rows})
+
+
+def api_search(request: Request) -> Response:
+    """Summary, figures and trial table of one search (``since``: skip if unchanged)."""
+    name = query_param(request, "name")
+    store = store_of(request)
+    df = search_trials(store, name)
+    record = search_record(store, name)
+    version = _version(df, record)
+    if request.query_params.get("since") == version:
+        return SafeJSONResponse({"name": name, "version": version, "unchanged": True})
+    summary = search_summary(name, record, df)
+    pareto = pareto_figure_data({name: df}, ref_macs=summary["ref_macs"])
+    curve = hypervolume_curve(df, ref_macs=summary["ref_macs"])
+    trials = []
+    for row in df.sort_values("number").to_dict("records"):
+        item = {key: row.get(key) for key in _TABLE_COLUMNS}
+        item["note"] = _note(row)
+        item["url"] = link("/trial", search=name, number=int(row["number"]))
+        trials.append(item)
+    knee = pareto["searches"][0]["knee"]
+    figures = {
+        "pareto": pareto_figure(pareto, title=f"{name}: validation accuracy vs. MACs"),
+        "hypervolume": hypervolume_figure(curve),
+        "operators": operator_figure(operator_frequencies(df)),
+    }
+    return SafeJSONResponse(
+        {
+            "name": name,
+            "version": version,
+            "unchanged": False,
+            "summary": {
+                **summary,
+                "url": link("/search", name=name),
+                "knee": None if knee is None else knee["number"],
+            },
+            "figures": {key: fig.to_plotly_json() for key, fig in figures.items()},
+            "trials": trials,
+        }
+    )
+
+
+def _trial_record(name: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """One trial as the trial page and the JSON download show it."""
+    record = {"search": name, **{key: row.get(key) for key in TRIAL_COLUMNS}}
+    record["arch"] = row.get("arch") if isinstance(row.get("arch"), Mapping) else None
+    record["curve"] = list(row.get("curve") or [])
+    return record
+
+
+def api_trial(request: Request) -> Response:
+    """One trial's record, its stages as rows and its validation-curve figure."""
+    name, _, row = trial_of(request)
+    record = _trial_record(name, row)
+    return SafeJSONResponse(
+        {
+            **record,
+            "stages": record["arch"]["stages"] if record["arch"] else [],
+            "stage_lines": stage_lines(record["arch"]),
+            "search_url": link("/search", name=name),
+            "figure": curve_figure(record["curve"]).to_plotly_json(),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def _attachment(body: str, media_type: str, filename: str) -> Response:
+    return Response(
+        body,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def download_json(request: Request) -> Response:
+    """The trial record as an indented JSON file."""
+    name, number, row = trial_of(request)
+    return _attachment(
+        json_text(_trial_record(name, row), indent=2) + "\n",
+        "application/json",
+        download_filename(name, number, ".json"),
+    )
+
+
+def download_code(request: Request) -> Response:
+    """The trial's architecture as standalone PyTorch source; the JSON if export fails."""
+    from fusion_nas.arch import Architecture
+    from fusion_nas.export import export_code
+    from fusion_nas.space import parse_space
+
+    name, number, row = trial_of(request)
+    if not isinstance(row.get("arch"), Mapping):
+        raise NotFound(f"trial {number} of search {name!r} has no architecture")
+    meta: dict[str, Any] = {"search": name, "trial": number}
+    acc = row.get("val_acc")
+    if row["status"] == TrialStatus.COMPLETE and acc is not None and math.isfinite(float(acc)):
+        meta["val_accuracy"] = float(acc)
+    try:
+        record = search_record(store_of(request), name)
+        space = parse_space(record.space_toml, source="<stored space>")
+        source = export_code(Architecture.from_dict(row["arch"]), space, meta=meta)
+    except Exception as exc:  # the exporter is optional here: fall back to the JSON
+        log.warning("code export of trial %s of %r failed: %s", number, name, one_line(exc))
+        return download_json(request)
+    return _attachment(
+        source, "text/x-python; charset=utf-8", download_filename(name, number, ".py")
+    )
+
+
+def plotly_js(request: Request) -> Response:
+    """Plotly.js from the installed plotly package (no CDN)."""
+    return Response(
+        _plotly_bundle(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+@cache
+def _plotly_bundle() -> bytes:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs().encode("utf-8")

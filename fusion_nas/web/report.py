@@ -1,0 +1,109 @@
+"""The offline Pareto report of ``fusion-nas pareto``: one self-contained HTML file.
+
+Built like every figure: :func:`report_data` gathers plain data (the figure of
+:func:`fusion_nas.viz.pareto_figure` and one table row per search), then
+``templates/report.html`` draws it. The page inlines the Plotly.js bundle of the installed
+``plotly`` package and carries the figure as inert JSON; its Content-Security-Policy
+(:data:`~fusion_nas.web.security.REPORT_CSP`) lets it load nothing, so it opens offline, and
+Jinja escapes every name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from markupsafe import Markup
+
+from fusion_nas.records import SearchRecord
+from fusion_nas.viz import pareto_figure, pareto_figure_data
+from fusion_nas.web.render import render
+from fusion_nas.web.security import REPORT_CSP
+from fusion_nas.web.serialize import json_text
+
+__all__ = ["report_data", "report_html"]
+
+
+def _knee_text(search: Mapping[str, Any]) -> str:
+    knee = search["knee"]
+    if knee is None:
+        return "-"
+    point = next(p for p in search["points"] if p["number"] == knee["number"])
+    text = f"#{knee['number']}: {knee['val_acc']:.4f} at {knee['macs']:,.0f} MACs"
+    return text + " (" + "; ".join(point["stages"]) + ")"
+
+
+def report_data(
+    frames: Mapping[str, pd.DataFrame],
+    records: Mapping[str, SearchRecord] | None = None,
+    *,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """What the report shows, as plain data.
+
+    Args:
+        frames: search name -> its trials, in the order to list and colour them.
+        records: search name -> its record (for the strategy column); optional.
+        title: the page's heading; default ``Pareto front: NAME, NAME``.
+
+    Returns:
+        ``{"heading", "figure" (go.Figure), "ref_macs", "rows"}``; a row per search is
+        ``{"name", "color", "strategy", "trials", "failed", "infeasible", "best", "front",
+        "hypervolume", "knee"}`` with numbers already formatted as text.
+    """
+    data = pareto_figure_data(frames)
+    heading = title or "Pareto front: " + ", ".join(frames)
+    rows = []
+    for s in data["searches"]:
+        record = (records or {}).get(s["name"])
+        best = max((p["val_acc"] for p in s["points"]), default=None)
+        rows.append(
+            {
+                "name": s["name"],
+                "color": s["color"],
+                "strategy": record.strategy if record is not None else "-",
+                "trials": s["n_trials"],
+                "failed": len(s["failed"]),  # interrupted trials count as failed here
+                "infeasible": len(s["infeasible"]),
+                "best": "-" if best is None else f"{best:.4f}",
+                "front": len(s["front"]),
+                "hypervolume": f"{s['hypervolume']:.4f}",
+                "knee": _knee_text(s),
+            }
+        )
+    return {
+        "heading": heading,
+        "figure": pareto_figure(data, title=heading),
+        "ref_macs": data["ref_macs"],
+        "rows": rows,
+    }
+
+
+def report_html(
+    frames: Mapping[str, pd.DataFrame],
+    records: Mapping[str, SearchRecord] | None = None,
+    *,
+    title: str | None = None,
+    plotly_js: str | None = None,
+) -> str:
+    """The report of :func:`report_data` as one self-contained HTML page.
+
+    ``plotly_js`` is the Plotly.js bundle to inline; default the one of the installed
+    ``plotly`` package (``plotly.offline.get_plotlyjs()``).
+    """
+    if plotly_js is None:
+        from plotly.offline import get_plotlyjs
+
+        plotly_js = get_plotlyjs()
+    data = report_data(frames, records, title=title)
+    return render(
+        "report.html",
+        csp=REPORT_CSP,
+        heading=data["heading"],
+        ref_macs=f"{data['ref_macs']:,.0f}",
+        rows=data["rows"],
+        # Both go into <script> elements as they are: the JSON has no "<", ">" or "&".
+        figure_json=Markup(json_text(data["figure"].to_plotly_json())),
+        plotly_js=Markup(plotly_js),
+    )

@@ -1,0 +1,181 @@
+"""Typed records: statuses, search and retrain records round-trip through a real Optuna store."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+
+from fusion_nas import records
+from fusion_nas.records import (
+    RetrainRecord,
+    SearchRecord,
+    TrialRecord,
+    TrialStatus,
+    mark_interrupted,
+    read_retrains,
+    search_record,
+    trial_status,
+    write_proposal,
+    write_result,
+    write_retrain,
+)
+from fusion_nas.results import trials_frame
+from fusion_nas.space import load_space
+from fusion_nas.store import Store
+
+
+def search_rec(**kw) -> SearchRecord:
+    space = load_space("digits")
+    values = dict(
+        space_name=space.name,
+        space_toml=space.source,
+        dataset="synthetic",
+        proxy={"epochs": 1},
+        strategy="optuna:random",
+        seed=0,
+        n_trials=5,
+    )
+    return SearchRecord(**{**values, **kw})
+
+
+def add_trial(
+    store: Store,
+    study: optuna.Study,
+    status: TrialStatus,
+    acc: float = 0.5,
+    macs: int = 1000,
+    seed: int = 0,
+) -> int:
+    """One trial written through the records writers, ending in ``status``; its number."""
+    space = load_space("digits")
+    arch = space.sample(random.Random(seed))
+    trial = study.ask()
+    write_proposal(trial, arch.to_dict(), arch.arch_id, arch.describe(), macs, 2 * macs)
+    if status == TrialStatus.COMPLETE:
+        write_result(trial, status, val_acc=acc, curve=[acc / 2, acc], train_seconds=0.1)
+        study.tell(trial, [acc, macs])
+    elif status == TrialStatus.INFEASIBLE:
+        write_result(trial, status, fail_reason="over budget, not trained")
+        study.tell(trial, [0.0, macs])
+    elif status == TrialStatus.FAILED:
+        write_result(trial, status, fail_reason="loss became NaN")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    elif status == TrialStatus.INTERRUPTED:
+        mark_interrupted(store.storage, study.study_name, trial.number, "interrupted by the user")
+    return trial.number
+
+
+@pytest.fixture()
+def store(tmp_path) -> Store:
+    return Store(f"sqlite:///{tmp_path}/store.db")
+
+
+def new_study(store: Store, name: str, **kw) -> optuna.Study:
+    """A search created through the store, with a record from :func:`search_rec`."""
+    return store.create_study(name, search_rec(**kw))
+
+
+def test_every_status_round_trips_through_the_store(store: Store) -> None:
+    study = new_study(store, "s")
+    order = list(TrialStatus)  # complete, failed, infeasible, interrupted, running
+    for i, status in enumerate(order):
+        add_trial(store, study, status, acc=0.1 * (i + 1), macs=100 * (i + 1), seed=i)
+    got = store.records("s")
+    assert [r.status for r in got] == order
+    assert all(isinstance(r.status, TrialStatus) for r in got)
+    by_status = {r.status: r for r in got}
+    assert by_status[TrialStatus.INTERRUPTED].fail_reason == "interrupted by the user"
+    assert by_status[TrialStatus.FAILED].fail_reason == "loss became NaN"
+    assert by_status[TrialStatus.COMPLETE].val_acc == pytest.approx(0.1)
+    assert by_status[TrialStatus.COMPLETE].curve == [pytest.approx(0.05), pytest.approx(0.1)]
+    assert by_status[TrialStatus.INFEASIBLE].val_acc is None
+    # Optuna's own states behind the statuses: interrupted is a FAIL with its own status.
+    frozen = study.get_trials(deepcopy=False)
+    assert frozen[3].state == optuna.trial.TrialState.FAIL
+    assert [trial_status(t) for t in frozen] == order
+    # The table holds plain strings that parse back to the same statuses.
+    df = trials_frame(got)
+    assert list(df.status) == [s.value for s in order]
+    assert [TrialStatus(s) for s in df.status] == order
+    assert all(type(s) is str for s in df.status)
+
+
+def test_finished_statuses_and_their_strings() -> None:
+    assert {s.value for s in TrialStatus} == {
+        "complete",
+        "failed",
+        "infeasible",
+        "interrupted",
+        "running",
+    }
+    assert {s for s in TrialStatus if s.finished} == {
+        TrialStatus.COMPLETE,
+        TrialStatus.FAILED,
+        TrialStatus.INFEASIBLE,
+    }
+    assert str(TrialStatus.INTERRUPTED) == "interrupted"
+    assert TrialStatus("interrupted") is TrialStatus.INTERRUPTED
+
+
+def test_a_failed_trial_without_a_reason_gets_one(store: Store) -> None:
+    study = new_study(store, "bare")
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    (rec,) = store.records("bare")
+    assert rec.status == TrialStatus.FAILED and rec.fail_reason == "trial ended in state FAIL"
+
+
+def test_search_record_round_trip_and_foreign_studies(store: Store) -> None:
+    rec = search_rec(max_flops=10_000, strategy_options={"population": 4})
+    assert SearchRecord.from_attr(rec.to_attr()) == rec
+    assert SearchRecord.from_attr({**rec.to_attr(), "from_the_future": 1}) == rec
+    new_study(store, "mine", max_flops=10_000, strategy_options={"population": 4})
+    stored = store.search("mine")
+    assert isinstance(stored, SearchRecord)
+    assert stored.max_flops == 10_000 and stored.strategy_options == {"population": 4}
+    assert stored.objectives == records.OBJECTIVES
+    optuna.create_study(study_name="foreign", storage=store.storage)
+    assert search_record({}) is None and search_record({"other": 1}) is None
+    assert store.search_names() == ["mine"] and not store.has_search("foreign")
+
+
+def test_retrain_records_round_trip(store: Store) -> None:
+    study = new_study(store, "rt")
+    rec = RetrainRecord(
+        search="rt",
+        trial=2,
+        arch_id="abc",
+        arch={"space": "digits", "stages": []},
+        arch_desc="conv(k3)@8",
+        macs=1000,
+        params=200,
+        proxy_val_acc=0.5,
+        epochs=3,
+        train_samples=10,
+        test_samples=5,
+        test_acc=0.6,
+        seconds=1.5,
+        created="2026-01-01T00:00:00+00:00",
+        files={"code": "model.py"},
+    )
+    write_retrain(study, rec)
+    write_retrain(study, RetrainRecord(**{**rec.to_attr(), "trial": 0, "test_acc": 0.4}))
+    attrs = store.load_study("rt").user_attrs
+    got = read_retrains(attrs)
+    assert list(got) == [0, 2] and got[2] == rec and got[0].test_acc == 0.4
+    assert records.RETRAIN_PREFIX + "2" in attrs
+    # The search record is not a retrain record, and a retrain record is not a search.
+    assert search_record(attrs) == store.search("rt")
+
+
+def test_trial_record_reads_a_frozen_trial_directly() -> None:
+    frozen = optuna.trial.create_trial(
+        values=[0.7, 500],
+        user_attrs={"status": "complete", "val_acc": 0.7, "macs": 500, "params": 9},
+    )
+    rec = TrialRecord.from_trial(frozen)
+    assert rec.status is TrialStatus.COMPLETE and rec.val_acc == 0.7 and rec.macs == 500
+    row = rec.as_row()
+    assert row["status"] == "complete" and set(row) == set(records.TRIAL_FIELDS)
