@@ -24,9 +24,9 @@ import torch
 
 from fusion_nas.arch import Architecture
 from fusion_nas.data import DataSplits, load_dataset
+from fusion_nas.errors import one_line
 from fusion_nas.model import build_model
 from fusion_nas.records import TrialStatus
-from fusion_nas.results import one_line
 from fusion_nas.space import SearchSpace, parse_space
 from fusion_nas.train import ProxyConfig, train_proxy
 

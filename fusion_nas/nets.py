@@ -241,7 +241,7 @@ class Mlp(nn.Module):
 
     def __init__(self, channels: int, ratio: float) -> None:
         super().__init__()
-        hidden = max(1, int(round(channels * ratio)))
+        hidden = max(1, round(channels * ratio))
         self.norm = nn.LayerNorm(channels)
         self.fc1 = nn.Linear(channels, hidden)
         self.act = nn.GELU()

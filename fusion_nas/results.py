@@ -6,7 +6,6 @@
 - :func:`reference_macs`: the one reference point for hypervolumes that are compared;
 - :func:`search_summary`: one search at a glance (the CLI's list, the dashboard's list);
 - :func:`safe_filename`, :func:`download_filename`: the one file-name sanitiser;
-- :func:`one_line`: the one way an exception becomes a one-line message.
 
 Statuses are :class:`~fusion_nas.records.TrialStatus` values; the table holds their strings.
 """
@@ -20,7 +19,7 @@ from typing import Any
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from fusion_nas.errors import FusionNasError, StoreError, allowed, one_line
+from fusion_nas.errors import FusionNasError, StoreError, allowed
 from fusion_nas.pareto import default_ref_macs, hypervolume, knee_index, pareto_mask
 from fusion_nas.records import TRIAL_FIELDS, SearchRecord, TrialRecord, TrialStatus
 
@@ -30,7 +29,6 @@ __all__ = [
     "TABLE_COLUMNS",
     "TRIAL_COLUMNS",
     "download_filename",
-    "one_line",
     "pick_trial",
     "reference_macs",
     "safe_filename",

@@ -31,6 +31,7 @@ the trial total, so the resumed search runs them again.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,15 +43,37 @@ from optuna.trial import TrialState
 from fusion_nas import records
 from fusion_nas.arch import Architecture
 from fusion_nas.cost import Cost, arch_cost
-from fusion_nas.errors import FusionNasError, StoreError
+from fusion_nas.errors import FusionNasError, StoreError, one_line
 from fusion_nas.evaluate import EvalTask, InlinePool, Outcome, ProcessPool, dataset_for
 from fusion_nas.pareto import pareto_mask
 from fusion_nas.records import SearchRecord, TrialRecord, TrialStatus
-from fusion_nas.results import one_line
 from fusion_nas.space import SearchSpace, parse_space
 from fusion_nas.store import Store
 from fusion_nas.strategies import Driver, Proposer, Strategy, make_strategy
 from fusion_nas.train import ProxyConfig
+
+TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and AdamW's two moments
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (a generous bound on what one trial may use)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not POSIX: no bound
+        return 2**62
+
+
+def _too_large(cost: Cost) -> str | None:
+    """Why ``cost``'s network cannot train here (its parameters alone overflow memory), or None."""
+    need, have = cost.params * TRAIN_BYTES_PER_PARAM, _memory_bytes()
+    if need <= have:
+        return None
+    return (
+        f"too large to train here, not trained: {cost.params:,} params need "
+        f"{need / 2**30:,.1f} GiB for weights, gradients and optimizer state; "
+        f"this machine has {have / 2**30:,.1f} GiB"
+    )
+
 
 # Settings that must match when a search is resumed: they decide what a trial's score means.
 _FINGERPRINT = ("space", "dataset", "proxy", "strategy", "seed", "max_flops", "max_params")
@@ -255,6 +278,8 @@ class Search:
         if max(over_macs, over_params) > 0:
             reason = self._budget_reason(cost)
             self._tell(entry, TrialStatus.INFEASIBLE, [0.0, float(cost.macs)], fail_reason=reason)
+        elif (reason := _too_large(cost)) is not None:
+            self._tell(entry, TrialStatus.FAILED, None, fail_reason=reason)
         elif arch.arch_id in self._seen:
             self._tell_duplicate(entry, self._seen[arch.arch_id])
         elif arch.arch_id in self._training:

@@ -25,11 +25,10 @@ import pandas as pd
 import sqlalchemy
 
 from fusion_nas import records, settings
-from fusion_nas.errors import StoreError, allowed
+from fusion_nas.errors import StoreError, allowed, one_line
 from fusion_nas.records import SearchRecord, TrialRecord
 from fusion_nas.results import (
     SUMMARY_COLUMNS,
-    one_line,
     reference_macs,
     search_summary,
     trial_row,

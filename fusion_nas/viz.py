@@ -72,8 +72,8 @@ Interrupted trials (and any status this version does not know) go to the ``faile
 their own status and reason in the hover text.
 """
 
-_RUG_LABEL = {"failed": "failed", "infeasible": "over budget", "running": "running"}
-_RUG_SYMBOL = {"failed": "x", "infeasible": "triangle-down", "running": "circle-open"}
+_RUG_LABEL = dict(zip(RUG_ROWS, ("failed", "over budget", "running")))
+_RUG_SYMBOL = dict(zip(RUG_ROWS, ("x", "triangle-down", "circle-open")))
 _TEMPLATE = "plotly_white"
 
 

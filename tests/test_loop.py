@@ -171,12 +171,14 @@ def test_two_workers_keep_two_trials_open_and_tell_before_asking(store, log) -> 
     calls = log["calls"]
     assert sorted(calls) == sorted([f"ask#{i}" for i in range(6)] + [f"tell#{i}" for i in range(6)])
     assert calls[:2] == ["ask#0", "ask#1"]  # both workers start at once
+    # Never more than two open: asks #2.. each wait for a tell that frees a slot.
     opened = _open_counts(calls)
-    assert max(opened) == 2 and min(opened) >= 0 and opened[-1] == 0  # never more than 2 open
-    # Every ask after the first two needs a free slot, so a tell came since the last ask.
+    assert max(opened) == 2 and min(opened) >= 0 and opened[-1] == 0
     asks = [i for i, call in enumerate(calls) if call.startswith("ask")]
-    for before, after in zip(asks[1:], asks[2:]):
-        assert any(c.startswith("tell") for c in calls[before:after]), calls
+    tells = [i for i, call in enumerate(calls) if call.startswith("tell")]
+    for k, at in enumerate(asks[2:]):
+        assert sum(t < at for t in tells) >= k + 1, calls
+    assert log["complete_at_ask"][2:] == [sum(t < at for t in tells) for at in asks[2:]]
     assert (df.status == "complete").all()
 
 
@@ -223,6 +225,13 @@ def test_a_repeated_network_is_trained_once(store, two, trainings, workers) -> N
         assert row.val_acc == df.val_acc[first[row.arch_id]]
     if workers == 2:  # trial 1 repeats trial 0 while trial 0 is still training: it waited
         assert df.arch_id[1] == df.arch_id[0] and df.duplicate_of[1] == 0
+
+
+def test_grid_runs_past_the_end_of_its_grid(store, two, trainings) -> None:
+    """Optuna's grid sampler stops a study when the grid is done; the search goes on instead."""
+    df = run_search(_config("grid", 3, space=two, strategy="optuna:grid"), store)
+    assert list(df.status) == ["complete"] * 3 and df.arch_id.nunique() == 2
+    assert len(trainings) == 2 and df.duplicate_of[2] in (0, 1)
 
 
 # --------------------------------------------------------------------------- progress

@@ -17,7 +17,6 @@ from fusion_nas.results import (
     SUMMARY_COLUMNS,
     TRIAL_COLUMNS,
     download_filename,
-    one_line,
     pick_trial,
     reference_macs,
     safe_filename,
@@ -268,11 +267,3 @@ def test_safe_filename_and_download_names() -> None:
     assert len(safe_filename("a" * 500)) == 80 and len(safe_filename("a" * 500, limit=None)) == 500
     assert safe_filename("é ü ñ") == "search"
     assert download_filename("a/b c", 3, ".py") == "fusion_a_b_c_3.py"
-
-
-def test_one_line_flattens_any_error() -> None:
-    assert one_line(StoreError("no search\n  named 'x'")) == "no search named 'x'"
-    assert one_line(ValueError("bad\nvalue")) == "ValueError: bad value"
-    assert one_line(ValueError("bad\nvalue"), typed=False) == "bad value"
-    assert one_line(RuntimeError("first\nsecond\nthird"), lines=2) == "RuntimeError: first second"
-    assert one_line(KeyError()) == "KeyError" and one_line(" a \n b ") == "a b"

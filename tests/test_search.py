@@ -14,7 +14,7 @@ import fusion_nas.evaluate as evaluate_mod
 from fusion_nas.cli.app import app
 from fusion_nas.evaluate import EvalTask, evaluate
 from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import load_space
+from fusion_nas.space import load_space, parse_space
 from fusion_nas.store import Store
 from fusion_nas.train import ProxyConfig
 
@@ -225,6 +225,35 @@ def test_no_trial_over_the_flops_budget_is_trained(url: str, monkeypatch) -> Non
     assert not set(over.arch_id) & set(trained)
     assert (df[df.status == "complete"].macs <= budget).all()
     assert over.fail_reason.str.contains("--max-flops 150,000").all()
+
+
+def test_a_network_too_large_for_memory_is_failed_without_allocating(url: str, monkeypatch) -> None:
+    space = parse_space(
+        """
+        [input]
+        kind = "sequence"
+        length = 40
+        channels = 1
+        classes = 10
+        [stem]
+        width = 8
+        [[stage]]
+        operator = "conv"
+        width = 65536
+        """,
+        source="wide.toml",
+    )
+    monkeypatch.setattr(
+        evaluate_mod, "train_proxy", lambda *a, **k: pytest.fail("a huge network was trained")
+    )
+    config = SearchConfig(
+        name="wide", space=space, dataset="synthetic", trials=1, proxy=ProxyConfig(epochs=1)
+    )
+    df = run_search(config, Store(url))
+    (row,) = df.to_dict("records")
+    assert row["status"] == "failed" and row["params"] > 12_000_000_000
+    assert row["fail_reason"].startswith("too large to train here, not trained:")
+    assert "GiB" in row["fail_reason"]
 
 
 @pytest.mark.parametrize(

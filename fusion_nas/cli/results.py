@@ -25,9 +25,14 @@ class Format(str, Enum):
     json = "json"
 
 
-def _fmt(value: Any) -> str:
+_COUNTS = ("number", "macs", "params", "threads", "duplicate_of", "done", "requested")
+
+
+def _fmt(value: Any, count: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if count and isinstance(value, float):  # a count column holds floats once a row is empty
+        return f"{int(value):,}"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, int):
@@ -50,7 +55,7 @@ def _emit(df: pd.DataFrame, fmt: Format, title: str, columns: list[str]) -> None
     for col in columns:
         table.add_column(col)
     for row in df[columns].itertuples(index=False):
-        table.add_row(*(escape(_fmt(v)) for v in row))
+        table.add_row(*(escape(_fmt(v, c in _COUNTS)) for c, v in zip(columns, row)))
     console.print(table)
 
 

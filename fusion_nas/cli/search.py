@@ -23,7 +23,7 @@ from fusion_nas.records import TrialRecord, TrialStatus
 from fusion_nas.search import Progress as SearchProgress
 from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import load_space
-from fusion_nas.store import Store, quiet_optuna, redact_url
+from fusion_nas.store import Store, redact_url
 from fusion_nas.strategies import STRATEGIES
 from fusion_nas.train import ProxyConfig
 
@@ -147,7 +147,6 @@ def search(
 
 
 def _run(config: SearchConfig, store: Store) -> None:
-    quiet_optuna()  # Optuna's per-study INFO lines would break the progress bar
     start = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -202,12 +201,13 @@ def _run(config: SearchConfig, store: Store) -> None:
         raise typer.Exit(130) from None
     finally:
         progress.stop()
-    ok = df[df.status == "complete"]
-    cut = int((df.status == "interrupted").sum())
+    count = df.status.value_counts()
+    ok = df[df.status == TrialStatus.COMPLETE]
+    cut = int(count.get(TrialStatus.INTERRUPTED.value, 0))
     console.print(
         f"[bold green]Done[/] in {time.perf_counter() - start:.1f} s: {len(df)} trials "
-        f"({len(ok)} complete, {int((df.status == 'failed').sum())} failed, "
-        f"{int((df.status == 'infeasible').sum())} over budget"
+        f"({len(ok)} complete, {int(count.get(TrialStatus.FAILED.value, 0))} failed, "
+        f"{int(count.get(TrialStatus.INFEASIBLE.value, 0))} over budget"
         + (f", {cut} interrupted" if cut else "")
         + "); "
         f"best validation accuracy {ok.val_acc.max():.4f}; front size {int(df.on_front.sum())}."

@@ -91,6 +91,18 @@ class RandomSearch(Proposer):
         return suggest_architecture(trial, space)
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its stop call.
+
+    Once every grid point was tried, Optuna's version calls ``study.stop()``, which raises
+    outside ``Study.optimize``; the search stops at its trial count instead (a repeat past the
+    end of the grid is recorded as ``same as #N``, not trained again).
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: D102
+        return None
+
+
 class GridSearch(Proposer):
     """Every architecture of the space once, in a seeded shuffled order."""
 
@@ -110,9 +122,7 @@ class GridSearch(Proposer):
 
     def sampler(self, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
         """Optuna's grid sampler over the index of each architecture."""
-        return optuna.samplers.GridSampler(
-            {"arch": list(range(space.num_architectures()))}, seed=seed
-        )
+        return _GridSampler({"arch": list(range(space.num_architectures()))}, seed=seed)
 
     def propose(self, trial: optuna.Trial, space: SearchSpace) -> Architecture:
         """The architecture at the index the grid sampler chose."""
