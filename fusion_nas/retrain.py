@@ -77,9 +77,6 @@ def proxy_weights(
     return model.state_dict(), result.val_acc
 
 
-safe_stem = safe_filename  # the sanitiser's earlier name here
-
-
 def retrain(
     store: Store,
     name: str,

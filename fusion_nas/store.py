@@ -151,10 +151,6 @@ class Store:
         """The record of search ``name`` (space TOML, dataset, proxy, strategy, seed, ...)."""
         return self._find(name)[1]
 
-    def search_meta(self, name: str) -> dict[str, Any]:
-        """The record of search ``name`` as its stored JSON dict (prefer :meth:`search`)."""
-        return self.search(name).to_attr()
-
     def create_study(
         self,
         name: str,
@@ -177,8 +173,6 @@ class Store:
         """The Optuna study of search ``name``; unknown names list the known ones."""
         self._find(name)
         return optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
-
-    open_study = load_study  # the method's earlier name
 
     def delete_search(self, name: str) -> None:
         """Remove a search and its trials."""

@@ -52,11 +52,10 @@ def test_cli_search_records_every_field_and_results_show_it(url: str) -> None:
         assert 0.0 <= row["val_acc"] <= 1.0 and row["macs"] > 0 and row["params"] > 0
         assert row["arch"]["space"] == "digits" and len(row["arch"]["stages"]) == 2
     assert df.on_front.sum() >= 1
-    meta = Store(url).search_meta("s1")
-    for key in ("space_toml", "dataset", "proxy", "strategy", "seed", "version", "n_trials"):
-        assert key in meta
-    assert meta["dataset"] == "synthetic" and meta["proxy"]["epochs"] == 1
-    assert "[[stage]]" in meta["space_toml"]
+    record = Store(url).search("s1")
+    assert record.dataset == "synthetic" and record.proxy["epochs"] == 1
+    assert record.strategy == "optuna:nsga2" and record.seed == 0 and record.version
+    assert record.n_trials >= 1 and "[[stage]]" in record.space_toml
 
     listing = cli("results", "--store", url)
     assert listing.exit_code == 0 and "s1" in listing.output and "optuna:nsga2" in listing.output
@@ -78,7 +77,7 @@ def test_resume_adds_exactly_the_missing_trials(url: str) -> None:
     assert df.iloc[:3].arch_id.tolist() == first.arch_id.tolist()  # old trials untouched
     assert cli(*search_args(url, "r", 5)).exit_code == 0
     assert len(Store(url).trials("r")) == 5  # nothing missing, nothing added
-    assert Store(url).search_meta("r")["n_trials"] == 5
+    assert Store(url).search("r").n_trials == 5
 
 
 @pytest.mark.parametrize(
