@@ -97,7 +97,11 @@ def chromium() -> Iterator[object]:
 
 @pytest.fixture
 def new_tab(chromium) -> Iterator[Callable[[], object]]:
-    """Open tabs that record console errors, page errors and dialogs; fail on any."""
+    """Open tabs that record console errors, page errors and dialogs; fail on any.
+
+    Tests name it after ``server``, so its tabs close before that server stops (a page
+    polling a stopped server would log a connection error).
+    """
     context = chromium.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT)
     problems: list[str] = []
@@ -145,7 +149,7 @@ def table_macs(page: object) -> list[int]:
     return [int(text.replace(",", "")) for text in cells]
 
 
-def test_list_shows_the_searches(new_tab, server: str, store: Store) -> None:
+def test_list_shows_the_searches(server: str, store: Store, new_tab) -> None:
     page = new_tab()
     page.goto(server + "/")
     for name in (REAL, *XSS_NAMES):
@@ -158,7 +162,7 @@ def test_list_shows_the_searches(new_tab, server: str, store: Store) -> None:
         assert "done" in row.inner_text()
 
 
-def test_pareto_plot_has_every_trial_and_opens_them(new_tab, server: str, store: Store) -> None:
+def test_pareto_plot_has_every_trial_and_opens_them(server: str, store: Store, new_tab) -> None:
     n = len(store.trials(REAL))
     page = new_tab()
     page.goto(url(server, "/search", name=REAL))
@@ -198,7 +202,7 @@ def test_pareto_plot_has_every_trial_and_opens_them(new_tab, server: str, store:
     assert page.locator("h1").inner_text().startswith(f"Trial {number} of {REAL}")
 
 
-def test_trial_page_and_downloads(new_tab, server: str, store: Store) -> None:
+def test_trial_page_and_downloads(server: str, store: Store, new_tab) -> None:
     df = store.trials(REAL)
     number = int(df.number[df.status == "complete"].iloc[0])
     arch = store.trial(REAL, number)["arch"]
@@ -288,7 +292,7 @@ def test_new_trials_appear_one_by_one_without_reload(new_tab, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("name", XSS_NAMES)
-def test_hostile_names_render_as_text(new_tab, server: str, name: str) -> None:
+def test_hostile_names_render_as_text(server: str, name: str, new_tab) -> None:
     page = new_tab()
     page.goto(server + "/")
     link = page.get_by_role("link", name=name, exact=True)
