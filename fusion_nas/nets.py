@@ -14,8 +14,6 @@ attention variants from ``ATTENTIONS``; a block reads one :class:`BlockCfg`. The
 every default and check every value: a bad one raises :class:`CfgError` naming the field.
 """
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 

@@ -797,10 +797,9 @@ else:
 import torch
 out = {}
 for name in sys.argv[1:]:
-    # the standard recipe for importing a file: the module is in sys.modules while it runs
+    # the short recipe for loading a file (the module is not in sys.modules while it runs)
     spec = importlib.util.spec_from_file_location(name, name + ".py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     spec.loader.exec_module(module)
     model = module.FusionNet()
     model.load_state_dict(torch.load(name + ".pt", weights_only=True))

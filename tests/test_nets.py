@@ -28,7 +28,7 @@ def test_imports_only_torch_and_the_standard_library() -> None:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports"
             roots.add(node.module.split(".")[0])
-    assert roots == {"__future__", "math", "dataclasses", "torch"}
+    assert roots == {"math", "dataclasses", "torch"}
     assert all(r == "torch" or r in sys.stdlib_module_names for r in roots)
 
 
