@@ -18,6 +18,14 @@ def _task(space: str, timeout: float | None = None, **proxy) -> EvalTask:
     )
 
 
+def _results(pool: ProcessPool, wait_s: float = 1.0) -> list:
+    """Collect until at least one outcome is in."""
+    done: list = []
+    while not done:
+        done = pool.collect(wait_s=wait_s)
+    return done
+
+
 def test_evaluate_turns_bad_input_into_a_failed_outcome() -> None:
     bad = EvalTask('{"space": "digits"}', load_space("digits").source, "synthetic", ProxyConfig())
     out = evaluate(bad)
@@ -38,18 +46,13 @@ def test_process_pool_kills_a_trial_past_its_deadline_and_recovers() -> None:
     try:
         start = time.monotonic()
         pool.submit("slow", _task("coatnet-like", timeout=0.5, epochs=1, batch_size=64))
-        done = []
-        while not done:
-            done = pool.collect(wait_s=0.2)
-        (key, outcome), *_ = done
+        (key, outcome), *_ = _results(pool, wait_s=0.2)
         assert key == "slow" and outcome.status == "failed"
         assert outcome.reason == "timeout: trial exceeded 0.5 s (worker killed)"
         assert time.monotonic() - start < 30
         pool.submit("next", _task("digits", epochs=1, train_subset=64))  # a fresh worker
-        done = []
-        while not done:
-            done = pool.collect(wait_s=1.0)
-        assert done[0][0] == "next" and done[0][1].status == "complete"
+        (key, outcome), *_ = _results(pool)
+        assert key == "next" and outcome.status == "complete"
     finally:
         pool.close()
 
@@ -61,19 +64,14 @@ def test_process_pool_reports_a_worker_that_died_with_its_key_and_recovers() -> 
         pid = pool.pid_of("doomed")
         assert pid is not None and pool.free == 0
         os.kill(pid, signal.SIGKILL)  # dies on its own, mid-trial, not by a deadline
-        done = []
-        while not done:
-            done = pool.collect(wait_s=1.0)
-        (key, outcome), *rest = done
+        (key, outcome), *rest = _results(pool)
         assert key == "doomed" and not rest
         assert outcome.status == "failed"
         assert outcome.reason == "worker process died (exit code -9)"
         assert pool.free == 1 and pool.pid_of("doomed") is None
         pool.submit("next", _task("digits", epochs=1, train_subset=64))  # a fresh worker
-        done = []
-        while not done:
-            done = pool.collect(wait_s=1.0)
-        assert done[0][0] == "next" and done[0][1].status == "complete"
+        (key, outcome), *_ = _results(pool)
+        assert key == "next" and outcome.status == "complete"
     finally:
         pool.close()
 
