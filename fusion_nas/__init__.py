@@ -1,7 +1,7 @@
 """fusion-nas: neural architecture search over conv/self-attention fusion strategies."""
 
 from fusion_nas.arch import Architecture, StageChoice
-from fusion_nas.cost import Cost, count_cost
+from fusion_nas.cost import Cost, arch_cost, count_cost
 from fusion_nas.errors import FusionNasError
 from fusion_nas.export import export_code
 from fusion_nas.model import FusionNet, build_model
@@ -23,6 +23,7 @@ __all__ = [
     "StageChoice",
     "Store",
     "__version__",
+    "arch_cost",
     "build_model",
     "builtin_spaces",
     "count_cost",
