@@ -262,7 +262,9 @@ def test_interrupt_keeps_finished_trials(store, workers) -> None:
     assert (df.status == "complete").sum() == 2  # finished work is kept
     cut = df[df.status != "complete"]
     assert set(cut.status) <= {"interrupted"} and (cut.fail_reason == USER_STOP).all()
-    assert len(cut) == (0 if workers == 1 else 1)  # 2 workers: the one in flight
+    # 1 worker: nothing is in flight between trials. 2 workers: the trial still training, or
+    # none when both finished before the loop looked (both are then told, progress runs twice).
+    assert len(cut) == 0 if workers == 1 else len(cut) <= 1
     # Resumed (workers are not part of what must match): interrupted trials do not count.
     df = run_search(_config(config.name, 5), store)
     assert (df.status == "complete").sum() == 5 and (df.status != "running").all()
