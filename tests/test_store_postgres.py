@@ -91,8 +91,9 @@ def test_search_resume_and_results_on_postgresql(postgres_url: str) -> None:
     assert store.search("pg").dataset == "synthetic" and store.trial("pg", 4)["number"] == 4
 
 
-def test_unreachable_postgresql_is_one_line(postgres_url: str) -> None:
-    port = _free_port()  # nothing listens there
+def test_unreachable_postgresql_is_one_line() -> None:
+    """Needs only the driver, no server: nothing listens on the port."""
+    port = _free_port()
     res = runner.invoke(app, ["results", "--store", f"postgresql://postgres@127.0.0.1:{port}/x"])
     assert res.exit_code == 2
     assert "cannot open the results store" in res.stderr
