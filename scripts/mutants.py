@@ -212,7 +212,6 @@ def run_tests(tree: Path, tests: tuple[str, ...], first: bool) -> tuple[int, lis
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),
-        "FUSION_NAS_HOME": str(tree / "results"),
         "FUSION_NAS_NO_SKIP": "1",
     }
     cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *tests]

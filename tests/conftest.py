@@ -48,6 +48,13 @@ def pytest_make_collect_report(collector: pytest.Collector):
 
 
 @pytest.fixture(autouse=True)
+def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's FUSION_NAS_HOME / FUSION_NAS_STORE must not leak into tests (they set their own)."""
+    for name in ("FUSION_NAS_HOME", "FUSION_NAS_STORE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _seed_torch() -> None:
     torch.manual_seed(0)
     # One thread, not two: the test models are small, and when the 2 cores are shared (tests

@@ -9,19 +9,19 @@ names would call ``alert`` if they ever ran).
 from __future__ import annotations
 
 import ast
+import queue
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
-import optuna
 import pytest
-from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from fusion_nas import evaluate as evaluate_module
 from fusion_nas.cli.app import app as cli_app
-from fusion_nas.records import TrialStatus
 from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import load_space
 from fusion_nas.store import Store
@@ -47,7 +47,6 @@ REAL = "browser search"
 XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>")
 TIMEOUT = 15_000  # ms: page loads and first draws
 POLL_MS = 200  # how often the dashboard's pages poll in these tests
-UPDATE_MS = 5_000  # how long a polled update may take to show
 
 
 def config(name: str, trials: int) -> SearchConfig:
@@ -227,68 +226,93 @@ def test_trial_page_and_downloads(server: str, store: Store, new_tab) -> None:
     assert '"arch_id"' in Path(info.value.path()).read_text()
 
 
-# (status, val_acc, macs) of the trials a live search records one after another.
-LIVE_TRIALS = [
-    (TrialStatus.COMPLETE, 0.50, 120_000),
-    (TrialStatus.FAILED, None, 90_000),
-    (TrialStatus.COMPLETE, 0.70, 200_000),
-    (TrialStatus.INFEASIBLE, None, 900_000),
-    (TrialStatus.COMPLETE, 0.65, 80_000),
-]
+LIVE_WAIT_MS = 60_000  # a ceiling only: every wait below ends as soon as its event happens
+
+# The search page's state, read from what Plotly drew: [complete trials, numbers in training].
+PAGE_STATE = """() => {
+  const plot = document.getElementById('pareto');
+  if (!plot || !plot.data || document.body.dataset.trials === undefined) return null;
+  const role = r => plot.data.filter(t => t.meta && t.meta.role === r);
+  const complete = role('trials').reduce((sum, t) => sum + t.x.length, 0);
+  const running = role('running').flatMap(t => t.customdata.map(c => c[0]));
+  return [Number(document.body.dataset.trials), complete, running];
+}"""
 
 
-def record_trial(study: optuna.Study, number: int) -> None:
-    """Record trial ``number`` of :data:`LIVE_TRIALS` the way a search does, without training."""
-    status, acc, macs = LIVE_TRIALS[number]
-    arch = load_space("digits").sample(number)
-    attrs = {
-        "arch": arch.to_dict(),
-        "arch_id": arch.arch_id,
-        "arch_desc": arch.describe(),
-        "macs": macs,
-        "params": 1000 + number,
-        "status": status.value,
-    }
-    if status == TrialStatus.COMPLETE:
-        attrs["val_acc"] = acc
-        trial = optuna.trial.create_trial(values=[acc, macs], user_attrs=attrs)
-    elif status == TrialStatus.INFEASIBLE:
-        trial = optuna.trial.create_trial(values=[0.0, macs], user_attrs=attrs)
-    else:
-        attrs["fail_reason"] = "loss became NaN"
-        trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
-    study.add_trial(trial)
+def wait_for_state(page: object, rows: int, complete: int, running: list[int]) -> None:
+    """Wait until the search page shows ``rows`` trials: ``complete`` points on the plane and
+    ``running`` (numbers) in the strip, all drawn."""
+    page.wait_for_function(
+        f"want => JSON.stringify(({PAGE_STATE})()) === JSON.stringify(want)",
+        arg=[rows, complete, running],
+        timeout=LIVE_WAIT_MS,
+    )
+    count_points(page, rows, timeout=LIVE_WAIT_MS)  # one marker per trial on the page
 
 
-def test_new_trials_appear_one_by_one_without_reload(new_tab, tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/live.db")
-    total = len(LIVE_TRIALS)
-    study = store.create_study("live", config("live", total).record())
-    with background_server(store, poll_ms=POLL_MS) as base:
-        listing, search = new_tab(), new_tab()
-        listing.goto(base + "/")
-        row = listing.locator("#searches tbody tr", has=listing.get_by_role("link", name="live"))
-        row.filter(has_text=f"0 / {total}").wait_for()
-        search.goto(url(base, "/search", name="live"))
-        search.wait_for_function("() => document.body.dataset.trials === '0'")
-        for page in (listing, search):
-            page.evaluate("() => { window.notReloaded = true; }")
+def test_a_running_search_adds_its_trials_one_by_one(
+    new_tab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real search runs in a thread; each trial's training waits for the test, so the pages
+    are checked while the search is in progress, after each trial, before the next one."""
+    total, store_url = 4, f"sqlite:///{tmp_path}/live.db"
+    in_training: queue.Queue[int] = queue.Queue()  # training call k has begun
+    go = threading.Semaphore(0)  # the test lets one training call proceed
+    real_train, calls, errors = evaluate_module.train_proxy, [], []
 
-        for n in range(1, total + 1):
-            record_trial(study, n - 1)  # the store gains one trial while the pages are open
-            count_points(search, n, timeout=UPDATE_MS)
-            search.wait_for_function(
-                "n => document.querySelectorAll('#trials tbody tr').length === n",
-                arg=n,
-                timeout=UPDATE_MS,
+    def gated_train(*args: object, **kwargs: object) -> object:
+        calls.append(len(calls))
+        in_training.put(calls[-1])
+        if not go.acquire(timeout=LIVE_WAIT_MS / 1000):
+            raise RuntimeError("the test did not let this trial train")
+        return real_train(*args, **kwargs)
+
+    def search() -> None:
+        try:
+            run_search(config("live", total), Store(store_url))
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+
+    monkeypatch.setattr(evaluate_module, "train_proxy", gated_train)
+    thread = threading.Thread(target=search, daemon=True)
+    thread.start()
+    try:
+        assert in_training.get(timeout=LIVE_WAIT_MS / 1000) == 0  # the search exists now
+        with background_server(Store(store_url, create=False), poll_ms=POLL_MS) as base:
+            listing, page = new_tab(), new_tab()
+            listing.goto(base + "/")
+            row = listing.locator(
+                "#searches tbody tr", has=listing.get_by_role("link", name="live")
             )
-            row.filter(has_text=f"{n} / {total}").wait_for(timeout=UPDATE_MS)
-            assert search.locator(f"#trials tbody tr[data-number='{n - 1}']").count() == 1
-        assert search.locator("#status").inner_text() == "done"
-        assert search.locator("#trial-count").inner_text() == f"({total})"
-        for page in (listing, search):
-            assert page.evaluate("() => window.notReloaded") is True
-            page.close()  # before the server stops, so no poll finds it gone
+            page.goto(url(base, "/search", name="live"))
+            for p in (listing, page):
+                p.evaluate("() => { window.notReloaded = true; }")
+            for n in range(total):
+                # Trials 0..n-1 are recorded and trial n is training, blocked until go.
+                wait_for_state(page, n + 1, n, [n])
+                assert page.locator("#status").inner_text() == "running"
+                assert page.locator(f"#trials tbody tr[data-number='{n}']").count() == 1
+                row.filter(has_text=f"{n} / {total}").filter(has_text="running").wait_for(
+                    timeout=LIVE_WAIT_MS
+                )
+                assert thread.is_alive() and calls == list(range(n + 1))
+                go.release()
+                if n + 1 < total:
+                    assert in_training.get(timeout=LIVE_WAIT_MS / 1000) == n + 1
+            thread.join(timeout=LIVE_WAIT_MS / 1000)
+            assert not thread.is_alive() and errors == []
+            wait_for_state(page, total, total, [])
+            page.locator("#status", has_text="done").wait_for(timeout=LIVE_WAIT_MS)
+            assert page.locator("#trial-count").inner_text() == f"({total})"
+            row.filter(has_text=f"{total} / {total}").filter(has_text="done").wait_for(
+                timeout=LIVE_WAIT_MS
+            )
+            for p in (listing, page):
+                assert p.evaluate("() => window.notReloaded") is True
+                p.close()  # before the server stops, so no poll finds it gone
+    finally:
+        go.release(total)  # a failed check must not leave the search waiting
+        thread.join(timeout=LIVE_WAIT_MS / 1000)
 
 
 @pytest.mark.parametrize("name", XSS_NAMES)

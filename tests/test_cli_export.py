@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 
@@ -61,6 +63,75 @@ def test_export_with_weights_runs_without_fusion_nas(searched: str, tmp_path) ->
     )
     assert run.returncode == 0, run.stderr
     assert "torch.Size([2, 10])" in run.stdout
+
+
+def load_exported(path) -> object:
+    """The module an export wrote, imported from its file."""
+    spec = importlib.util.spec_from_file_location(f"exported_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_onnx_from_the_cli_matches_the_pytorch_model(searched: str, tmp_path) -> None:
+    import onnx
+    import onnxruntime
+
+    out, weights, graph = tmp_path / "model.py", tmp_path / "model.pt", tmp_path / "model.onnx"
+    res = runner.invoke(
+        app, ["export", "ex", "--pick", "best", "--out", str(out), "--weights", str(weights),
+              "--onnx", str(graph), "--store", searched],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"ONNX {graph}" in res.output
+    onnx.checker.check_model(onnx.load(str(graph)))
+    model = load_exported(out).FusionNet().eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):  # the batch axis is free
+        x = torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(batch))
+        (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        with torch.no_grad():
+            expected = model(x)
+        torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-5, atol=1e-5)
+    # the graph holds the trained weights, not a fresh network's
+    fresh = load_exported(out).FusionNet().eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(x), expected, atol=1e-3)
+
+
+def test_export_onnx_refuses_a_graph_that_drifts_from_pytorch(
+    searched: str, tmp_path, monkeypatch
+) -> None:
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+
+    class Drifting:
+        """onnxruntime answering 1e-3 off: small, but ten times the check's tolerance."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            self.session = real(*args, **kwargs)
+
+        def get_inputs(self):
+            return self.session.get_inputs()
+
+        def run(self, *args, **kwargs):
+            return [out + 1e-3 for out in self.session.run(*args, **kwargs)]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Drifting)
+    out, weights, graph = tmp_path / "model.py", tmp_path / "model.pt", tmp_path / "model.onnx"
+    res = runner.invoke(
+        app, ["export", "ex", "--trial", "0", "--out", str(out), "--weights", str(weights),
+              "--onnx", str(graph), "--store", searched],
+    )  # fmt: skip
+    assert res.exit_code == 2, res.output
+    found = re.search(
+        r"ONNX model does not match PyTorch \(max difference ([0-9.e-]+)\)", res.stderr
+    )
+    assert found and float(found[1]) == pytest.approx(1e-3, rel=0.05), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no code, weights or graph left behind
 
 
 def test_export_errors_are_one_line_and_write_nothing(searched: str, tmp_path) -> None:

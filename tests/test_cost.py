@@ -220,7 +220,7 @@ def test_huge_width_is_costed_exactly_on_the_meta_device(monkeypatch) -> None:
 
 
 _MEASURE = """
-import json, sys, time
+import json, sys
 import torch
 from fusion_nas import parse_space
 from fusion_nas import space as space_mod
@@ -236,13 +236,11 @@ space_mod.MAX_SIZE = 10**9
 space = parse_space(sys.argv[1], source="huge.toml")
 archs = space.enumerate()
 arch_cost(space.sample(0), space)  # first call: lazy imports and kernels
-before, start = peak_mb(), time.perf_counter()
+before = peak_mb()
 costs = [arch_cost(a, space).params for a in archs]
-seconds = time.perf_counter() - start
 after = peak_mb()
 control = torch.ones(25_000_000)  # 100 MB, really allocated: the measure must see it
-print(json.dumps({"grew_mb": after - before, "control_mb": peak_mb() - after,
-                  "seconds": seconds, "n": len(costs)}))
+print(json.dumps({"grew_mb": after - before, "control_mb": peak_mb() - after, "n": len(costs)}))
 """
 
 
@@ -262,7 +260,6 @@ def test_huge_width_allocates_nothing() -> None:
     assert out["control_mb"] > 80, out  # the measure sees a 100 MB tensor
     # One real weight of this network would take 400 MB (10^8 floats); the model ~10^16 floats.
     assert out["grew_mb"] < 20, out
-    assert out["seconds"] < 10, out
 
 
 def test_model_cost_scales_with_batch() -> None:

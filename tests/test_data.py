@@ -220,6 +220,92 @@ def _np_first(seed: int) -> float:
     return float(np.random.RandomState(seed).rand())
 
 
+# Reference values read from the published MNIST-1D file, ``mnist1d_data.pkl`` of
+# github.com/greydanus/mnist1d (last changed in commit 9f13bb4, "Lower pickle protocol to 3"),
+# not from this package's output. The file stores float64; the digests are of its arrays cast
+# to the float32 / int64 the package keeps.
+PUBLISHED_MNIST1D = {
+    "x": "d53506bddd12d3b72c7153b1ae7f34807724b1dd078a7273809bf9d0792319f6",
+    "y": "d97dc7aecec8ad6b5d8f143ba3e9c4bd7e25c420d7dfc2eb990591cfc0ed3e15",
+    "x_test": "30addc43827c82aafa5db8bc97cea63349ca687e87db2f201cc4f5415d9a4ebd",
+    "y_test": "8de99be3ff9dab15ae0dc072c3d6ced7cf6b33d365888ce4a386fc944489452c",
+}
+PUBLISHED_COUNTS = {
+    "y": [398, 396, 411, 394, 394, 402, 401, 404, 402, 398],
+    "y_test": [102, 104, 89, 106, 106, 98, 99, 96, 98, 102],
+}
+# sum, sum of squares, min, max of the float64 arrays
+PUBLISHED_STATS = {
+    "x": (-51.78746787509559, 159248.2538653486, -5.479419072154895, 4.533515672898283),
+    "x_test": (51.78746787509186, 40751.74613465136, -4.203378848742242, 4.413565319611561),
+}
+# (array, row) -> (label, values at positions 0, 7, 19, 33, 39)
+PUBLISHED_ROWS = {
+    ("x", 0): (2, [-0.3320056673693902, 1.6525071095153063, 1.0358740294925417,
+                   -0.8645804426674562, -0.8901663884753127]),
+    ("x", 1234): (8, [0.8009429801283567, 0.2323054803851485, 0.009426775992652842,
+                      -0.5546055979381149, -1.115071828653965]),
+    ("x", 3999): (8, [-0.6939948035971022, -0.9526049347609845, -0.9905421340935312,
+                      -1.1004570503914008, -1.6509928567520655]),
+    ("x_test", 0): (2, [-0.07877078047732886, -0.44891797010721, -1.168337957791402,
+                        0.12845677331932748, 0.3461328866646199]),
+    ("x_test", 999): (4, [-0.5193287078205188, -0.04104002875460335, 0.6158381104740795,
+                          -0.5587724330587539, 1.193151836835276]),
+}  # fmt: skip
+PUBLISHED_FIRST_LABELS = {
+    "y": [2, 6, 4, 5, 6, 6, 6, 0, 3, 1, 6, 9, 4, 3, 4, 5, 1, 9, 0, 3],
+    "y_test": [2, 6, 3, 9, 4, 3, 1, 9, 5, 2, 0, 7, 7, 1, 4, 6, 1, 4, 3, 9],
+}
+
+
+def test_mnist1d_equals_the_published_file():
+    x, y, x_test, y_test = data._mnist1d_arrays()
+    arrays = {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
+    assert (x.shape, x_test.shape, y.shape, y_test.shape) == (
+        (4000, 40),
+        (1000, 40),
+        (4000,),
+        (1000,),
+    )
+    assert (x.dtype, y.dtype) == (np.float32, np.int64)
+    for key, digest in PUBLISHED_MNIST1D.items():
+        assert hashlib.sha256(np.ascontiguousarray(arrays[key]).tobytes()).hexdigest() == digest, (
+            key
+        )
+    for key, counts in PUBLISHED_COUNTS.items():
+        assert np.bincount(arrays[key]).tolist() == counts, key
+    for key, (total, squares, low, high) in PUBLISHED_STATS.items():
+        a = arrays[key].astype(np.float64)
+        assert a.sum() == pytest.approx(total, abs=1e-3), key
+        assert (a**2).sum() == pytest.approx(squares, rel=1e-6), key
+        assert (a.min(), a.max()) == pytest.approx((low, high), abs=1e-6), key
+    for (key, row), (label, values) in PUBLISHED_ROWS.items():
+        assert arrays["y" if key == "x" else "y_test"][row] == label, (key, row)
+        got = arrays[key][row, [0, 7, 19, 33, 39]]
+        assert got.tolist() == pytest.approx(values, abs=1e-6), (key, row)
+    for key, labels in PUBLISHED_FIRST_LABELS.items():
+        assert arrays[key][:20].tolist() == labels, key
+
+
+def test_mnist1d_splits_carry_the_published_data():
+    splits = load_dataset("mnist1d", **MNIST1D)
+    # the test split is the published test set in its order, standardised with the statistics
+    # of the published training set (computed here from the published sums)
+    n = 4000 * 40
+    total, squares = PUBLISHED_STATS["x"][:2]
+    mean = total / n
+    std = ((squares - n * mean**2) / (n - 1)) ** 0.5
+    xt, yt = splits.test.tensors
+    assert yt[:20].tolist() == PUBLISHED_FIRST_LABELS["y_test"]
+    assert torch.bincount(yt).tolist() == PUBLISHED_COUNTS["y_test"]
+    for row in (0, 999):
+        want = (np.array(PUBLISHED_ROWS[("x_test", row)][1]) - mean) / std
+        assert xt[row, 0, [0, 7, 19, 33, 39]].tolist() == pytest.approx(want.tolist(), abs=1e-5)
+    # train and validation together hold the published training labels, each sample once
+    y_all = torch.cat([splits.train.tensors[1], splits.val.tensors[1]])
+    assert torch.bincount(y_all).tolist() == PUBLISHED_COUNTS["y"]
+
+
 @pytest.mark.parametrize(
     "space",
     [

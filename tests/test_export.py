@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -17,10 +18,10 @@ from typing import Any
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from fusion_nas import nets
 from fusion_nas.arch import Architecture, StageChoice
-from fusion_nas.cost import count_cost
 from fusion_nas.errors import ExportError
 from fusion_nas.export import export_code, write_export
 from fusion_nas.model import build_model
@@ -30,6 +31,9 @@ from fusion_nas.space import SearchSpace, load_space, parse_space
 REPO = Path(__file__).resolve().parent.parent
 NETS_SOURCE = Path(nets.__file__).read_text(encoding="utf-8")
 SMALL_SPACES = ("mnist1d", "digits", "fashion-mnist")
+# Exported and toolkit outputs differ by float rounding only (~1e-8 measured, ONNX included), so
+# a 1e-3 difference, a real change in the network, must fail every equivalence check here.
+EQUIV_ATOL = 1e-5
 
 # Custom spaces that exercise what the built-in ones do not: window padding on every axis (and a
 # window larger than an axis), depth > 1, a width change without downsampling.
@@ -150,6 +154,19 @@ def _load(source: str) -> dict[str, Any]:
     return namespace
 
 
+def _built(arch: Architecture, space: SearchSpace, seed: int = 0) -> torch.nn.Module:
+    """The toolkit model in eval mode, its weights from ``seed`` whatever ran before.
+
+    The head is redrawn from N(0, 1): its initial std of 0.02 gives logits of ~0.05, next to
+    which a tolerance would be loose; these give logits of order 1.
+    """
+    torch.manual_seed(seed)
+    model = build_model(arch, space).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+    return model
+
+
 def _classes(source: str) -> set[str]:
     return {n.name for n in ast.parse(source).body if isinstance(n, ast.ClassDef)}
 
@@ -166,6 +183,26 @@ def _covered(arch: Architecture, dim: int) -> set[tuple[Any, ...]]:
     return {(dim, s.operator, s.attention) for s in arch.stages}
 
 
+def _independent_macs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Output and MACs of ``model(x)`` counted by torch's own FLOP counter (not ``count_cost``).
+
+    ``FlopCounterMode`` counts convolutions, matrix products and SDPA at the ATen level, 2 FLOPs
+    per MAC; its table lacks the CPU kernel of SDPA, which gets torch's own SDPA formula.
+    """
+    aten = torch.ops.aten
+    cpu_sdpa = {
+        aten._scaled_dot_product_flash_attention_for_cpu: (
+            lambda q, k, v, *args, **kwargs: sdpa_flop_count(q, k, v)
+        )
+    }
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
+        out = model(x)
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return out, flops // 2
+
+
 def _assert_equivalent(
     arch: Architecture, space: SearchSpace, batch: int, source: str | None = None
 ) -> None:
@@ -173,37 +210,34 @@ def _assert_equivalent(
     registered = {c.__name__ for c in [*nets.OPS.values(), *nets.ATTENTIONS.values()]}
     assert _classes(source) & registered == _expected_blocks(arch, space)  # only the used ones
     generated = _load(source)["FusionNet"]()
-    toolkit = build_model(arch, space)
+    toolkit = _built(arch, space)
     got = {k: tuple(v.shape) for k, v in generated.state_dict().items()}
     want = {k: tuple(v.shape) for k, v in toolkit.state_dict().items()}
     assert got == want, arch.describe()
     assert list(got) == list(want)  # same registration order, too
-    assert sum(p.numel() for p in generated.parameters()) == sum(
-        p.numel() for p in toolkit.parameters()
-    )
+    n_params = sum(p.numel() for p in generated.parameters())
+    assert n_params == sum(p.numel() for p in toolkit.parameters())
     generated.load_state_dict(toolkit.state_dict(), strict=True)
-    generated.eval()
-    toolkit.eval()
     x = torch.randn(space.input_shape(batch))
     with torch.no_grad():
         want_out = toolkit(x)
-    # count_cost runs the generated model once (eval, no_grad): take its output from a hook
-    outputs: list[torch.Tensor] = []
-    handle = generated.register_forward_hook(lambda m, args, out: outputs.append(out))
-    macs = count_cost(generated, x).macs
-    handle.remove()
-    got_out = outputs[0]
+    got_out, macs = _independent_macs(generated, x)
     assert got_out.shape == (batch, space.classes)
-    assert torch.allclose(got_out, want_out, atol=1e-6), arch.describe()
-    # The docstring's MACs for one sample, against an independent count: count_cost of the
-    # model the exported file builds, for a batch (MACs scale with the batch).
-    per_sample = _docstring_macs(source)
-    assert macs == batch * per_sample, arch.describe()
+    assert torch.allclose(got_out, want_out, rtol=0, atol=EQUIV_ATOL), arch.describe()
+    # The docstring's cost for one sample, against counts that share nothing with the
+    # exporter's (which uses fusion_nas.cost): torch's FLOP counter, for a batch (MACs scale
+    # with the batch), and the parameters of the model the file builds.
+    macs_doc, params_doc = _docstring_cost(source)
+    assert macs == batch * macs_doc, arch.describe()
+    assert params_doc == n_params, arch.describe()
 
 
-def _docstring_macs(source: str) -> int:
-    words = " ".join(source.split()).split(" MACs")[0].split()
-    return int(words[-1].replace(",", ""))
+def _docstring_cost(source: str) -> tuple[int, int]:
+    """(MACs, parameters) per sample, as the module docstring states them."""
+    doc = " ".join((ast.get_docstring(ast.parse(source)) or "").split())
+    found = re.search(r"Per sample: ([\d,]+) MACs \(reported as FLOPs\), ([\d,]+) parameters", doc)
+    assert found, doc
+    return int(found[1].replace(",", "")), int(found[2].replace(",", ""))
 
 
 # --------------------------------------------------------------------------- equivalence
@@ -228,13 +262,60 @@ def test_space_defaults_to_the_builtin_one() -> None:
     assert export_code(arch) == export_code(arch, space)
 
 
-def test_docstring_macs_are_toolkit_cost() -> None:
-    space = load_space("digits")
-    arch = space.sample(3)
-    cost = count_cost(build_model(arch, space), torch.zeros(space.input_shape(1)))
-    text = " ".join(export_code(arch, space).split())
-    assert f"{cost.macs:,} MACs" in text
-    assert f"{cost.params:,} parameters" in text
+# One conv stage, one global-attention stage: small enough to count every MAC by hand.
+TINY = """
+name = "tiny"
+[input]
+kind = "sequence"
+length = 16
+channels = 2
+classes = 3
+[network]
+mlp_ratio = 2.0
+[stem]
+width = 4
+kernel = 3
+stride = 1
+[[stage]]
+operator = ["conv"]
+kernel = [3]
+width = [8]
+[[stage]]
+operator = ["attention"]
+heads = [2]
+attention = ["global"]
+width = [8]
+downsample = true
+"""
+
+
+def test_docstring_cost_is_the_hand_count() -> None:
+    space = parse_space(TINY)
+    (arch,) = space.enumerate()
+    # Per sample. Stage 0: length 16, width 4 -> 8; stage 1: pooled to 8 tokens of width 8.
+    macs = {
+        "stem conv 2->4, k3": 4 * 16 * 2 * 3,
+        "transition conv1x1 4->8": 8 * 16 * 4,
+        "conv block 8->8, k3": 8 * 16 * 8 * 3,
+        "qkv 8->24": 8 * 8 * 24,
+        "QK^T and AV, 2 heads of 4": 2 * (2 * 8 * 8 * 4),
+        "attention projection 8->8": 8 * 8 * 8,
+        "mlp 8->16->8": 8 * 8 * 16 + 8 * 16 * 8,
+        "head 8->3": 8 * 3,
+    }
+    params = {
+        "stem conv + bias, BN": 4 * 2 * 3 + 4 + 2 * 4,
+        "transition conv1x1, BN": 8 * 4 + 2 * 8,
+        "conv block conv, BN": 8 * 8 * 3 + 2 * 8,
+        "position embedding": 8 * 8,
+        "attention LN, qkv, projection": 2 * 8 + (8 * 24 + 24) + (8 * 8 + 8),
+        "mlp LN, fc1, fc2": 2 * 8 + (8 * 16 + 16) + (16 * 8 + 8),
+        "final LN, head": 2 * 8 + (8 * 3 + 3),
+    }
+    assert (sum(macs.values()), sum(params.values())) == (9_112, 999)
+    source = export_code(arch, space)
+    assert _docstring_cost(source) == (9_112, 999)
+    assert "Per sample: 9,112 MACs (reported as FLOPs), 999 parameters." in " ".join(source.split())
 
 
 @pytest.mark.slow
@@ -819,8 +900,7 @@ def test_exported_file_runs_without_fusion_nas(tmp_path: Path) -> None:
     expected = {}
     for name, (space, ops) in cases.items():
         arch = _window_arch(space, ops)
-        model = build_model(arch, space)
-        model.eval()
+        model = _built(arch, space, seed=1)
         write_export(
             arch,
             space,
@@ -846,17 +926,19 @@ def test_exported_file_runs_without_fusion_nas(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout.strip().splitlines()[-1])
     for name, want in expected.items():
-        assert torch.allclose(torch.tensor(got[name]), want, atol=1e-6)
+        assert torch.allclose(torch.tensor(got[name]), want, rtol=0, atol=EQUIV_ATOL)
+
+
+ONNX_CASES = (("padded-1d", ("gated", "attention")), ("padded-2d", ("parallel", "gated")))
 
 
 def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    for name, ops in (("padded-1d", ("gated", "attention")), ("padded-2d", ("parallel", "gated"))):
+    for name, ops in ONNX_CASES:
         space = _space(name)
         arch = _window_arch(space, ops)
-        model = build_model(arch, space)
-        model.eval()
+        model = _built(arch, space, seed=2)
         path = tmp_path / f"{name}.onnx"
         write_export(arch, space, tmp_path / f"{name}.py", state_dict=model.state_dict(), onnx=path)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -864,7 +946,39 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
         got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
         with torch.no_grad():
             want = model(x)
-        assert torch.allclose(got, want, atol=1e-4)
+        assert want.abs().max() > 0.5  # logits of order 1: the tolerance is tight next to them
+        assert torch.allclose(got, want, rtol=0, atol=EQUIV_ATOL)
+
+
+@pytest.mark.parametrize(("name", "ops"), ONNX_CASES)
+def test_onnx_file_off_by_1e_3_is_rejected(
+    name: str, ops: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    real_export = torch.onnx.export
+    shifted = []
+
+    def export_then_shift_one_logit(model, args, f, **kwargs):
+        """Export, then move the first class's head bias by 1e-3 in the written file."""
+        real_export(model, args, f, **kwargs)
+        proto = onnx.load(str(f))
+        (bias,) = [t for t in proto.graph.initializer if t.name == "head.bias"]
+        values = onnx.numpy_helper.to_array(bias).copy()
+        values[0] += 1e-3
+        bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+        onnx.save(proto, str(f))
+        shifted.append(f)
+
+    monkeypatch.setattr(torch.onnx, "export", export_then_shift_one_logit)
+    space = _space(name)
+    arch = _window_arch(space, ops)
+    state = _built(arch, space, seed=2).state_dict()
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match=r"ONNX model does not match PyTorch \(max difference"):
+        write_export(arch, space, out / "m.py", state_dict=state, onnx=out / "m.onnx")
+    assert len(shifted) == 1  # the check ran on the shifted file, and nothing was kept
+    assert list(out.iterdir()) == []
 
 
 def test_onnx_missing_gives_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,6 +105,93 @@ def test_attention_mixer_matches_reference(cfg: Cfg) -> None:
         torch.testing.assert_close(mixer(x), _reference_mixer(mixer, x), rtol=1e-4, atol=1e-5)
 
 
+# --------------------------------------------------------------------------- fusion formulas
+
+
+def _conv_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """README's ``conv(x)`` written out: ``GELU(BN(conv_k(x)))``, same padding, eval-mode BN."""
+    conv, bn = block.conv.conv, block.conv.norm
+    k = conv.weight.shape[-1]
+    f = torch.nn.functional
+    y = (f.conv1d if x.dim() == 3 else f.conv2d)(x, conv.weight, padding=k // 2)
+    shape = (1, -1, *([1] * (x.dim() - 2)))
+    y = (y - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
+    return f.gelu(y * bn.weight.view(shape) + bn.bias.view(shape))
+
+
+def _mlp_branch(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """README's MLP written out per token: ``Linear(GELU(Linear(LN(x))))`` over channels."""
+    f = torch.nn.functional
+    t = x.flatten(2).transpose(1, 2)  # (B, N, C)
+    t = f.layer_norm(t, t.shape[-1:], mlp.norm.weight, mlp.norm.bias, mlp.norm.eps)
+    t = f.linear(f.gelu(f.linear(t, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
+    return t.transpose(1, 2).reshape(x.shape)
+
+
+def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return v.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _randomise_batchnorm(block: nn.Module) -> None:
+    """Non-trivial BN statistics and affine weights, so a skipped BN would show."""
+    bn = block.conv.norm
+    C = bn.num_features
+    bn.running_mean.copy_(torch.randn(C) * 0.3)
+    bn.running_var.copy_(torch.rand(C) + 0.5)
+    bn.weight.data.copy_(torch.rand(C) + 0.5)
+    bn.bias.data.copy_(torch.randn(C) * 0.2)
+
+
+FORMULA_CASES = [
+    ((12,), "global"),
+    ((10,), "window"),
+    ((5, 6), "linear"),
+    ((7, 5), "window"),
+]
+
+
+@pytest.mark.parametrize(("size", "variant"), FORMULA_CASES)
+def test_parallel_block_is_the_readme_formula(size: tuple[int, ...], variant: str) -> None:
+    C = 8
+    block = create_op("parallel", size, width=C, kernel=3, heads=2, attention=variant).eval()
+    with torch.no_grad():
+        _randomise_batchnorm(block)
+        # distinct per-channel weights, far from the shared 0.1 start, so a swapped or a
+        # scalar weight would not match
+        block.conv_weight.copy_(torch.linspace(-1.5, 2.0, C))
+        block.attn_weight.copy_(torch.linspace(0.7, -0.9, C))
+        x = torch.randn(3, C, *size)
+        a = _per_channel(block.conv_weight, x)
+        b = _per_channel(block.attn_weight, x)
+        # x + a * conv(x) + b * attn(x), then the MLP with its residual
+        y = x + a * _conv_branch(block, x) + b * _reference_mixer(block.attn, x)
+        want = y + _mlp_branch(block.mlp, y)
+        torch.testing.assert_close(block(x), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("size", "variant"), FORMULA_CASES)
+def test_gated_block_is_the_readme_formula(size: tuple[int, ...], variant: str) -> None:
+    C = 8
+    block = create_op("gated", size, width=C, kernel=3, heads=2, attention=variant).eval()
+    with torch.no_grad():
+        _randomise_batchnorm(block)
+        block.scale.copy_(torch.linspace(-1.2, 1.8, C))
+        # a gate far from 0.5, so g and 1 - g differ clearly
+        block.gate.weight.copy_(torch.randn(C, C))
+        block.gate.bias.copy_(torch.linspace(-2.0, 2.0, C))
+        x = torch.randn(3, C, *size) + torch.arange(3.0).view(3, 1, *([1] * len(size)))
+        # g = sigmoid(Linear(mean over space of x)): one gate per sample and channel
+        mean = x.flatten(2).mean(-1)  # (B, C)
+        g = torch.sigmoid(mean @ block.gate.weight.T + block.gate.bias)
+        assert (g - 0.5).abs().max() > 0.3 and g.std(0).max() > 0.05  # varies per sample
+        g = g.view(*g.shape, *([1] * len(size)))
+        s = _per_channel(block.scale, x)
+        conv, attn = _conv_branch(block, x), _reference_mixer(block.attn, x)
+        y = x + s * (g * conv + (1 - g) * attn)
+        want = y + _mlp_branch(block.mlp, y)
+        torch.testing.assert_close(block(x), want, rtol=1e-4, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- locality
 
 

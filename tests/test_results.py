@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -173,6 +175,78 @@ def test_summary_counts_every_status_and_shares_one_reference(store: Store) -> N
     alone = search_summary("small", store.search("small"), store.trials("small"))
     assert alone["ref_macs"] == 10_000 and alone["status"] == "running"
     assert alone["requested"] == 5 and alone["epochs"] == 1 and alone["trials"] == 5
+
+
+TINY_SPACE = """
+name = "tiny"
+[input]
+kind = "image"
+size = [8, 8]
+channels = 1
+classes = 10
+[stem]
+width = 4
+[[stage]]
+operator = ["conv", "attention"]
+kernel = [3, 5]
+heads = [1, 2]
+attention = ["global", "linear"]
+width = 4
+"""
+
+
+def hand_hypervolume(points: list[tuple[float, float]], ref_macs: float) -> float:
+    """The area in (accuracy, log10 MACs) that the points dominate up to (0, ref_macs).
+
+    Written as an integral over log10 MACs of the best accuracy reachable within that many
+    MACs, so it shares nothing with the front walk of :func:`fusion_nas.pareto.hypervolume`.
+    """
+    by_macs = sorted(points, key=lambda p: p[1])
+    edges = [m for _, m in by_macs] + [ref_macs]
+    area, best = 0.0, 0.0
+    for (acc, macs), upper in zip(by_macs, edges[1:]):
+        best = max(best, acc)
+        area += best * (math.log10(upper) - math.log10(macs))
+    return area
+
+
+def test_results_compares_searches_on_one_reference_point(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from fusion_nas.cli.app import app
+
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path}/store.db"
+    space = tmp_path / "tiny.toml"
+    space.write_text(TINY_SPACE)
+    for name, space_arg in (("small", str(space)), ("large", "digits")):
+        res = runner.invoke(
+            app,
+            ["search", space_arg, "--dataset", "synthetic", "--trials", "3", "--epochs", "1",
+             "--strategy", "optuna:random", "--name", name, "--store", url],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+    listing = runner.invoke(app, ["results", "--store", url, "--format", "json"])
+    assert listing.exit_code == 0, listing.output
+    rows = {row["name"]: row for row in json.loads(listing.output)}
+    store = Store(url)
+    points = {
+        name: [(r.val_acc, r.macs) for r in store.records(name) if r.status is OK]
+        for name in ("small", "large")
+    }
+    assert all(len(p) == 3 for p in points.values())
+    largest = max(m for p in points.values() for _, m in p)
+    assert max(m for _, m in points["small"]) * 5 < largest, "the spaces must differ in size"
+    shared = 10 * largest  # accuracy 0, MACs 10x the largest of all searches listed
+    for name, pts in points.items():
+        assert rows[name]["hypervolume"] == pytest.approx(hand_hypervolume(pts, shared), rel=1e-9)
+    # alone, the small search's own reference would give another number: the listing did not
+    # use it
+    own = hand_hypervolume(points["small"], 10 * max(m for _, m in points["small"]))
+    assert rows["small"]["hypervolume"] > own + 0.1
+    # one search listed alone is measured on its own reference
+    alone = search_summary("small", store.search("small"), store.trials("small"))
+    assert alone["hypervolume"] == pytest.approx(own, rel=1e-9)
 
 
 def test_reference_macs_takes_frames_tables_or_values() -> None:

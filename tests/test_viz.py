@@ -1,6 +1,8 @@
 """fusion_nas.viz: the figure data (points, front, knee, hover text, colours) and its figures.
 
 Figures are ``plotly.graph_objects.Figure`` objects; tests read their traces, never pixels.
+Most tests draw a tiny real search (fixture ``real``); those that pin a given front, knee or
+hypervolume step use hand-picked values (``make_frame``), which no real search can choose.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import pytest
 from optuna.trial import TrialState
 from torch import nn
 
+from fusion_nas import evaluate as evaluate_module
 from fusion_nas.nets import OPS, register_op
 from fusion_nas.pareto import hypervolume, knee_index, pareto_mask
 from fusion_nas.records import SearchRecord, TrialStatus
 from fusion_nas.results import trials_frame
+from fusion_nas.search import SearchConfig, run_search
 from fusion_nas.space import load_space
+from fusion_nas.store import Store
+from fusion_nas.train import ProxyConfig
 from fusion_nas.viz import (
     curve_figure,
     hypervolume_curve,
@@ -54,7 +60,7 @@ SPEC = [
 
 
 def make_frame(spec: list[tuple[str, float | None, int | None]], seed: int = 0) -> pd.DataFrame:
-    """Trials in the store's format, built like the search session records them."""
+    """Trials with hand-picked values, in the format the search records them."""
     space = load_space("digits")
     trials = []
     for number, (status, acc, macs) in enumerate(spec):
@@ -93,11 +99,44 @@ def df() -> pd.DataFrame:
     return make_frame(SPEC)
 
 
+FAILURE = "loss became NaN <b>"  # the error of the trial that fails: it must be escaped
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """The trials of a tiny real search (synthetic data, one epoch) in its own store: complete
+    trials, two over the MACs budget and one whose training raises."""
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('viz')}/real.db")
+    real_train, calls = evaluate_module.train_proxy, []
+
+    def train(*args: object, **kwargs: object) -> object:
+        calls.append(None)
+        if len(calls) == 2:
+            raise RuntimeError(FAILURE)
+        return real_train(*args, **kwargs)
+
+    config = SearchConfig(
+        name="viz",
+        space=load_space("digits"),
+        dataset="synthetic",
+        trials=6,
+        max_flops=250_000,
+        proxy=ProxyConfig(epochs=1, train_subset=64, batch_size=64),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate_module, "train_proxy", train)
+        frame = run_search(config, store)
+    statuses = Counter(frame.status)
+    assert statuses["failed"] == 1 and statuses["infeasible"] >= 1 and statuses["complete"] >= 3
+    return frame
+
+
 def _all_entries(search: dict) -> list[dict]:
     return search["points"] + search["failed"] + search["infeasible"] + search["running"]
 
 
-def test_every_trial_is_exactly_one_point(df: pd.DataFrame) -> None:
+def test_every_trial_is_exactly_one_point(real: pd.DataFrame) -> None:
+    df = real
     data = pareto_figure_data({"s": df})
     (s,) = data["searches"]
     entries = _all_entries(s)
@@ -174,7 +213,26 @@ def test_knee_is_marked(df: pd.DataFrame) -> None:
     assert any(f"knee #{expected}" in a.text for a in fig.layout.annotations)
 
 
-def test_hover_names_operator_kernel_heads_and_cost(df: pd.DataFrame) -> None:
+def test_front_knee_and_hypervolume_of_a_real_search(real: pd.DataFrame) -> None:
+    ok = real[real.status == "complete"].reset_index(drop=True)
+    acc, macs = list(ok.val_acc), list(ok.macs)
+    (s,) = pareto_figure_data({"s": real})["searches"]
+    assert (
+        set(s["front"]) == set(ok.number[pareto_mask(acc, macs)]) == set(real.number[real.on_front])
+    )
+    assert s["knee"]["number"] == int(ok.number[knee_index(acc, macs)])
+    assert [p["number"] for p in s["points"] if p["knee"]] == [s["knee"]["number"]]
+    # Failed and over-budget trials are off the plane, in the strip, never on the front.
+    off = set(real.number[real.status != "complete"])
+    assert {e["number"] for e in s["failed"] + s["infeasible"]} == off
+    assert not off & set(s["front"])
+    hv = hypervolume_curve(real)["hypervolume"]
+    assert all(b >= a for a, b in zip(hv, hv[1:])) and hv[-1] > 0
+    assert hv[-1] == pytest.approx(hypervolume(acc, macs, 10 * max(macs)))
+
+
+def test_hover_names_operator_kernel_heads_and_cost(real: pd.DataFrame) -> None:
+    df = real
     (s,) = pareto_figure_data({"s": df})["searches"]
     for entry in _all_entries(s):
         row = df[df.number == entry["number"]].iloc[0]
@@ -189,8 +247,11 @@ def test_hover_names_operator_kernel_heads_and_cost(df: pd.DataFrame) -> None:
         if row.status == "complete":
             assert f"MACs {int(row.macs):,}" in hover
             assert f"val acc {row.val_acc:.4f}" in hover
-    failed = s["failed"][0]["hover"]
-    assert "loss became NaN &lt;b&gt;" in failed  # failure messages are escaped
+    (failed,) = s["failed"]
+    assert "loss became NaN &lt;b&gt;" in failed["hover"]  # failure messages are escaped
+    assert FAILURE not in failed["hover"]
+    (infeasible, *_) = s["infeasible"]
+    assert "over budget" in infeasible["hover"] and "max-flops 250,000" in infeasible["hover"]
 
 
 def test_stage_lines_skip_unused_fields() -> None:
@@ -237,12 +298,14 @@ def test_names_are_escaped_in_the_figure(df: pd.DataFrame) -> None:
     assert {t.meta["search"] for t in fig.data} == set(XSS_NAMES)  # data keeps the name
 
 
-def test_figures_are_plotly_figures(df: pd.DataFrame) -> None:
+def test_figures_are_plotly_figures(real: pd.DataFrame) -> None:
+    df = real
+    curve = list(df.curve[df.status == "complete"].iloc[0])
     figures = {
         "pareto": pareto_figure(pareto_figure_data({"a": df, "b": df})),
         "hypervolume": hypervolume_figure(hypervolume_curve(df)),
         "operators": operator_figure(operator_frequencies(df)),
-        "curve": curve_figure([0.1, 0.5, 0.7]),
+        "curve": curve_figure(curve),
     }
     for key, fig in figures.items():
         assert isinstance(fig, go.Figure), key
@@ -255,9 +318,9 @@ def test_figures_are_plotly_figures(df: pd.DataFrame) -> None:
         "operators": {"bar"},
         "curve": {"scatter"},
     }
-    assert len(figures["pareto"].data) == 2 * 5  # per search: trials, front and 3 strip rows
-    assert list(figures["curve"].data[0].x) == [1, 2, 3]
-    assert list(figures["curve"].data[0].y) == [0.1, 0.5, 0.7]
+    assert len(figures["pareto"].data) == 2 * 4  # per search: trials, front and 2 strip rows
+    assert list(figures["curve"].data[0].x) == list(range(1, len(curve) + 1))
+    assert list(figures["curve"].data[0].y) == curve
     assert figures["pareto"].layout.xaxis.type == "log"
 
 
@@ -276,7 +339,9 @@ def test_hypervolume_curve_never_decreases(df: pd.DataFrame) -> None:
     assert fixed["ref_macs"] == 1e7 and fixed["hypervolume"][-1] > hv[-1]
 
 
-def test_operator_frequencies_sum_up(df: pd.DataFrame) -> None:
+@pytest.mark.parametrize("frame", ["df", "real"])
+def test_operator_frequencies_sum_up(frame: str, request: pytest.FixtureRequest) -> None:
+    df = request.getfixturevalue(frame)
     freq = operator_frequencies(df)
     assert freq["n_all"] == len(df)
     assert freq["n_front"] == int(df.on_front.sum())

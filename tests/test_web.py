@@ -5,27 +5,27 @@ from __future__ import annotations
 import ast
 import html
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
-import optuna
 import pytest
-from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 from torch import nn
 from typer.testing import CliRunner
 
-from fusion_nas.cli import serve as serve_cli
+from fusion_nas import evaluate as evaluate_module
 from fusion_nas.cli.app import app as cli_app
 from fusion_nas.cli.pareto import default_report_path
 from fusion_nas.errors import FusionNasError
 from fusion_nas.nets import OPS, register_op
-from fusion_nas.records import TrialStatus, mark_interrupted
-from fusion_nas.search import SearchConfig, run_search
+from fusion_nas.search import USER_STOP, SearchConfig, run_search
 from fusion_nas.space import load_space
 from fusion_nas.store import Store
 from fusion_nas.train import ProxyConfig
@@ -33,14 +33,11 @@ from fusion_nas.web import (
     CSP,
     DEFAULT_HOST,
     DEFAULT_PORT,
-    background_server,
     bind_socket,
     create_app,
     loopback_hosts,
     redact_url,
-    run,
 )
-from fusion_nas.web import server as web_server
 
 with warnings.catch_warnings():  # starlette 1.x asks for httpx2; httpx works the same here
     warnings.simplefilter("ignore")
@@ -49,48 +46,45 @@ with warnings.catch_warnings():  # starlette 1.x asks for httpx2; httpx works th
 REAL = "real search/1"
 XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>")
 HOSTILE_REASON = "<script>alert('reason')</script> & more"
+HOSTILE_FAILURE = f"RuntimeError: {HOSTILE_REASON}"  # as the search records the error
 
 
-def add_search(store: Store, name: str) -> optuna.Study:
-    """A search written the way the search session writes one, without training."""
-    space = load_space("digits")
-    config = SearchConfig(name=name, space=space, dataset="synthetic", trials=3)
-    study = store.create_study(name, config.record())
-    for number, (state, acc) in enumerate([(TrialState.COMPLETE, 0.5), (TrialState.FAIL, None)]):
-        arch = space.sample(number)
-        attrs = {
-            "arch": arch.to_dict(),
-            "arch_id": arch.arch_id,
-            "arch_desc": arch.describe(),
-            "macs": 100_000 + number,
-            "params": 5000,
-            "curve": [0.25, 0.5] if acc else [],
-            "status": TrialStatus.COMPLETE.value if acc else TrialStatus.FAILED.value,
-        }
-        if acc:
-            attrs["val_acc"] = acc
-            study.add_trial(optuna.trial.create_trial(values=[acc, 100_000], user_attrs=attrs))
-        else:
-            attrs["fail_reason"] = HOSTILE_REASON
-            study.add_trial(optuna.trial.create_trial(state=state, user_attrs=attrs))
-    return study
+def real_search(store: Store, name: str, trials: int, script: dict[int, BaseException]) -> None:
+    """A tiny real search (synthetic data, one epoch) into ``store``.
+
+    ``script`` maps the index of a training call to the error that call raises instead of
+    training: what a failing network (an exception) or Ctrl-C (``KeyboardInterrupt``) does.
+    """
+    calls = []
+
+    def train(*args: object, **kwargs: object) -> object:
+        calls.append(len(calls))
+        if calls[-1] in script:
+            raise script[calls[-1]]
+        return real_train(*args, **kwargs)
+
+    real_train = evaluate_module.train_proxy
+    config = SearchConfig(
+        name=name,
+        space=load_space("digits"),
+        dataset="synthetic",
+        trials=trials,
+        proxy=ProxyConfig(epochs=1, train_subset=64, batch_size=64),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate_module, "train_proxy", train)
+        run_search(config, store)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Real searches: one plain, and two with hostile names whose trial 1 fails with a
+    hostile error message. Tests here only read it."""
     st = Store(f"sqlite:///{tmp_path_factory.mktemp('web')}/s.db")
-    run_search(
-        SearchConfig(
-            name=REAL,
-            space=load_space("digits"),
-            dataset="synthetic",
-            trials=3,
-            proxy=ProxyConfig(epochs=1, train_subset=64, batch_size=64),
-        ),
-        st,
-    )
+    real_search(st, REAL, 3, {})
     for name in XSS_NAMES:
-        add_search(st, name)
+        real_search(st, name, 2, {1: RuntimeError(HOSTILE_REASON)})
+        assert list(st.trials(name).status) == ["complete", "failed"]
     return st
 
 
@@ -194,8 +188,11 @@ def test_csp_and_nosniff_on_every_response(client: TestClient, store: Store, mon
     def broken(name: str) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(store, "trials", broken)
-    error = client.get(q("/api/search", name=REAL))
+    own = Store(store.url, create=False)  # broken below: not the store other tests read
+    monkeypatch.setattr(own, "trials", broken)
+    error = TestClient(create_app(own), raise_server_exceptions=False).get(
+        q("/api/search", name=REAL)
+    )
     assert error.status_code == 500 and "database went away" not in error.text
     responses.append(error)
     assert {r.status_code for r in responses} == {200, 404, 405, 500}
@@ -231,21 +228,20 @@ def test_a_registered_operator_shows_on_the_dashboard(client: TestClient) -> Non
 
 def test_interrupted_trials_show_like_failed_ones(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/cut.db")
-    study = add_search(store, "cut short")
-    number = study.ask().number  # a running trial, then the process is stopped
-    mark_interrupted(store.storage, "cut short", number, "interrupted by the user")
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while trial 2 trains
+        real_search(store, "cut short", 4, {1: RuntimeError("bad"), 2: KeyboardInterrupt()})
     client = TestClient(create_app(store))
 
     data = client.get(q("/api/search", name="cut short")).json()
-    row = data["trials"][number]
-    assert (row["number"], row["status"]) == (number, TrialStatus.INTERRUPTED.value)
-    assert row["note"] == "interrupted by the user"
+    assert [t["status"] for t in data["trials"]] == ["complete", "failed", "interrupted"]
+    row = data["trials"][2]
+    assert (row["number"], row["note"]) == (2, USER_STOP)
     assert data["summary"]["interrupted"] == 1 and data["summary"]["failed"] == 1
     strip = {t["meta"]["role"]: t for t in data["figures"]["pareto"]["data"]}
-    assert [number] in strip["failed"]["customdata"]  # drawn in the failed row
-    trial = client.get(q("/api/trial", search="cut short", number=number)).json()
-    assert trial["status"] == "interrupted" and trial["fail_reason"] == "interrupted by the user"
-    assert client.get(q("/trial", search="cut short", number=number)).status_code == 200
+    assert [2] in strip["failed"]["customdata"]  # drawn in the failed row
+    trial = client.get(q("/api/trial", search="cut short", number=2)).json()
+    assert trial["status"] == "interrupted" and trial["fail_reason"] == USER_STOP
+    assert client.get(q("/trial", search="cut short", number=2)).status_code == 200
     listed = client.get("/api/searches").json()["searches"]
     assert [(s["name"], s["interrupted"]) for s in listed] == [("cut short", 1)]
 
@@ -274,7 +270,7 @@ def test_names_are_escaped_in_json(client: TestClient, name: str) -> None:
         assert "<" not in r.text and ">" not in r.text, url  # \u003c escapes only
         assert name in json.dumps(r.json(), ensure_ascii=False) or r.status_code == 404
     trial = client.get(q("/api/trial", search=name, number=1)).json()
-    assert trial["search"] == name and trial["fail_reason"] == HOSTILE_REASON
+    assert trial["search"] == name and trial["fail_reason"] == HOSTILE_FAILURE
     figure = client.get(q("/api/search", name=name)).json()["figures"]["pareto"]
     assert all(html.escape(name) in t["name"] for t in figure["data"])
 
@@ -319,31 +315,59 @@ def test_code_download_falls_back_to_json(client: TestClient, monkeypatch) -> No
 # --------------------------------------------------------------------------- serving
 
 
-def test_default_host_is_loopback(store: Store, monkeypatch) -> None:
-    assert DEFAULT_HOST == "127.0.0.1"
-    # Served with the defaults, the dashboard listens on loopback and guards its Host header.
-    with background_server(store) as base:
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base)
-        assert httpx.get(base + "/api/searches").status_code == 200
-        assert httpx.get(base + "/", headers={"Host": "attacker.example"}).status_code == 400
-    # ``run`` with no address binds the loopback default port.
-    bound = []
+def _serve(store: Store, *args: str) -> subprocess.Popen:
+    """``fusion-nas serve`` over ``store`` as a process of its own."""
+    env = {**os.environ, "COLUMNS": "1000"}  # the address line must not wrap
+    cmd = [sys.executable, "-c", "from fusion_nas.cli.app import main; main()", "serve"]
+    return subprocess.Popen(
+        [*cmd, "--store", store.url, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
-    class Server:
-        def run(self, sockets: list[socket.socket]) -> None:
-            bound.append(sockets[0].getsockname()[:2])
 
-    calls = []
+def test_serve_listens_on_loopback_only_by_default(store: Store) -> None:
+    proc = _serve(store, "--port", "0")  # no --host
+    try:
+        lines = []
+        while not lines or "Dashboard of" not in lines[-1]:
+            line = proc.stdout.readline()
+            assert line, "serve ended before it printed its address: " + "".join(lines)
+            lines.append(line)
+        base = re.search(r"at (http://\S+)/", lines[-1])[1]
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        assert host == DEFAULT_HOST == "127.0.0.1"
+        listed = httpx.get(base + "/api/searches", timeout=30)
+        assert listed.status_code == 200
+        assert [s["name"] for s in listed.json()["searches"]] == [REAL, *XSS_NAMES]
+        # Requests naming another host are refused (DNS rebinding) ...
+        foreign = httpx.get(base + "/", headers={"Host": "attacker.example"}, timeout=30)
+        assert foreign.status_code == 400
+        # ... and the socket is bound to 127.0.0.1 alone: another loopback address of this
+        # machine, which a socket bound to every interface would answer, is refused.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", int(port)), timeout=30).close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
 
-    def bind_any_port(host: str, port: int) -> socket.socket:
-        calls.append((host, port))
-        return real_bind(host, 0)  # the default port may be taken on this machine
 
-    real_bind = web_server.bind_socket
-    monkeypatch.setattr(web_server, "bind_socket", bind_any_port)
-    monkeypatch.setattr(web_server, "_server", lambda store, host, level: Server())
-    run(store)
-    assert calls == [("127.0.0.1", DEFAULT_PORT)] and bound == [("127.0.0.1", bound[0][1])]
+def test_serve_uses_port_8765_by_default(store: Store) -> None:
+    try:
+        held = bind_socket("127.0.0.1", DEFAULT_PORT)
+    except FusionNasError:
+        held = None  # something on this machine holds it already: serve must still try it
+    try:
+        result = CliRunner().invoke(cli_app, ["serve", "--store", store.url])
+    finally:
+        if held is not None:
+            held.close()
+    assert DEFAULT_PORT == 8765
+    assert result.exit_code == 2
+    assert "cannot listen on 127.0.0.1:8765" in result.output and "--port" in result.output
 
 
 def test_loopback_dashboard_rejects_foreign_host_header(store: Store) -> None:
@@ -371,17 +395,6 @@ def test_bind_socket_reports_a_taken_port() -> None:
             bind_socket("127.0.0.1", port)
     finally:
         taken.close()
-
-
-def test_serve_command(store: Store, monkeypatch) -> None:
-    calls = []
-    monkeypatch.setattr(serve_cli, "run", lambda *a, **k: calls.append((a, k)))
-    result = CliRunner().invoke(cli_app, ["serve", "--store", store.url, "--port", "0"])
-    assert result.exit_code == 0, result.output
-    ((args, kwargs),) = calls
-    assert args[1:] == ("127.0.0.1", 0) and isinstance(kwargs["sock"], socket.socket)
-    kwargs["sock"].close()
-    assert "http://127.0.0.1:" in result.output
 
 
 def test_serve_with_a_wrong_store_is_one_line(tmp_path: Path) -> None:
