@@ -8,18 +8,24 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fusion_nas.errors import ArchitectureError, allowed
-from fusion_nas.nets import SEARCHABLE, BlockCfg, CfgError, StageCfg
-from fusion_nas.ops.registry import op_uses
+from fusion_nas.nets import SEARCHABLE, BlockCfg, CfgError, StageCfg, reads
+from fusion_nas.ops.registry import get_op
 
-_ABBREV = {"global": "glob", "window": "win", "linear": "lin"}
+_ABBREV = {"global": "glob", "window": "win", "linear": "lin", "channel": "chan"}
+SKIP = "skip"  # the operator of a depth-0 stage: nothing of it is built
+# Fields a space may fix for a stage (then they are None here and the space supplies them);
+# left out of the JSON when None, so architectures of spaces without them keep their ids.
+OPTIONAL = ("mlp_ratio", "downsample")
 
 
 @dataclass(frozen=True)
 class StageChoice:
     """One stage: its operator and the choices that operator reads.
 
-    Fields an operator does not use are ``None`` (a conv stage has no heads), so two
-    architectures that build the same network are equal and share one id.
+    Fields an operator does not use are ``None`` (a conv stage has no heads, channel
+    attention has none either), and a skipped stage (depth 0) is ``StageChoice("skip", 0, 0)``,
+    so two architectures that build the same network are equal and share one id.
+    ``mlp_ratio`` and ``downsample`` are ``None`` where the space fixes them.
     """
 
     operator: str
@@ -28,19 +34,29 @@ class StageChoice:
     kernel: int | None = None
     heads: int | None = None
     attention: str | None = None
+    mlp_ratio: float | None = None
+    downsample: str | None = None
 
     def canonical(self) -> StageChoice:
-        """The same stage with every field its operator ignores set to ``None``."""
-        uses = op_uses(self.operator)
+        """The same stage with every field its block ignores set to ``None``."""
+        if self.depth == 0:
+            return StageChoice(SKIP, 0, 0)
+        get_op(self.operator)  # an unknown operator: a one-line error
+        uses = reads(self.operator, self.attention)
         ignored = {f: None for f in SEARCHABLE if f not in uses}
-        return StageChoice(**{**asdict(self), **ignored})
+        ratio = self.mlp_ratio
+        if isinstance(ratio, int) and not isinstance(ratio, bool):
+            ratio = float(ratio)  # 2 and 2.0 are one ratio: one id
+        return StageChoice(**{**asdict(self), "mlp_ratio": ratio, **ignored})
 
     def chosen(self) -> dict[str, Any]:
         """The searched fields that are set, as :class:`~fusion_nas.nets.BlockCfg` keywords."""
         return {f: getattr(self, f) for f in SEARCHABLE if getattr(self, f) is not None}
 
     def describe(self) -> str:
-        """Short label, e.g. ``gated(k3,h2,win)x2@32``."""
+        """Short label, e.g. ``gated(k3,h2,win,mlp1,down=conv)x2@32``; ``skip`` for depth 0."""
+        if self.depth == 0:
+            return SKIP
         parts = []
         if self.kernel is not None:
             parts.append(f"k{self.kernel}")
@@ -48,6 +64,10 @@ class StageChoice:
             parts.append(f"h{self.heads}")
         if self.attention is not None:
             parts.append(_ABBREV.get(self.attention, self.attention))
+        if self.mlp_ratio is not None:
+            parts.append(f"mlp{self.mlp_ratio:g}")
+        if self.downsample is not None:
+            parts.append(f"down={self.downsample}")
         depth = f"x{self.depth}" if self.depth != 1 else ""
         return f"{self.operator}({','.join(parts)}){depth}@{self.width}"
 
@@ -64,7 +84,11 @@ class Architecture:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict: ``{"space": ..., "stages": [{...}, ...]}``."""
-        return {"space": self.space, "stages": [asdict(s) for s in self.stages]}
+        stages = [
+            {k: v for k, v in asdict(s).items() if v is not None or k not in OPTIONAL}
+            for s in self.stages
+        ]
+        return {"space": self.space, "stages": stages}
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): the basis of :attr:`arch_id`."""
@@ -106,8 +130,10 @@ class Architecture:
                     raise ArchitectureError(f"stages[{i}].{key}: missing")
             choice = StageChoice(**st)
             try:
-                block = BlockCfg(choice.operator, choice.width, **choice.chosen())
-                StageCfg(block, choice.depth)
+                skipped = type(choice.depth) is int and choice.depth == 0
+                if not skipped:  # a skipped stage builds nothing: nothing else to check
+                    block = BlockCfg(choice.operator, choice.width, **choice.chosen())
+                    StageCfg(block, choice.depth, choice.downsample or "none")
             except CfgError as exc:
                 raise ArchitectureError(f"stages[{i}].{exc.field}: {exc.reason}") from None
             parsed.append(choice)

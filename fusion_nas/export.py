@@ -178,13 +178,14 @@ def _load_hint(weights_name: str) -> list[str]:
 
 
 def _stage_table(cfg: nets.NetCfg) -> list[str]:
-    """Stem and stages, one row each; a ``-`` where the operator does not use the field."""
-    rows = [("stage", "operator", "kernel", "heads", "attention", "width", "depth", "size")]
-    stem = (str(cfg.stem_kernel), "-", "-", str(cfg.stem_width), "-")
+    """Stem and stages, one row each; a ``-`` where the block does not read the field."""
+    head = ("stage", "operator", "kernel", "heads", "attention", "mlp", "width", "depth", "down")
+    rows = [(*head, "size")]
+    stem = (str(cfg.stem_kernel), "-", "-", "-", str(cfg.stem_width), "-", f"s{cfg.stem_stride}")
     rows.append(("stem", "conv", *stem, _size_text(cfg.stem_size())))
     for i, (st, size) in enumerate(zip(cfg.stages, cfg.stage_sizes())):
         b = st.block
-        uses = nets.OPS[b.operator].uses
+        uses = nets.reads(b.operator, b.attention)
         att = _clean(b.attention, "attention variant", limit=40)
         att = f"{att}({b.window})" if att == "window" else att
         rows.append(
@@ -194,8 +195,10 @@ def _stage_table(cfg: nets.NetCfg) -> list[str]:
                 str(b.kernel) if "kernel" in uses else "-",
                 str(b.heads) if "heads" in uses else "-",
                 att if "attention" in uses else "-",
+                f"{b.mlp_ratio:g}" if "mlp_ratio" in uses else "-",
                 str(b.width),
                 str(st.depth),
+                st.downsample,
                 _size_text(size),
             )
         )

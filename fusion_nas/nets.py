@@ -6,11 +6,12 @@ This file is the one home of the network. The toolkit builds every model from it
 
     input (B, C_in, *S)                         S = (L,) for sequences, (H, W) for images
       -> stem: conv(k, stride) -> BN -> GELU    (B, W_0, *S_0)
-      -> per stage: transition, depth blocks    (B, W_i, *S_i)
+      -> per stage: transition, depth blocks    (B, W_i, *S_i)   a depth-0 stage is skipped
       -> head: mean over S -> LayerNorm -> Linear  (B, classes)
 
 Every block keeps the map shape ``(B, C, *S)``. Operators are created by name from ``OPS``,
-attention variants from ``ATTENTIONS``; a block reads one :class:`BlockCfg`. The configs hold
+attention variants (map mixers, like operators without the residual) from ``ATTENTIONS``; a
+block reads one :class:`BlockCfg`. The configs hold
 every default and check every value: a bad one raises :class:`CfgError` naming the field.
 """
 
@@ -22,10 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 FUSION_INIT = 0.1  # fusion weights start small so neither branch dominates early training
-SEARCHABLE = ("kernel", "heads", "attention")  # BlockCfg fields a search may choose per operator
+# BlockCfg fields a search may choose per operator
+SEARCHABLE = ("kernel", "heads", "attention", "mlp_ratio")
+DOWNSAMPLES = ("none", "pool", "conv")  # stage entry: keep the size, AvgPool(2), strided conv
+SE_REDUCTION = 4  # channel attention: hidden width C // 4 (at least 1)
 
 OPS: dict[str, type[nn.Module]] = {}  # operator name -> block class
-ATTENTIONS: dict[str, type[nn.Module]] = {}  # attention variant -> token mixer class
+ATTENTIONS: dict[str, type[nn.Module]] = {}  # attention variant -> map mixer class
 
 
 def register_op(name: str, uses: tuple[str, ...]):
@@ -48,13 +52,22 @@ def register_op(name: str, uses: tuple[str, ...]):
     return wrap
 
 
-def register_attention(name: str):
-    """Class decorator: attention variant ``name``, a mixer of ``(B, N, 3C)`` qkv tokens."""
+def register_attention(name: str, uses: tuple[str, ...] = ("heads",)):
+    """Class decorator: attention variant ``name``, built as ``cls(cfg, size)``.
+
+    Every variant maps a ``(B, C, *S)`` map to ``(B, C, *S)`` without the residual, so the
+    attention, parallel and gated blocks take any of them. ``uses`` names the searchable
+    :class:`BlockCfg` fields the variant reads (``heads`` for token attention, none for channel
+    attention); a block ignores those its variant does not read.
+    """
 
     def wrap(cls):
         if name in ATTENTIONS:
             raise ValueError(f"attention variant {name!r} is registered twice")
-        cls.variant = name
+        unknown = [u for u in uses if u not in SEARCHABLE]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} cannot be chosen; allowed: {_allowed(SEARCHABLE)}")
+        cls.variant, cls.uses = name, tuple(uses)
         ATTENTIONS[name] = cls
         return cls
 
@@ -75,6 +88,18 @@ class CfgError(ValueError):
 
 def _allowed(values) -> str:
     return ", ".join(repr(v) for v in values)
+
+
+def reads(operator: str, attention: str | None = None) -> tuple[str, ...]:
+    """The ``SEARCHABLE`` fields a block of ``operator`` with variant ``attention`` reads.
+
+    An operator reads what it registered; ``heads`` only when its attention variant reads it.
+    """
+    uses = OPS[operator].uses
+    if "attention" in uses and attention in ATTENTIONS:
+        skipped = {"heads"} - set(ATTENTIONS[attention].uses)
+        uses = tuple(f for f in uses if f not in skipped)
+    return uses
 
 
 def _whole(value, field: str, minimum: int = 1) -> int:
@@ -100,7 +125,7 @@ class BlockCfg:
 
     ``kernel``: odd conv kernel; ``heads``: attention heads, a divisor of ``width``;
     ``attention``: variant (``ATTENTIONS``); ``window``: tokens per window and axis;
-    ``mlp_ratio``: hidden width of the MLP of attention-type blocks, times ``width``.
+    ``mlp_ratio``: hidden width of the MLP of attention-type blocks, times ``width`` (0: no MLP).
     A bad value raises :class:`CfgError` naming the field.
     """
 
@@ -135,24 +160,32 @@ class BlockCfg:
             )
         _whole(self.window, "window")
         r = self.mlp_ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf:
-            raise CfgError("mlp_ratio", f"{r!r} is not allowed; allowed: positive numbers")
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < math.inf:
+            raise CfgError(
+                "mlp_ratio", f"{r!r} is not allowed; allowed: 0 (no MLP) or positive numbers"
+            )
 
 
 @dataclass(frozen=True)
 class StageCfg:
-    """One stage: ``depth`` blocks of ``block``; ``downsample`` halves the map on entry."""
+    """One stage: ``depth`` blocks of ``block`` (0: the stage is skipped, width carried over).
+
+    ``downsample`` (``DOWNSAMPLES``) halves the map on entry: ``"pool"`` by AvgPool(2),
+    ``"conv"`` by a stride-2 conv that also changes the width; ``True``/``False`` mean
+    ``"pool"``/``"none"``.
+    """
 
     block: BlockCfg
     depth: int = 1
-    downsample: bool = False
+    downsample: str = "none"
 
     def __post_init__(self) -> None:
-        _whole(self.depth, "depth")
-        if not isinstance(self.downsample, bool):
-            raise CfgError(
-                "downsample", f"{self.downsample!r} is not allowed; allowed: True, False"
-            )
+        _whole(self.depth, "depth", minimum=0)
+        if isinstance(self.downsample, bool):  # the older spelling
+            object.__setattr__(self, "downsample", "pool" if self.downsample else "none")
+        if not isinstance(self.downsample, str) or self.downsample not in DOWNSAMPLES:
+            words = f"{_allowed(DOWNSAMPLES)}, True, False"
+            raise CfgError("downsample", f"{self.downsample!r} is not allowed; allowed: {words}")
 
 
 @dataclass(frozen=True)
@@ -184,7 +217,7 @@ class NetCfg:
             raise CfgError("stages", "a network needs at least one stage")
         downsamples = 0
         for i, (st, n) in enumerate(zip(self.stages, self.stage_sizes())):
-            downsamples += st.downsample
+            downsamples += st.depth > 0 and st.downsample != "none"
             if min(n) < 1:
                 raise CfgError(
                     f"stages[{i}].downsample",
@@ -197,11 +230,14 @@ class NetCfg:
         return tuple((n + 2 * (k // 2) - k) // s + 1 for n in self.size)
 
     def stage_sizes(self) -> list[tuple[int, ...]]:
-        """Spatial size inside each stage: the stem's output, halved (floor) per downsample."""
+        """Spatial size inside each stage: the stem's output, halved per downsample (pooling
+        rounds down, the stride-2 conv with padding 1 rounds up); a skipped stage keeps it."""
         size, out = self.stem_size(), []
         for st in self.stages:
-            if st.downsample:
+            if st.depth and st.downsample == "pool":
                 size = tuple(n // 2 for n in size)
+            elif st.depth and st.downsample == "conv":
+                size = tuple((n + 1) // 2 for n in size)
             out.append(size)
         return out
 
@@ -279,15 +315,43 @@ def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.reshape(Bp, N, heads, C // heads).transpose(1, 2)
 
 
+class AttentionMixer(nn.Module):
+    """Token attention on a (B, C, *S) map: position embedding + LayerNorm + qkv projection,
+    the variant's :meth:`attend` over the tokens, then the output projection (no residual).
+
+    Xavier initialisation for the query/key/value and output projections.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        C, self.size, self.heads = cfg.width, tuple(size), cfg.heads
+        self.pos = nn.Parameter(torch.zeros(1, C, *size))
+        self.norm = nn.LayerNorm(C)
+        self.qkv = nn.Linear(C, 3 * C)
+        self.proj = nn.Linear(C, C)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        for chunk in self.qkv.weight.data.chunk(3, dim=0):  # query, key, value: (C, C) each
+            nn.init.xavier_uniform_(chunk)
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.xavier_uniform_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) -> (B, N, C): the variant's token mixing."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        t = to_tokens(x + self.pos)  # (B, N, C)
+        o = self.attend(self.qkv(self.norm(t)))  # (B, N, 3C) -> (B, N, C)
+        return from_tokens(self.proj(o), self.size)
+
+
 @register_attention("global")
-class GlobalAttention(nn.Module):
+class GlobalAttention(AttentionMixer):
     """Every token attends to every token: cost quadratic in tokens."""
 
-    def __init__(self, heads: int, size: tuple[int, ...], window: int) -> None:
-        super().__init__()
-        self.heads = heads
-
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C)."""
         q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
         o = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, hd)
@@ -326,19 +390,18 @@ def merge(x: torch.Tensor, win: tuple[int, ...], padded: tuple[int, ...], B: int
 
 
 @register_attention("window")
-class WindowAttention(nn.Module):
+class WindowAttention(AttentionMixer):
     """Swin-style attention inside non-overlapping windows of ``window`` tokens per axis.
 
     The map is zero-padded up to a multiple of the window; padded keys are masked.
     """
 
-    def __init__(self, heads: int, size: tuple[int, ...], window: int) -> None:
-        super().__init__()
-        self.heads, self.size = heads, tuple(size)
-        self.win = window_shape(self.size, window)
-        self.padded = padded_size(self.size, window)
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__(cfg, size)
+        self.win = window_shape(self.size, cfg.window)
+        self.padded = padded_size(self.size, cfg.window)
 
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C)."""
         B, N, C3 = qkv.shape
         grid = qkv.reshape(B, *self.size, C3)  # (B, *S, 3C)
@@ -363,14 +426,10 @@ class WindowAttention(nn.Module):
 
 
 @register_attention("linear")
-class LinearAttention(nn.Module):
+class LinearAttention(AttentionMixer):
     """Kernelised ``phi(Q) (phi(K)^T V)`` with ``phi = elu + 1``: cost linear in tokens."""
 
-    def __init__(self, heads: int, size: tuple[int, ...], window: int) -> None:
-        super().__init__()
-        self.heads = heads
-
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C)."""
         q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
         q, k = F.elu(q) + 1.0, F.elu(k) + 1.0  # positive features phi(.)
@@ -380,33 +439,28 @@ class LinearAttention(nn.Module):
         return (num / (den + 1e-6)).transpose(1, 2).flatten(2)
 
 
-class AttentionMixer(nn.Module):
-    """Position embedding + LayerNorm + multi-head self-attention on a (B, C, *S) map.
+@register_attention("channel", uses=())
+class ChannelAttention(nn.Module):
+    """Squeeze-excitation (the CAN paper's channel attention): ``x * sigmoid(fc2(relu(fc1(
+    mean over S of x))))``, one weight per sample and channel; no heads, no tokens.
 
-    Returns the attention output after the output projection, without the residual.
-    Xavier initialisation for the query/key/value and output projections.
+    Hidden width ``C // SE_REDUCTION`` (at least 1). A squeeze-excitation output is the
+    rescaled map itself, so the block adds it to ``x`` as any attention branch.
     """
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
-        C, self.size = cfg.width, tuple(size)
-        self.pos = nn.Parameter(torch.zeros(1, C, *size))
-        self.norm = nn.LayerNorm(C)
-        self.qkv = nn.Linear(C, 3 * C)
-        self.mix = ATTENTIONS[cfg.attention](cfg.heads, self.size, cfg.window)
-        self.proj = nn.Linear(C, C)
-        nn.init.trunc_normal_(self.pos, std=0.02)
-        for chunk in self.qkv.weight.data.chunk(3, dim=0):  # query, key, value: (C, C) each
-            nn.init.xavier_uniform_(chunk)
-        nn.init.zeros_(self.qkv.bias)
-        nn.init.xavier_uniform_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        C = cfg.width
+        hidden = max(1, C // SE_REDUCTION)
+        self.fc1 = nn.Linear(C, hidden)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
-        t = to_tokens(x + self.pos)  # (B, N, C)
-        o = self.mix(self.qkv(self.norm(t)))  # (B, N, 3C) -> (B, N, C)
-        return from_tokens(self.proj(o), self.size)
+        pooled = x.mean(dim=tuple(range(2, x.dim())))  # (B, C): squeeze the spatial axes
+        w = torch.sigmoid(self.fc2(self.act(self.fc1(pooled))))  # (B, C): excitation
+        return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
 
 
 # --------------------------------------------------------------------------- operators
@@ -425,22 +479,22 @@ class ConvBlock(nn.Module):
         return x + self.mixer(x)
 
 
-@register_op("attention", uses=("heads", "attention"))
+@register_op("attention", uses=("heads", "attention", "mlp_ratio"))
 class AttentionBlock(nn.Module):
-    """Pre-norm transformer block: ``x + attn(x)``, then ``x + mlp(x)``."""
+    """Pre-norm transformer block: ``x + attn(x)``, then ``x + mlp(x)`` (no MLP at ratio 0)."""
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
-        self.attn = AttentionMixer(cfg, size)
-        self.mlp = Mlp(cfg.width, cfg.mlp_ratio)
+        self.attn = ATTENTIONS[cfg.attention](cfg, size)
+        self.mlp = Mlp(cfg.width, cfg.mlp_ratio) if cfg.mlp_ratio else None  # 0: lean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
         x = x + self.attn(x)
-        return x + self.mlp(x)
+        return x if self.mlp is None else x + self.mlp(x)
 
 
-@register_op("parallel", uses=("kernel", "heads", "attention"))
+@register_op("parallel", uses=("kernel", "heads", "attention", "mlp_ratio"))
 class ParallelBlock(nn.Module):
     """The CAN block done right: ``x + a * conv(x) + b * attn(x)``, then ``x + mlp(x)``.
 
@@ -451,20 +505,20 @@ class ParallelBlock(nn.Module):
         super().__init__()
         self.dim = len(size)
         self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel)
-        self.attn = AttentionMixer(cfg, size)
+        self.attn = ATTENTIONS[cfg.attention](cfg, size)
         self.conv_weight = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
         self.attn_weight = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
-        self.mlp = Mlp(cfg.width, cfg.mlp_ratio)
+        self.mlp = Mlp(cfg.width, cfg.mlp_ratio) if cfg.mlp_ratio else None  # 0: lean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
         a = channel_view(self.conv_weight, self.dim)
         b = channel_view(self.attn_weight, self.dim)
         x = x + a * self.conv(x) + b * self.attn(x)
-        return x + self.mlp(x)
+        return x if self.mlp is None else x + self.mlp(x)
 
 
-@register_op("gated", uses=("kernel", "heads", "attention"))
+@register_op("gated", uses=("kernel", "heads", "attention", "mlp_ratio"))
 class GatedBlock(nn.Module):
     """The DynamicGate done right: ``x + s * (g * conv(x) + (1 - g) * attn(x))``, then the MLP.
 
@@ -476,10 +530,10 @@ class GatedBlock(nn.Module):
         super().__init__()
         self.dim = len(size)
         self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel)
-        self.attn = AttentionMixer(cfg, size)
+        self.attn = ATTENTIONS[cfg.attention](cfg, size)
         self.gate = nn.Linear(cfg.width, cfg.width)
         self.scale = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
-        self.mlp = Mlp(cfg.width, cfg.mlp_ratio)
+        self.mlp = Mlp(cfg.width, cfg.mlp_ratio) if cfg.mlp_ratio else None  # 0: lean
         nn.init.normal_(self.gate.weight, std=0.02)
         nn.init.zeros_(self.gate.bias)
 
@@ -489,17 +543,26 @@ class GatedBlock(nn.Module):
         g = torch.sigmoid(self.gate(pooled)).view(*pooled.shape, *([1] * self.dim))  # (B, C, 1..)
         fused = g * self.conv(x) + (1.0 - g) * self.attn(x)
         x = x + channel_view(self.scale, self.dim) * fused
-        return x + self.mlp(x)
+        return x if self.mlp is None else x + self.mlp(x)
 
 
 # --------------------------------------------------------------------------- network
 
 
-def transition(dim: int, in_width: int, out_width: int, downsample: bool) -> nn.Module:
-    """Stage entry (the HVT 1x1 projection): ``AvgPool(2)`` if asked, ``conv1x1 -> BN`` if
-    the width changes; the identity otherwise."""
+def transition(dim: int, in_width: int, out_width: int, downsample: str | bool) -> nn.Module:
+    """Stage entry (the HVT 1x1 projection), by ``downsample`` (``DOWNSAMPLES``; True: pool):
+
+    ``"conv"``: stride-2 conv k3 (padding 1) to the new width -> BN, even at the same width;
+    ``"pool"``: ``AvgPool(2)``, then ``conv1x1 -> BN`` if the width changes;
+    ``"none"``: ``conv1x1 -> BN`` if the width changes, else the identity.
+    """
+    mode = {True: "pool", False: "none"}.get(downsample, downsample)
+    if mode == "conv":
+        conv = conv_nd(dim)(in_width, out_width, 3, stride=2, padding=1, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        return nn.Sequential(conv, batchnorm_nd(dim)(out_width))
     layers: list[nn.Module] = []
-    if downsample:
+    if mode == "pool":
         layers.append((nn.AvgPool1d, nn.AvgPool2d)[dim - 1](2))
     if in_width != out_width:
         conv = conv_nd(dim)(in_width, out_width, 1, bias=False)
@@ -531,6 +594,8 @@ class FusionNet(nn.Module):
         self.stem = nn.Sequential(conv, batchnorm_nd(dim)(cfg.stem_width), nn.GELU())
         stages, width = [], cfg.stem_width
         for st, size in zip(cfg.stages, cfg.stage_sizes()):
+            if st.depth == 0:
+                continue  # skipped: no transition, the width carries over
             block = OPS[st.block.operator]
             layers = [transition(dim, width, st.block.width, st.downsample)]
             layers += [block(st.block, size) for _ in range(st.depth)]

@@ -2,7 +2,9 @@
 
 A space file (see ``search_spaces/`` and the README) describes the input, the stem and a list
 of ``[[stage]]`` tables, each with the allowed choices for operator, kernel size, head count,
-attention variant, width and depth, and whether the stage halves the spatial size.
+attention variant, MLP ratio (0: no MLP), width and depth (0: the stage is skipped), and how the
+stage halves the spatial size on entry (``"none"``, ``"pool"`` or ``"conv"``; ``true`` is
+``"pool"``).
 
 Values are checked by the network configs of :mod:`fusion_nas.nets` (``BlockCfg``, ``StageCfg``,
 ``NetCfg``), the one place defaults and rules live. This module checks the file's layout, refuses
@@ -13,6 +15,7 @@ line naming the file, the field, the bad value and the allowed values.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -23,9 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fusion_nas.arch import Architecture, StageChoice
+from fusion_nas.arch import OPTIONAL, SKIP, Architecture, StageChoice
 from fusion_nas.errors import ArchitectureError, SpaceError, allowed
-from fusion_nas.nets import SEARCHABLE, BlockCfg, CfgError, NetCfg, StageCfg
+from fusion_nas.nets import DOWNSAMPLES, SEARCHABLE, BlockCfg, CfgError, NetCfg, StageCfg, reads
 from fusion_nas.ops.registry import list_ops, op_uses
 
 if sys.version_info >= (3, 11):
@@ -60,27 +63,46 @@ class StemSpec:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """Allowed choices of one stage."""
+    """Allowed choices of one stage.
+
+    A field of ``OPTIONAL`` (``mlp_ratio``, ``downsample``) with one value is fixed by the
+    space: the architectures leave it ``None``. Depth 0 is one choice, the skipped stage.
+    """
 
     operator: tuple[str, ...]
     kernel: tuple[int, ...]
     heads: tuple[int, ...]
     attention: tuple[str, ...]
+    mlp_ratio: tuple[float, ...]
     width: tuple[int, ...]
     depth: tuple[int, ...]
     window: int
-    downsample: bool
+    downsample: tuple[str, ...]
+
+    def _chosen(self, field: str) -> tuple[Any, ...]:
+        """The values an architecture holds for ``field``: ``(None,)`` where the space fixes it."""
+        values = getattr(self, field)
+        return (None,) if field in OPTIONAL and len(values) == 1 else values
 
     def _searched(self, op: str) -> list[tuple[Any, ...]]:
         """Per searchable field: this stage's values if ``op`` reads the field, else ``(None,)``."""
         uses = op_uses(op)
-        return [getattr(self, f) if f in uses else (None,) for f in SEARCHABLE]
+        return [self._chosen(f) if f in uses else (None,) for f in SEARCHABLE]
 
     def iter_options(self) -> Iterator[StageChoice]:
         """Every distinct (canonical) choice of this stage, lazily, in a fixed order."""
+        depths = [d for d in self.depth if d]
+        down = self._chosen("downsample")
+        h = SEARCHABLE.index("heads")
         for op in self.operator:
-            for *chosen, w, d in itertools.product(*self._searched(op), self.width, self.depth):
-                yield StageChoice(op, w, d, **dict(zip(SEARCHABLE, chosen)))
+            searched = self._searched(op)
+            for *chosen, ds, w, d in itertools.product(*searched, down, self.width, depths):
+                values = dict(zip(SEARCHABLE, chosen))
+                if "heads" not in reads(op, values["attention"]) and chosen[h] != searched[h][0]:
+                    continue  # a variant without heads: one choice, not one per head count
+                yield StageChoice(op, w, d, downsample=ds, **values).canonical()
+        if 0 in self.depth:
+            yield StageChoice(SKIP, 0, 0)
 
     def options(self) -> list[StageChoice]:
         """Every distinct (canonical) choice of this stage."""
@@ -88,8 +110,25 @@ class StageSpec:
 
     def count(self) -> int:
         """Number of distinct choices of this stage (without listing them)."""
-        per_op = sum(math.prod(map(len, self._searched(op))) for op in self.operator)
-        return per_op * len(self.width) * len(self.depth)
+        per_op = 0
+        for op in self.operator:
+            searched = dict(zip(SEARCHABLE, map(len, self._searched(op))))
+            h = searched.pop("heads")
+            pairs = h * searched.pop("attention")  # (heads, variant) pairs
+            if "attention" in op_uses(op):  # head counts only for variants that read them
+                pairs = sum(h if "heads" in reads(op, v) else 1 for v in self.attention)
+            per_op += pairs * math.prod(searched.values())
+        built = len(self._chosen("downsample")) * len(self.width) * sum(1 for d in self.depth if d)
+        return per_op * built + (0 in self.depth)
+
+    def fixed(self, choice: StageChoice) -> StageChoice:
+        """``choice`` with the ``OPTIONAL`` fields this stage fixes set to ``None``."""
+        return StageChoice(
+            **{
+                **{f.name: getattr(choice, f.name) for f in dataclasses.fields(choice)},
+                **{f: None for f in OPTIONAL if self._chosen(f) == (None,)},
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -118,11 +157,12 @@ class SearchSpace:
 
     def stem_size(self) -> tuple[int, ...]:
         """Spatial size after the stem (same padding ``k // 2``, then stride)."""
-        return self._first_net().stem_size()
+        return self._sizes_net().stem_size()
 
     def stage_sizes(self) -> list[tuple[int, ...]]:
-        """Spatial size inside each stage (a downsampling stage halves it, rounding down)."""
-        return self._first_net().stage_sizes()
+        """Spatial size inside each stage, with every stage built and taking its first
+        downsampling choice (pooling rounds down, the strided conv rounds up)."""
+        return self._sizes_net().stage_sizes()
 
     def num_architectures(self) -> int:
         """Number of distinct architectures in the space."""
@@ -145,55 +185,73 @@ class SearchSpace:
         return Architecture(self.name, tuple(rng.choice(st.options()) for st in self.stages))
 
     def validate(self, arch: Architecture) -> Architecture:
-        """Check that ``arch`` belongs to this space; raise :class:`ArchitectureError` if not."""
+        """Check that ``arch`` belongs to this space; raise :class:`ArchitectureError` if not.
+
+        Returns ``arch`` with the fields this space fixes set to ``None`` (its id in the space).
+        """
         if len(arch.stages) != len(self.stages):
             raise ArchitectureError(
                 f"architecture has {len(arch.stages)} stages; space {self.name!r} has "
                 f"{len(self.stages)}"
             )
         for i, (choice, spec) in enumerate(zip(arch.stages, self.stages)):
+            if choice.depth == 0:
+                if 0 not in spec.depth:
+                    raise ArchitectureError(
+                        f"stage {i}: depth 0 is not allowed; allowed: {allowed(spec.depth)}"
+                    )
+                continue
             if choice.operator not in spec.operator:
                 raise ArchitectureError(
                     f"stage {i}: operator {choice.operator!r} is not allowed; "
                     f"allowed: {allowed(spec.operator)}"
                 )
-            uses = op_uses(choice.operator)
-            for field in (*SEARCHABLE, "width", "depth"):
+            uses = reads(choice.operator, choice.attention)
+            for field in (*SEARCHABLE, "width", "depth", "downsample"):
                 if field in SEARCHABLE and field not in uses:
                     continue
                 value, options = getattr(choice, field), getattr(spec, field)
+                if field in OPTIONAL and value is None and len(options) == 1:
+                    continue  # fixed by the space
+                if field == "mlp_ratio" and type(value) is int:
+                    value = float(value)
                 # type check too: 16.0 == 16 and True == 1 would otherwise pass `in`
                 if value not in options or type(value) is not type(options[0]):
                     raise ArchitectureError(
                         f"stage {i}: {field} {value!r} is not allowed; allowed: {allowed(options)}"
                     )
-        return arch
+        stages = tuple(spec.fixed(c) for c, spec in zip(arch.stages, self.stages))
+        return arch if stages == arch.stages else Architecture(arch.space, stages)
 
     def net_cfg(self, arch: Architecture) -> NetCfg:
         """The network config of ``arch``, after checking that it belongs to this space."""
         return self._net(self.validate(arch).stages)
 
     def _net(self, choices: Iterable[StageChoice]) -> NetCfg:
+        """The network of canonical ``choices``; skipped stages are left out."""
         stages = tuple(
             StageCfg(
                 BlockCfg(
                     c.operator,
                     c.width,
                     window=spec.window,
-                    mlp_ratio=self.mlp_ratio,
-                    **c.chosen(),  # fields the operator ignores keep BlockCfg's defaults
+                    **{"mlp_ratio": spec.mlp_ratio[0], **c.chosen()},  # ignored: defaults
                 ),
                 c.depth,
-                spec.downsample,
+                c.downsample if c.downsample is not None else spec.downsample[0],
             )
             for c, spec in zip(choices, self.stages)
+            if c.depth
         )
         s = self.stem
         return NetCfg(self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride)
 
-    def _first_net(self) -> NetCfg:
-        """The network of each stage's first choice (sizes do not depend on the choices)."""
-        return self._net(next(st.iter_options()) for st in self.stages)
+    def _sizes_net(self) -> NetCfg:
+        """Every stage built, one block, its first downsampling choice: the sizes' network."""
+        block = BlockCfg(list_ops()[0], 1)
+        stages = tuple(StageCfg(block, 1, spec.downsample[0]) for spec in self.stages)
+        s = self.stem
+        return NetCfg(self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride)
 
 
 # --------------------------------------------------------------------------- loading
@@ -289,7 +347,9 @@ class _Validator:
         """``value``, unless it is a number above ``cap`` (sizes that would exhaust memory)."""
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if number and value > cap:
-            kind = f"integers {low}..{cap}" if isinstance(cap, int) else f"numbers > 0 and <= {cap}"
+            kind = (
+                f"integers {low}..{cap}" if isinstance(cap, int) else f"numbers >= 0 and <= {cap}"
+            )
             raise self.fail(field, f"{value!r} is too large; allowed: {kind}")
         return value
 
@@ -396,9 +456,13 @@ class _Validator:
             mlp_ratio=float(defaults.mlp_ratio),
             source=text,
         )
-        # Enough input left for every downsampling stage.
-        first = tuple(StageCfg(defaults, downsample=st.downsample) for st in stages)
-        self.net(kind, **net_values, stages=first)
+        # Enough input left for every downsampling stage, each built and shrinking the most
+        # it may (pooling rounds down, the strided conv rounds up).
+        most = tuple(
+            StageCfg(defaults, downsample=next(d for d in ("pool", "conv", "none") if d in ds))
+            for ds in (st.downsample for st in stages)
+        )
+        self.net(kind, **net_values, stages=most)
         return space
 
     def stage(self, st: Any, field: str, defaults: BlockCfg, prev_width: int) -> StageSpec:
@@ -427,22 +491,35 @@ class _Validator:
             alone = h if type(h) is int and h > 0 else 1
             for w in widths if reads_heads else (alone,):
                 self.block(field, width=w, heads=h)
+        ratios = tuple(
+            float(self.block(field, mlp_ratio=r).mlp_ratio)
+            for r in values("mlp_ratio", defaults.mlp_ratio, MAX_MLP_RATIO)
+        )
+        if len(set(ratios)) != len(ratios):
+            raise self.fail(f"{field}.mlp_ratio", f"{st['mlp_ratio']!r} lists a value twice")
         window = st.get("window", defaults.window)
         window = self.block(field, window=self.capped(window, f"{field}.window")).window
         depths = tuple(
             self.build(field, lambda d=d: StageCfg(defaults, d)).depth
             for d in values("depth", StageCfg.depth, MAX_DEPTH)
         )
-        down = st.get("downsample", StageCfg.downsample)
-        if not isinstance(down, bool):
-            raise self.fail(f"{field}.downsample", f"{down!r} is not allowed; allowed: true, false")
+        downs = []
+        raw = st.get("downsample", StageCfg.downsample)
+        for d in self.choices(raw, f"{field}.downsample"):
+            # one value: a name or true/false; a list of choices: names only
+            ok = d in DOWNSAMPLES if isinstance(d, str) else isinstance(d, bool) and raw is d
+            if not ok:
+                words = f"{allowed(DOWNSAMPLES)}, true, false" if raw is d else allowed(DOWNSAMPLES)
+                raise self.fail(f"{field}.downsample", f"{d!r} is not allowed; allowed: {words}")
+            downs.append(self.build(field, lambda d=d: StageCfg(defaults, 1, d)).downsample)
         return StageSpec(
             operator=ops,
             kernel=kernels,
             heads=heads,
             attention=variants,
+            mlp_ratio=ratios,
             width=widths,
             depth=depths,
             window=window,
-            downsample=down,
+            downsample=tuple(downs),
         )

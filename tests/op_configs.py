@@ -78,4 +78,11 @@ def op_configs() -> list[Cfg]:
                 out.append(
                     cfg(op, SIZES[dim][i % 3], c, kernel=k, heads=h, attention=v, mlp_ratio=r)
                 )
+        # Channel attention (squeeze-excitation; C = 3 has one hidden unit) and lean blocks
+        # (mlp_ratio 0: no MLP).
+        lean = [("attention", 8, 1, 1, "channel", 2.0), ("parallel", 3, 3, 1, "channel", 0)]
+        lean += [("gated", 12, 5, 1, "channel", 1.3), ("attention", 8, 1, 2, "global", 0)]
+        lean += [("gated", 8, 3, 2, "window", 0), ("parallel", 8, 5, 4, "linear", 0)]
+        for i, (op, c, k, h, v, r) in enumerate(lean):
+            out.append(cfg(op, SIZES[dim][i % 3], c, kernel=k, heads=h, attention=v, mlp_ratio=r))
     return out

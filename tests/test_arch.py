@@ -125,7 +125,7 @@ MALFORMED = [
     ("missing-width", {"space": "d", "stages": [_stage(width=_DROP)]}, "stages[0].width"),
     ("string-width", {"space": "d", "stages": [_stage(width="16")]}, "stages[0].width: '16'"),
     ("bool-width", {"space": "d", "stages": [_stage(width=True)]}, "stages[0].width: True"),
-    ("zero-depth", {"space": "d", "stages": [_stage(depth=0)]}, "stages[0].depth: 0"),
+    ("negative-depth", {"space": "d", "stages": [_stage(depth=-1)]}, "stages[0].depth: -1"),
     ("null-depth", {"space": "d", "stages": [_stage(depth=None)]}, "stages[0].depth: None"),
     ("float-kernel", {"space": "d", "stages": [_stage(kernel=3.0)]}, "stages[0].kernel: 3.0"),
     (

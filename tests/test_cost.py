@@ -31,8 +31,15 @@ def conv_macs(C: int, size: tuple[int, ...], k: int) -> int:
     return math.prod(size) * C * C * k ** len(size)
 
 
+def se_hidden(C: int) -> int:
+    return max(1, C // 4)  # channel attention: reduction 4, at least one hidden unit
+
+
 def attention_macs(C: int, size: tuple[int, ...], h: int, variant: str, window: int) -> int:
-    """QKV and output projections plus the token mixing of one attention variant."""
+    """QKV and output projections plus the token mixing of one attention variant; channel
+    attention: the two linears on the pooled (C,) vector (pooling and rescaling: no MACs)."""
+    if variant == "channel":
+        return 2 * C * se_hidden(C)
     N, hd = math.prod(size), C // h
     macs = N * C * 3 * C + N * C * C  # qkv, proj
     if variant == "global":
@@ -52,7 +59,7 @@ def attention_macs(C: int, size: tuple[int, ...], h: int, variant: str, window: 
 
 
 def mlp_hidden(C: int, ratio: float) -> int:
-    return round(C * ratio)
+    return max(1, round(C * ratio)) if ratio else 0  # ratio 0: no MLP
 
 
 def mlp_macs(C: int, size: tuple[int, ...], ratio: float) -> int:
@@ -73,12 +80,15 @@ def op_macs(op: str, C, size, k=None, h=None, variant=None, window=WINDOW, ratio
     return macs + C * C  # gate Linear(C, C) on the pooled (B, C) vector
 
 
-def op_params(op: str, C, size, k=None, ratio=2.0) -> int:
+def op_params(op: str, C, size, k=None, ratio=2.0, variant="global") -> int:
     """Parameters of one operator block (weights, biases, norms, fusion weights, position)."""
     conv = C * C * k ** len(size) + 2 * C if k else None  # bias-free conv + BatchNorm
     hidden = mlp_hidden(C, ratio)
-    mlp = 2 * C + C * hidden + hidden + hidden * C + C  # LN, fc1, fc2
+    mlp = 2 * C + C * hidden + hidden + hidden * C + C if hidden else 0  # LN, fc1, fc2
     attn = C * math.prod(size) + 2 * C + 3 * C * C + 3 * C + C * C + C  # pos, LN, qkv, proj
+    if variant == "channel":
+        r = se_hidden(C)
+        attn = C * r + r + r * C + C  # fc1, fc2
     if op == "conv":
         return conv
     if op == "attention":
@@ -126,7 +136,9 @@ def test_operator_cost_matches_analytic_formula(cfg: Cfg) -> None:
     assert cost.macs == batch * per_sample
     assert cost.flops == cost.macs
     assert cost.params == sum(p.numel() for p in op.parameters())
-    assert cost.params == op_params(b.operator, b.width, cfg.size, b.kernel, b.mlp_ratio)
+    assert cost.params == op_params(
+        b.operator, b.width, cfg.size, b.kernel, b.mlp_ratio, b.attention
+    )
 
 
 # --------------------------------------------------------------------------- whole models
@@ -140,11 +152,20 @@ def model_cost(space, arch) -> tuple[int, int]:
     macs = math.prod(size) * space.channels * width * k**dim
     params = space.channels * width * k**dim + width + 2 * width  # conv (with bias) + BN
     for choice, spec in zip(arch.stages, space.stages):
-        if spec.downsample:
-            size = tuple(s // 2 for s in size)  # AvgPool(2): no MACs
-        if choice.width != width:  # 1x1 transition conv + BN
-            macs += math.prod(size) * width * choice.width
-            params += width * choice.width + 2 * choice.width
+        if choice.depth == 0:
+            continue  # skipped: nothing built, size and width carry over
+        down = choice.downsample or spec.downsample[0]
+        ratio = spec.mlp_ratio[0] if choice.mlp_ratio is None else choice.mlp_ratio
+        if down == "conv":  # k3 stride-2 conv (padding 1) to the new width + BN
+            size = tuple((s + 1) // 2 for s in size)
+            macs += math.prod(size) * width * choice.width * 3**dim
+            params += width * choice.width * 3**dim + 2 * choice.width
+        else:
+            if down == "pool":
+                size = tuple(s // 2 for s in size)  # AvgPool(2): no MACs
+            if choice.width != width:  # 1x1 transition conv + BN
+                macs += math.prod(size) * width * choice.width
+                params += width * choice.width + 2 * choice.width
         width = choice.width
         for _ in range(choice.depth):
             macs += op_macs(
@@ -155,9 +176,11 @@ def model_cost(space, arch) -> tuple[int, int]:
                 choice.heads,
                 choice.attention,
                 spec.window,
-                space.mlp_ratio,
+                ratio,
             )
-            params += op_params(choice.operator, width, size, choice.kernel, space.mlp_ratio)
+            params += op_params(
+                choice.operator, width, size, choice.kernel, ratio, choice.attention
+            )
     macs += width * space.classes  # head
     params += 2 * width + width * space.classes + space.classes  # LayerNorm + Linear
     return macs, params

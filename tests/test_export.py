@@ -103,11 +103,91 @@ window = 5
 """
 
 
+# The richer vocabulary: strided-conv and pooling downsampling as choices (odd lengths, where
+# the two round differently), lean blocks (MLP ratio 0), channel attention, width 4, depth 0.
+VOCAB_1D = """
+name = "vocab-1d"
+[input]
+kind = "sequence"
+length = 23
+channels = 2
+classes = 3
+[network]
+window = 4
+[stem]
+width = 4
+kernel = 3
+stride = 2
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+kernel = [3]
+heads = [1, 2]
+attention = ["global", "window", "linear", "channel"]
+mlp_ratio = [0, 1.5]
+width = [4, 8]
+depth = [0, 1]
+downsample = ["none", "conv"]
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+kernel = [5]
+heads = [2]
+attention = ["global", "window", "linear", "channel"]
+mlp_ratio = 0
+width = [8]
+depth = [1, 2]
+downsample = ["pool", "conv"]
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+heads = [1]
+attention = ["channel", "global"]
+width = [12]
+depth = [0, 1]
+downsample = "conv"
+"""
+
+VOCAB_2D = """
+name = "vocab-2d"
+[input]
+kind = "image"
+size = [9, 7]
+channels = 3
+classes = 4
+[network]
+mlp_ratio = 1.0
+window = 4
+[stem]
+width = 4
+kernel = 3
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+kernel = [3]
+heads = [1, 2]
+attention = ["global", "window", "linear", "channel"]
+mlp_ratio = [0, 2]
+width = [4, 8]
+downsample = ["none", "conv"]
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+kernel = [3]
+heads = [2]
+attention = ["window", "channel"]
+width = [8]
+depth = [0, 2]
+downsample = ["pool", "conv"]
+window = 3
+"""
+
+CUSTOM = {
+    "padded-1d": PADDED_1D,
+    "padded-2d": PADDED_2D,
+    "vocab-1d": VOCAB_1D,
+    "vocab-2d": VOCAB_2D,
+}
+
+
 def _space(name: str) -> SearchSpace:
-    if name == "padded-1d":
-        return parse_space(PADDED_1D)
-    if name == "padded-2d":
-        return parse_space(PADDED_2D)
+    if name in CUSTOM:
+        return parse_space(CUSTOM[name])
     return load_space(name)
 
 
@@ -127,6 +207,8 @@ def _uniform_archs(space: SearchSpace) -> list[Architecture]:
                         kernel=spec.kernel[-1],
                         heads=spec.heads[-1],
                         attention=variant if variant in spec.attention else spec.attention[0],
+                        mlp_ratio=spec.mlp_ratio[-1],
+                        downsample=spec.downsample[-1],
                     )
                 )
             archs.append(Architecture(space.name, tuple(stages)))
@@ -243,17 +325,38 @@ def _docstring_cost(source: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------- equivalence
 
 
-@pytest.mark.parametrize("name", [*SMALL_SPACES, "padded-1d", "padded-2d"])
+@pytest.mark.parametrize("name", [*SMALL_SPACES, *CUSTOM])
 def test_generated_model_matches_toolkit(name: str) -> None:
     space = _space(name)
     archs = _archs(space, samples=4)
     for arch in archs:
         _assert_equivalent(arch, space, batch=3)
     # the list above really exercises every operator and, where the space allows, every variant
-    ops = {s.operator for a in archs for s in a.stages}
+    ops = {s.operator for a in archs for s in a.stages} - {"skip"}
     variants = {s.attention for a in archs for s in a.stages} - {None}
     assert ops == set(list_ops())
     assert variants == {v for spec in space.stages for v in spec.attention}
+
+
+def test_skipped_stage_strided_conv_and_channel_attention_export() -> None:
+    space = _space("vocab-1d")
+    arch = Architecture(
+        space.name,
+        (
+            StageChoice("skip", 0, 0),
+            StageChoice("gated", 8, 2, 5, 2, "channel", downsample="conv"),
+            StageChoice("attention", 12, 1, None, 1, "channel"),
+        ),
+    )
+    source = export_code(arch, space)
+    _assert_equivalent(arch, space, batch=3, source=source)
+    classes = _classes(source)
+    # channel attention only: no token attention code comes along
+    assert {"ChannelAttention", "GatedBlock", "AttentionBlock"} <= classes
+    assert classes & {"AttentionMixer", "GlobalAttention"} == set() and "Mlp" in classes
+    cfg = space.net_cfg(arch)
+    assert len(cfg.stages) == 2  # the skipped stage is left out of CONFIG
+    assert 'downsample="conv"' in source
 
 
 def test_space_defaults_to_the_builtin_one() -> None:
@@ -355,7 +458,7 @@ def test_coatnet_like_matches_toolkit() -> None:
 
 def test_every_operator_and_variant_is_covered_in_1d_and_2d() -> None:
     covered: set[tuple[Any, ...]] = set()
-    for name in [*SMALL_SPACES, "padded-1d", "padded-2d"]:
+    for name in [*SMALL_SPACES, *CUSTOM]:
         space = _space(name)
         for arch in _uniform_archs(space):
             covered |= _covered(arch, space.dim)
@@ -423,7 +526,7 @@ def test_unpruned_definitions_are_nets_source_verbatim() -> None:
 def test_no_class_the_architecture_does_not_use() -> None:
     registered = {c.__name__ for c in [*nets.OPS.values(), *nets.ATTENTIONS.values()]}
     configs = {n for n, c in vars(nets).items() if dataclasses.is_dataclass(c)}
-    for name in [*SMALL_SPACES, "padded-1d"]:
+    for name in [*SMALL_SPACES, "padded-1d", "vocab-1d"]:
         space = _space(name)
         for arch in _uniform_archs(space):
             source = export_code(arch, space)
@@ -446,9 +549,10 @@ def test_conv_only_architecture_has_no_attention_blocks() -> None:
     source = export_code(arch, space)
     classes = _classes(source)
     assert {"ConvBlock", "ConvMixer", "FusionNet", "NetCfg", "StageCfg", "BlockCfg"} <= classes
-    for cls in ("AttentionMixer", "AttentionBlock", "ParallelBlock", "GatedBlock", "Mlp"):
+    for cls in ("AttentionBlock", "ParallelBlock", "GatedBlock", "Mlp"):
         assert cls not in classes
-    assert classes & {"WindowAttention", "LinearAttention"} == set()
+    # BlockCfg checks its (default, unread) variant, so "global" is registered, with its base
+    assert classes & {"WindowAttention", "LinearAttention", "ChannelAttention"} == set()
     assert "FUSION_INIT" not in _names_read(source)  # only the fused blocks read it
 
 
@@ -643,11 +747,11 @@ def test_docstring_describes_architecture_and_meta() -> None:
         "fashion-mnist",
         "Fashion-MNIST 28x28 grey images",
         "Input (B, 1, 28, 28) -> logits (B, 10)",
-        "stage operator kernel heads attention width depth size",
-        "stem conv 3 - - 16 - 14x14",
-        "0 gated 5 2 window(7) 32 1 14x14",
-        "1 conv 3 - - 48 1 7x7",
-        "2 parallel 3 4 linear 64 1 3x3",
+        "stage operator kernel heads attention mlp width depth down size",
+        "stem conv 3 - - - 16 - s2 14x14",
+        "0 gated 5 2 window(7) 2 32 1 none 14x14",
+        "1 conv 3 - - - 48 1 pool 7x7",
+        "2 parallel 3 4 linear 2 64 1 pool 3x3",
         "Validation accuracy: 0.9123",
         "Search: fm-pareto",
         "Trial: 17",
@@ -705,7 +809,7 @@ def test_generated_code_is_ruff_clean(tmp_path: Path) -> None:
     )
     (tmp_path / "huge.py").write_text(export_code(arch, huge))
     rng = random.Random(1)
-    for name in [*SMALL_SPACES, "padded-1d", "padded-2d"]:
+    for name in [*SMALL_SPACES, *CUSTOM]:
         space = _space(name)
         archs = _uniform_archs(space) + [space.sample(rng) for _ in range(2)]
         for i, arch in enumerate(archs):

@@ -60,7 +60,7 @@ def test_every_forward_documents_its_shapes() -> None:
 
 def test_registries_hold_the_operators_and_variants() -> None:
     assert list(nets.OPS) == ["conv", "attention", "parallel", "gated"]
-    assert list(nets.ATTENTIONS) == ["global", "window", "linear"]
+    assert list(nets.ATTENTIONS) == ["global", "window", "linear", "channel"]
     for name, cls in nets.OPS.items():
         assert cls.op_name == name and set(cls.uses) <= set(nets.SEARCHABLE)
         assert issubclass(cls, nn.Module)
@@ -108,7 +108,7 @@ BAD_BLOCKS = [
     ({"attention": "swin"}, "attention", "'swin' is not an attention variant; allowed: 'global'"),
     ({"attention": None}, "attention", "None is not an attention variant"),
     ({"window": 0}, "window", "0 is too small"),
-    ({"mlp_ratio": 0}, "mlp_ratio", "0 is not allowed; allowed: positive numbers"),
+    ({"mlp_ratio": -1}, "mlp_ratio", "-1 is not allowed; allowed: 0 (no MLP) or positive numbers"),
     ({"mlp_ratio": float("inf")}, "mlp_ratio", "inf is not allowed"),
     ({"mlp_ratio": float("nan")}, "mlp_ratio", "nan is not allowed"),
     ({"mlp_ratio": "2"}, "mlp_ratio", "'2' is not allowed"),
@@ -134,8 +134,8 @@ def test_heads_error_is_quick_for_a_huge_width() -> None:
 
 def test_stage_and_net_cfg_checks() -> None:
     block = BlockCfg("conv", 8)
-    with pytest.raises(CfgError, match="^depth: 0 is too small"):
-        StageCfg(block, 0)
+    with pytest.raises(CfgError, match="^depth: -1 is too small; allowed: integers >= 0"):
+        StageCfg(block, -1)
     with pytest.raises(CfgError, match="^downsample: 'yes'"):
         StageCfg(block, 1, "yes")  # type: ignore[arg-type]
     stage = StageCfg(block)
@@ -203,3 +203,53 @@ def test_builds_on_the_meta_device() -> None:
         y = model(torch.empty(1, 2, 12))
     assert y.is_meta and y.shape == (1, 5)
     assert all(p.is_meta for p in model.parameters())
+
+
+def test_downsample_spellings_and_transitions() -> None:
+    block = BlockCfg("conv", 8)
+    assert StageCfg(block, 1, True).downsample == "pool"  # the older spelling
+    assert StageCfg(block, 1, False).downsample == "none"
+    assert StageCfg(block, 1, "conv") == StageCfg(block, 1, "conv")
+    with pytest.raises(CfgError, match="^downsample: 'stride'.*'none', 'pool', 'conv', True"):
+        StageCfg(block, 1, "stride")  # type: ignore[arg-type]
+    conv = nets.transition(1, 4, 8, "conv")  # k3 stride-2 conv to the new width -> BN
+    assert [type(m) for m in conv] == [nn.Conv1d, nn.BatchNorm1d]
+    assert (conv[0].kernel_size, conv[0].stride, conv[0].padding) == ((3,), (2,), (1,))
+    assert conv(torch.zeros(2, 4, 9)).shape == (2, 8, 5)  # rounds up
+    same = nets.transition(2, 8, 8, "conv")  # also at the same width
+    assert same(torch.zeros(1, 8, 7, 5)).shape == (1, 8, 4, 3)
+    assert isinstance(nets.transition(1, 8, 8, "none"), nn.Identity)
+    assert [type(m) for m in nets.transition(1, 8, 8, True)] == [nn.AvgPool1d]
+
+
+def test_depth_zero_stage_is_skipped() -> None:
+    cfg = NetCfg(
+        1,
+        (16,),
+        3,
+        4,
+        (
+            StageCfg(BlockCfg("conv", 8), 1, "conv"),
+            StageCfg(BlockCfg("attention", 16, heads=2), 0, "pool"),  # skipped: no pool
+            StageCfg(BlockCfg("gated", 12, attention="channel", mlp_ratio=0), 1),
+        ),
+    )
+    assert cfg.stage_sizes() == [(8,), (8,), (8,)]
+    model = nets.FusionNet(cfg)
+    assert len(model.stages) == 2
+    assert model.stages[1][0][0].in_channels == 8  # the width carried over the skipped stage
+    assert model.stages[1][1].mlp is None
+    assert model(torch.randn(2, 1, 16)).shape == (2, 3)
+
+
+def test_attention_variants_share_one_interface() -> None:
+    # every variant is built as cls(cfg, size) and maps (B, C, *S) to itself
+    for name, cls in nets.ATTENTIONS.items():
+        cfg = BlockCfg("attention", 8, heads=2, attention=name)
+        mixer = cls(cfg, (5, 3))
+        assert mixer(torch.randn(2, 8, 5, 3)).shape == (2, 8, 5, 3)
+    assert nets.ATTENTIONS["channel"].uses == ()
+    assert nets.reads("gated", "channel") == ("kernel", "attention", "mlp_ratio")
+    assert nets.reads("gated", "window") == ("kernel", "heads", "attention", "mlp_ratio")
+    se = nets.ATTENTIONS["channel"](BlockCfg("attention", 3, attention="channel"), (4,))
+    assert se.fc1.out_features == 1  # C // 4, at least one hidden unit

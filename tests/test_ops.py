@@ -27,7 +27,10 @@ def test_config_spread_covers_the_matrix() -> None:
     assert {c.block.kernel for c in CONFIGS if c.op == "conv"} == {1, 3, 5, 7}
     assert {(c.block.heads, c.block.attention) for c in CONFIGS if c.op == "attention"} == {
         (h, v) for h in (1, 2, 4) for v in VARIANTS
-    }
+    } | {(1, "channel")}
+    for op in ("attention", "parallel", "gated"):  # channel attention and lean blocks
+        assert any(c.op == op and c.block.attention == "channel" for c in CONFIGS)
+        assert any(c.op == op and c.block.mlp_ratio == 0 for c in CONFIGS)
     assert any(c.size == (10,) and c.block.attention == "window" for c in CONFIGS)
     assert any(c.size == (7, 5) and c.block.attention == "window" for c in CONFIGS)
 
@@ -65,9 +68,16 @@ def test_eval_mode_keeps_shape(cfg: Cfg) -> None:
 def _reference_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The attention mixer written out token by token: softmax attention inside each group of
     tokens (one group for ``global``, one per window for ``window``, real tokens only), or
-    ``phi(q) (phi(k)^T v) / (phi(q) sum phi(k))`` with ``phi = elu + 1`` for ``linear``."""
+    ``phi(q) (phi(k)^T v) / (phi(q) sum phi(k))`` with ``phi = elu + 1`` for ``linear``;
+    ``x * sigmoid(W2 relu(W1 mean(x) + b1) + b2)`` per sample and channel for ``channel``."""
     B, C, *size = x.shape
-    h, variant = mixer.mix.heads, mixer.mix.variant
+    if mixer.variant == "channel":
+        assert mixer.fc1.out_features == max(1, C // 4)  # reduction 4, at least one unit
+        mean = x.flatten(2).mean(-1)  # (B, C)
+        hidden = torch.relu(mean @ mixer.fc1.weight.T + mixer.fc1.bias)
+        w = torch.sigmoid(hidden @ mixer.fc2.weight.T + mixer.fc2.bias)  # (B, C)
+        return x * w.view(B, C, *([1] * len(size)))
+    h, variant = mixer.heads, mixer.variant
     hd = C // h
     t = (x + mixer.pos).flatten(2).transpose(1, 2)  # (B, N, C), row-major tokens
     q, k, v = (
@@ -147,6 +157,8 @@ FORMULA_CASES = [
     ((10,), "window"),
     ((5, 6), "linear"),
     ((7, 5), "window"),
+    ((9,), "channel"),
+    ((4, 6), "channel"),
 ]
 
 
@@ -192,6 +204,28 @@ def test_gated_block_is_the_readme_formula(size: tuple[int, ...], variant: str) 
         torch.testing.assert_close(block(x), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("op", ["attention", "parallel", "gated"])
+@pytest.mark.parametrize("variant", ["global", "channel"])
+def test_lean_block_has_no_mlp(op: str, variant: str) -> None:
+    # mlp_ratio 0: the block ends after its mixing step; no MLP parameters at all.
+    C, size = 8, (6,)
+    fields = {"heads": 2, "attention": variant}
+    if op != "attention":
+        fields["kernel"] = 3
+    lean = create_op(op, size, width=C, mlp_ratio=0, **fields).eval()
+    full = create_op(op, size, width=C, mlp_ratio=2.0, **fields).eval()
+    assert lean.mlp is None
+    assert {n for n, _ in lean.named_parameters()} == {
+        n for n, _ in full.named_parameters() if not n.startswith("mlp.")
+    }
+    full.load_state_dict(lean.state_dict(), strict=False)
+    x = torch.randn(2, C, *size)
+    with torch.no_grad():
+        # the lean block is the full block stopped before the MLP
+        y = lean(x)
+        torch.testing.assert_close(y + full.mlp(y), full(x), rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- locality
 
 
@@ -208,7 +242,10 @@ def _perturb_at(x: torch.Tensor, index: tuple[int, ...], sample: int = 0) -> tor
 MIXING = [
     c
     for c in CONFIGS
-    if c.op in ("attention", "parallel", "gated") and c.block.attention != "window"
+    if c.op in ("attention", "parallel", "gated")
+    and c.block.attention != "window"
+    # one squeeze-excitation unit may start dead under its ReLU and pass nothing on
+    and not (c.block.attention == "channel" and c.block.width < 8)
 ]
 
 
@@ -388,13 +425,13 @@ def test_registry_lists_the_four_operators() -> None:
 def test_registry_is_a_view_of_nets() -> None:
     # One registry: the toolkit's names and classes are those nets.py registered.
     assert list_ops() == tuple(nets.OPS)
-    assert ops.list_attentions() == tuple(nets.ATTENTIONS) == VARIANTS
+    assert ops.list_attentions() == tuple(nets.ATTENTIONS) == (*VARIANTS, "channel")
     assert ops.register_op is nets.register_op and ops.BlockCfg is nets.BlockCfg
     for name, cls in nets.OPS.items():
         assert get_op(name) is cls and op_uses(name) == cls.uses
     assert op_uses("conv") == ("kernel",)
-    assert op_uses("attention") == ("heads", "attention")
-    assert op_uses("parallel") == op_uses("gated") == ("kernel", "heads", "attention")
+    assert op_uses("attention") == ("heads", "attention", "mlp_ratio")
+    assert op_uses("parallel") == op_uses("gated") == ("kernel", "heads", "attention", "mlp_ratio")
 
 
 def test_create_op_takes_a_config_or_a_name_with_fields() -> None:

@@ -199,6 +199,32 @@ MALFORMED = [
         ["stage[0].downsample", "'yes'", "true, false"],
     ),
     (
+        "downsample-bad-choice",
+        _stage(downsample='["pool", "stride"]'),
+        ["stage[0].downsample", "'stride' is not allowed", "'none', 'pool', 'conv'"],
+    ),
+    (
+        "downsample-bool-in-list",
+        _stage(downsample='["pool", true]'),
+        ["stage[0].downsample", "True is not allowed", "'none', 'pool', 'conv'"],
+    ),
+    (
+        "downsample-duplicate",
+        _stage(downsample='["conv", "conv"]'),
+        ["stage[0].downsample", "lists a value twice"],
+    ),
+    (
+        "stage-mlp-ratio-negative",
+        _stage(mlp_ratio="[0, -2]"),
+        ["stage[0].mlp_ratio", "-2 is not allowed", "0 (no MLP) or positive numbers"],
+    ),
+    ("negative-depth", _stage(depth="[0, -1]"), ["stage[0].depth", "-1 is too small", ">= 0"]),
+    (
+        "unknown-attention",
+        _stage(attention='["global", "se"]'),
+        ["stage[0].attention", "'se' is not an attention variant", "'channel'"],
+    ),
+    (
         "too-much-downsampling",
         BASE + (BASE_STAGE + "downsample = true\n") * 4,
         ["stage[4].downsample", "(8, 8)", "too small"],
@@ -443,7 +469,7 @@ def test_omitted_fields_take_the_block_config_defaults() -> None:
         (8,),  # the stem's width
         (StageCfg.depth,),
     )
-    assert st.downsample is StageCfg.downsample
+    assert st.downsample == (StageCfg.downsample,) and st.mlp_ratio == (BlockCfg.mlp_ratio,)
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -462,3 +488,124 @@ def test_stage_sizes_follow_stem_and_downsampling() -> None:
     assert coat.stage_sizes() == [(56, 56), (28, 28), (14, 14), (7, 7)]
     assert load_space("mnist1d").stage_sizes() == [(40,), (20,), (10,)]
     assert math.prod(load_space("digits").input_shape(3)) == 3 * 64
+
+
+# --------------------------------------------------------------------------- richer vocabulary
+
+VOCAB = """
+name = "vocab"
+[input]
+kind = "sequence"
+length = 40
+channels = 1
+classes = 10
+[network]
+mlp_ratio = 2.0
+[stem]
+width = 4
+kernel = 5
+stride = 2
+[[stage]]
+operator = ["conv", "gated"]
+kernel = [3]
+heads = [1, 2]
+attention = ["global", "channel"]
+mlp_ratio = [0, 1]
+width = [4, 8]
+depth = [0, 1]
+downsample = ["none", "pool", "conv"]
+[[stage]]
+operator = "attention"
+attention = "channel"
+width = 8
+downsample = "conv"
+"""
+
+
+def test_vocabulary_counts_by_hand() -> None:
+    space = parse_space(VOCAB)
+    st0, st1 = space.stages
+    assert st0.downsample == ("none", "pool", "conv") and st0.mlp_ratio == (0.0, 1.0)
+    assert st1.downsample == ("conv",) and st1.mlp_ratio == (2.0,)
+    # Stage 0: conv 1 kernel; gated: 1 kernel x (2 heads global + 1 channel) x 2 ratios = 6;
+    # times 3 downsamplings x 2 widths x depth 1, plus the skipped stage.
+    assert st0.count() == (1 + 6) * 3 * 2 + 1 == len(st0.options()) == 43
+    # Stage 1: channel attention reads no heads; the fixed ratio and downsampling are not choices.
+    assert st1.count() == 1 == len(st1.options())
+    assert st1.options() == [StageChoice("attention", 8, 1, attention="channel")]
+    archs = space.enumerate()
+    assert len(archs) == space.num_architectures() == 43
+    assert len({a.arch_id for a in archs}) == 43
+    for a in archs:
+        assert space.validate(a) == a
+
+
+def test_skipped_stage_and_ignored_fields_share_one_id() -> None:
+    space = parse_space(VOCAB)
+    last = StageChoice("attention", 8, 1, attention="channel")
+    skipped = [
+        Architecture("vocab", (StageChoice(op, w, 0, kernel=3, downsample=d), last))
+        for op, w, d in (("conv", 4, "pool"), ("gated", 8, "conv"), ("conv", 8, None))
+    ]
+    assert len({a.arch_id for a in skipped}) == 1
+    assert skipped[0].stages[0] == StageChoice("skip", 0, 0)
+    assert skipped[0].describe() == "skip > attention(chan)@8"
+    # channel attention reads no heads; a ratio written 1 is the ratio 1.0
+    a = Architecture("vocab", (StageChoice("gated", 4, 1, 3, 2, "channel", 1, "conv"), last))
+    b = Architecture("vocab", (StageChoice("gated", 4, 1, 3, 1, "channel", 1.0, "conv"), last))
+    assert a.arch_id == b.arch_id and a.stages[0].heads is None
+    assert a.describe() == "gated(k3,chan,mlp1,down=conv)@4 > attention(chan)@8"
+    # A field the space fixes, given anyway, is left to the space: same id.
+    c = Architecture(
+        "vocab",
+        (
+            a.stages[0],
+            StageChoice("attention", 8, 1, attention="channel", mlp_ratio=2.0, downsample="conv"),
+        ),
+    )
+    assert c.arch_id != a.arch_id and space.validate(c) == a
+    assert Architecture.from_json(a.to_json()) == a
+
+
+def test_skipped_stage_builds_nothing_and_width_carries_over() -> None:
+    space = parse_space(VOCAB)
+    last = StageChoice("attention", 8, 1, attention="channel")
+    arch = Architecture("vocab", (StageChoice("skip", 0, 0), last))
+    cfg = space.net_cfg(arch)
+    assert len(cfg.stages) == 1 and cfg.stages[0].downsample == "conv"
+    model = build_model(arch, space)
+    assert len(model.stages) == 1
+    conv = model.stages[0][0][0]  # the stage-1 transition: stem width 4 -> 8, stride 2
+    assert (conv.in_channels, conv.out_channels, conv.stride) == (4, 8, (2,))
+    assert model(torch.randn(2, 1, 40)).shape == (2, 10)
+
+
+def test_downsampling_choices_set_the_sizes() -> None:
+    space = parse_space(VOCAB)
+    last = StageChoice("attention", 8, 1, attention="channel")
+    sizes = {}
+    for d in ("none", "pool", "conv"):
+        arch = Architecture("vocab", (StageChoice("conv", 4, 1, 3, downsample=d), last))
+        sizes[d] = space.net_cfg(arch).stage_sizes()
+    # stem stride 2: 40 -> 20; pool floors, the stride-2 conv rounds up (both 10 here)
+    assert sizes == {"none": [(20,), (10,)], "pool": [(10,), (5,)], "conv": [(10,), (5,)]}
+    odd = NetCfg(1, (9,), 10, 4, (StageCfg(BlockCfg("conv", 4), 1, "conv"),) * 2)
+    assert odd.stage_sizes() == [(5,), (3,)]
+    assert NetCfg(1, (9,), 10, 4, (StageCfg(BlockCfg("conv", 4), 1, True),)).stage_sizes() == [(4,)]
+
+
+def test_validate_names_a_missing_or_wrong_new_choice() -> None:
+    space = parse_space(VOCAB)
+    last = StageChoice("attention", 8, 1, attention="channel")
+    with pytest.raises(ArchitectureError, match="stage 0: downsample None is not allowed"):
+        space.validate(Architecture("vocab", (StageChoice("conv", 4, 1, 3), last)))
+    bad = StageChoice("gated", 4, 1, 3, 1, "global", 0.5, "pool")
+    with pytest.raises(ArchitectureError, match=r"stage 0: mlp_ratio 0.5 .* allowed: 0.0, 1.0"):
+        space.validate(Architecture("vocab", (bad, last)))
+
+
+def test_old_spaces_keep_their_ids() -> None:
+    # Ids measured before mlp_ratio and downsample became choices: the fields are left out of
+    # the JSON where the space fixes them.
+    assert load_space("digits").enumerate()[5].arch_id == "73e6f5c0ee"
+    assert "downsample" not in load_space("digits").enumerate()[5].to_json()

@@ -58,6 +58,7 @@ def show(
             "kernel",
             "heads",
             "attention",
+            "mlp ratio",
             "width",
             "depth",
             "window",
@@ -73,10 +74,11 @@ def show(
                 ", ".join(map(str, st.kernel)),
                 ", ".join(map(str, st.heads)),
                 ", ".join(st.attention),
+                ", ".join(f"{r:g}" for r in st.mlp_ratio),
                 ", ".join(map(str, st.width)),
                 ", ".join(map(str, st.depth)),
                 str(st.window),
-                "yes" if st.downsample else "no",
+                ", ".join(st.downsample),
                 f"{st.count():,}",
             )
         console.print(table)

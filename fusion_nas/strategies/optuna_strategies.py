@@ -24,17 +24,26 @@ from fusion_nas.strategies.base import Proposer
 
 GRID_LIMIT = 10_000
 _FIELDS = ("operator", "kernel", "heads", "attention", "width", "depth")
+_OPTIONAL_FIELDS = ("mlp_ratio", "downsample")  # suggested only where a stage offers a choice
 
 
 def suggest_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture:
-    """Ask ``trial`` for one value of every stage field and build the architecture."""
+    """Ask ``trial`` for one value of every stage field and build the architecture.
+
+    ``mlp_ratio`` and ``downsample`` are asked only where the stage lists more than one value
+    (elsewhere the space fixes them), so searches of spaces without those choices keep their
+    parameters.
+    """
     stages = []
     for i, spec in enumerate(space.stages):
         values = {
             f: trial.suggest_categorical(f"s{i}_{f}", list(getattr(spec, f))) for f in _FIELDS
         }
+        for f in _OPTIONAL_FIELDS:
+            if len(getattr(spec, f)) > 1:
+                values[f] = trial.suggest_categorical(f"s{i}_{f}", list(getattr(spec, f)))
         stages.append(StageChoice(**values))
-    return Architecture(space.name, tuple(stages))
+    return space.validate(Architecture(space.name, tuple(stages)))
 
 
 class NSGA2(Proposer):
