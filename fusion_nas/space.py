@@ -227,22 +227,22 @@ class SearchSpace:
         """The network config of ``arch``, after checking that it belongs to this space."""
         return self._net(self.validate(arch).stages)
 
+    def stage_cfg(self, i: int, choice: StageChoice) -> StageCfg:
+        """The config of stage ``i`` for canonical ``choice``: fields the choice leaves
+        ``None`` take the space's (window, fixed MLP ratio and downsampling) or the defaults."""
+        spec = self.stages[i]
+        block = BlockCfg(
+            choice.operator,
+            choice.width,
+            window=spec.window,
+            **{"mlp_ratio": spec.mlp_ratio[0], **choice.chosen()},  # ignored: defaults
+        )
+        down = choice.downsample if choice.downsample is not None else spec.downsample[0]
+        return StageCfg(block, choice.depth, down)
+
     def _net(self, choices: Iterable[StageChoice]) -> NetCfg:
         """The network of canonical ``choices``; skipped stages are left out."""
-        stages = tuple(
-            StageCfg(
-                BlockCfg(
-                    c.operator,
-                    c.width,
-                    window=spec.window,
-                    **{"mlp_ratio": spec.mlp_ratio[0], **c.chosen()},  # ignored: defaults
-                ),
-                c.depth,
-                c.downsample if c.downsample is not None else spec.downsample[0],
-            )
-            for c, spec in zip(choices, self.stages)
-            if c.depth
-        )
+        stages = tuple(self.stage_cfg(i, c) for i, c in enumerate(choices) if c.depth)
         s = self.stem
         return NetCfg(self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride)
 

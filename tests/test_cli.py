@@ -27,7 +27,11 @@ def test_every_command_has_help(command: str) -> None:
 def test_spaces_lists_builtin_spaces_with_sizes() -> None:
     res = runner.invoke(app, ["spaces"])
     assert res.exit_code == 0
-    for name, size in [("mnist1d", "1,115,136"), ("digits", "416"), ("fashion-mnist", "73,216")]:
+    for name, size in [
+        ("mnist1d", "1,411,002,320"),
+        ("digits", "416"),
+        ("fashion-mnist", "73,216"),
+    ]:
         assert name in res.output and size in res.output
     assert "coatnet-like" in res.output
 
@@ -35,8 +39,9 @@ def test_spaces_lists_builtin_spaces_with_sizes() -> None:
 def test_space_show_prints_stage_choices() -> None:
     res = runner.invoke(app, ["space", "show", "mnist1d"])
     assert res.exit_code == 0
-    assert "sequence 40x1" in res.output and "1,115,136 architectures" in res.output
-    assert "global, window, linear" in res.output
+    assert "sequence 40x1" in res.output and "1,411,002,320 architectures" in res.output
+    assert "global, window, linear, channel" in res.output
+    assert "none, pool, conv" in res.output
 
 
 def test_space_show_bad_input_is_one_line(tmp_path) -> None:

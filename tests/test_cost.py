@@ -16,6 +16,7 @@ from torch import nn
 
 from fusion_nas import build_model, count_cost, load_space, parse_space
 from fusion_nas import space as space_mod
+from fusion_nas.arch import Architecture
 from fusion_nas.cost import arch_cost
 from fusion_nas.errors import ArchitectureError
 from tests.op_configs import WINDOW, Cfg, op_configs
@@ -546,3 +547,37 @@ def test_resnet50_reference_cost() -> None:
     assert _close(cost.macs, 4.089e9), cost.macs  # 4.09 GMACs
     assert _close(cost.params, 25.557e6), cost.params  # 25.56 M params
     assert cost.params == 25_557_032  # torchvision's resnet50
+
+
+# --------------------------------------------------------------------------- space cost range
+
+
+def test_space_cost_range_script_finds_the_enumerated_extremes(tmp_path: Path) -> None:
+    out = tmp_path / "range.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/space_cost_range.py", "--space", "digits", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    space = load_space("digits")
+    macs = [arch_cost(a, space).macs for a in space.enumerate()]
+    assert (result["min"]["macs"], result["max"]["macs"]) == (min(macs), max(macs))
+    assert result["architectures"] == len(macs) == 416
+
+
+def test_mnist1d_spans_the_published_baselines() -> None:
+    # The space reaches below the GRU (14,880 MACs) and CNN (31,750) and far above them; the
+    # extremes are those benchmarks/space_cost_range.py found, costed again here.
+    space = load_space("mnist1d")
+    result = json.loads((REPO / "benchmarks/results/space_cost_range_mnist1d.json").read_text())
+    assert result["architectures"] == space.num_architectures()
+    for name in ("min", "max"):
+        arch = space.validate(Architecture.from_dict(result[name]["json"]))
+        cost = arch_cost(arch, space)
+        assert (cost.macs, cost.params) == (result[name]["macs"], result[name]["params"])
+    assert result["min"]["macs"] == 912 and result["min"]["macs"] <= 3_000
+    assert result["max"]["macs"] == 4_437_152 and result["max"]["macs"] >= 2_000_000

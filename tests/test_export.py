@@ -544,7 +544,10 @@ def test_no_class_the_architecture_does_not_use() -> None:
 def test_conv_only_architecture_has_no_attention_blocks() -> None:
     space = load_space("mnist1d")
     arch = Architecture(
-        space.name, tuple(StageChoice("conv", s.width[0], 1, 3) for s in space.stages)
+        space.name,
+        tuple(
+            StageChoice("conv", s.width[0], 1, 3, downsample=s.downsample[0]) for s in space.stages
+        ),
     )
     source = export_code(arch, space)
     classes = _classes(source)

@@ -47,10 +47,13 @@ def test_digits_count_and_enumeration() -> None:
 
 
 def test_mnist1d_count_by_hand() -> None:
-    # Stages 0 and 1: (3 + 3*3 + 3*3*3 * 2) * 2 widths; stage 2: (2 + 3*2 + 2*3*2 * 2) * 2.
-    s01 = (3 + 9 + 27 + 27) * 2
-    s2 = (2 + 6 + 12 + 12) * 2
-    assert load_space("mnist1d").num_architectures() == s01 * s01 * s2
+    # Per stage: conv kernels + attention (heads x token variants + channel) x MLP ratios, and
+    # parallel and gated kernels x that; times widths x depths >= 1 x downsamplings; + skip.
+    s0 = (3 + (2 * 3 + 1) * 2 + 2 * 3 * (2 * 3 + 1) * 2) * 4 * 2 * 2
+    s1 = (2 + (3 * 2 + 1) * 2 + 2 * 2 * (3 * 2 + 1) * 2) * 4 * 2 * 3 + 1
+    s2 = (2 + (3 + 1) * 2 + 2 * 2 * (3 + 1) * 2) * 3 * 2 * 2 + 1
+    assert (s0, s1, s2) == tuple(st.count() for st in load_space("mnist1d").stages)
+    assert load_space("mnist1d").num_architectures() == s0 * s1 * s2 == 1_411_002_320
 
 
 def test_enumerate_refuses_huge_spaces() -> None:
@@ -486,7 +489,8 @@ def test_stage_sizes_follow_stem_and_downsampling() -> None:
     assert fm.stage_sizes() == [(14, 14), (7, 7), (3, 3)]
     coat = load_space("coatnet-like")
     assert coat.stage_sizes() == [(56, 56), (28, 28), (14, 14), (7, 7)]
-    assert load_space("mnist1d").stage_sizes() == [(40,), (20,), (10,)]
+    # stem stride 2; first choices: no downsampling, none, pooling
+    assert load_space("mnist1d").stage_sizes() == [(20,), (20,), (10,)]
     assert math.prod(load_space("digits").input_shape(3)) == 3 * 64
 
 
