@@ -125,13 +125,18 @@ def _stages(arch: Any) -> list[dict[str, Any]]:
 
 
 def stage_lines(arch: Mapping[str, Any] | None) -> list[str]:
-    """One plain-text line per stage: operator, kernel, heads, attention, width, depth.
+    """One plain-text line per stage: operator, kernel, heads, attention, MLP ratio, width,
+    depth, downsampling (each where the architecture holds it).
 
-    Example: ``stage 1: gated, kernel 3, heads 2, window, width 16``. The values come from the
-    stored architecture; the caller escapes the lines for HTML.
+    Example: ``stage 1: gated, kernel 3, heads 2, window, mlp 0, width 16, down conv``; a
+    skipped stage is ``stage 1: skipped``. The values come from the stored architecture; the
+    caller escapes the lines for HTML.
     """
     lines = []
     for i, st in enumerate(_stages(arch)):
+        if st.get("depth") == 0:
+            lines.append(f"stage {i}: skipped")
+            continue
         parts = [str(st.get("operator", "?"))]
         if st.get("kernel") is not None:
             parts.append(f"kernel {st['kernel']}")
@@ -139,10 +144,15 @@ def stage_lines(arch: Mapping[str, Any] | None) -> list[str]:
             parts.append(f"heads {st['heads']}")
         if st.get("attention") is not None:
             parts.append(str(st["attention"]))
+        ratio = _num(st.get("mlp_ratio"))
+        if ratio is not None:
+            parts.append(f"mlp {ratio:g}")
         if st.get("width") is not None:
             parts.append(f"width {st['width']}")
         if st.get("depth") not in (None, 1):
             parts.append(f"depth {st['depth']}")
+        if st.get("downsample") is not None:
+            parts.append(f"down {st['downsample']}")
         lines.append(f"stage {i}: " + ", ".join(parts))
     return lines
 

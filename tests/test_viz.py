@@ -267,6 +267,17 @@ def test_stage_lines_skip_unused_fields() -> None:
         "stage 1: attention, heads 2, window, width 16, depth 2",
     ]
     assert stage_lines(None) == []
+    lean = {
+        "stages": [
+            {"operator": "gated", "width": 4, "depth": 1, "kernel": 3, "attention": "channel"}
+            | {"mlp_ratio": 0.0, "downsample": "conv"},
+            {"operator": "skip", "width": 0, "depth": 0},
+        ]
+    }
+    assert stage_lines(lean) == [
+        "stage 0: gated, kernel 3, channel, mlp 0, width 4, down conv",
+        "stage 1: skipped",
+    ]
 
 
 def test_overlay_gives_each_search_its_colour(df: pd.DataFrame) -> None:
