@@ -280,6 +280,9 @@
         tr.appendChild(el("td", st[key] ?? "–", { class: "num" }));
       }
       tr.appendChild(el("td", st.attention ?? "–"));
+      // present only where the space offers a choice (elsewhere the space fixes them)
+      tr.appendChild(el("td", st.mlp_ratio ?? "–", { class: "num" }));
+      tr.appendChild(el("td", st.downsample ?? "–"));
       return tr;
     });
     document.querySelector("#stages tbody").replaceChildren(...rows);
