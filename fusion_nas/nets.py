@@ -11,8 +11,8 @@ This file is the one home of the network. The toolkit builds every model from it
 
 Every block keeps the map shape ``(B, C, *S)``. Operators are created by name from ``OPS``,
 attention variants (map mixers, like operators without the residual) from ``ATTENTIONS``; a
-block reads one :class:`BlockCfg`. The configs hold
-every default and check every value: a bad one raises :class:`CfgError` naming the field.
+block reads one :class:`BlockCfg`. The configs hold every default and check every value: a bad
+one raises :class:`CfgError` naming the field.
 """
 
 import math

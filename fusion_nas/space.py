@@ -123,11 +123,8 @@ class StageSpec:
 
     def fixed(self, choice: StageChoice) -> StageChoice:
         """``choice`` with the ``OPTIONAL`` fields this stage fixes set to ``None``."""
-        return StageChoice(
-            **{
-                **{f.name: getattr(choice, f.name) for f in dataclasses.fields(choice)},
-                **{f: None for f in OPTIONAL if self._chosen(f) == (None,)},
-            }
+        return dataclasses.replace(
+            choice, **{f: None for f in OPTIONAL if self._chosen(f) == (None,)}
         )
 
 

@@ -16,8 +16,8 @@ from torch import nn
 
 from fusion_nas import build_model, count_cost, load_space, parse_space
 from fusion_nas import space as space_mod
-from fusion_nas.arch import Architecture
-from fusion_nas.cost import arch_cost
+from fusion_nas.arch import Architecture, StageChoice
+from fusion_nas.cost import Cost, arch_cost
 from fusion_nas.errors import ArchitectureError
 from tests.op_configs import WINDOW, Cfg, op_configs
 from tests.op_configs import cfg as make_cfg
@@ -581,3 +581,61 @@ def test_mnist1d_spans_the_published_baselines() -> None:
         assert (cost.macs, cost.params) == (result[name]["macs"], result[name]["params"])
     assert result["min"]["macs"] == 912 and result["min"]["macs"] <= 3_000
     assert result["max"]["macs"] == 4_437_152 and result["max"]["macs"] >= 2_000_000
+
+
+LEAN = """
+name = "lean"
+[input]
+kind = "sequence"
+length = 16
+channels = 1
+classes = 3
+[stem]
+width = 4
+kernel = 3
+[[stage]]
+operator = "gated"
+kernel = 3
+attention = "channel"
+mlp_ratio = 0
+width = 8
+downsample = "conv"
+[[stage]]
+operator = "conv"
+width = 16
+depth = [0, 1]
+downsample = "pool"
+"""
+
+
+def test_strided_conv_channel_attention_lean_block_and_skip_by_hand() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    space = parse_space(LEAN)
+    arch = Architecture(
+        "lean", (StageChoice("gated", 8, 1, 3, None, "channel"), StageChoice("skip", 0, 0))
+    )
+    macs = {
+        "stem conv 1->4, k3, length 16": 16 * 4 * 3,
+        "stride-2 conv 4->8, k3, to length 8": 8 * 8 * 4 * 3,
+        "gated conv 8->8, k3": 8 * 8 * 8 * 3,
+        "channel attention 8->2->8": 8 * 2 + 2 * 8,
+        "gate 8->8": 8 * 8,
+        "no MLP, skipped stage": 0,
+        "head 8->3": 8 * 3,
+    }
+    params = {
+        "stem conv + bias, BN": 4 * 3 + 4 + 2 * 4,
+        "stride-2 conv, BN": 8 * 4 * 3 + 2 * 8,
+        "gated conv, BN": 8 * 8 * 3 + 2 * 8,
+        "channel attention fc1, fc2": (8 * 2 + 2) + (2 * 8 + 8),
+        "gate, scale": (8 * 8 + 8) + 8,
+        "final LN, head": 2 * 8 + (8 * 3 + 3),
+    }
+    assert (sum(macs.values()), sum(params.values())) == (2_616, 509)
+    assert arch_cost(arch, space) == Cost(2_616, 509)
+    # torch's own counter (2 FLOPs per MAC) agrees: no attention kernel here that it misses
+    model = build_model(arch, space).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 1, 16))
+    assert counter.get_total_flops() == 2 * 2_616
