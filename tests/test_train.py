@@ -26,15 +26,19 @@ CHANCE = 0.1
 
 
 def _uniform(space: SearchSpace, operator: str) -> Architecture:
-    """``operator`` in every stage, with each stage's first choice of the other fields."""
+    """``operator`` in every stage at its widest, with one block (no stage skipped), and each
+    stage's first choice of kernel, heads and attention; the last downsampling and MLP ratio
+    where the space offers a choice (``None`` where it fixes them)."""
     stages = tuple(
         StageChoice(
             operator=operator,
             kernel=s.kernel[0],
             heads=s.heads[0],
             attention=s.attention[0],
-            width=s.width[0],
-            depth=s.depth[0],
+            width=max(s.width),
+            depth=min(d for d in s.depth if d > 0),
+            mlp_ratio=s.mlp_ratio[-1] if len(s.mlp_ratio) > 1 else None,
+            downsample=s.downsample[-1] if len(s.downsample) > 1 else None,
         )
         for s in space.stages
     )
