@@ -54,8 +54,8 @@ def measure(trials: int, workers: int, epochs: int, strategy: str) -> dict:
     }
 
 
-def main() -> None:
-    """Parse arguments, run one search per worker count, write the JSON file."""
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Parse arguments, run one search per worker count, write the JSON file; return its rows."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "search_speed.json"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = [measure(args.trials, w, args.epochs, args.strategy) for w in args.workers]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
@@ -75,6 +75,7 @@ def main() -> None:
             f"(min {r['train_s_min']}, max {r['train_s_max']}); best {r['best_val_acc']:.4f}"
         )
     print(f"wrote {args.out}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ everything a worker needs (picklable, so it can cross a process boundary) and
 :func:`evaluate` never raises: every problem becomes a ``failed`` :class:`Outcome` with its
 reason. :class:`InlinePool` runs tasks in this process; :class:`ProcessPool` runs K at once in
 worker processes, splitting the cores, and kills a worker whose trial outlives its timeout.
-Both pools answer the same three calls the search loop makes: ``free``, ``submit(key, task)``
-and ``collect(wait_s)``, which returns ``(key, outcome)`` for every task that ended, including
-one whose worker died (a ``failed`` outcome with the exit code).
+Both pools answer the same three calls the search loop makes (:class:`Pool`): ``free``,
+``submit(key, task)`` and ``collect(wait_s)``, which returns ``(key, outcome)`` for every task
+that ended, including one whose worker died (a ``failed`` outcome with the exit code).
+:class:`fusion_nas.table.TablePool` answers them from a tabular benchmark instead of training.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -112,6 +113,32 @@ def evaluate(task: EvalTask) -> Outcome:
         return Outcome(
             TrialStatus.FAILED, seconds=time.perf_counter() - start, reason=one_line(exc)
         )
+
+
+class Pool(Protocol):
+    """What the search loop calls on whatever answers its trials (trains or looks up)."""
+
+    @property
+    def threads(self) -> int:
+        """Threads a trial trains with (stored with every trial)."""
+        ...
+
+    @property
+    def free(self) -> int:
+        """How many tasks can be submitted now."""
+        ...
+
+    def submit(self, key: Any, task: EvalTask) -> None:
+        """Start ``task``; its outcome comes back from :meth:`collect` under ``key``."""
+        ...
+
+    def collect(self, wait_s: float = 0.0) -> list[tuple[Any, Outcome]]:
+        """``(key, outcome)`` of every task that ended (waits up to ``wait_s``)."""
+        ...
+
+    def close(self) -> None:
+        """Release workers."""
+        ...
 
 
 class InlinePool:

@@ -2,8 +2,12 @@
 
 A search is one Optuna study; its record (:class:`SearchRecord`) is the study's user attribute
 ``fusion_nas``. A trial's fields (:class:`TrialRecord`) are the trial's user attributes plus
-Optuna's own state and times. Everything else in fusion-nas goes through the functions below,
-so attribute names and status strings have one home.
+Optuna's own state and times. A baseline collection is a study of its own, named
+``baselines:<space>:<dataset>`` and marked by the attribute ``fusion_nas_baselines``
+(:class:`BaselineSetRecord`) instead of ``fusion_nas``; each of its trials holds one
+:class:`BaselineRecord` in the attribute ``fusion_nas_baseline``. Everything else in
+fusion-nas goes through the functions below, so attribute names and status strings have one
+home.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class SearchRecord:
     workers: int = 1
     version: str = ""
     objectives: tuple[str, ...] = OBJECTIVES
+    evaluator: str = "train"  # "train", or "table:PATH[@SEED]": trials looked up in a table
     created: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     )
@@ -241,6 +246,10 @@ class RetrainRecord:
     seconds: float
     created: str
     files: dict[str, str]
+    # The final schedule's settings (None in records written before they were stored).
+    lr: float | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON-able dict stored as the study's ``retrain:N`` attribute."""
@@ -265,3 +274,129 @@ def read_retrains(user_attrs: Mapping[str, Any]) -> dict[int, RetrainRecord]:
         if key.startswith(RETRAIN_PREFIX) and number.isdigit() and isinstance(value, Mapping):
             out[int(number)] = RetrainRecord.from_attr(value)
     return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------- baselines
+
+BASELINES_KEY = "fusion_nas_baselines"  # study user attribute marking a baseline collection
+BASELINE_KEY = "fusion_nas_baseline"  # trial user attribute holding one baseline's record
+BASELINES_PREFIX = "baselines:"  # collection study names: baselines:<space>:<dataset>
+
+
+def collection_name(space_name: str, dataset: str) -> str:
+    """The study name of the baselines of space ``space_name`` on ``dataset``."""
+    return f"{BASELINES_PREFIX}{space_name}:{dataset}"
+
+
+@dataclass(frozen=True)
+class BaselineSetRecord:
+    """What a baseline collection was trained for: a space's input on one dataset.
+
+    Stored as the study attribute ``fusion_nas_baselines``; a study holding it is a collection
+    of baselines, never a search (it has no ``fusion_nas`` attribute).
+    """
+
+    space_name: str
+    space_toml: str
+    dataset: str
+    kind: str
+    channels: int
+    size: tuple[int, ...]
+    classes: int
+    data_dir: str | None = None
+    version: str = ""
+    created: str = field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def input_key(self) -> tuple[str, int, tuple[int, ...], int]:
+        """``(kind, channels, size, classes)``: which searches the baselines compare with."""
+        return (self.kind, int(self.channels), tuple(int(s) for s in self.size), int(self.classes))
+
+    def to_attr(self) -> dict[str, Any]:
+        """The JSON-able dict stored as the study's ``fusion_nas_baselines`` attribute."""
+        out = asdict(self)
+        out["size"] = list(self.size)
+        return out
+
+    @classmethod
+    def from_attr(cls, data: Mapping[str, Any]) -> BaselineSetRecord:
+        """Inverse of :meth:`to_attr`; keys this version does not know are ignored."""
+        values = _known_fields(cls, data)
+        values["size"] = tuple(values.get("size") or ())
+        return cls(**values)
+
+
+def baseline_set_record(user_attrs: Mapping[str, Any]) -> BaselineSetRecord | None:
+    """The collection record in a study's user attributes, or ``None`` for any other study."""
+    data = user_attrs.get(BASELINES_KEY)
+    return BaselineSetRecord.from_attr(data) if isinstance(data, Mapping) else None
+
+
+def write_baseline_set(study: optuna.Study, record: BaselineSetRecord) -> None:
+    """Store (or replace) the collection record of ``study``."""
+    study.set_user_attr(BASELINES_KEY, record.to_attr())
+
+
+@dataclass(frozen=True)
+class BaselineRecord:
+    """One reference network trained with the protocol of searched networks.
+
+    ``val_acc`` is the proxy score (validation split of the training data, the search's proxy
+    settings and seed), comparable with a search's trials; ``test_acc`` comes from the final
+    schedule of ``retrain`` (``epochs`` on train + validation, then the test split once).
+    ``arch`` is the toolkit architecture, ``None`` for a network written outside the toolkit.
+    """
+
+    name: str
+    description: str
+    arch: dict[str, Any] | None
+    arch_desc: str
+    macs: int
+    params: int
+    val_acc: float | None
+    test_acc: float | None
+    epochs: int
+    proxy: dict[str, Any]
+    seed: int
+    threads: int
+    seconds: float  # proxy and final training together
+    created: str
+    arch_id: str | None = None
+    curve: list[float] = field(default_factory=list)  # proxy validation accuracy per epoch
+    proxy_seconds: float | None = None
+    train_samples: int | None = None
+    test_samples: int | None = None
+    # The final schedule's settings (as a retrain record's; None in older records).
+    lr: float | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
+
+    def to_attr(self) -> dict[str, Any]:
+        """The JSON-able dict stored as the trial's ``fusion_nas_baseline`` attribute."""
+        return asdict(self)
+
+    @classmethod
+    def from_attr(cls, data: Mapping[str, Any]) -> BaselineRecord:
+        """Inverse of :meth:`to_attr`; keys this version does not know are ignored."""
+        return cls(**_known_fields(cls, data))
+
+
+def baseline_trial(record: BaselineRecord) -> FrozenTrial:
+    """One baseline as a finished Optuna trial: values (val_acc, MACs), the record as attribute.
+
+    Optuna-dashboard plots a collection like a search; a baseline without a validation
+    accuracy is a FAIL trial.
+    """
+    complete = record.val_acc is not None
+    return optuna.trial.create_trial(
+        state=TrialState.COMPLETE if complete else TrialState.FAIL,
+        values=[float(record.val_acc), float(record.macs)] if complete else None,
+        user_attrs={BASELINE_KEY: record.to_attr()},
+    )
+
+
+def read_baseline(t: FrozenTrial) -> BaselineRecord | None:
+    """The baseline record of a trial of a collection, or ``None`` for any other trial."""
+    data = t.user_attrs.get(BASELINE_KEY)
+    return BaselineRecord.from_attr(data) if isinstance(data, Mapping) else None

@@ -22,6 +22,11 @@ Either way a proposed architecture is costed without allocating it, then:
   window;
 - otherwise trained by the pool and recorded when it finishes.
 
+With ``evaluator="table:PATH"`` (``--evaluator``) the pool is a
+:class:`~fusion_nas.table.TablePool`: the same loop, but every result (and every cost) is looked
+up in a tabular benchmark, so hundreds of trials take seconds; the table is checked against the
+space, dataset and proxy before anything is written.
+
 The progress callback runs after every recorded trial. Ctrl-C (or any error) ends only the
 trials still open, as ``interrupted``; finished trials stay as they are. A resumed search first
 marks trials left running by an ended process as ``interrupted``; those do not count towards
@@ -44,12 +49,13 @@ from fusion_nas import records
 from fusion_nas.arch import Architecture
 from fusion_nas.cost import Cost, arch_cost
 from fusion_nas.errors import FusionNasError, StoreError, one_line
-from fusion_nas.evaluate import EvalTask, InlinePool, Outcome, ProcessPool, dataset_for
+from fusion_nas.evaluate import EvalTask, InlinePool, Outcome, Pool, ProcessPool, dataset_for
 from fusion_nas.pareto import pareto_mask
 from fusion_nas.records import SearchRecord, TrialRecord, TrialStatus
 from fusion_nas.space import SearchSpace, parse_space
 from fusion_nas.store import Store
 from fusion_nas.strategies import Driver, Proposer, Strategy, make_strategy
+from fusion_nas.table import TablePool, load_table, parse_evaluator
 from fusion_nas.train import ProxyConfig
 
 TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and AdamW's two moments
@@ -76,7 +82,16 @@ def _too_large(cost: Cost) -> str | None:
 
 
 # Settings that must match when a search is resumed: they decide what a trial's score means.
-_FINGERPRINT = ("space", "dataset", "proxy", "strategy", "seed", "max_flops", "max_params")
+_FINGERPRINT = (
+    "space",
+    "dataset",
+    "proxy",
+    "strategy",
+    "seed",
+    "max_flops",
+    "max_params",
+    "evaluator",
+)
 USER_STOP = "stopped by the user (Ctrl-C)"
 PROCESS_ENDED = "the process running this trial ended"
 
@@ -98,8 +113,12 @@ class SearchConfig:
     workers: int = 1
     data_dir: str | None = None
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    # "train" (proxy-train every trial) or "table:PATH[@SEED]" (look trials up in a table made
+    # by benchmarks/tabular.py; see fusion_nas.table). Stored with the path made absolute.
+    evaluator: str = "train"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "evaluator", str(parse_evaluator(self.evaluator)))
         if not self.name or not isinstance(self.name, str) or len(self.name) > 200:
             raise FusionNasError(f"search name {self.name!r} must be 1 to 200 characters")
         if self.trials < 1:
@@ -131,6 +150,7 @@ class SearchConfig:
             trial_timeout=self.trial_timeout,
             workers=self.workers,
             version=__version__,
+            evaluator=self.evaluator,
         )
 
 
@@ -146,6 +166,7 @@ def _fingerprint(record: SearchRecord) -> dict[str, Any]:
         "seed": record.seed,
         "max_flops": record.max_flops,
         "max_params": record.max_params,
+        "evaluator": record.evaluator,
     }
 
 
@@ -194,20 +215,23 @@ class Search:
     """One run of a search: the ask/tell loop, costs, budgets, de-duplication and progress.
 
     Implements :class:`~fusion_nas.strategies.TrialRunner` for strategies that drive their own
-    loop. ``pool`` trains (``free``, ``submit(key, task)``, ``collect(wait_s)``, ``threads``).
+    loop. ``pool`` trains, or looks up (``free``, ``submit(key, task)``, ``collect(wait_s)``,
+    ``threads``).
     """
 
     def __init__(
         self,
         config: SearchConfig,
         study: optuna.Study,
-        pool: InlinePool | ProcessPool,
+        pool: Pool,
         on_progress: Callable[[Progress], None] | None = None,
+        costs: dict[str, Cost] | None = None,
     ) -> None:
         self.config, self.study, self.pool = config, study, pool
         self.name, self.space, self.seed = config.name, config.space, config.seed
         self.on_progress = on_progress
-        self._costs: dict[str, Cost] = {}
+        # arch_id -> cost; a table brings its networks' costs (counted by arch_cost when made)
+        self._costs: dict[str, Cost] = dict(costs or {})
         self._open: dict[int, _Open] = {}  # trial number -> open trial
         self._training: dict[str, int] = {}  # arch_id -> number of the trial training it
         self._seen: dict[str, TrialRecord] = {}  # arch_id -> first complete trial
@@ -318,7 +342,10 @@ class Search:
         if outcome.status == TrialStatus.COMPLETE:
             values = [float(outcome.val_acc), float(entry.cost.macs)]
             acc = outcome.val_acc
-            record = self._tell(entry, TrialStatus.COMPLETE, values, val_acc=acc, **common)
+            note = outcome.reason  # a looked-up trial says where its result comes from
+            record = self._tell(
+                entry, TrialStatus.COMPLETE, values, val_acc=acc, fail_reason=note, **common
+            )
         else:
             reason = outcome.reason or "unknown failure"
             record = self._tell(entry, TrialStatus.FAILED, None, fail_reason=reason, **common)
@@ -419,10 +446,15 @@ class Search:
 
 
 def prepare(config: SearchConfig) -> Strategy:
-    """Validate dataset and strategy for ``config`` without touching any store."""
+    """Validate dataset, strategy and evaluator for ``config`` without touching any store."""
     strategy = make_strategy(config.strategy, **config.strategy_options)
     strategy.check(config.space)
     p = config.proxy
+    spec = parse_evaluator(config.evaluator)
+    if spec.kind == "table":  # nothing is trained: the table must answer every network
+        assert spec.path is not None
+        load_table(spec.path).check(config.space, config.dataset, p, spec.seed)
+        return strategy
     dataset_for(
         config.dataset,
         config.space.source,
@@ -451,9 +483,19 @@ def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple
     return study, done
 
 
-def _make_pool(workers: int) -> InlinePool | ProcessPool:
+def _make_pool(workers: int) -> Pool:
     """One worker trains in this process; more train in worker processes."""
     return ProcessPool(workers) if workers > 1 else InlinePool()
+
+
+def _evaluator_pool(config: SearchConfig) -> tuple[Pool, dict[str, Cost]]:
+    """What answers the trials (the table of ``table:PATH``, else training) and known costs."""
+    spec = parse_evaluator(config.evaluator)
+    if spec.kind == "table":
+        assert spec.path is not None
+        table = load_table(spec.path)
+        return TablePool(table, spec.seed), table.costs()
+    return _make_pool(config.workers), {}
 
 
 def run_search(
@@ -474,18 +516,35 @@ def run_search(
     if on_start is not None:
         on_start(done, config.trials)
     if remaining:
-        pool = _make_pool(config.workers)
-        search = Search(config, study, pool, on_progress)
-        try:
-            if isinstance(strategy, Driver):
-                strategy.run(search, remaining)
-            else:
-                assert isinstance(strategy, Proposer)
-                search.run(strategy, remaining)
-        except BaseException as exc:
-            user = isinstance(exc, KeyboardInterrupt)
-            search.interrupt(USER_STOP if user else f"the search stopped: {one_line(exc)}")
-            raise
-        finally:
-            pool.close()
+        run_trials(config, study, strategy, remaining, on_progress=on_progress)
     return store.trials(config.name)
+
+
+def run_trials(
+    config: SearchConfig,
+    study: optuna.Study,
+    strategy: Strategy,
+    n_trials: int,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> None:
+    """Run ``n_trials`` trials of an opened search's ``study`` with a prepared ``strategy``.
+
+    ``run_search`` calls it on a study of the store; a benchmark may pass a study of its own
+    (e.g. Optuna's in-memory storage, with :func:`records.write_search` done) to replay many
+    table searches without database writes.
+    """
+    pool, costs = _evaluator_pool(config)
+    search = Search(config, study, pool, on_progress, costs)
+    try:
+        if isinstance(strategy, Driver):
+            strategy.run(search, n_trials)
+        else:
+            assert isinstance(strategy, Proposer)
+            search.run(strategy, n_trials)
+    except BaseException as exc:
+        user = isinstance(exc, KeyboardInterrupt)
+        search.interrupt(USER_STOP if user else f"the search stopped: {one_line(exc)}")
+        raise
+    finally:
+        pool.close()

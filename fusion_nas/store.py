@@ -4,6 +4,12 @@ One search = one Optuna study with two objectives (validation accuracy up, MACs 
 stored with a study and its trials is defined in :mod:`fusion_nas.records`; this module opens
 the storage, lists searches and reads them, through the storage's public API only.
 
+Baselines (:mod:`fusion_nas.baselines`) live beside the searches: one study per space and
+dataset, named ``baselines:<space>:<dataset>`` and marked by the study attribute
+``fusion_nas_baselines`` instead of ``fusion_nas``, so listings of searches leave it out. Each
+baseline is one trial (values: validation accuracy and MACs, as a search's trials) holding its
+:class:`~fusion_nas.records.BaselineRecord`; storing a baseline again replaces its entry.
+
 Listing searches costs one ``get_all_studies`` call; reading a search's trials costs a constant
 number of calls (its id by name, its record, its trials), however many searches the store holds.
 
@@ -16,7 +22,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +34,7 @@ import sqlalchemy
 
 from fusion_nas import records, settings
 from fusion_nas.errors import StoreError, allowed, one_line
-from fusion_nas.records import SearchRecord, TrialRecord
+from fusion_nas.records import BaselineRecord, BaselineSetRecord, SearchRecord, TrialRecord
 from fusion_nas.results import (
     SUMMARY_COLUMNS,
     reference_macs,
@@ -35,7 +43,12 @@ from fusion_nas.results import (
     trials_frame,
 )
 
-__all__ = ["Store", "quiet_optuna", "redact_url", "resolve_url"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Store", "quiet_optuna", "redact_url", "resolve_url", "space_input"]
 
 _DRIVERS = ("sqlite", "postgresql", "mysql")
 
@@ -69,6 +82,21 @@ def redact_url(url: str) -> str:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:
         return re.sub(r"(://[^/@\s]*?:)[^/@\s]*@", r"\1***@", url)
+
+
+def space_input(space_toml: str) -> tuple[str, int, tuple[int, ...], int] | None:
+    """``(kind, channels, size, classes)`` of a stored space file; ``None`` if unreadable.
+
+    Reads only the ``[input]`` table, so a space stored by an older version still matches.
+    """
+    try:
+        inp = tomllib.loads(space_toml).get("input")
+        if not isinstance(inp, Mapping):
+            return None
+        size = (inp["length"],) if inp.get("kind") == "sequence" else tuple(inp["size"])
+        return (str(inp["kind"]), int(inp["channels"]), tuple(map(int, size)), int(inp["classes"]))
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -217,3 +245,102 @@ class Store:
     def summary(self, ref_macs: float | None = None) -> pd.DataFrame:
         """One row per search (columns :data:`.results.SUMMARY_COLUMNS`); see :meth:`summaries`."""
         return pd.DataFrame(self.summaries(ref_macs), columns=list(SUMMARY_COLUMNS))
+
+    # ------------------------------------------------------------------ baselines
+
+    def baseline_sets(self) -> dict[str, BaselineSetRecord]:
+        """Every baseline collection in the store and its record, oldest first (one query)."""
+        out = {}
+        for study in self.storage.get_all_studies():
+            record = records.baseline_set_record(study.user_attrs)
+            if record is not None:
+                out[study.study_name] = record
+        return out
+
+    def _baseline_list(self, study_id: int) -> list[BaselineRecord]:
+        """The baselines of a collection, one per name (the latest), in stored order."""
+        latest: dict[str, BaselineRecord] = {}
+        for t in self.storage.get_all_trials(study_id, deepcopy=False):
+            rec = records.read_baseline(t)
+            if rec is not None and (
+                rec.name not in latest or rec.created >= latest[rec.name].created
+            ):
+                latest[rec.name] = rec
+        return list(latest.values())
+
+    def baselines(self, collection: str) -> list[BaselineRecord]:
+        """The baselines stored in collection ``collection`` (``baselines:<space>:<dataset>``)."""
+        try:
+            study_id = self.storage.get_study_id_from_name(collection)
+            record = records.baseline_set_record(self.storage.get_study_user_attrs(study_id))
+        except KeyError:
+            record = None
+        if record is None:
+            known = list(self.baseline_sets())
+            hint = f"; known: {allowed(known)}" if known else "; the store has none"
+            raise StoreError(f"no baseline collection named {collection!r}{hint}")
+        return self._baseline_list(study_id)
+
+    def save_baseline(self, collection: BaselineSetRecord, record: BaselineRecord) -> str:
+        """Store ``record`` in the collection of its space and dataset; return the study name.
+
+        An earlier entry of the same name is replaced (the collection is rewritten: finished
+        Optuna trials cannot be changed), so each name is stored once. One writer per
+        collection at a time.
+        """
+        name = records.collection_name(collection.space_name, collection.dataset)
+        kept: list[BaselineRecord] = []
+        try:
+            study_id = self.storage.get_study_id_from_name(name)
+        except KeyError:
+            study_id = None
+        if study_id is not None:
+            if records.baseline_set_record(self.storage.get_study_user_attrs(study_id)) is None:
+                raise StoreError(
+                    f"study {name!r} in {redact_url(self.url)} is not a baseline collection; "
+                    "it is left as it is"
+                )
+            kept = self._baseline_list(study_id)
+        entries = [record if r.name == record.name else r for r in kept]
+        if record.name not in {r.name for r in kept}:
+            entries.append(record)
+        if study_id is not None:
+            optuna.delete_study(study_name=name, storage=self.storage)
+        study = optuna.create_study(
+            study_name=name, storage=self.storage, directions=list(records.DIRECTIONS)
+        )
+        records.write_baseline_set(study, collection)
+        study.add_trials([records.baseline_trial(r) for r in entries])
+        return name
+
+    def baselines_for(self, search: SearchRecord) -> list[tuple[str, BaselineRecord]]:
+        """The stored baselines a search compares with (same dataset and input), labelled.
+
+        Collections of the search's own space come first, labelled by the baseline's name; a
+        toolkit design of another space is labelled ``name [space]``. A label already taken
+        by an earlier collection is left out (the paper networks are the same in every space
+        of one input).
+        """
+        key = space_input(search.space_toml)
+        if key is None:
+            return []
+        sets = [
+            (name, rec)
+            for name, rec in self.baseline_sets().items()
+            if rec.dataset == search.dataset and rec.input_key() == key
+        ]
+        sets.sort(key=lambda item: item[1].space_name != search.space_name)  # stable
+        out: list[tuple[str, BaselineRecord]] = []
+        for name, rec in sets:
+            try:
+                entries = self._baseline_list(self.storage.get_study_id_from_name(name))
+            except KeyError:  # deleted since it was listed
+                continue
+            own = rec.space_name == search.space_name
+            for entry in entries:
+                label = (
+                    entry.name if own or entry.arch is None else f"{entry.name} [{rec.space_name}]"
+                )
+                if label not in {taken for taken, _ in out}:
+                    out.append((label, entry))
+        return out

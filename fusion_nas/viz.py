@@ -18,6 +18,11 @@ Plotly renders a small HTML subset in trace names and hover text, so every user-
 figure: Plotly then shows it literally, as text. The operators of the "operators per stage"
 chart are those of the registry (:data:`fusion_nas.nets.OPS`), so a new operator shows up
 without an edit here.
+
+Baselines (:mod:`fusion_nas.baselines`) join the Pareto plot as labelled reference points: pass
+``baselines=store.baselines_for(search_record)`` to :func:`pareto_figure_data`. Their proxy
+validation accuracy sits on the same axis as the trials' (same protocol); they take no part in
+the front, the knee or the hypervolume.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ import plotly.graph_objects as go
 
 from fusion_nas.nets import OPS
 from fusion_nas.pareto import front_indices, hypervolume, knee_index
-from fusion_nas.records import TrialStatus
+from fusion_nas.records import BaselineRecord, TrialStatus
 from fusion_nas.results import reference_macs
 
 __all__ = [
+    "BASELINE_COLOR",
     "PALETTE",
     "RUG_ROWS",
     "curve_figure",
@@ -71,6 +77,9 @@ RUG_ROWS = (TrialStatus.FAILED.value, TrialStatus.INFEASIBLE.value, TrialStatus.
 Interrupted trials (and any status this version does not know) go to the ``failed`` row, with
 their own status and reason in the hover text.
 """
+
+BASELINE_COLOR = "#222222"
+"""Colour of the baselines' markers and labels (searches take :data:`PALETTE`)."""
 
 _RUG_LABEL = dict(zip(RUG_ROWS, ("failed", "over budget", "running")))
 _RUG_SYMBOL = dict(zip(RUG_ROWS, ("x", "triangle-down", "circle-open")))
@@ -191,7 +200,10 @@ def _layout(title: str, revision: str | None, **axes: Any) -> dict[str, Any]:
 
 
 def pareto_figure_data(
-    frames: Mapping[str, pd.DataFrame], *, ref_macs: float | None = None
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    ref_macs: float | None = None,
+    baselines: Sequence[tuple[str, BaselineRecord]] | None = None,
 ) -> dict[str, Any]:
     """The Pareto plot of one or more searches as plain data.
 
@@ -200,9 +212,14 @@ def pareto_figure_data(
             the searches should be listed and coloured.
         ref_macs: hypervolume reference MACs shared by all searches; default
             :func:`fusion_nas.results.reference_macs` of all frames.
+        baselines: ``(label, record)`` pairs to draw as reference points
+            (:meth:`fusion_nas.store.Store.baselines_for`); default none.
 
     Returns:
-        ``{"searches": [...], "ref_macs": float, "macs_range": [lo, hi] | None}``; each search
+        ``{"searches": [...], "baselines": [...], "ref_macs": float, "macs_range": [lo, hi] |
+        None}``; a baseline is ``{"label", "name", "description", "val_acc", "test_acc",
+        "macs", "params", "epochs", "proxy_epochs", "stages", "hover"}`` (those without a
+        validation accuracy are left out; they do not change the reference). Each search
         is ``{"name", "color", "n_trials", "points", "front", "knee", "failed", "infeasible",
         "running", "hypervolume"}``. ``points`` holds the complete trials (accuracy and MACs),
         the three :data:`RUG_ROWS` lists the others; together they hold every trial exactly
@@ -218,6 +235,7 @@ def pareto_figure_data(
     searches = [_search_data(i, name, df, ref) for i, (name, df) in enumerate(frames.items())]
     return {
         "searches": searches,
+        "baselines": [_baseline(label, rec) for label, rec in baselines or () if _plottable(rec)],
         "ref_macs": float(ref),
         "macs_range": [min(known), max(known)] if known else None,
     }
@@ -278,6 +296,62 @@ def _entry(
         "stages": stage_lines(row.get("arch")),
         "hover": _hover(search, row, note),
     }
+
+
+def _plottable(rec: BaselineRecord) -> bool:
+    macs = _num(rec.macs)
+    return _num(rec.val_acc) is not None and macs is not None and macs > 0
+
+
+def _baseline(label: str, rec: BaselineRecord) -> dict[str, Any]:
+    """One baseline point of :func:`pareto_figure_data`, with its hover text."""
+    e = html.escape
+    proxy_epochs = _int((rec.proxy or {}).get("epochs"))
+    test = _num(rec.test_acc)
+    stages = stage_lines(rec.arch)
+    lines = [f"<b>{e(label)}</b> (baseline)", e(rec.description)]
+    lines += [e(line) for line in stages]
+    lines.append(f"MACs {_fmt_int(rec.macs)}, params {_fmt_int(rec.params)}")
+    lines.append(f"val acc {float(rec.val_acc):.4f} (proxy, {proxy_epochs} epochs)")
+    if test is not None:
+        lr = f", lr {rec.lr:g}" if rec.lr is not None else ""
+        lines.append(f"test acc {test:.4f} (retrained {rec.epochs} epochs{lr})")
+    return {
+        "label": label,
+        "name": rec.name,
+        "description": rec.description,
+        "val_acc": float(rec.val_acc),
+        "test_acc": test,
+        "macs": _int(rec.macs),
+        "params": _int(rec.params),
+        "epochs": rec.epochs,
+        "proxy_epochs": proxy_epochs,
+        "stages": stages,
+        "hover": "<br>".join(lines),
+    }
+
+
+def _baseline_trace(points: Sequence[Mapping[str, Any]]) -> go.Scatter:
+    """The baselines: labelled diamonds, no ``customdata`` (a click opens no trial)."""
+    return go.Scatter(
+        name="baselines",
+        mode="markers+text",
+        x=[p["macs"] for p in points],
+        y=[p["val_acc"] for p in points],
+        text=[html.escape(p["label"]) for p in points],
+        textposition="top center",
+        textfont={"color": BASELINE_COLOR, "size": 11},
+        hovertext=[p["hover"] for p in points],
+        hoverinfo="text",
+        marker={
+            "symbol": "diamond",
+            "size": 11,
+            "color": "#ffffff",
+            "line": {"color": BASELINE_COLOR, "width": 2},
+        },
+        meta={"role": "baselines"},
+        legendgroup="baselines",
+    )
 
 
 def _pareto_traces(s: Mapping[str, Any], group: str, lo: float) -> list[go.Scatter]:
@@ -363,11 +437,14 @@ def pareto_figure(data: Mapping[str, Any], *, title: str | None = None) -> go.Fi
     and failed, over-budget and running trials sit in a strip below the plot at their MACs
     (left edge when unknown). One colour per search. Every marker's ``customdata`` is
     ``[trial number]`` and its trace's ``meta`` is ``{"search": name, "role": ...}``, so a
-    click handler can open the trial. Exactly one marker is drawn per trial.
+    click handler can open the trial. Exactly one marker is drawn per trial. Baselines, if
+    any, are one more trace of labelled diamonds (``meta = {"role": "baselines"}``).
     """
     searches = data["searches"]
     lo = (data.get("macs_range") or [1.0, 1.0])[0]
     traces = [t for i, s in enumerate(searches) for t in _pareto_traces(s, f"s{i}", lo)]
+    if data.get("baselines"):
+        traces.append(_baseline_trace(data["baselines"]))
     has_rug = any(s[k] for s in searches for k in RUG_ROWS)
     layout = _layout(
         html.escape(title) if title else "Validation accuracy vs. MACs",

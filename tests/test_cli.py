@@ -8,7 +8,17 @@ from typer.testing import CliRunner
 from fusion_nas.cli.app import app
 
 runner = CliRunner()
-COMMANDS = ["spaces", "space", "search", "results", "export", "retrain", "pareto", "serve"]
+COMMANDS = [
+    "spaces",
+    "space",
+    "search",
+    "results",
+    "export",
+    "retrain",
+    "baselines",
+    "pareto",
+    "serve",
+]
 
 
 def test_top_level_help_lists_every_command() -> None:

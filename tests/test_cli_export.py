@@ -166,6 +166,41 @@ def test_retrain_reports_test_accuracy_and_stores_the_record(searched: str, tmp_
     assert stored[record["trial"]].test_acc == record["test_acc"]
 
 
+def test_retrain_schedule_options_reach_training_and_the_record(
+    searched: str, tmp_path, monkeypatch
+) -> None:
+    import fusion_nas.retrain as retrain_module
+
+    seen = []
+    real = retrain_module.train_proxy
+
+    def spy(model, train, val, config, **kw):
+        seen.append(config)
+        return real(model, train, val, config, **kw)
+
+    monkeypatch.setattr(retrain_module, "train_proxy", spy)
+    res = runner.invoke(
+        app, ["retrain", "ex", "--pick", "best", "--epochs", "1", "--lr", "0.02",
+              "--batch-size", "50", "--weight-decay", "0", "--out", str(tmp_path / "a"),
+              "--store", searched],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert [(c.epochs, c.lr, c.batch_size, c.weight_decay) for c in seen] == [(1, 0.02, 50, 0.0)]
+    record = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert (record["lr"], record["batch_size"], record["weight_decay"]) == (0.02, 50, 0.0)
+    assert "lr 0.02, batch 50" in " ".join(res.output.split())
+    seen.clear()  # without the options: the search's proxy settings
+    res = runner.invoke(
+        app, ["retrain", "ex", "--pick", "best", "--epochs", "1", "--out", str(tmp_path / "b"),
+              "--store", searched],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    proxy = Store(searched).search("ex").proxy
+    assert [(c.lr, c.batch_size, c.weight_decay) for c in seen] == [
+        (proxy["lr"], proxy["batch_size"], proxy["weight_decay"])
+    ]
+
+
 def test_pick_trial_rules() -> None:
     df = pd.DataFrame(
         {

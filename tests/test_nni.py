@@ -285,7 +285,7 @@ def test_each_name_builds_the_nni_strategy_it_claims(nni_api) -> None:
     assert (default.population_size, default.sample_size) == (12, 4)
 
     tpe = build("nni:tpe", seed_trials=4)
-    assert type(tpe) is HPOTunerStrategy and isinstance(tpe.tuner, TpeTuner)
+    assert isinstance(tpe, HPOTunerStrategy) and isinstance(tpe.tuner, TpeTuner)
     assert tpe.tuner.optimize_mode is OptimizeMode.Maximize  # accuracy goes up
     assert tpe.tuner.args.n_startup_jobs == 4
     rng = np.random.default_rng(5)

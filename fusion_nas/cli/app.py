@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from fusion_nas.cli.baselines import baselines
 from fusion_nas.cli.export import export, retrain_command
 from fusion_nas.cli.pareto import pareto
 from fusion_nas.cli.results import results
@@ -34,6 +35,7 @@ app.command("results")(results)
 app.command("export")(export)
 app.command("retrain")(retrain_command)
 app.command("pareto")(pareto)
+app.command("baselines")(baselines)
 app.command("serve")(serve)
 
 

@@ -99,6 +99,22 @@ def retrain_command(
     trial: TrialOption = None,
     pick: PickOption = None,
     epochs: Annotated[int, typer.Option(help="Training epochs (a longer schedule).")] = 60,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate. Default: the search's proxy setting.", show_default=False
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Batch size. Default: the search's proxy setting.", show_default=False),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="AdamW weight decay. Default: the search's proxy setting.", show_default=False
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -123,13 +139,23 @@ def retrain_command(
             raise ExportError(f"trial {row['number']} of {name!r} has no architecture recorded")
         out_dir = out or default_out_dir(name, row["number"])
         with console.status(f"Retraining trial {row['number']} for {epochs} epochs..."):
-            rec = retrain(st, name, row, epochs=epochs, out_dir=out_dir)
+            rec = retrain(
+                st,
+                name,
+                row,
+                epochs=epochs,
+                out_dir=out_dir,
+                lr=lr,
+                batch_size=batch_size,
+                weight_decay=weight_decay,
+            )
         console.print(
             f"Trial {rec.trial}: {escape(rec.arch_desc)}\n"
             f"MACs {rec.macs:,}, params {rec.params:,}; proxy validation accuracy "
             f"{rec.proxy_val_acc if rec.proxy_val_acc is None else round(rec.proxy_val_acc, 4)}\n"
             f"[bold]Test accuracy {rec.test_acc:.4f}[/] ({rec.test_samples} test samples; trained "
-            f"{rec.epochs} epochs on {rec.train_samples} samples in {rec.seconds:.1f} s)\n"
+            f"{rec.epochs} epochs on {rec.train_samples} samples at lr {rec.lr:g}, batch "
+            f"{rec.batch_size}, weight decay {rec.weight_decay:g}, in {rec.seconds:.1f} s)\n"
             f"Saved {escape(rec.files['code'])}, {escape(rec.files['weights'])}, "
             f"{escape(rec.files['record'])}"
         )

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.errors import FusionNasError
+from fusion_nas.records import BaselineRecord, SearchRecord
 from fusion_nas.results import safe_filename
 from fusion_nas.settings import home
 from fusion_nas.store import Store
@@ -30,6 +31,15 @@ def default_report_path(names: list[str]) -> Path:
         digest = hashlib.sha1("\0".join(names).encode()).hexdigest()[:8]
         stem = f"{stem[: _MAX_STEM - 9]}-{digest}"
     return home() / f"pareto-{stem}.html"
+
+
+def _baselines(store: Store, records: dict[str, SearchRecord]) -> list[tuple[str, BaselineRecord]]:
+    """The stored baselines of every search's dataset and input, each label once."""
+    out: dict[str, BaselineRecord] = {}
+    for record in records.values():
+        for label, baseline in store.baselines_for(record):
+            out.setdefault(label, baseline)
+    return list(out.items())
 
 
 def pareto(
@@ -52,7 +62,11 @@ def pareto(
     ] = False,
     store: StoreOption = None,
 ) -> None:
-    """Write the Pareto plot (validation accuracy vs. MACs) of NAMES as one offline HTML file."""
+    """Write the Pareto plot (validation accuracy vs. MACs) of NAMES as one offline HTML file.
+
+    Baselines stored for the searches' dataset and input ('fusion-nas baselines') are drawn
+    as labelled reference points.
+    """
     from fusion_nas.web.report import report_html
 
     with user_errors():
@@ -60,14 +74,16 @@ def pareto(
         unique = list(dict.fromkeys(names))
         frames = {name: st.trials(name) for name in unique}
         records = {name: st.search(name) for name in unique}
+        baselines = _baselines(st, records)
         path = out if out is not None else default_report_path(unique)
-        page = report_html(frames, records)
+        page = report_html(frames, records, baselines=baselines)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise FusionNasError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     total = sum(len(df) for df in frames.values())
-    console.print(f"Wrote {escape(str(path))} ({len(unique)} search(es), {total} trials)")
+    extra = f", {len(baselines)} baseline(s)" if baselines else ""
+    console.print(f"Wrote {escape(str(path))} ({len(unique)} search(es), {total} trials{extra})")
     if open_:
         webbrowser.open(path.resolve().as_uri())

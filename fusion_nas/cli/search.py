@@ -99,12 +99,29 @@ def search(
     sample_size: Annotated[
         int, typer.Option(help=f"Tournament size ({_takes('sample_size')}).")
     ] = 4,
+    macs_weight: Annotated[
+        float,
+        typer.Option(
+            help="Accuracy traded per decade of MACs in the one number NNI optimises: "
+            f"val_acc - MACS_WEIGHT * log10(MACs); 0: accuracy only ({_takes('macs_weight')})."
+        ),
+    ] = 0.0,
     data_dir: Annotated[
         str | None,
         typer.Option(
             help="Directory with the dataset's files (fashion-mnist idx files).", show_default=False
         ),
     ] = None,
+    evaluator: Annotated[
+        str,
+        typer.Option(
+            help="How trials get their score: 'train' (proxy-train each network) or "
+            "'table:PATH' (look it up in a tabular benchmark made by benchmarks/tabular.py: "
+            "the mean over the table's seeds; 'table:PATH@SEED' for one seed). A table must "
+            "hold every network of the space, with the search's dataset and proxy settings; "
+            "looked-up trials keep the table's training seconds.",
+        ),
+    ] = "train",
 ) -> None:
     """Search SPACE: sample architectures, proxy-train them, record every trial and the front."""
     with user_errors():
@@ -116,7 +133,7 @@ def search(
                     f"{allowed(DATASETS)} or 'folder:PATH'"
                 )
             dataset = sp.name
-        given = {"population": population, "sample_size": sample_size}
+        given = {"population": population, "sample_size": sample_size, "macs_weight": macs_weight}
         spec = STRATEGIES.get(strategy)  # unknown names are refused by the search, in one line
         options = {k: v for k, v in given.items() if spec is not None and k in spec.options}
         config = SearchConfig(
@@ -141,6 +158,7 @@ def search(
             workers=workers,
             data_dir=data_dir,
             strategy_options=options,
+            evaluator=evaluator,
         )
         st = Store(store)
         _run(config, st)

@@ -67,12 +67,13 @@ register_strategy("optuna:random", optuna_strategies.RandomSearch, (), "uniform 
 register_strategy(
     "optuna:grid", optuna_strategies.GridSearch, (), "every network once, small spaces"
 )
+_LAMBDA = "; scalar val_acc - macs_weight * log10(MACs)"
 register_strategy("nni:random", _nni("nni:random"), (), "NNI random search")
 register_strategy("nni:grid", _nni("nni:grid"), (), "NNI grid search")
 register_strategy(
     "nni:evolution",
     _nni("nni:evolution"),
-    ("population", "sample_size"),
-    "NNI regularized evolution",
+    ("population", "sample_size", "macs_weight"),
+    "NNI regularized evolution" + _LAMBDA,
 )
-register_strategy("nni:tpe", _nni("nni:tpe"), ("seed_trials",), "NNI TPE")
+register_strategy("nni:tpe", _nni("nni:tpe"), ("seed_trials", "macs_weight"), "NNI TPE" + _LAMBDA)

@@ -2,8 +2,9 @@
 
 ==================================  =====================================================
 ``/api/searches``                   every search at a glance (:func:`results.search_summary`)
-``/api/search?name=N``              summary, figures and trial table (``&since=VERSION``:
-                                    ``unchanged`` while nothing changed)
+``/api/search?name=N``              summary, figures (baselines of the search's dataset on
+                                    the Pareto plot), trial table, baselines
+                                    (``&since=VERSION``: ``unchanged`` while nothing changed)
 ``/api/trial?search=N&number=K``    one trial: record, stages, validation-curve figure
 ``/download/code?search=N&...``     the trial as standalone PyTorch source (``export_code``)
 ``/download/json?search=N&...``     the trial record as JSON
@@ -19,7 +20,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -28,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fusion_nas.errors import one_line
-from fusion_nas.records import SearchRecord, TrialStatus
+from fusion_nas.records import BaselineRecord, SearchRecord, TrialStatus
 from fusion_nas.results import TRIAL_COLUMNS, download_filename, search_summary
 from fusion_nas.store import redact_url
 from fusion_nas.viz import (
@@ -76,6 +77,10 @@ _TABLE_COLUMNS = (
 """Columns of the search page's trial table (plus ``note`` and ``url``)."""
 
 
+_BASELINE_COLUMNS = ("label", "description", "macs", "params", "val_acc", "test_acc", "epochs")
+"""Fields of a baseline in ``/api/search`` (beside its point in the Pareto figure)."""
+
+
 def _note(row: Mapping[str, Any]) -> str:
     """The table's note: a reused result, else the reason a trial failed or was cut short."""
     dup = row.get("duplicate_of")
@@ -85,9 +90,13 @@ def _note(row: Mapping[str, Any]) -> str:
     return reason if isinstance(reason, str) else ""
 
 
-def _version(df: pd.DataFrame, record: SearchRecord) -> str:
-    """Changes whenever a trial is added, changes status or gets its accuracy."""
+def _version(
+    df: pd.DataFrame, record: SearchRecord, baselines: Sequence[tuple[str, BaselineRecord]] = ()
+) -> str:
+    """Changes whenever a trial is added, changes status or gets its accuracy, or a baseline
+    is stored."""
     key = [record.n_trials, *df[["number", "status", "val_acc"]].astype(str).values.ravel()]
+    key += [f"{label}@{b.created}" for label, b in baselines]
     return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
 
 
@@ -104,11 +113,12 @@ def api_search(request: Request) -> Response:
     store = store_of(request)
     df = search_trials(store, name)
     record = search_record(store, name)
-    version = _version(df, record)
+    baselines = store.baselines_for(record)
+    version = _version(df, record, baselines)
     if request.query_params.get("since") == version:
         return SafeJSONResponse({"name": name, "version": version, "unchanged": True})
     summary = search_summary(name, record, df)
-    pareto = pareto_figure_data({name: df}, ref_macs=summary["ref_macs"])
+    pareto = pareto_figure_data({name: df}, ref_macs=summary["ref_macs"], baselines=baselines)
     curve = hypervolume_curve(df, ref_macs=summary["ref_macs"])
     trials = []
     for row in df.sort_values("number").to_dict("records"):
@@ -134,6 +144,7 @@ def api_search(request: Request) -> Response:
             },
             "figures": {key: fig.to_plotly_json() for key, fig in figures.items()},
             "trials": trials,
+            "baselines": [{k: b[k] for k in _BASELINE_COLUMNS} for b in pareto["baselines"]],
         }
     )
 

@@ -10,13 +10,13 @@ Jinja escapes every name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 from markupsafe import Markup
 
-from fusion_nas.records import SearchRecord
+from fusion_nas.records import BaselineRecord, SearchRecord
 from fusion_nas.viz import pareto_figure, pareto_figure_data
 from fusion_nas.web.render import render
 from fusion_nas.web.security import REPORT_CSP
@@ -39,6 +39,7 @@ def report_data(
     records: Mapping[str, SearchRecord] | None = None,
     *,
     title: str | None = None,
+    baselines: Sequence[tuple[str, BaselineRecord]] | None = None,
 ) -> dict[str, Any]:
     """What the report shows, as plain data.
 
@@ -46,13 +47,16 @@ def report_data(
         frames: search name -> its trials, in the order to list and colour them.
         records: search name -> its record (for the strategy column); optional.
         title: the page's heading; default ``Pareto front: NAME, NAME``.
+        baselines: ``(label, record)`` pairs drawn as reference points and listed in a table
+            (:meth:`fusion_nas.store.Store.baselines_for`); default none.
 
     Returns:
-        ``{"heading", "figure" (go.Figure), "ref_macs", "rows"}``; a row per search is
-        ``{"name", "color", "strategy", "trials", "failed", "infeasible", "best", "front",
-        "hypervolume", "knee"}`` with numbers already formatted as text.
+        ``{"heading", "figure" (go.Figure), "ref_macs", "rows", "baselines"}``; a row per
+        search is ``{"name", "color", "strategy", "trials", "failed", "infeasible", "best",
+        "front", "hypervolume", "knee"}``, a baseline row ``{"label", "description", "macs",
+        "params", "val_acc", "test_acc"}``, numbers already formatted as text.
     """
-    data = pareto_figure_data(frames)
+    data = pareto_figure_data(frames, baselines=baselines)
     heading = title or "Pareto front: " + ", ".join(frames)
     rows = []
     for s in data["searches"]:
@@ -72,12 +76,28 @@ def report_data(
                 "knee": _knee_text(s),
             }
         )
+    baseline_rows = [
+        {
+            "label": b["label"],
+            "description": b["description"],
+            "macs": _fmt(b["macs"], "{:,}"),
+            "params": _fmt(b["params"], "{:,}"),
+            "val_acc": _fmt(b["val_acc"], "{:.4f}") + f" ({b['proxy_epochs']} epochs)",
+            "test_acc": _fmt(b["test_acc"], "{:.4f}") + f" ({b['epochs']} epochs)",
+        }
+        for b in data["baselines"]
+    ]
     return {
         "heading": heading,
         "figure": pareto_figure(data, title=heading),
         "ref_macs": data["ref_macs"],
         "rows": rows,
+        "baselines": baseline_rows,
     }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
 
 
 def report_html(
@@ -86,6 +106,7 @@ def report_html(
     *,
     title: str | None = None,
     plotly_js: str | None = None,
+    baselines: Sequence[tuple[str, BaselineRecord]] | None = None,
 ) -> str:
     """The report of :func:`report_data` as one self-contained HTML page.
 
@@ -96,13 +117,14 @@ def report_html(
         from plotly.offline import get_plotlyjs
 
         plotly_js = get_plotlyjs()
-    data = report_data(frames, records, title=title)
+    data = report_data(frames, records, title=title, baselines=baselines)
     return render(
         "report.html",
         csp=REPORT_CSP,
         heading=data["heading"],
         ref_macs=f"{data['ref_macs']:,.0f}",
         rows=data["rows"],
+        baselines=data["baselines"],
         # Both go into <script> elements as they are: the JSON has no "<", ">" or "&".
         figure_json=Markup(json_text(data["figure"].to_plotly_json())),
         plotly_js=Markup(plotly_js),

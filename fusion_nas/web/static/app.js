@@ -203,6 +203,23 @@
     }
   }
 
+  function renderBaselines(baselines) {
+    const section = byId("baselines");
+    if (!section) return;
+    section.hidden = baselines.length === 0;
+    const rows = baselines.map(function (b) {
+      const tr = el("tr");
+      tr.appendChild(el("td", b.label));
+      tr.appendChild(el("td", b.description));
+      tr.appendChild(el("td", fmtInt(b.macs), { class: "num" }));
+      tr.appendChild(el("td", fmtInt(b.params), { class: "num" }));
+      tr.appendChild(el("td", fmtAcc(b.val_acc), { class: "num" }));
+      tr.appendChild(el("td", fmtAcc(b.test_acc), { class: "num" }));
+      return tr;
+    });
+    section.querySelector("tbody").replaceChildren(...rows);
+  }
+
   function renderSummary(s) {
     badge(byId("status"), s.status);
     const progress = byId("progress");
@@ -234,6 +251,7 @@
       trials = data.trials;
       renderSummary(data.summary);
       renderTrials(name, trials);
+      renderBaselines(data.baselines || []);
       await react("pareto", data.figures.pareto);
       await react("hypervolume", data.figures.hypervolume);
       await react("operators", data.figures.operators);

@@ -1,0 +1,280 @@
+"""``fusion-nas baselines``: train the reference networks of a space and store them."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import torch
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from fusion_nas.cli.common import StoreOption, console, user_errors
+from fusion_nas.data import DATASETS
+from fusion_nas.errors import DatasetError, FusionNasError, TrialFailed, allowed, one_line
+from fusion_nas.records import BaselineRecord
+from fusion_nas.retrain import RETRAIN_EPOCHS, TrainingProtocol
+from fusion_nas.space import SearchSpace, load_space
+from fusion_nas.store import Store, redact_url
+from fusion_nas.train import ProxyConfig
+
+if TYPE_CHECKING:
+    from fusion_nas.baselines import Baseline
+
+_DEFAULTS = ProxyConfig()
+
+
+def _names(only: str | None) -> list[str] | None:
+    """``"a, b"`` -> ``["a", "b"]``; ``None`` for all."""
+    if only is None:
+        return None
+    return [n.strip() for n in only.split(",") if n.strip()] or None
+
+
+def _acc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _list_table(space: SearchSpace) -> Table:
+    from fusion_nas.baselines import Baseline, baselines_for
+
+    table = Table(title=f"Baselines of space {escape(space.name)}", title_justify="left")
+    for column, justify in (("name", "left"), ("MACs", "right"), ("params", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("network", overflow="fold")
+    for b in baselines_for(space):
+        if isinstance(b, Baseline):
+            table.add_row(b.name, f"{b.macs:,}", f"{b.params:,}", escape(b.describe()))
+        else:
+            table.add_row(b.name, "-", "-", escape(f"not available: {b.reason}"))
+    return table
+
+
+def _results_table(rows: list[BaselineRecord], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("name", "MACs", "params", "val acc", "test acc", "seconds"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for r in rows:
+        table.add_row(
+            r.name,
+            f"{r.macs:,}",
+            f"{r.params:,}",
+            _acc(r.val_acc),
+            _acc(r.test_acc),
+            f"{r.seconds:.1f}",
+        )
+    return table
+
+
+def baselines(
+    space: Annotated[str, typer.Argument(help="Built-in space name or path to a .toml file.")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="mnist1d, fashion-mnist, digits, synthetic or folder:PATH. "
+            "Default: the dataset named like the space.",
+            show_default=False,
+        ),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            help="Comma-separated baseline names (default: every one the space offers).",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Epochs of the final training (as 'fusion-nas retrain').")
+    ] = RETRAIN_EPOCHS,
+    proxy_epochs: Annotated[
+        int, typer.Option(help="Proxy training epochs (as 'fusion-nas search --epochs').")
+    ] = _DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = _DEFAULTS.batch_size,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = _DEFAULTS.lr,
+    train_subset: Annotated[
+        int | None,
+        typer.Option(help="Proxy-train on the first N training samples only.", show_default=False),
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of the training data held out for validation.")
+    ] = _DEFAULTS.val_fraction,
+    final_lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate of the final training (as 'retrain --lr'). "
+            "Default: the proxy's.",
+            show_default=False,
+        ),
+    ] = None,
+    final_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Batch size of the final training (as 'retrain --batch-size'). "
+            "Default: the proxy's.",
+            show_default=False,
+        ),
+    ] = None,
+    final_weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="AdamW weight decay of the final training (as 'retrain --weight-decay'). "
+            "Default: the proxy's.",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Directory with the dataset's files (fashion-mnist idx files).", show_default=False
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads to train with (default: torch's, as a one-process search); recorded.",
+            show_default=False,
+        ),
+    ] = None,
+    list_: Annotated[
+        bool,
+        typer.Option("--list", help="Show the baselines of SPACE and their cost; train nothing."),
+    ] = False,
+) -> None:
+    """Train the reference networks of SPACE with the protocol of searched networks.
+
+    Each baseline gets the proxy score of a search trial (validation accuracy, same split,
+    seed and proxy settings) and the test accuracy of 'fusion-nas retrain' (EPOCHS on all
+    training data, then the test split once). Results are stored beside the searches, in the
+    study 'baselines:SPACE:DATASET'; 'pareto' and the dashboard show them as reference points.
+    """
+    from fusion_nas.baselines import select
+
+    with user_errors():
+        sp = load_space(space)
+        if list_:
+            console.print(_list_table(sp))
+            return
+        chosen, skipped = select(sp, _names(only))
+        if dataset is None:
+            if sp.name not in DATASETS:
+                raise DatasetError(
+                    f"space {sp.name!r} has no default dataset; pass --dataset, one of: "
+                    f"{allowed(DATASETS)} or 'folder:PATH'"
+                )
+            dataset = sp.name
+        protocol = TrainingProtocol(
+            dataset=dataset,
+            space=sp,
+            proxy=ProxyConfig(
+                epochs=proxy_epochs,
+                batch_size=batch_size,
+                lr=lr,
+                train_subset=train_subset,
+                val_fraction=val_fraction,
+            ),
+            seed=seed,
+            data_dir=data_dir,
+            final_lr=final_lr,
+            final_batch_size=final_batch_size,
+            final_weight_decay=final_weight_decay,
+        )
+        protocol.schedule(epochs)  # a bad --epochs fails here, not after the proxy runs
+        if threads is not None and threads < 1:
+            raise FusionNasError(f"--threads must be a positive integer, got {threads!r}")
+        protocol.proxy_splits()  # a bad dataset fails here, before the store is touched
+        st = Store(store)
+        for b in skipped:
+            console.print(f"[yellow]Skipped[/] {b.name}: {escape(b.reason)}")
+        if not chosen:
+            console.print(f"No baseline to train for space {escape(sp.name)}.")
+            return
+        if threads is not None:
+            torch.set_num_threads(threads)  # the accuracies depend on it: it is recorded
+        _train(chosen, protocol, st, epochs)
+
+
+def _train(chosen: list[Baseline], protocol: TrainingProtocol, store: Store, epochs: int) -> None:
+    """Train and store each baseline in turn under a progress bar, then print the table."""
+    from fusion_nas.baselines import collection_record, train_baseline
+
+    collection = collection_record(protocol.space, protocol.dataset, protocol.data_dir)
+    start = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs  {task.fields[now]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    total = (protocol.proxy.epochs + epochs) * len(chosen)
+    task = progress.add_task("baselines", total=total, now="")
+    done: list[BaselineRecord] = []
+    failed: list[str] = []
+    study = ""
+    try:
+        progress.start()
+        for i, b in enumerate(chosen):
+
+            def tick(phase: str, epoch: int, b: Baseline = b, i: int = i) -> None:
+                of = protocol.proxy.epochs if phase == "proxy" else epochs
+                now = f"{b.name} ({i + 1}/{len(chosen)}) {phase} {epoch + 1}/{of}"
+                progress.update(task, advance=1, now=now)
+
+            try:
+                rec = train_baseline(b, protocol, epochs=epochs, on_epoch=tick)
+            except TrialFailed as exc:  # a NaN loss: report it, keep the earlier entry
+                failed.append(b.name)
+                progress.console.print(f"[red]{escape(b.name)} failed[/]: {escape(one_line(exc))}")
+                progress.update(task, completed=(i + 1) * (protocol.proxy.epochs + epochs))
+                continue
+            study = store.save_baseline(collection, rec)
+            done.append(rec)
+            progress.console.print(
+                escape(
+                    f"{rec.name:<14} {rec.macs:>12,} MACs  val {_acc(rec.val_acc)}  "
+                    f"test {_acc(rec.test_acc)}  {rec.seconds:.1f} s"
+                )
+            )
+    except KeyboardInterrupt:
+        progress.stop()
+        console.print(
+            f"[bold yellow]Stopped[/]: {len(done)} baseline(s) finished and stored; "
+            "the one in training is not."
+        )
+        raise typer.Exit(130) from None
+    finally:
+        progress.stop()
+    threads = done[0].threads if done else "-"
+    title = f"Baselines of {escape(protocol.space.name)} on {escape(protocol.dataset)}"
+    console.print(_results_table(done, title))
+    final = protocol.schedule(epochs)
+    console.print(
+        f"Proxy {protocol.proxy.epochs} epochs (val acc); final {epochs} epochs on train + val "
+        f"(lr {final.lr:g}, batch {final.batch_size}), then the test split once (test acc); "
+        f"seed {protocol.seed}; {threads} thread(s)."
+    )
+    note = f"; failed: {', '.join(failed)} (not stored)" if failed else ""
+    console.print(
+        f"[bold green]Done[/] in {time.perf_counter() - start:.1f} s: {len(done)} baseline(s)"
+        f"{escape(note)}."
+    )
+    if study:
+        console.print(f"Store: {escape(redact_url(store.url))} (study {escape(study)})")
