@@ -95,6 +95,13 @@ def test_proxy_fidelity_smoke_run_writes_its_figures_and_resumes(proxy_fidelity,
     again = proxy_fidelity.main(argv)  # every run is cached: nothing trains twice
     assert (tmp_path / "proxy_fidelity_digits.jsonl").read_text().splitlines() == lines
     assert again["budgets"] == doc["budgets"]
+    # a cache missing one architecture's runs: --cached-only summarises the complete ones
+    first = json.loads(lines[0])["arch_id"]
+    kept = [line for line in lines if json.loads(line)["arch_id"] != first]
+    (tmp_path / "proxy_fidelity_digits.jsonl").write_text("\n".join(kept) + "\n")
+    partial = proxy_fidelity.main([*argv, "--cached-only"])
+    assert partial["archs"] == 2 and partial["archs_asked"] == 3
+    assert {r["arch_id"] for r in partial["rows"]} == {json.loads(x)["arch_id"] for x in kept}
 
 
 def test_front_vs_baselines_smoke_run_stores_and_compares(tmp_path, capsys):
