@@ -315,31 +315,24 @@ def figure(doc: dict[str, Any]) -> go.Figure:
             text=[f"trial {r['trial']}: {r['arch_desc']}" for r in s],
         )
     )
-    b = doc["baselines"]
-    fig.add_trace(
-        go.Scatter(
-            x=[r["macs"] for r in b],
-            y=[r["test_acc"] for r in b],
-            mode="markers+text",
-            name="baselines (same protocol)",
-            text=[r["name"] for r in b],
-            textposition="bottom center",
-            marker={"symbol": "diamond", "size": 10},
-        )
+    labelled = (
+        ("baselines", "baselines (same protocol)", "diamond", "bottom center"),
+        ("published", "published", "x", "top center"),
     )
-    pub = doc["published"]
-    if pub:
-        fig.add_trace(
-            go.Scatter(
-                x=[r["macs"] for r in pub],
-                y=[r["test_acc"] for r in pub],
-                mode="markers+text",
-                name="published",
-                text=[r["name"] for r in pub],
-                textposition="top center",
-                marker={"symbol": "x", "size": 10},
+    for key, name, symbol, where in labelled:
+        rows = doc[key]
+        if rows:
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["macs"] for r in rows],
+                    y=[r["test_acc"] for r in rows],
+                    mode="markers+text",
+                    name=name,
+                    text=[r["name"] for r in rows],
+                    textposition=where,
+                    marker={"symbol": symbol, "size": 10},
+                )
             )
-        )
     f = doc["final_protocol"]
     fig.update_layout(
         title=f"{doc['space']}: test accuracy against MACs ({f['epochs']} epochs, lr {f['lr']}, "
