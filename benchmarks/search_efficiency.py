@@ -8,8 +8,13 @@ time writing trial attributes.
 After each evaluation the hypervolume of the front found so far is divided by the hypervolume of
 the true front (every network of the table, its accuracy the mean over the table's seeds). Both
 use :func:`fusion_nas.pareto.hypervolume` in (accuracy, log10 MACs) space with ONE reference
-point per table: accuracy 0 and 1.1 x the table's largest MACs. An evaluation is a trial of the
-search: a network proposed again counts (it is recorded as ``same network as #N``).
+point per table: accuracy 0 and 1.1 x the table's largest MACs. Two ways to count the cost:
+
+- per trial: an evaluation is a trial of the search; a network proposed again counts (it is
+  recorded as ``same network as #N``);
+- per distinct network: only networks not seen before count, because a repeat is read from the
+  store, not trained. A strategy that repeats itself (NSGA-II once its population converges) runs
+  more trials, up to ``MAX_TRIALS_FACTOR`` x ``--evals``, until it has ``--evals`` distinct ones.
 
 NNI strategies optimise one number; they get ``--macs-weight`` (λ): the scalar is
 val_acc - λ * log10(MACs) (see ``fusion_nas.strategies.nni_strategies``). NNI's TPE strategy
@@ -48,6 +53,7 @@ from fusion_nas.records import TrialRecord, TrialStatus
 from fusion_nas.search import SearchConfig, prepare, run_trials
 from fusion_nas.store import quiet_optuna
 from fusion_nas.strategies import STRATEGIES
+from fusion_nas.strategies.base import Proposer
 from fusion_nas.table import Table, load_table
 
 HERE = Path(__file__).resolve().parent
@@ -70,6 +76,7 @@ MACS_WEIGHT_CHOICE = (
     "mean over seeds 0-4 of the mnist1d table (see macs_weight_sweep of its results)"
 )
 SWEEP_SEEDS = 5
+MAX_TRIALS_FACTOR = 5  # trials allowed per search to find --evals distinct networks
 
 
 def true_front(table: Table, seed: int | None = None) -> dict[str, Any]:
@@ -88,23 +95,47 @@ def true_front(table: Table, seed: int | None = None) -> dict[str, Any]:
     }
 
 
-def search(config: SearchConfig) -> list[TrialRecord]:
-    """One search of ``config`` through the search loop, on an in-memory study; its trials."""
+def search(config: SearchConfig, distinct: int = 0) -> list[TrialRecord]:
+    """One search of ``config`` through the search loop, on an in-memory study; its trials.
+
+    With ``distinct`` > 0 a proposing strategy goes on past ``config.trials`` until it has seen
+    ``distinct`` different networks or run ``MAX_TRIALS_FACTOR`` x ``distinct`` trials. The first
+    ``config.trials`` trials are the same either way: the loop never looks at the total.
+    """
     strategy = prepare(config)  # checks the strategy and the table, as run_search does
     study = optuna.create_study(
         directions=list(records.DIRECTIONS), sampler=strategy.sampler(config.space, config.seed)
     )
     records.write_search(study, config.record())
     run_trials(config, study, strategy, config.trials)
+    cap = MAX_TRIALS_FACTOR * distinct
+    while isinstance(strategy, Proposer):
+        trials = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+        seen = len({t.arch_id for t in trials})
+        if seen >= distinct or len(trials) >= cap:
+            break
+        run_trials(config, study, strategy, min(distinct - seen, cap - len(trials)))
     return [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
 
 
-def hv_curve(trials: list[TrialRecord], ref: float, true_hv: float, evals: int) -> list[float]:
-    """Hypervolume fraction of the front after each of the first ``evals`` trials."""
+def hv_curve(
+    trials: list[TrialRecord], ref: float, true_hv: float, evals: int, distinct: bool = False
+) -> list[float]:
+    """Hypervolume fraction of the front after each of the first ``evals`` trials.
+
+    With ``distinct`` a repeated network is skipped: the curve is over distinct networks.
+    """
     acc: list[float] = []
     macs: list[float] = []
-    out = []
-    for t in sorted(trials, key=lambda t: t.number)[:evals]:
+    out: list[float] = []
+    seen: set[str] = set()
+    for t in sorted(trials, key=lambda t: t.number):
+        if distinct:
+            if t.arch_id in seen:
+                continue
+            seen.add(t.arch_id)
+        if len(out) == evals:
+            break
         if t.status == TrialStatus.COMPLETE and t.val_acc is not None and t.macs is not None:
             acc.append(float(t.val_acc))
             macs.append(float(t.macs))
@@ -151,8 +182,13 @@ def run_strategy(
     evals: int,
     options: dict[str, Any],
     table_seed: int | None = None,
+    distinct: bool = False,
 ) -> tuple[list[list[TrialRecord]], float, list[int]]:
-    """Every seed's search with ``strategy``; returns their trials, wall seconds, uniques."""
+    """Every seed's search with ``strategy``; returns their trials, wall seconds, uniques.
+
+    ``uniques`` counts the distinct networks among each search's first ``evals`` trials; with
+    ``distinct`` the searches go on until ``evals`` distinct networks (see :func:`search`).
+    """
     runs, unique = [], []
     start = time.perf_counter()
     for seed in seeds:
@@ -167,9 +203,9 @@ def run_strategy(
             evaluator=f"table:{table.path}" + (f"@{table_seed}" if table_seed is not None else ""),
             strategy_options=options,
         )
-        trials = search(config)
+        trials = search(config, evals if distinct else 0)
         runs.append(trials)
-        unique.append(len({t.arch_id for t in trials}))
+        unique.append(len({t.arch_id for t in sorted(trials, key=lambda t: t.number)[:evals]}))
     return runs, time.perf_counter() - start, unique
 
 
@@ -200,7 +236,8 @@ def efficiency(args: argparse.Namespace) -> dict[str, Any]:
         "true_front": truth,
         "reference": f"accuracy 0, MACs {REF_FACTOR} x the table's largest MACs "
         f"({truth['ref_macs']:,.0f}); hypervolume in (accuracy, log10 MACs)",
-        "evaluation": "one trial of the search (a network proposed again counts)",
+        "evaluation": "one trial of the search (a network proposed again counts); "
+        "per_distinct_network: one network not seen before in the search",
         "evals": args.evals,
         "seeds": seeds,
         "checkpoints": checkpoints,
@@ -216,14 +253,19 @@ def efficiency(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for strategy in args.strategies:
                 runs, wall, unique = run_strategy(
-                    strategy, table, seeds, args.evals, options, args.table_seed
+                    strategy, table, seeds, args.evals, options, args.table_seed, distinct=True
                 )
-                curves = [
-                    hv_curve(t, truth["ref_macs"], truth["hypervolume"], args.evals) for t in runs
-                ]
+                ref, true_hv = truth["ref_macs"], truth["hypervolume"]
+                curves = [hv_curve(t, ref, true_hv, args.evals) for t in runs]
                 summary = summarise(curves, checkpoints)
                 summary["wall_s"] = round(wall, 1)
                 summary["unique_networks_mean"] = round(statistics.fmean(unique), 1)
+                by_distinct = summarise(
+                    [hv_curve(t, ref, true_hv, args.evals, distinct=True) for t in runs],
+                    checkpoints,
+                )
+                by_distinct["trials_mean"] = round(statistics.fmean(len(t) for t in runs), 1)
+                summary["per_distinct_network"] = by_distinct
                 doc["strategies"][strategy] = summary
                 at = summary["at"]
                 reach = summary["evals_to_target"]
@@ -231,6 +273,10 @@ def efficiency(args: argparse.Namespace) -> dict[str, Any]:
                     f"{strategy:>14}: "
                     + "  ".join(f"@{k} {v['mean']:.3f}±{v['std']:.3f}" for k, v in at.items())
                     + f"  to {TARGET}: {reach['mean']} ({reach['reached']}/{reach['seeds']})"
+                    + "  distinct: "
+                    + "  ".join(f"@{k} {v['mean']:.3f}" for k, v in by_distinct["at"].items())
+                    + f"  to {TARGET}: {by_distinct['evals_to_target']['mean']}"
+                    + f" ({by_distinct['evals_to_target']['reached']}/{len(runs)})"
                     + f"  {wall:.1f} s",
                     flush=True,
                 )
@@ -293,10 +339,21 @@ def figure(doc: dict[str, Any]) -> go.Figure:
         fig.add_trace(
             go.Scatter(x=x, y=s["mean_curve"], name=name, line={"color": color}, legendgroup=name)
         )
+        distinct = s.get("per_distinct_network", {}).get("mean_curve", [])
+        if distinct:
+            fig.add_trace(
+                go.Scatter(
+                    x=list(range(1, len(distinct) + 1)),
+                    y=distinct,
+                    name=f"{name} (per distinct network)",
+                    line={"color": color, "dash": "dash"},
+                    legendgroup=name,
+                )
+            )
     fig.add_hline(y=TARGET, line={"dash": "dot", "color": "grey"})
     fig.update_layout(
         title=f"Search efficiency on {doc['space']} ({len(doc['seeds'])} seeds; "
-        "mean, band: min to max)",
+        "mean, band: min to max; dashed: counting distinct networks only)",
         xaxis_title="evaluations",
         yaxis_title="hypervolume / true front's hypervolume",
         yaxis_range=[0, 1.02],

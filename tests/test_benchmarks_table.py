@@ -154,6 +154,14 @@ def test_search_efficiency_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert s["mean_curve"] == sorted(s["mean_curve"])  # a front only grows
         reach = s["evals_to_target"]
         assert reach["seeds"] == 2 and len(reach["per_seed"]) == 2
+        # the first k distinct networks hold every network of the first k trials
+        distinct = s["per_distinct_network"]
+        assert distinct["trials_mean"] >= 10
+        assert all(d >= t - 1e-9 for d, t in zip(distinct["mean_curve"], s["mean_curve"]))
+        assert distinct["mean_curve"] == sorted(distinct["mean_curve"])
+    nsga = doc["strategies"]["optuna:nsga2"]
+    if nsga["unique_networks_mean"] < 10:  # it repeated itself, so it ran on to 10 distinct
+        assert nsga["per_distinct_network"]["trials_mean"] > 10
 
 
 def test_search_efficiency_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
