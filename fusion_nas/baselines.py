@@ -42,6 +42,7 @@ from torch import nn
 from fusion_nas import __version__
 from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.cost import arch_cost
+from fusion_nas.devices import device_name
 from fusion_nas.errors import FusionNasError, allowed, one_line
 from fusion_nas.model import build_model
 from fusion_nas.nets import conv_nd, reads
@@ -409,6 +410,7 @@ def train_baseline(
         proxy=protocol.proxy.to_dict(),
         seed=protocol.seed,
         threads=threads,
+        device=device_name(protocol.device),
         seconds=round(proxy.seconds + final.seconds, 2),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         arch_id=arch.arch_id if arch is not None else None,

@@ -32,8 +32,10 @@ import functools
 import gzip
 import math
 import numbers
+import os
 import random
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +76,11 @@ _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_TEST_SEED = 0  # fixed: the digits test split must never change with the `seed` argument
 _SYNTHETIC_TRAIN, _SYNTHETIC_TEST = 600, 200
 _SYNTHETIC_SEED = 20240917  # fixed: the synthetic task is the same in every process
+# Bytes per input value at the peak of loading: float32 held about four times (raw, normalised,
+# split); generating the synthetic task also holds float64 noise and (N, H, W) temporaries.
+_BYTES_PER_VALUE = 16
+_SYNTHETIC_BYTES_PER_VALUE = 48
+MAX_IMAGE_PIXELS = 2**26  # pixels of one image file of a folder dataset (8192 x 8192)
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,7 @@ def _fit_images(x: torch.Tensor, space: _Space, name: str) -> torch.Tensor:
             f"dataset '{name}' holds {h}x{w} images but the search space is kind "
             f"'{space.kind}'; use an image space (kind 'image', size (H, W))"
         )
+    _check_fits(name, n, space)  # before resizing to the space's size
     if c != space.channels and not (c == 1 and space.channels == 3):
         raise DatasetError(
             f"dataset '{name}' holds {c}-channel images but the search space has "
@@ -275,6 +283,26 @@ def _fit_images(x: torch.Tensor, space: _Space, name: str) -> torch.Tensor:
     if (h, w) != space.size and n > 0:
         x = _resize(x, space.size)
     return x.contiguous()
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (what loading a dataset may use at most)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not POSIX: no bound
+        return 2**62
+
+
+def _check_fits(name: str, n: int, space: _Space, per_value: int = _BYTES_PER_VALUE) -> None:
+    """Refuse ``n`` samples shaped for ``space`` that would not fit in memory (before loading)."""
+    need = n * space.channels * math.prod(space.size) * per_value
+    have = _memory_bytes()
+    if need > have:
+        raise DatasetError(
+            f"dataset '{name}' shaped for the {space.describe()} needs about "
+            f"{need / 2**30:,.1f} GiB to load {n:,} samples; this machine has "
+            f"{have / 2**30:,.1f} GiB; allowed: a smaller input size or fewer channels"
+        )
 
 
 def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -528,6 +556,7 @@ def _load_synthetic(classes: int, space: _Space) -> _Raw:
         raise DatasetError(f"dataset 'synthetic' needs classes >= 2, got {classes}")
     rng = np.random.default_rng(_SYNTHETIC_SEED)
     n = _SYNTHETIC_TRAIN + _SYNTHETIC_TEST
+    _check_fits("synthetic", n, space, _SYNTHETIC_BYTES_PER_VALUE)
     y = rng.permutation(np.arange(n) % classes).astype(np.int64)  # balanced classes
     if space.kind == "sequence":
         x = _synthetic_sequences(rng, y, space.channels, space.size[0], classes)
@@ -551,6 +580,13 @@ def _class_dirs(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _image_files(class_dir: Path) -> list[Path]:
+    """The image files of one class folder, sorted."""
+    return sorted(
+        p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
 def _read_image_tree(
     directory: Path, class_names: list[str], space: _Space
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -562,9 +598,7 @@ def _read_image_tree(
     labels: list[int] = []
     for label, class_name in enumerate(class_names):
         class_dir = directory / class_name
-        files = sorted(
-            p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = _image_files(class_dir)
         if not files:
             raise DatasetError(
                 f"class folder '{class_dir}' holds no images; allowed suffixes: "
@@ -572,8 +606,22 @@ def _read_image_tree(
             )
         for file in files:
             try:
-                with Image.open(file) as img:
+                with warnings.catch_warnings():  # the size is checked below, before decoding
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    img = Image.open(file)
+                with img:
+                    w, h = img.size
+                    if w * h > MAX_IMAGE_PIXELS:
+                        raise DatasetError(
+                            f"image '{file}' is {w}x{h} ({w * h:,} pixels), too large; "
+                            f"allowed: at most {MAX_IMAGE_PIXELS:,} pixels"
+                        )
                     pixels = np.asarray(img.convert(mode), dtype=np.uint8)
+            except Image.DecompressionBombError:  # past Pillow's own limit: not even opened
+                raise DatasetError(
+                    f"image '{file}' is too large (over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
+                    f"pixels); allowed: at most {MAX_IMAGE_PIXELS:,} pixels"
+                ) from None
             except (OSError, UnidentifiedImageError, ValueError) as e:
                 raise DatasetError(f"cannot read image '{file}': {one_line(e, typed=False)}") from e
             x = torch.from_numpy(pixels.copy()).float().div_(255.0)  # (H, W) or (H, W, 3)
@@ -613,9 +661,16 @@ def _load_folder(path: str, space: _Space) -> _Raw:
         raise DatasetError(
             f"folder dataset '{train_dir}' has no class folders; expected train/<class>/*.png"
         )
+    test_dir = root / "test"
+    n = sum(
+        len(_image_files(d / c))
+        for d in (train_dir, test_dir)
+        for c in class_names
+        if (d / c).is_dir()
+    )
+    _check_fits(name, n, space)  # before reading any image
     x, y = _read_image_tree(train_dir, class_names, space)
     x_test = y_test = None
-    test_dir = root / "test"
     if test_dir.is_dir():
         test_names = _class_dirs(test_dir)
         if test_names != class_names:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import os
+import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
@@ -25,6 +27,7 @@ import torch
 
 from fusion_nas.arch import Architecture
 from fusion_nas.data import DataSplits, load_dataset
+from fusion_nas.devices import device_name
 from fusion_nas.errors import one_line
 from fusion_nas.model import build_model
 from fusion_nas.records import TrialStatus
@@ -44,6 +47,7 @@ class EvalTask:
     data_dir: str | None = None
     timeout: float | None = None
     threads: int | None = None
+    device: str | None = None  # "cpu", "cuda:N" or "mps" (None: the CPU); set by the pool
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Outcome:
     curve: list[float] = field(default_factory=list)
     seconds: float = 0.0
     reason: str | None = None
+    device: str | None = None  # name of the device it ran on (fusion_nas.devices.device_name)
 
 
 @functools.lru_cache(maxsize=8)
@@ -89,7 +94,10 @@ def dataset_for(
 def evaluate(task: EvalTask) -> Outcome:
     """Build, seed and proxy-train the architecture; never raises."""
     start = time.perf_counter()
+    name = None
     try:
+        device = task.device or "cpu"
+        name = device_name(device)
         if task.threads:
             torch.set_num_threads(task.threads)
         space = _space(task.space_source)
@@ -104,14 +112,25 @@ def evaluate(task: EvalTask) -> Outcome:
             p.train_subset,
         )
         torch.manual_seed(task.seed)  # same seed -> same initial weights for the same network
-        model = build_model(arch, space)
+        model = build_model(arch, space)  # built on the CPU: the same weights on every device
         result = train_proxy(
-            model, splits.train, splits.val, p, seed=task.seed, timeout=task.timeout
+            model,
+            splits.train,
+            splits.val,
+            p,
+            seed=task.seed,
+            timeout=task.timeout,
+            device=device,
         )
-        return Outcome(TrialStatus.COMPLETE, result.val_acc, result.curve, result.seconds)
+        return Outcome(
+            TrialStatus.COMPLETE, result.val_acc, result.curve, result.seconds, device=name
+        )
     except Exception as exc:  # a trial's failure must not end the search
         return Outcome(
-            TrialStatus.FAILED, seconds=time.perf_counter() - start, reason=one_line(exc)
+            TrialStatus.FAILED,
+            seconds=time.perf_counter() - start,
+            reason=one_line(exc),
+            device=name,
         )
 
 
@@ -142,9 +161,13 @@ class Pool(Protocol):
 
 
 class InlinePool:
-    """One worker in this process: a submitted task trains at once (no isolation)."""
+    """One worker in this process: a submitted task trains at once (no isolation).
 
-    def __init__(self) -> None:
+    Every task trains on ``device`` (``cpu``, ``cuda:N`` or ``mps``).
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
         self._done: list[tuple[Any, Outcome]] = []
 
     @property
@@ -159,6 +182,7 @@ class InlinePool:
 
     def submit(self, key: Any, task: EvalTask) -> None:
         """Train ``task`` now; its outcome is returned by the next :meth:`collect`."""
+        task = EvalTask(**{**task.__dict__, "device": self.device})
         self._done.append((key, evaluate(task)))
 
     def collect(self, wait_s: float = 0.0) -> list[tuple[Any, Outcome]]:
@@ -171,6 +195,10 @@ class InlinePool:
 
 
 def _worker_main(conn: Connection, threads: int) -> None:
+    # Ctrl-C and SIGTERM reach the whole process group; the search process records the open
+    # trials as interrupted and ends its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(threads)
     while True:
         task = conn.recv()
@@ -186,16 +214,30 @@ class _Worker:
     key: Any = None
     deadline: float | None = None
     timeout: float | None = None
+    device: str = "cpu"  # where this slot's tasks train (kept when its process is replaced)
 
 
 class ProcessPool:
-    """K worker processes, each with ``cores // K`` threads; hung or dead workers are replaced."""
+    """K worker processes, each with ``cores // K`` threads; hung or dead workers are replaced.
 
-    def __init__(self, workers: int, cores: int | None = None, grace: float = 30.0) -> None:
+    Worker ``i`` trains on ``devices[i % len(devices)]`` (default: the CPU), e.g. one GPU each
+    from :func:`fusion_nas.devices.worker_devices`.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        cores: int | None = None,
+        grace: float = 30.0,
+        devices: Sequence[str] | None = None,
+    ) -> None:
         self.threads = max(1, (cores or os.cpu_count() or 1) // workers)
         self.grace = grace  # extra seconds past a task's timeout before the hard kill
         self._ctx = mp.get_context("spawn")
         self._workers = [self._start() for _ in range(workers)]
+        assigned = list(devices or ["cpu"])
+        for i, w in enumerate(self._workers):
+            w.device = assigned[i % len(assigned)]
         self._done: list[tuple[Any, Outcome]] = []
 
     def _start(self) -> _Worker:
@@ -219,7 +261,7 @@ class ProcessPool:
         worker = next(w for w in self._workers if w.key is None)
         if not worker.process.is_alive():
             self._replace(worker)
-        task = EvalTask(**{**task.__dict__, "threads": self.threads})
+        task = EvalTask(**{**task.__dict__, "threads": self.threads, "device": worker.device})
         worker.key, worker.timeout = key, task.timeout
         worker.deadline = (
             None if task.timeout is None else time.monotonic() + task.timeout + self.grace

@@ -101,6 +101,52 @@ def write_search(study: optuna.Study, record: SearchRecord) -> None:
     study.set_user_attr(SEARCH_KEY, record.to_attr())
 
 
+# Set by optuna.storages.RetryFailedTrialCallback on the trial that re-runs a lost one.
+RETRY_OF_KEY = "failed_trial"
+RETRY_HISTORY_KEY = "retry_history"  # the numbers of every lost attempt before the retry
+LOST_WORKER = "worker lost: no heartbeat within the grace period (process killed or machine gone)"
+
+
+# What each trial attribute must hold; a value of another type (a hand-edited or foreign
+# store) is dropped and the trial flagged, so one bad trial cannot break a whole listing.
+_NUMBER = (int, float)
+_ATTR_TYPES: dict[str, tuple[type, ...]] = {
+    "val_acc": _NUMBER,
+    "macs": _NUMBER,
+    "params": _NUMBER,
+    "arch_id": (str,),
+    "arch": (dict,),
+    "arch_desc": (str,),
+    "curve": (list,),
+    "train_seconds": _NUMBER,
+    "threads": (int,),
+    "device": (str,),
+    "fail_reason": (str,),
+    "duplicate_of": (int,),
+}
+
+
+def _well_typed(key: str, value: Any) -> bool:
+    types = _ATTR_TYPES.get(key)
+    if types is None or value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, types):
+        return False
+    if key == "curve":
+        return all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value)
+    return True
+
+
+def _checked_attrs(user_attrs: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A trial's attributes without the values of the wrong type, and a note naming those."""
+    bad = {k: v for k, v in user_attrs.items() if not _well_typed(k, v)}
+    if not bad:
+        return dict(user_attrs), None
+    shown = ", ".join(f"{k}={v!r}"[:60] for k, v in bad.items())
+    ok = {k: v for k, v in user_attrs.items() if k not in bad}
+    return ok, f"malformed record, ignored: {shown}"
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One trial as fusion-nas sees it."""
@@ -116,19 +162,32 @@ class TrialRecord:
     curve: list[float] = field(default_factory=list)
     train_seconds: float | None = None
     threads: int | None = None
+    device: str | None = None  # where it trained: "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)", ...
     fail_reason: str | None = None
     duplicate_of: int | None = None
+    retry_of: int | None = None  # the trial whose worker was lost; this one runs it again
     datetime_start: dt.datetime | None = None
     datetime_complete: dt.datetime | None = None
 
     @classmethod
     def from_trial(cls, t: FrozenTrial) -> TrialRecord:
         """The record of an Optuna trial of a fusion-nas study."""
-        ua = t.user_attrs
+        ua, malformed = _checked_attrs(t.user_attrs)
         status = trial_status(t)
+        if (
+            malformed
+            and status == TrialStatus.COMPLETE
+            and ("val_acc" not in ua or "macs" not in ua)
+        ):
+            status = TrialStatus.FAILED  # no point to draw: listed as failed, with the note
         reason = ua.get("fail_reason")
+        if malformed:
+            reason = f"{reason}; {malformed}" if reason else malformed
+        if status == TrialStatus.FAILED and not reason and ua.get("status") == "running":
+            reason = LOST_WORKER  # failed by another worker's heartbeat check
         if status in (TrialStatus.FAILED, TrialStatus.INTERRUPTED) and not reason:
             reason = f"trial ended in state {t.state.name}"
+        retry_of = t.system_attrs.get(RETRY_OF_KEY)
         return cls(
             number=t.number,
             status=status,
@@ -141,8 +200,10 @@ class TrialRecord:
             curve=list(ua.get("curve") or []),
             train_seconds=ua.get("train_seconds"),
             threads=ua.get("threads"),
+            device=ua.get("device"),
             fail_reason=reason,
             duplicate_of=ua.get("duplicate_of"),
+            retry_of=retry_of if isinstance(retry_of, int) else None,
             datetime_start=t.datetime_start,
             datetime_complete=t.datetime_complete,
         )
@@ -195,6 +256,7 @@ def write_result(
     curve: list[float] | None = None,
     train_seconds: float | None = None,
     threads: int | None = None,
+    device: str | None = None,
     fail_reason: str | None = None,
     duplicate_of: int | None = None,
 ) -> None:
@@ -204,6 +266,7 @@ def write_result(
         "curve": curve,
         "train_seconds": train_seconds,
         "threads": threads,
+        "device": device,
         "fail_reason": fail_reason,
         "duplicate_of": duplicate_of,
     }
@@ -250,6 +313,7 @@ class RetrainRecord:
     lr: float | None = None
     batch_size: int | None = None
     weight_decay: float | None = None
+    device: str | None = None  # where it trained ("cpu", "cuda:0 (NVIDIA ...)"); None: older
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON-able dict stored as the study's ``retrain:N`` attribute."""
@@ -371,6 +435,7 @@ class BaselineRecord:
     lr: float | None = None
     batch_size: int | None = None
     weight_decay: float | None = None
+    device: str | None = None  # where it trained, beside ``threads`` (None: older records)
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON-able dict stored as the trial's ``fusion_nas_baseline`` attribute."""

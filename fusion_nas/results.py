@@ -92,7 +92,11 @@ def trial_note(row: Mapping[str, Any]) -> str:
     if dup is not None and pd.notna(dup):  # NaN in a float column: no duplicate
         return f"same network as #{int(dup)}"
     reason = row.get("fail_reason")
-    return reason if isinstance(reason, str) else ""
+    note = reason if isinstance(reason, str) else ""
+    retry = row.get("retry_of")
+    if retry is not None and pd.notna(retry):
+        note = f"retry of #{int(retry)}" + (f"; {note}" if note else "")
+    return note
 
 
 def _span(df: pd.DataFrame) -> str:

@@ -25,6 +25,7 @@ from torch.utils.data import TensorDataset
 
 from fusion_nas.arch import Architecture
 from fusion_nas.data import DataSplits, load_dataset
+from fusion_nas.devices import device_name
 from fusion_nas.errors import DatasetError
 from fusion_nas.evaluate import dataset_for
 from fusion_nas.export import write_export
@@ -87,6 +88,9 @@ class TrainingProtocol:
     final_lr: float | None = None
     final_batch_size: int | None = None
     final_weight_decay: float | None = None
+    # Where both runs train ("cpu", "cuda:N", "mps"; see fusion_nas.devices). The trained model
+    # comes back on the CPU either way.
+    device: str = "cpu"
 
     def proxy_splits(self) -> DataSplits:
         """The train/validation split of the proxy run (cached per process, like a search's)."""
@@ -114,8 +118,10 @@ class TrainingProtocol:
         train, val = splits.train, splits.val
         torch.manual_seed(self.seed)  # same seed -> same initial weights for the same network
         model = build()
-        result = train_proxy(model, train, val, self.proxy, seed=self.seed, on_epoch=on_epoch)
-        return model, result
+        result = train_proxy(
+            model, train, val, self.proxy, seed=self.seed, on_epoch=on_epoch, device=self.device
+        )
+        return model.cpu(), result
 
     def schedule(self, epochs: int) -> ProxyConfig:
         """The final schedule: ``epochs`` with the final (else the proxy's) batch size,
@@ -162,9 +168,12 @@ class TrainingProtocol:
             raise DatasetError(f"dataset {self.dataset!r} has no test split to report")
         torch.manual_seed(self.seed)
         model = build()
-        trained = train_proxy(model, full, None, schedule, seed=self.seed, on_epoch=on_epoch)
+        trained = train_proxy(
+            model, full, None, schedule, seed=self.seed, on_epoch=on_epoch, device=self.device
+        )
         test = splits.test
         test_acc = evaluate_accuracy(model, test)  # the one and only look at the test split
+        model.cpu()
         result = FinalResult(
             test_acc=test_acc,
             epochs=epochs,
@@ -219,10 +228,12 @@ def retrain(
     lr: float | None = None,
     batch_size: int | None = None,
     weight_decay: float | None = None,
+    device: str = "cpu",
 ) -> RetrainRecord:
     """Train trial ``row`` of search ``name`` from scratch on all training data; test it once.
 
-    ``lr``, ``batch_size`` and ``weight_decay`` set the final schedule (None: the proxy's).
+    ``lr``, ``batch_size`` and ``weight_decay`` set the final schedule (None: the proxy's);
+    ``device`` is where it trains (``cpu``, ``cuda:N``, ``mps``).
     """
     search = store.search(name)
     space = record_space(search, name)
@@ -234,6 +245,7 @@ def retrain(
         final_lr=lr,
         final_batch_size=batch_size,
         final_weight_decay=weight_decay,
+        device=device,
     )
     schedule = protocol.schedule(epochs)
     model, final = protocol.retrain(lambda: build_model(arch, space), epochs)
@@ -280,6 +292,7 @@ def retrain(
         lr=schedule.lr,
         batch_size=schedule.batch_size,
         weight_decay=schedule.weight_decay,
+        device=device_name(device),
     )
     Path(files["record"]).write_text(json.dumps(record.to_attr(), indent=2) + "\n")
     write_retrain(store.load_study(name), record)

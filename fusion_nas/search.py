@@ -36,24 +36,33 @@ the trial total, so the resumed search runs them again.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
-from collections.abc import Callable
+import signal
+import socket
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from fusion_nas import records
 from fusion_nas.arch import Architecture
 from fusion_nas.cost import Cost, arch_cost
+from fusion_nas.devices import parse_device, worker_devices
 from fusion_nas.errors import FusionNasError, StoreError, one_line
 from fusion_nas.evaluate import EvalTask, InlinePool, Outcome, Pool, ProcessPool, dataset_for
 from fusion_nas.pareto import pareto_mask
 from fusion_nas.records import SearchRecord, TrialRecord, TrialStatus
 from fusion_nas.space import SearchSpace, parse_space
-from fusion_nas.store import Store
+from fusion_nas.store import Store, redact_url
 from fusion_nas.strategies import Driver, Proposer, Strategy, make_strategy
 from fusion_nas.table import TablePool, load_table, parse_evaluator
 from fusion_nas.train import ProxyConfig
@@ -94,6 +103,161 @@ _FINGERPRINT = (
 )
 USER_STOP = "stopped by the user (Ctrl-C)"
 PROCESS_ENDED = "the process running this trial ended"
+NOT_NEEDED = "not needed: other workers had already started the search's last trials"
+POLL_S = 1.0  # how often a worker with nothing to do looks at the store again
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or ``docker stop``) turned into an interrupt of the search loop."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(self.signal_name)
+        self.reason = f"stopped by {self.signal_name}"
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (as Ctrl-C does)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, stored on each trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Where a search stands in the store, across every worker."""
+
+    finished: int  # complete, failed or over budget (a lost trial that was retried: not)
+    running: int  # being trained (or held) by some worker
+    waiting: int  # retries queued for the next worker that asks
+
+    @property
+    def taken(self) -> int:
+        """Trials that count towards the total or will: no worker asks beyond it."""
+        return self.finished + self.running + self.waiting
+
+
+def retried(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Numbers of the lost trials that a retry runs again (they no longer count)."""
+    return {n for t in trials for n in t.system_attrs.get(records.RETRY_HISTORY_KEY) or []}
+
+
+def tally(trials: Iterable[FrozenTrial]) -> Tally:
+    """Count a search's trials the way every worker does (see :class:`Tally`)."""
+    trials = list(trials)
+    again = retried(trials)
+    finished = running = waiting = 0
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            running += 1
+        elif t.state == TrialState.WAITING:
+            waiting += 1
+        elif records.trial_status(t).finished and t.number not in again:
+            finished += 1
+    return Tally(finished, running, waiting)
+
+
+def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:
+    """The RDB storage behind a study's storage (Optuna wraps it in a cache), else ``None``."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
+def _heartbeats(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether ``storage`` keeps heartbeats (an RDB store; not Optuna's in-memory storage)."""
+    rdb = _rdb(storage)
+    return rdb is not None and bool(rdb.get_heartbeat_interval())
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """End the running trials of lost workers; queue each once more.
+
+    A trial whose heartbeat is older than the grace period is failed by Optuna's own
+    ``fail_stale_trials``, whose callback (the store's ``RetryFailedTrialCallback``) queues a
+    retry. A running trial that never had a worker (asked outside the loop, or by a version
+    without heartbeats) is marked interrupted once it is older than the grace period.
+    """
+    storage = study._storage
+    if not _heartbeats(storage):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    rdb = _rdb(storage)
+    assert rdb is not None
+    grace = rdb.grace_period or 2 * (rdb.get_heartbeat_interval() or 0)
+    cutoff = dt.datetime.now() - dt.timedelta(seconds=grace)  # naive local, as Optuna writes
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" in t.user_attrs or (t.datetime_start or cutoff) > cutoff:
+            continue
+        try:
+            records.mark_interrupted(storage, study.study_name, t.number, PROCESS_ENDED)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            pass  # another worker ended it first
+
+
+class _Beat:
+    """Records a heartbeat for every trial this run holds open, from a background thread.
+
+    ``study.optimize`` runs such a thread for its trial; an ask/tell loop must do it itself.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._storage = study._storage
+        self.enabled = _heartbeats(self._storage)
+        self.interval = self._storage.get_heartbeat_interval() if self.enabled else None
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        """Beat for ``trial_id`` now and from here on."""
+        if not self.enabled:
+            return
+        self._storage.record_heartbeat(trial_id)
+        with self._lock:
+            self._ids.add(trial_id)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+            self._thread.start()
+
+    def remove(self, trial_id: int) -> None:
+        """Stop beating for ``trial_id`` (told or interrupted)."""
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def _loop(self) -> None:
+        assert self.interval is not None
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                ids = list(self._ids)
+            for trial_id in ids:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception:  # a busy store: the next beat is within the grace period
+                    continue
+
+    def close(self) -> None:
+        """Stop the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 @dataclass(frozen=True)
@@ -116,11 +280,17 @@ class SearchConfig:
     # "train" (proxy-train every trial) or "table:PATH[@SEED]" (look trials up in a table made
     # by benchmarks/tabular.py; see fusion_nas.table). Stored with the path made absolute.
     evaluator: str = "train"
+    # Where trials train: "auto", "cpu", "cuda", "cuda:N" or "mps" (fusion_nas.devices). Not in
+    # the resume fingerprint: a search may go on on another machine's device.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evaluator", str(parse_evaluator(self.evaluator)))
+        object.__setattr__(self, "device", parse_device(self.device))
         if not self.name or not isinstance(self.name, str) or len(self.name) > 200:
             raise FusionNasError(f"search name {self.name!r} must be 1 to 200 characters")
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in self.name):  # Unicode category Cc
+            raise FusionNasError(f"search name {self.name!r} has control characters (CR, NUL)")
         if self.trials < 1:
             raise FusionNasError(f"--trials must be at least 1, got {self.trials}")
         if self.workers < 1:
@@ -209,6 +379,7 @@ class _Open:
     arch: Architecture | None = None  # None until proposed
     cost: Cost | None = None
     twin: int | None = None  # the open trial training the same network (this one waits)
+    foreign: int | None = None  # the same, trained by another worker (number in the store)
 
 
 class Search:
@@ -237,6 +408,11 @@ class Search:
         self._seen: dict[str, TrialRecord] = {}  # arch_id -> first complete trial
         self._finished: list[TrialRecord] = []  # finished trials, earlier runs included
         self._told: dict[int, TrialRecord] = {}  # records of the trials told in this run
+        # Other workers may share the study (an RDB store): their results are read from it.
+        self._shared = _rdb(study._storage) is not None
+        self._beat = _Beat(study)
+        self._worker = worker_id()
+        self._stale_check = 0.0  # monotonic time of the last look for lost trials
         for t in study.get_trials(deepcopy=False):
             self._note(TrialRecord.from_trial(t))
 
@@ -247,26 +423,46 @@ class Search:
         return [TrialRecord.from_trial(t) for t in self.study.get_trials(deepcopy=False)]
 
     def evaluate(self, arch: Architecture) -> TrialRecord:
-        """Record ``arch`` as a new trial, train it if needed (blocking); return its record."""
-        trial = self._ask()
-        self._start(trial, arch)
-        while trial.number in self._open:
-            self._collect(1.0)
-        return self._told[trial.number]
+        """Record ``arch`` as a new trial, train it if needed (blocking); return its record.
+
+        A queued retry of a lost trial that the ask hands out is run first, with its own
+        architecture; then ``arch`` gets a trial of its own.
+        """
+        while True:
+            trial = self._ask()
+            retry = self._retry_arch(trial)
+            self._start(trial, retry or arch)
+            while trial.number in self._open:
+                self._collect(1.0)
+            if retry is None:
+                return self._told[trial.number]
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, proposer: Proposer, n_trials: int) -> None:
-        """Ask, train and tell ``n_trials`` trials; tell whatever is ready before each ask."""
-        asked = 0
-        while asked < n_trials or self._open:
+    def run(self, proposer: Proposer, n_trials: int, total: int | None = None) -> None:
+        """Run trials until the search has ``total`` finished ones, counted in the store.
+
+        ``total`` defaults to the finished trials now plus ``n_trials``. Every worker on the
+        study counts the same way (:func:`tally`), so together they stop at exactly ``total``;
+        whatever is ready is told before each ask. A worker with nothing left to ask waits for
+        the others' trials, and re-runs (once) any whose worker is lost.
+        """
+        target = total if total is not None else self._tally().finished + n_trials
+        while True:
             self._collect(0.0)  # every result already in: tell it before the next ask
-            if asked < n_trials and len(self._open) < self.config.workers:
-                trial = self._ask()
-                asked += 1
-                self._start(trial, proposer.propose(trial, self.space))
-            elif self._open:
-                self._collect(1.0)  # the window is full: wait for a result
+            if len(self._open) < self.config.workers:
+                trial = self._claim(target)
+                if trial is not None:
+                    arch = self._retry_arch(trial)
+                    self._start(trial, arch or proposer.propose(trial, self.space))
+                    continue
+            if self._open:
+                self._collect(POLL_S)  # the window is full, or the rest is taken: wait
+            elif self._tally().finished >= target:
+                return
+            else:  # other workers hold the last trials: wait for them (or for their loss)
+                time.sleep(POLL_S)
+                self._check_stale(force=False)
 
     def interrupt(self, reason: str) -> int:
         """End every open trial as interrupted (finished ones stay); return how many."""
@@ -279,13 +475,78 @@ class Search:
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
                 pass  # it was told just before the interrupt: it keeps its result
             del self._open[number]
+            self._beat.remove(entry.trial._trial_id)
         return n
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (after the last tell or interrupt)."""
+        self._beat.close()
+
+    # ------------------------------------------------------------------ the store's count
+
+    def _trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def _tally(self) -> Tally:
+        return tally(self._trials())
+
+    def _check_stale(self, force: bool) -> None:
+        """Fail and queue again trials of lost workers (at most once per heartbeat interval)."""
+        if not self._beat.enabled:
+            return
+        now = time.monotonic()
+        if force or now - self._stale_check >= (self._beat.interval or 0):
+            self._stale_check = now
+            fail_stale(self.study)
+
+    def _claim(self, target: int) -> optuna.Trial | None:
+        """Ask a trial if the search still needs one (a queued retry always); else ``None``.
+
+        Two workers may ask at the same moment for the last place: the one whose trial number
+        comes later finds ``target`` taken by lower numbers and drops its trial (recorded as
+        interrupted, :data:`NOT_NEEDED`).
+        """
+        self._check_stale(force=False)
+        now = self._tally()
+        if now.waiting == 0 and now.taken >= target:
+            return None
+        trial = self._ask()
+        if self._shared:
+            before = tally(t for t in self._trials() if t.number < trial.number)
+            if before.taken >= target:
+                self._drop(trial)
+                return None
+        return trial
+
+    def _drop(self, trial: optuna.Trial) -> None:
+        """End a trial that was asked but is not needed (it does not count)."""
+        records.write_result(trial, TrialStatus.INTERRUPTED, fail_reason=NOT_NEEDED)
+        self.study.tell(trial, state=TrialState.FAIL)
+        del self._open[trial.number]
+        self._beat.remove(trial._trial_id)
+
+    def _retry_arch(self, trial: optuna.Trial) -> Architecture | None:
+        """The architecture of the lost trial that ``trial`` runs again, if it is a retry."""
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        if frozen.system_attrs.get(records.RETRY_OF_KEY) is None:
+            return None
+        arch = frozen.user_attrs.get("arch")
+        if not isinstance(arch, dict):
+            return None  # lost before it was proposed: the strategy proposes afresh
+        try:
+            return Architecture.from_dict(arch)
+        except (FusionNasError, KeyError, TypeError, ValueError):
+            return None
 
     # ------------------------------------------------------------------ one trial
 
     def _ask(self) -> optuna.Trial:
-        trial = self.study.ask()
+        with warnings.catch_warnings():  # Optuna warns that heartbeats suit study.optimize:
+            warnings.simplefilter("ignore", UserWarning)  # this loop beats for itself (_Beat)
+            trial = self.study.ask()
         self._open[trial.number] = _Open(trial)  # open from here on, even before it is costed
+        self._beat.add(trial._trial_id)
+        trial.set_user_attr("worker", self._worker)
         return trial
 
     def _start(self, trial: optuna.Trial, arch: Architecture) -> None:
@@ -308,8 +569,34 @@ class Search:
             self._tell_duplicate(entry, self._seen[arch.arch_id])
         elif arch.arch_id in self._training:
             entry.twin = self._training[arch.arch_id]  # recorded when the twin finishes
+        elif (other := self._elsewhere(arch.arch_id, trial.number)) is not None:
+            if other.state == TrialState.RUNNING:
+                entry.foreign = other.number  # another worker trains it: wait for its result
+            else:
+                self._tell_duplicate(entry, TrialRecord.from_trial(other))
         else:
             self._submit(entry)
+
+    def _elsewhere(self, arch_id: str, number: int) -> FrozenTrial | None:
+        """A trial of another worker with this network: complete, or running with a lower
+        number (so two workers that propose one network at once never wait for each other)."""
+        if not self._shared:
+            return None
+        running = None
+        for t in self._trials():
+            if (
+                t.number == number
+                or t.number in self._open
+                or t.user_attrs.get("arch_id") != arch_id
+            ):
+                continue
+            status = records.trial_status(t)
+            if status == TrialStatus.COMPLETE and t.user_attrs.get("val_acc") is not None:
+                self._seen.setdefault(arch_id, TrialRecord.from_trial(t))
+                return t
+            if t.state == TrialState.RUNNING and t.number < number and running is None:
+                running = t
+        return running
 
     def _submit(self, entry: _Open) -> None:
         arch, c = entry.arch, self.config
@@ -327,8 +614,35 @@ class Search:
         self.pool.submit(entry.trial.number, task)
 
     def _collect(self, wait_s: float) -> None:
+        held = [e for e in self._open.values() if e.foreign is not None]
+        if held:  # the trial a held one waits for may belong to a lost worker
+            self._check_stale(force=False)
+        if held and not self._training and wait_s > 0:  # only others' results are awaited
+            time.sleep(min(wait_s, POLL_S))  # the pool would return at once: poll the store
+            wait_s = 0.0
         for number, outcome in self.pool.collect(wait_s):
             self._finish(self._open[number], outcome)
+        if held:
+            self._collect_foreign(held)
+
+    def _collect_foreign(self, held: list[_Open]) -> None:
+        """Record the trials that wait for another worker's result, once it is in."""
+        by_number = {t.number: t for t in self._trials()}
+        for entry in held:
+            other = by_number.get(entry.foreign)  # type: ignore[arg-type]
+            if other is None or other.state in (TrialState.RUNNING, TrialState.WAITING):
+                continue
+            entry.foreign = None
+            record = TrialRecord.from_trial(other)
+            if record.status == TrialStatus.COMPLETE and record.val_acc is not None:
+                self._seen.setdefault(record.arch_id or "", record)
+                self._tell_duplicate(entry, record)
+            else:  # the other worker failed or lost it: train it here
+                assert entry.arch is not None
+                if entry.arch.arch_id in self._training:
+                    entry.twin = self._training[entry.arch.arch_id]
+                else:
+                    self._submit(entry)
 
     def _finish(self, entry: _Open, outcome: Outcome) -> None:
         """Record a trained trial, then the trials that waited for it."""
@@ -338,6 +652,7 @@ class Search:
             "curve": list(outcome.curve),
             "train_seconds": round(outcome.seconds, 3),
             "threads": self.pool.threads,  # accuracy depends on the thread count
+            "device": outcome.device,  # and on the device (None: looked up, not trained)
         }
         if outcome.status == TrialStatus.COMPLETE:
             values = [float(outcome.val_acc), float(entry.cost.macs)]
@@ -370,6 +685,7 @@ class Search:
             curve=list(earlier.curve),
             train_seconds=earlier.train_seconds,
             threads=earlier.threads,
+            device=earlier.device,
             duplicate_of=original,
         )
 
@@ -383,6 +699,7 @@ class Search:
         else:
             frozen = self.study.tell(entry.trial, values)
         del self._open[entry.trial.number]  # after the tell: an interrupt here changes nothing
+        self._beat.remove(entry.trial._trial_id)
         record = TrialRecord.from_trial(frozen)
         self._told[record.number] = record
         self._note(record)
@@ -425,6 +742,14 @@ class Search:
         if self.on_progress is None:
             return
         done = self._finished
+        if self._shared:  # every worker's trials, as the store counts them
+            trials = self._trials()
+            again = retried(trials)
+            done = [
+                r
+                for r in map(TrialRecord.from_trial, trials)
+                if r.status.finished and r.number not in again
+            ]
         ok = [r for r in done if r.status == TrialStatus.COMPLETE]
         accs, macs = [float(r.val_acc) for r in ok], [float(r.macs) for r in ok]
         self.on_progress(
@@ -455,6 +780,7 @@ def prepare(config: SearchConfig) -> Strategy:
         assert spec.path is not None
         load_table(spec.path).check(config.space, config.dataset, p, spec.seed)
         return strategy
+    worker_devices(config.device, config.workers)  # a device this machine lacks: refused now
     dataset_for(
         config.dataset,
         config.space.source,
@@ -468,24 +794,52 @@ def prepare(config: SearchConfig) -> Strategy:
 
 def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple[optuna.Study, int]:
     """Create the study, or resume it after checking its settings; return it and its done count."""
-    sampler = strategy.sampler(config.space, config.seed)
     record = config.record()
     if not store.has_search(config.name):
-        return store.create_study(config.name, record, sampler), 0
+        try:
+            sampler = strategy.sampler(config.space, config.seed)
+            return store.create_study(config.name, record, sampler), 0
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it just now
+            _wait_for_record(store, config.name)
     old = store.search(config.name)
     _check_resume(config.name, old, record)
+    # Running trials belong to live workers (this run joins them) unless they are stale.
+    # A joining worker's sampler gets a seed of its own: with the search's seed it would
+    # propose the very networks the first worker proposes (the data split and the weights
+    # still follow the search's seed).
     study_id = store.storage.get_study_id_from_name(config.name)
-    for t in store.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        records.mark_interrupted(store.storage, config.name, t.number, PROCESS_ENDED)
+    sampler = strategy.sampler(config.space, joining_seed(config.seed, study_id, store))
     study = store.load_study(config.name, sampler)
-    done = sum(records.trial_status(t).finished for t in study.get_trials(deepcopy=False))
+    fail_stale(study)
+    done = tally(study.get_trials(deepcopy=False)).finished
     records.write_search(study, dataclasses.replace(old, n_trials=max(config.trials, done)))
     return study, done
 
 
-def _make_pool(workers: int) -> Pool:
-    """One worker trains in this process; more train in worker processes."""
-    return ProcessPool(workers) if workers > 1 else InlinePool()
+def joining_seed(seed: int, study_id: int, store: Store) -> int:
+    """The sampler seed of a worker that opens an existing search: this process and the
+    trials so far mixed into ``seed`` (a resumed search continues, it does not replay)."""
+    n = len(store.storage.get_all_trials(study_id, deepcopy=False))
+    return zlib.crc32(f"{seed}:{worker_id()}:{n}".encode()) % 2**31
+
+
+def _wait_for_record(store: Store, name: str, timeout: float = 10.0) -> None:
+    """Wait for the worker that created study ``name`` to store its search record."""
+    end = time.monotonic() + timeout
+    while not store.has_search(name):
+        if time.monotonic() > end:
+            raise StoreError(
+                f"study {name!r} exists in {redact_url(store.url)} but is not a fusion-nas "
+                "search; choose another --name"
+            )
+        time.sleep(0.2)
+
+
+def _make_pool(workers: int, device: str = "auto") -> Pool:
+    """One worker trains in this process; more train in worker processes, one GPU each
+    (round-robin) when ``device`` resolves to CUDA."""
+    devices = worker_devices(device, workers)
+    return ProcessPool(workers, devices=devices) if workers > 1 else InlinePool(devices[0])
 
 
 def _evaluator_pool(config: SearchConfig) -> tuple[Pool, dict[str, Cost]]:
@@ -495,7 +849,7 @@ def _evaluator_pool(config: SearchConfig) -> tuple[Pool, dict[str, Cost]]:
         assert spec.path is not None
         table = load_table(spec.path)
         return TablePool(table, spec.seed), table.costs()
-    return _make_pool(config.workers), {}
+    return _make_pool(config.workers, config.device), {}
 
 
 def run_search(
@@ -516,7 +870,10 @@ def run_search(
     if on_start is not None:
         on_start(done, config.trials)
     if remaining:
-        run_trials(config, study, strategy, remaining, on_progress=on_progress)
+        with terminate_as_interrupt():
+            run_trials(
+                config, study, strategy, remaining, on_progress=on_progress, total=config.trials
+            )
     return store.trials(config.name)
 
 
@@ -527,12 +884,14 @@ def run_trials(
     n_trials: int,
     *,
     on_progress: Callable[[Progress], None] | None = None,
+    total: int | None = None,
 ) -> None:
     """Run ``n_trials`` trials of an opened search's ``study`` with a prepared ``strategy``.
 
-    ``run_search`` calls it on a study of the store; a benchmark may pass a study of its own
-    (e.g. Optuna's in-memory storage, with :func:`records.write_search` done) to replay many
-    table searches without database writes.
+    ``run_search`` calls it on a study of the store, with ``total`` the search's trial count
+    in the store (shared by every worker; see :meth:`Search.run`); a benchmark may pass a
+    study of its own (e.g. Optuna's in-memory storage, with :func:`records.write_search` done)
+    to replay many table searches without database writes.
     """
     pool, costs = _evaluator_pool(config)
     search = Search(config, study, pool, on_progress, costs)
@@ -541,10 +900,16 @@ def run_trials(
             strategy.run(search, n_trials)
         else:
             assert isinstance(strategy, Proposer)
-            search.run(strategy, n_trials)
+            search.run(strategy, n_trials, total)
     except BaseException as exc:
-        user = isinstance(exc, KeyboardInterrupt)
-        search.interrupt(USER_STOP if user else f"the search stopped: {one_line(exc)}")
+        if isinstance(exc, Terminated):
+            reason = exc.reason
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = USER_STOP
+        else:
+            reason = f"the search stopped: {one_line(exc)}"
+        search.interrupt(reason)
         raise
     finally:
+        search.close()
         pool.close()

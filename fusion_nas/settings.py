@@ -2,7 +2,10 @@
 
 The default store (``HOME/fusion_nas.db``), NNI's working files (``HOME/nni``), retrained
 models (``HOME/retrain``) and offline reports (``HOME/pareto-NAME.html``) all live under it.
-``FUSION_NAS_STORE`` overrides only the store URL.
+``FUSION_NAS_STORE`` overrides only the store URL. ``FUSION_NAS_HEARTBEAT`` sets how often (in
+seconds, default 10) a worker tells the store that its running trials are alive; a trial whose
+heartbeat is older than 3 x that is taken as lost by the other workers (see
+:mod:`fusion_nas.search`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from pathlib import Path
 
 HOME_ENV = "FUSION_NAS_HOME"
 STORE_ENV = "FUSION_NAS_STORE"
+HEARTBEAT_ENV = "FUSION_NAS_HEARTBEAT"
+HEARTBEAT_S = 10  # seconds between heartbeats of a running trial
+GRACE_FACTOR = 3  # a trial is stale after GRACE_FACTOR heartbeats missed
 
 
 def home() -> Path:
@@ -32,3 +38,24 @@ def nni_dir() -> Path:
 def retrain_dir() -> Path:
     """Where ``retrain`` writes code, weights and ``result.json`` per trial."""
     return home() / "retrain"
+
+
+def heartbeat_interval() -> int:
+    """Seconds between heartbeats: ``$FUSION_NAS_HEARTBEAT`` (a whole number >= 1), else 10."""
+    raw = os.environ.get(HEARTBEAT_ENV)
+    if not raw:
+        return HEARTBEAT_S
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from fusion_nas.errors import FusionNasError
+
+        raise FusionNasError(f"{HEARTBEAT_ENV}={raw!r} must be a whole number of seconds >= 1")
+    return value
+
+
+def grace_period() -> int:
+    """Seconds without a heartbeat after which a running trial counts as lost."""
+    return GRACE_FACTOR * heartbeat_interval()

@@ -9,8 +9,10 @@ stage halves the spatial size on entry (``"none"``, ``"pool"`` or ``"conv"``; ``
 Values are checked by the network configs of :mod:`fusion_nas.nets` (``BlockCfg``, ``StageCfg``,
 ``NetCfg``), the one place defaults and rules live. This module checks the file's layout, refuses
 absurd sizes before anything is built (integers above :data:`MAX_SIZE`, depths above
-:data:`MAX_DEPTH`, MLP ratios above :data:`MAX_MLP_RATIO`) and reports the first problem in one
-line naming the file, the field, the bad value and the allowed values.
+:data:`MAX_DEPTH`, MLP ratios above :data:`MAX_MLP_RATIO`, tensors of more than
+:data:`MAX_VALUES` values per sample, stages of more than :data:`MAX_STAGE_CHOICES` choices) and
+reports the first problem in one line naming the file, the field, the bad value and the allowed
+values.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ T = TypeVar("T")
 MAX_SIZE = 65_536  # widths, channels, classes, input sizes, kernels, heads, windows, strides
 MAX_DEPTH = 1_024  # blocks in one stage
 MAX_MLP_RATIO = 64.0
+# Values one sample's largest tensor may hold: the input, the stem's output, a stage's output
+# or MLP hidden layer (2^26 float32 = 256 MiB per sample; training holds a batch of them).
+MAX_VALUES = 2**26
+MAX_STAGE_CHOICES = 100_000  # distinct choices of one stage (strategies list them)
 INPUT_KINDS = ("sequence", "image")
 
 _TOP_KEYS = ("name", "description", "input", "network", "stem", "stage")
@@ -402,6 +408,11 @@ class _Validator:
         channels = self.capped(self.required(inp, "channels", "input.channels"), "input.channels")
         classes = self.required(inp, "classes", "input.classes", minimum=2)
         classes = self.capped(classes, "input.classes", low=2)
+        size_field = "input.length" if kind == "sequence" else "input.size"
+        if all(type(v) is int for v in (channels, *size)):  # other types: refused below
+            self.values(
+                size_field, math.prod(size) * channels, f"{list(size)} x {channels} channels"
+            )
 
         net = self.keys(data.get("network", {}), "network", _NETWORK_KEYS)
         defaults = self.block(
@@ -430,7 +441,9 @@ class _Validator:
             stem_kernel=stem.kernel,
             stem_stride=stem.stride,
         )
-        self.net(kind, **net_values, stages=(StageCfg(defaults),))  # input and stem
+        stem_cfg = self.net(kind, **net_values, stages=(StageCfg(defaults),))  # input and stem
+        grid = stem_cfg.stem_size()
+        self.values("stem.width", math.prod(grid) * stem.width, f"{stem.width} at size {grid}")
 
         raw_stages = data.get("stage")
         if not isinstance(raw_stages, list) or not raw_stages:
@@ -460,7 +473,26 @@ class _Validator:
             for ds in (st.downsample for st in stages)
         )
         self.net(kind, **net_values, stages=most)
+        for i, spec in enumerate(stages):
+            # Largest output: every stage so far keeping the most it may (skipped, or no
+            # downsampling, else the strided conv, which rounds up); MLPs widen it.
+            if not ("none" in spec.downsample or 0 in spec.depth):
+                grid = tuple((n + 1) // 2 if "conv" in spec.downsample else n // 2 for n in grid)
+            wide = max(spec.width)
+            mlp = any("mlp_ratio" in op_uses(op) for op in spec.operator)
+            ratio = max(1.0, *spec.mlp_ratio) if mlp else 1.0
+            shown = f"{wide} at size {grid}" + (f" (MLP x{ratio:g})" if ratio > 1 else "")
+            self.values(f"stage[{i}].width", int(math.prod(grid) * wide * ratio), shown)
         return space
+
+    def values(self, field: str, n: int, what: str) -> None:
+        """Refuse a tensor of ``n`` values per sample (``what`` says how) over the cap."""
+        if n > MAX_VALUES:
+            raise self.fail(
+                field,
+                f"{what} makes {n:,} values per sample, too many; allowed: at most "
+                f"{MAX_VALUES:,} (fewer channels, a smaller input or an earlier downsample)",
+            )
 
     def stage(self, st: Any, field: str, defaults: BlockCfg, prev_width: int) -> StageSpec:
         st = self.keys(st, field, _STAGE_KEYS)
@@ -509,7 +541,7 @@ class _Validator:
                 words = f"{allowed(DOWNSAMPLES)}, true, false" if raw is d else allowed(DOWNSAMPLES)
                 raise self.fail(f"{field}.downsample", f"{d!r} is not allowed; allowed: {words}")
             downs.append(self.build(field, lambda d=d: StageCfg(defaults, 1, d)).downsample)
-        return StageSpec(
+        spec = StageSpec(
             operator=ops,
             kernel=kernels,
             heads=heads,
@@ -520,3 +552,10 @@ class _Validator:
             window=window,
             downsample=tuple(downs),
         )
+        if (n := spec.count()) > MAX_STAGE_CHOICES:
+            raise self.fail(
+                field,
+                f"{n:,} distinct choices, too many; allowed: at most {MAX_STAGE_CHOICES:,} "
+                "per stage (list fewer values)",
+            )
+        return spec

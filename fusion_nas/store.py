@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import sqlalchemy
+from optuna.storages import RetryFailedTrialCallback
 
 from fusion_nas import records, settings
 from fusion_nas.errors import StoreError, allowed, one_line
@@ -51,6 +53,10 @@ else:  # pragma: no cover
 __all__ = ["Store", "quiet_optuna", "redact_url", "resolve_url", "space_input"]
 
 _DRIVERS = ("sqlite", "postgresql", "mysql")
+SQLITE_BUSY_S = 60  # how long an SQLite writer waits for another before it gives up
+SCHEMA_TRIES = 5  # workers starting together on a new database race to create its tables
+# what the loser of that race is told (PostgreSQL, SQLite), by table, type or version row
+_SCHEMA_RACE = ("already exists", "duplicate key", "UNIQUE constraint failed")
 
 
 def quiet_optuna() -> None:
@@ -65,13 +71,13 @@ def resolve_url(url: str | None = None) -> str:
         parsed = sqlalchemy.engine.make_url(url)
     except Exception:
         raise StoreError(
-            f"invalid store URL {url!r}; expected a SQLAlchemy URL such as "
+            f"invalid store URL {redact_url(url)!r}; expected a SQLAlchemy URL such as "
             f"{settings.default_store_url()!r} or 'postgresql://user@host/db'"
         ) from None
     if parsed.get_backend_name() not in _DRIVERS:
         raise StoreError(
-            f"unsupported store URL {url!r}: database {parsed.get_backend_name()!r}; "
-            f"allowed: {allowed(_DRIVERS)}"
+            f"unsupported store URL {redact_url(url)!r}: database "
+            f"{parsed.get_backend_name()!r}; allowed: {allowed(_DRIVERS)}"
         )
     return url
 
@@ -80,8 +86,8 @@ def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for pages, messages and exports)."""
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(://[^/@\s]*?:)[^/@\s]*@", r"\1***@", url)
+    except Exception:  # not parsable: hide whatever sits between 'user:' and the host's '@'
+        return re.sub(r"(://[^/:@\s]*:)[^/\s]*@", r"\1***@", url)
 
 
 def space_input(space_toml: str) -> tuple[str, int, tuple[int, ...], int] | None:
@@ -103,7 +109,51 @@ def _sqlite_path(url: str) -> Path | None:
     parsed = sqlalchemy.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    return Path(parsed.database)
+    path = Path(parsed.database)
+    if path.is_dir():
+        raise StoreError(
+            f"store path {str(path)!r} is a directory; give a file in it, e.g. "
+            f"'sqlite:///{(path / 'fusion_nas.db').as_posix()}'"
+        )
+    return path
+
+
+def _begin_immediate(conn: sqlalchemy.engine.Connection) -> None:
+    """Start every SQLite transaction with the write lock (``BEGIN IMMEDIATE``).
+
+    Two processes that both read, then both try to write, would otherwise deadlock, and SQLite
+    answers ``database is locked`` at once instead of waiting. Taken up front, the lock makes
+    a second writer wait (up to ``SQLITE_BUSY_S``) for the first to commit.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _rdb_storage(url: str, connect: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage of ``url``, with heartbeats; tried again if its schema is racing.
+
+    Heartbeats: a worker's running trials stay alive while it beats; another worker fails a
+    trial whose beat is older than the grace period, and the callback queues it once more (a
+    retry, linked by ``failed_trial``). Workers that start together on a new database all
+    create Optuna's tables; the losers of that race see "already exists" and simply open the
+    tables the winner made.
+    """
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs={"connect_args": connect} if connect else {},
+                    heartbeat_interval=settings.heartbeat_interval(),
+                    grace_period=settings.grace_period(),
+                    heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                )
+        except sqlalchemy.exc.DatabaseError as exc:
+            racing = any(m in str(exc) for m in _SCHEMA_RACE)
+            if not racing or attempt == SCHEMA_TRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class Store:
@@ -123,17 +173,30 @@ class Store:
                 raise StoreError(
                     f"cannot create the store directory {str(path.parent)!r}: {exc}"
                 ) from None
-        # SQLite: wait for a busy writer instead of failing at once (several workers).
-        connect = {"timeout": 60} if path is not None else {}
+        # SQLite: wait for a busy writer instead of failing at once (several workers); the
+        # driver's own transaction handling is off so that _begin_immediate starts each one.
+        connect = {"timeout": SQLITE_BUSY_S, "isolation_level": None} if path else {}
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.storage = optuna.storages.RDBStorage(
-                    self.url, engine_kwargs={"connect_args": connect} if connect else {}
-                )
+            self.storage = _rdb_storage(self.url, connect)
+            if path is not None:
+                sqlalchemy.event.listen(self.storage.engine, "begin", _begin_immediate)
         except Exception as exc:  # SQLAlchemy/driver errors: one line, no traceback
+            # Neither the URL nor a driver's message may show the password (an import error
+            # or a connect error may echo the URL, its password percent-decoded or not).
+            detail = one_line(exc, typed=False, lines=1).replace(self.url, redact_url(self.url))
+            missing = getattr(exc.__cause__, "name", None)
+            if isinstance(exc, ImportError) and missing:  # Optuna wraps the driver's import
+                detail = f"its database driver {missing!r} is not installed; install it here"
+            try:
+                secret = sqlalchemy.engine.make_url(self.url).password
+            except Exception:
+                secret = None
+            typed = self.url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+            for word in sorted({str(secret or ""), typed}, key=len, reverse=True):
+                if len(word) >= 3:  # shorter ones would blank out ordinary words
+                    detail = detail.replace(word, "***")
             raise StoreError(
-                f"cannot open the results store {self.url!r}: {one_line(exc, typed=False, lines=1)}"
+                f"cannot open the results store {redact_url(self.url)!r}: {detail}"
             ) from None
 
     # ------------------------------------------------------------------ searches

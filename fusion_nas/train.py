@@ -3,6 +3,11 @@
 The score is the accuracy on the *validation* split (carved from the training data); the test
 split is never looked at here. With the same seed and thread count the result is bit-identical.
 A non-finite loss or an exceeded time budget ends the run with :class:`TrialFailed`.
+
+Training runs on the model's device, or on ``device`` when given (``cpu``, ``cuda:N``, ``mps``;
+see :mod:`fusion_nas.devices`): the model and the data are moved there once, and the batches
+are cut from the moved tensors in the order a seeded ``DataLoader`` shuffles them, so a CPU run
+gives exactly what it gave before devices existed.
 """
 
 from __future__ import annotations
@@ -59,11 +64,19 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (the CPU for an empty model)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, data: TensorDataset, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on ``data`` in eval mode."""
+    """Top-1 accuracy of ``model`` on ``data`` in eval mode (on the model's device)."""
     model.eval()
-    x, y = data.tensors
+    device = model_device(model)
+    x, y = (t.to(device) for t in data.tensors[:2])
     correct = 0
     for i in range(0, len(y), batch_size):
         correct += (model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum()
@@ -91,18 +104,27 @@ def train_proxy(
     seed: int = 0,
     timeout: float | None = None,
     on_epoch: Callable[[int, float | None], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` and return its validation accuracy per epoch and at the end.
 
     With ``val=None`` nothing is evaluated during training (the final retraining, which must not
-    look at held-out data before it ends).
+    look at held-out data before it ends). ``device`` (None: where the model is) is where the
+    model is moved and trained; it stays there afterwards.
 
     Raises :class:`TrialFailed` on a non-finite loss or when ``timeout`` seconds are exceeded
     (checked after every batch).
     """
     start = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator)
+    dev = torch.device(device) if device is not None else model_device(model)
+    model.to(dev)
+    xs, ys = (t.to(dev) for t in train.tensors[:2])  # moved once, not batch by batch
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same order on any device
+    # Shuffles sample indices exactly as a loader over ``train`` would (same sampler, same draws
+    # from ``generator``); each batch is then gathered on ``dev``: (batch, *sample shape).
+    loader = DataLoader(
+        range(len(ys)), batch_size=config.batch_size, shuffle=True, generator=generator
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * len(loader)
     warmup = min(total, max(1, round(config.warmup_epochs * len(loader))))
@@ -110,8 +132,10 @@ def train_proxy(
     curve: list[float] = []
     for epoch in range(config.epochs):
         model.train()
-        for step, (x, y) in enumerate(loader):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        for step, index in enumerate(loader):
+            index = index.to(dev)
+            x, y = xs[index], ys[index]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
                 loss = F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
                 raise TrialFailed(

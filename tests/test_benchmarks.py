@@ -173,3 +173,22 @@ def test_final_protocol_smoke_run_trains_each_baseline_under_each_schedule(tmp_p
     }
     assert all(0 <= r["test_acc"] <= 1 and r["epochs"] >= 1 for r in rows)
     assert json.loads((tmp_path / "final_protocol_digits.json").read_text()) == rows
+
+
+def test_distributed_throughput_smoke_run_on_sqlite_and_postgresql(tmp_path, postgres_url):
+    load("distributed_throughput").main(
+        ["--space", "digits", "--dataset", "synthetic", "--trials", "4", "--epochs", "1",
+         "--train-subset", "64", "--processes", "2", "--postgres", postgres_url,
+         "--pg-processes", "2", "--out", str(tmp_path)]
+    )  # fmt: skip
+    doc = json.loads((tmp_path / "distributed_throughput.json").read_text())
+    assert doc["threads_per_worker"] == 1 and set(doc["stores"]) == {"sqlite", "postgresql"}
+    for rows in doc["stores"].values():
+        assert [r["processes"] for r in rows] == [1, 2]  # K = 1 is always the reference
+        for r in rows:
+            assert r["exit_codes"] == [0] * r["processes"] and r["finished"] == 4
+            assert len(set(r["summaries"])) == 1 and r["trials_per_minute"] > 0
+        assert rows[0]["efficiency"] == 1.0
+        assert rows[1]["efficiency"] == pytest.approx(
+            rows[1]["trials_per_minute"] / (2 * rows[0]["trials_per_minute"]), abs=1e-3
+        )

@@ -232,7 +232,8 @@ width = 100000000
 
 
 def test_huge_width_is_costed_exactly_on_the_meta_device(monkeypatch) -> None:
-    monkeypatch.setattr(space_mod, "MAX_SIZE", 10**9)  # past the cap that files get
+    monkeypatch.setattr(space_mod, "MAX_SIZE", 10**9)  # past the caps that files get
+    monkeypatch.setattr(space_mod, "MAX_VALUES", 10**30)
     space = parse_space(HUGE, source="huge.toml")
     archs = space.enumerate()
     assert len(archs) == 1 + 3 + 3 + 3
@@ -257,6 +258,7 @@ def peak_mb():
     return int(line.split()[1]) / 1024
 
 space_mod.MAX_SIZE = 10**9
+space_mod.MAX_VALUES = 10**30
 space = parse_space(sys.argv[1], source="huge.toml")
 archs = space.enumerate()
 arch_cost(space.sample(0), space)  # first call: lazy imports and kernels

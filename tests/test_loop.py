@@ -121,7 +121,7 @@ def trainings(monkeypatch) -> list[int]:
             super().submit(key, task)
 
     monkeypatch.setattr(
-        search_mod, "_make_pool", lambda k: CountingProcess(k) if k > 1 else CountingInline()
+        search_mod, "_make_pool", lambda k, d: CountingProcess(k) if k > 1 else CountingInline()
     )
     return submitted
 
@@ -190,7 +190,7 @@ def test_two_slots_with_a_result_ready_tell_it_before_asking(store, log, monkeyp
         def free(self) -> int:
             return 2 - len(self._done)
 
-    monkeypatch.setattr(search_mod, "_make_pool", lambda k: TwoSlots())
+    monkeypatch.setattr(search_mod, "_make_pool", lambda k, d: TwoSlots())
     run_search(_config("ready", 3, workers=2), store)
     assert log["calls"] == ["ask#0", "tell#0", "ask#1", "tell#1", "ask#2", "tell#2"]
 
@@ -287,11 +287,14 @@ def test_interrupt_inside_training_marks_only_that_trial(store, monkeypatch) -> 
     assert df.fail_reason[2] == USER_STOP and df.fail_reason[:2].isna().all()
 
 
-def test_resume_marks_stale_running_trials_interrupted(store) -> None:
+def test_resume_marks_a_running_trial_without_heartbeats_interrupted(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FUSION_NAS_HEARTBEAT", "1")  # grace period 3 s
+    store = Store(f"sqlite:///{tmp_path / 'stale.db'}")
     config = _config("stale", 2, strategy="optuna:random")
     run_search(config, store)
-    store.load_study("stale").ask()  # a trial left running by a process that ended
+    store.load_study("stale").ask()  # left running by a process without heartbeats
     df = run_search(_config("stale", 3, strategy="optuna:random"), store)
+    # it held a place until it was older than the grace period, then it was given up
     assert list(df.status) == ["complete", "complete", "interrupted", "complete"]
     assert df.fail_reason[2] == search_mod.PROCESS_ENDED
 
@@ -309,7 +312,7 @@ def test_a_dead_worker_fails_its_trial_and_the_search_goes_on(store, monkeypatch
                 os.kill(self.pid_of(key), signal.SIGKILL)
                 killed.append(key)
 
-    monkeypatch.setattr(search_mod, "_make_pool", lambda k: Killing(k))
+    monkeypatch.setattr(search_mod, "_make_pool", lambda k, d: Killing(k))
     df = run_search(_config("dead", 4, workers=2, strategy="optuna:random"), store)
     assert killed == [1] and len(df) == 4
     assert df.status[1] == "failed" and "worker process died (exit code -9)" in df.fail_reason[1]

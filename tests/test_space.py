@@ -360,8 +360,31 @@ def test_heads_only_need_to_divide_widths_where_an_operator_reads_them() -> None
 
 def test_cap_is_a_module_constant(monkeypatch) -> None:
     monkeypatch.setattr(space_mod, "MAX_SIZE", 10**9)
+    with pytest.raises(SpaceError, match=r"stage\[0\]\.width: 100000000 at size .* too many"):
+        parse_space(_stage(width="100000000"))  # the tensors per sample are capped too
+    monkeypatch.setattr(space_mod, "MAX_VALUES", 10**30)
     space = parse_space(_stage(width="100000000"))
     assert space.stages[0].width == (100_000_000,)
+
+
+def test_largest_tensor_counts_the_least_shrinking_downsample(monkeypatch) -> None:
+    # 16 channels at 64x64 = 65,536 values; a stage that may skip keeps the size for the next.
+    text = 'name = "tiny"\n' + BASE_INPUT.replace("[8, 8]", "[64, 64]") + BASE_STEM
+    monkeypatch.setattr(space_mod, "MAX_VALUES", 16 * 64 * 64)
+    parse_space(text + "[[stage]]\noperator = 'conv'\nwidth = 16\n")
+    skippable = "[[stage]]\noperator = 'conv'\nwidth = 16\ndepth = [0, 1]\ndownsample = 'pool'\n"
+    with pytest.raises(SpaceError, match=r"stage\[1\]\.width: 17 at size \(64, 64\)"):
+        parse_space(text + skippable + "[[stage]]\noperator = 'conv'\nwidth = 17\n")
+    # Without the skip, the first stage halves the size: 17 channels at 32x32 fit.
+    parse_space(
+        text + skippable.replace("[0, 1]", "1") + "[[stage]]\noperator = 'conv'\nwidth = 17\n"
+    )
+
+
+def test_stage_choices_are_capped(monkeypatch) -> None:
+    monkeypatch.setattr(space_mod, "MAX_STAGE_CHOICES", 3)
+    with pytest.raises(SpaceError, match=r"stage\[0\]: 4 distinct choices, too many"):
+        parse_space(_stage(operator='["conv"]', kernel="[3, 5]", width="[8, 16]"))
 
 
 def test_unknown_builtin_lists_allowed_names() -> None:

@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.data import load_dataset
@@ -20,7 +21,13 @@ from fusion_nas.evaluate import EvalTask, evaluate
 from fusion_nas.model import build_model
 from fusion_nas.records import TrialStatus
 from fusion_nas.space import SearchSpace, load_space
-from fusion_nas.train import ProxyConfig, _schedule, evaluate_accuracy, train_proxy
+from fusion_nas.train import (
+    ProxyConfig,
+    _schedule,
+    evaluate_accuracy,
+    model_device,
+    train_proxy,
+)
 
 CHANCE = 0.1
 
@@ -189,3 +196,92 @@ def test_on_epoch_sees_the_learning_rate_fall_and_accuracy_rise(monkeypatch) -> 
     assert lrs[0] == pytest.approx(config.lr) and lrs[0] > lrs[1] > lrs[2] > lrs[3]
     assert lrs[3] == pytest.approx(0.0, abs=1e-12)
     assert result.curve[-1] >= result.curve[0] + 0.2
+
+
+# --------------------------------------------------------------------------- devices
+
+
+class _Seen(torch.nn.Module):
+    """A linear classifier that keeps every training batch it is given (flattened)."""
+
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(features, classes)
+        self.batches: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.batches.append(x.detach().clone())
+        return self.fc(x.flatten(1))
+
+
+def test_batches_come_in_the_order_of_a_seeded_loader_over_the_data() -> None:
+    """The order a ``DataLoader(train, shuffle=True)`` with the seeded generator gives: the
+    order every CPU result before devices was computed with, so those results stand."""
+    x, y = torch.randn(70, 3, 5), torch.randint(0, 4, (70,))
+    train = TensorDataset(x, y)
+    config = ProxyConfig(epochs=2, batch_size=16)
+    model = _Seen(15, 4)
+    train_proxy(model, train, None, config, seed=7, device="cpu")
+    generator = torch.Generator().manual_seed(7)
+    loader = DataLoader(train, batch_size=16, shuffle=True, generator=generator)
+    expected = [xb for _ in range(config.epochs) for xb, _ in loader]
+    assert len(model.batches) == len(expected) == 10  # 5 batches (the last of 6) per epoch
+    assert all(torch.equal(a, b) for a, b in zip(model.batches, expected))
+
+
+def test_an_explicit_cpu_device_gives_the_same_weights_and_scores_as_none() -> None:
+    space = load_space("digits")
+    splits = load_dataset(
+        "digits",
+        kind=space.kind,
+        channels=space.channels,
+        size=space.size,
+        classes=space.classes,
+        train_subset=96,
+    )
+    runs = []
+    for device in (None, "cpu", torch.device("cpu")):
+        torch.manual_seed(0)
+        model = build_model(_uniform(space, "conv"), space)
+        result = train_proxy(
+            model, splits.train, splits.val, ProxyConfig(epochs=2, batch_size=32), device=device
+        )
+        runs.append((result.curve, [p.detach().clone() for p in model.parameters()]))
+    for curve, params in runs[1:]:
+        assert curve == runs[0][0]
+        assert all(torch.equal(a, b) for a, b in zip(params, runs[0][1]))
+
+
+def test_training_and_scoring_run_where_the_model_is() -> None:
+    """``model_device`` finds a model's device (``meta`` stands in for an accelerator); the
+    batches reach the model on it (here the CPU; on CUDA in the ``gpu`` test below)."""
+    assert model_device(_Seen(15, 4).to("meta")) == torch.device("meta")
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters: the CPU
+    model = _Seen(15, 4)
+    assert model_device(model) == torch.device("cpu")
+    data = TensorDataset(torch.randn(20, 3, 5), torch.randint(0, 4, (20,)))
+    seen: list[torch.device] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].device))
+    train_proxy(model, data, data, ProxyConfig(epochs=1, batch_size=8), device="cpu")
+    assert seen and set(seen) == {torch.device("cpu")}
+    assert 0.0 <= evaluate_accuracy(model, data) <= 1.0
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_moves_model_and_batches_and_learns() -> None:
+    space = load_space("digits")
+    splits = load_dataset(
+        "digits", kind=space.kind, channels=space.channels, size=space.size, classes=space.classes
+    )
+    torch.manual_seed(0)
+    model = build_model(_uniform(space, "conv"), space)
+    seen: list[torch.device] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].device))
+    result = train_proxy(
+        model, splits.train, splits.val, ProxyConfig(epochs=4, batch_size=32), device="cuda:0"
+    )
+    assert model_device(model).type == "cuda" and {d.type for d in seen} == {"cuda"}
+    assert result.val_acc >= 0.7  # as on the CPU (0.93-0.96 for this network)
+    # CPU data, moved to the model's GPU to be scored (GPU kernels may differ in the last bit)
+    assert evaluate_accuracy(model, splits.val) == pytest.approx(result.val_acc, abs=0.01)

@@ -33,9 +33,9 @@ from fusion_nas.web import (
     CSP,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    allowed_hosts,
     bind_socket,
     create_app,
-    loopback_hosts,
     redact_url,
 )
 
@@ -371,12 +371,12 @@ def test_serve_uses_port_8765_by_default(store: Store) -> None:
 
 
 def test_loopback_dashboard_rejects_foreign_host_header(store: Store) -> None:
-    app = create_app(store, allowed_hosts=loopback_hosts("127.0.0.1"))
+    app = create_app(store, allowed_hosts=allowed_hosts("127.0.0.1"))
     assert TestClient(app, base_url="http://127.0.0.1:8765").get("/").status_code == 200
     assert TestClient(app, base_url="http://localhost:8765").get("/").status_code == 200
     evil = TestClient(app, base_url="http://attacker.example").get("/")
     assert evil.status_code == 400 and evil.headers["content-security-policy"] == CSP
-    assert loopback_hosts("0.0.0.0") is None and loopback_hosts("::1") is not None
+    assert "::1" in allowed_hosts("::1") and "attacker.example" not in allowed_hosts("0.0.0.0")
 
 
 def test_store_passwords_stay_hidden() -> None:

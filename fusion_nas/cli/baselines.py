@@ -20,6 +20,7 @@ from rich.table import Table
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.data import DATASETS
+from fusion_nas.devices import DEVICE_HELP, resolve_device
 from fusion_nas.errors import DatasetError, FusionNasError, TrialFailed, allowed, one_line
 from fusion_nas.records import BaselineRecord
 from fusion_nas.retrain import RETRAIN_EPOCHS, TrainingProtocol
@@ -149,6 +150,7 @@ def baselines(
             show_default=False,
         ),
     ] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     list_: Annotated[
         bool,
         typer.Option("--list", help="Show the baselines of SPACE and their cost; train nothing."),
@@ -191,6 +193,7 @@ def baselines(
             final_lr=final_lr,
             final_batch_size=final_batch_size,
             final_weight_decay=final_weight_decay,
+            device=resolve_device(device),
         )
         protocol.schedule(epochs)  # a bad --epochs fails here, not after the proxy runs
         if threads is not None and threads < 1:

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from fusion_nas.arch import Architecture
 from fusion_nas.cli.common import StoreOption, console, err_console, user_errors
+from fusion_nas.devices import DEVICE_HELP, resolve_device
 from fusion_nas.errors import ExportError
 from fusion_nas.export import write_export
 from fusion_nas.records import TrialStatus
@@ -126,6 +127,7 @@ def retrain_command(
         ),
     ] = None,
     store: StoreOption = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Retrain a trial's architecture from scratch on all training data and report TEST accuracy.
 
@@ -133,6 +135,7 @@ def retrain_command(
     stored with the search).
     """
     with user_errors():
+        where = resolve_device(device)
         st = Store(store, create=False)
         row = pick_trial(st.trials(name), trial=trial, pick=pick)
         if row["arch"] is None:
@@ -148,6 +151,7 @@ def retrain_command(
                 lr=lr,
                 batch_size=batch_size,
                 weight_decay=weight_decay,
+                device=where,
             )
         console.print(
             f"Trial {rec.trial}: {escape(rec.arch_desc)}\n"
@@ -155,7 +159,8 @@ def retrain_command(
             f"{rec.proxy_val_acc if rec.proxy_val_acc is None else round(rec.proxy_val_acc, 4)}\n"
             f"[bold]Test accuracy {rec.test_acc:.4f}[/] ({rec.test_samples} test samples; trained "
             f"{rec.epochs} epochs on {rec.train_samples} samples at lr {rec.lr:g}, batch "
-            f"{rec.batch_size}, weight decay {rec.weight_decay:g}, in {rec.seconds:.1f} s)\n"
+            f"{rec.batch_size}, weight decay {rec.weight_decay:g}, in {rec.seconds:.1f} s "
+            f"on {escape(rec.device or where)})\n"
             f"Saved {escape(rec.files['code'])}, {escape(rec.files['weights'])}, "
             f"{escape(rec.files['record'])}"
         )

@@ -18,10 +18,11 @@ from rich.progress import (
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.data import DATASETS
+from fusion_nas.devices import DEVICE_HELP
 from fusion_nas.errors import DatasetError, allowed
 from fusion_nas.records import TrialRecord, TrialStatus
 from fusion_nas.search import Progress as SearchProgress
-from fusion_nas.search import SearchConfig, run_search
+from fusion_nas.search import SearchConfig, Terminated, prepare, run_search
 from fusion_nas.space import load_space
 from fusion_nas.store import Store, redact_url
 from fusion_nas.strategies import STRATEGIES
@@ -122,6 +123,10 @@ def search(
             "looked-up trials keep the table's training seconds.",
         ),
     ] = "train",
+    device: Annotated[
+        str,
+        typer.Option(help=DEVICE_HELP),
+    ] = "auto",
 ) -> None:
     """Search SPACE: sample architectures, proxy-train them, record every trial and the front."""
     with user_errors():
@@ -159,7 +164,9 @@ def search(
             data_dir=data_dir,
             strategy_options=options,
             evaluator=evaluator,
+            device=device,
         )
+        prepare(config)  # space, data, strategy and device first: bad input writes nothing
         st = Store(store)
         _run(config, st)
 
@@ -210,13 +217,14 @@ def _run(config: SearchConfig, store: Store) -> None:
 
     try:
         df = run_search(config, store, on_progress=on_progress, on_start=on_start)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         progress.stop()
+        by = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
         console.print(
-            "[bold yellow]Stopped[/]: finished trials are kept; run the same command again "
-            "to resume."
+            f"[bold yellow]Stopped[/] by {by}: open trials are recorded as interrupted, "
+            "finished ones are kept; run the same command again to resume."
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     finally:
         progress.stop()
     count = df.status.value_counts()

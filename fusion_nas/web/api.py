@@ -17,6 +17,7 @@ Figures are those of :mod:`fusion_nas.viz`, sent as ``fig.to_plotly_json()``.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import math
@@ -90,6 +91,19 @@ def _note(row: Mapping[str, Any]) -> str:
     return reason if isinstance(reason, str) else ""
 
 
+def _escaped_operators(freq: dict[str, Any]) -> dict[str, Any]:
+    """:func:`operator_frequencies` with the operator names HTML-escaped: Plotly draws axis
+    labels as HTML (``<a href>`` becomes a link), and a store may hold any name."""
+    # &, <, > only: Plotly decodes &lt; and &gt; but shows &quot; as it is; injective, so
+    # names stay distinct.
+    esc = {op: html.escape(op, quote=False) for op in freq["operators"]}
+    stages = [
+        {**st, **{key: {esc[op]: n for op, n in st[key].items()} for key in ("all", "front")}}
+        for st in freq["stages"]
+    ]
+    return {**freq, "operators": list(esc.values()), "stages": stages}
+
+
 def _version(
     df: pd.DataFrame, record: SearchRecord, baselines: Sequence[tuple[str, BaselineRecord]] = ()
 ) -> str:
@@ -130,7 +144,7 @@ def api_search(request: Request) -> Response:
     figures = {
         "pareto": pareto_figure(pareto, title=f"{name}: validation accuracy vs. MACs"),
         "hypervolume": hypervolume_figure(curve),
-        "operators": operator_figure(operator_frequencies(df)),
+        "operators": operator_figure(_escaped_operators(operator_frequencies(df))),
     }
     return SafeJSONResponse(
         {

@@ -17,6 +17,7 @@ Every response carries the headers of :mod:`fusion_nas.web.security`.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,20 +25,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fusion_nas.errors import FusionNasError
+from fusion_nas.errors import FusionNasError, one_line
 from fusion_nas.results import download_filename
 from fusion_nas.store import Store, redact_url
 from fusion_nas.web import api
 from fusion_nas.web.params import NotFound, link, query_param, store_of, trial_of
 from fusion_nas.web.render import STATIC_DIR, render
-from fusion_nas.web.security import SecurityHeaders
+from fusion_nas.web.security import HostCheck, SecurityHeaders, redact_text
 from fusion_nas.web.serialize import SafeJSONResponse
 
 __all__ = ["POLL_MS", "create_app"]
@@ -108,18 +108,38 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("dashboard error on %s", request.url.path, exc_info=exc)
-    message = str(exc) if isinstance(exc, FusionNasError) else "internal error; see the log"
-    return _error(request, 500, message)
+    # The store's errors may quote its URL: the password never reaches the log or the page.
+    url = store_of(request).url
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    log.error("dashboard error on %s\n%s", request.url.path, redact_text(trace, url))
+    text = one_line(exc) if isinstance(exc, FusionNasError) else "internal error; see the log"
+    return _error(request, 500, redact_text(text, url))
 
 
 # --------------------------------------------------------------------------- app
 
 
+class _Contained:
+    """ASGI middleware: end an error here, once ``_server_error`` has answered and logged it.
+
+    Starlette raises the error on after its 500 answer, and uvicorn would log it again with
+    the raw message, a store password included.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:  # answered and logged (redacted) by _server_error
+            pass
+
+
 class _Dashboard(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # Outermost, so even the 500 page of ServerErrorMiddleware gets the headers.
-        return SecurityHeaders(super().build_middleware_stack())
+        return SecurityHeaders(_Contained(super().build_middleware_stack()))
 
 
 def create_app(
@@ -130,7 +150,7 @@ def create_app(
     Args:
         store: the results store (opened once, read on every request).
         allowed_hosts: accepted ``Host`` header names
-            (:func:`fusion_nas.web.security.loopback_hosts`); ``None`` accepts any.
+            (:func:`fusion_nas.web.security.allowed_hosts`); ``None`` accepts any.
         poll_ms: how often pages poll for new trials, in milliseconds.
     """
     routes = [
@@ -147,7 +167,7 @@ def create_app(
     ]
     middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
     if allowed_hosts is not None:
-        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+        middleware.insert(0, Middleware(HostCheck, allowed=list(allowed_hosts)))
     app = _Dashboard(
         routes=routes,
         middleware=middleware,

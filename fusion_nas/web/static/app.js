@@ -236,8 +236,14 @@
     setText("strategy", (s.strategy ?? "?") + " · " + (s.epochs ?? "?") + " epochs");
   }
 
+  // The page's own query parameter: exactly the name the server found, where an HTML attribute
+  // would turn CR into LF and NUL into U+FFFD (and every poll would then ask for another name).
+  function pageParam(key) {
+    return new URLSearchParams(window.location.search).get(key);
+  }
+
   function searchPage() {
-    const name = body.dataset.search;
+    const name = pageParam("name") ?? body.dataset.search;
     let version = null;
     let trials = [];
     let clickBound = false;
@@ -308,7 +314,10 @@
   }
 
   function trialPage() {
-    const query = new URLSearchParams({ search: body.dataset.search, number: body.dataset.number });
+    const query = new URLSearchParams({
+      search: pageParam("search") ?? body.dataset.search,
+      number: body.dataset.number,
+    });
     poll(async function () {
       const t = await getJSON("/api/trial?" + query.toString());
       await renderTrial(t);
