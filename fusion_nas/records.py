@@ -90,10 +90,33 @@ class SearchRecord:
         return cls(**values)
 
 
+# Fields a search record must have, with their types: a record without them is unusable.
+_SEARCH_TYPES = {
+    "space_name": str,
+    "space_toml": str,
+    "dataset": str,
+    "proxy": Mapping,
+    "strategy": str,
+    "seed": int,
+    "n_trials": int,
+}
+
+
 def search_record(user_attrs: Mapping[str, Any]) -> SearchRecord | None:
-    """The search record in a study's user attributes, or ``None`` for a foreign study."""
+    """The search record in a study's user attributes; ``None`` for a foreign study, or for a
+    record that lacks a field or holds one of the wrong type (a damaged store lists the
+    other searches instead of failing on it)."""
     data = user_attrs.get(SEARCH_KEY)
-    return SearchRecord.from_attr(data) if isinstance(data, Mapping) else None
+    if not isinstance(data, Mapping):
+        return None
+    for name, kind in _SEARCH_TYPES.items():
+        value = data.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return None
+    try:
+        return SearchRecord.from_attr(data)
+    except (TypeError, ValueError):
+        return None
 
 
 def write_search(study: optuna.Study, record: SearchRecord) -> None:

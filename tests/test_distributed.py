@@ -116,8 +116,8 @@ def started(proc: subprocess.Popen, url: str, name: str, timeout: float = 120) -
     raise AssertionError(f"search {name!r} never started a trial")
 
 
-def _workers_together(tmp_path: Path, url: str, name: str, k: int, n: int) -> None:
-    procs = [spawn(tmp_path, url, name, n) for _ in range(k)]
+def _workers_together(tmp_path: Path, url: str, name: str, k: int, n: int, *extra: str) -> None:
+    procs = [spawn(tmp_path, url, name, n, *extra) for _ in range(k)]
     results = [finish(p) for p in procs]
     summaries = set()
     for code, out in results:
@@ -127,9 +127,7 @@ def _workers_together(tmp_path: Path, url: str, name: str, k: int, n: int) -> No
         assert match, out
         summaries.add(match.group(1))
     assert len(summaries) == 1, summaries  # every process reports the same counts
-    recs = check_shared_search(url, name, n)
-    workers = {r.number: r for r in recs}
-    assert len(workers) >= n
+    check_shared_search(url, name, n)
 
 
 def test_three_workers_share_one_search_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
@@ -138,7 +136,7 @@ def test_three_workers_share_one_search_on_postgresql(tmp_path: Path, postgres_u
 
 def test_two_workers_share_one_search_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    _workers_together(tmp_path, url, "shared", 2, 8)
+    _workers_together(tmp_path, url, "shared", 2, 8, "--workers", "2")  # 2 x 2 trainers
     with sqlite3.connect(tmp_path / "shared.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 

@@ -141,6 +141,22 @@ def test_search_record_round_trip_and_foreign_studies(store: Store) -> None:
     assert store.search_names() == ["mine"] and not store.has_search("foreign")
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [{"n_trials": "ten"}, {"seed": None}, {"dataset": 3}, {"proxy": []}, {"n_trials": True}],
+    ids=["text-trials", "no-seed", "number-dataset", "list-proxy", "bool-trials"],
+)
+def test_a_damaged_search_record_is_left_out_not_fatal(store: Store, damage: dict) -> None:
+    new_study(store, "good")
+    bad = optuna.create_study(study_name="bad", storage=store.storage)
+    bad.set_user_attr(records.SEARCH_KEY, {**search_rec().to_attr(), **damage})
+    assert search_record(bad.user_attrs) is None
+    assert store.search_names() == ["good"]  # listed without the damaged one
+    assert [row["name"] for row in store.summaries()] == ["good"]
+    missing = {k: v for k, v in search_rec().to_attr().items() if k != "space_toml"}
+    assert search_record({records.SEARCH_KEY: missing}) is None
+
+
 def test_retrain_records_round_trip(store: Store) -> None:
     study = new_study(store, "rt")
     rec = RetrainRecord(
