@@ -106,10 +106,8 @@ MUTATIONS = (
                 "fusion_nas/search.py",
                 "            self._collect(0.0)  # every result already in: tell it before the"
                 " next ask\n"
-                "            if asked < n_trials and len(self._open) < self.config.workers:\n",
-                "            if asked >= n_trials:\n"
-                "                self._collect(0.0)\n"
-                "            if asked < n_trials:\n",
+                "            if len(self._open) < self.config.workers:\n",
+                "            if True:  # ask while the search has room, whatever is open\n",
             ),
         ),
         (*_SEARCH_TESTS, "tests/test_strategies.py"),

@@ -66,6 +66,9 @@ def spawn(tmp_path: Path, url: str, name: str, trials: int, *extra: str) -> subp
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # a signal sent to it does not reach pytest
+        # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited
+        # SIG_IGN; give the child the default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _SPAWNED.append(proc)
     return proc
