@@ -18,10 +18,25 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from fusion_nas.cli.common import StoreOption, console, user_errors
-from fusion_nas.data import DATASETS
-from fusion_nas.devices import DEVICE_HELP, resolve_device
-from fusion_nas.errors import DatasetError, FusionNasError, TrialFailed, allowed, one_line
+from fusion_nas.cli.common import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LR,
+    DEFAULT_VAL_FRACTION,
+    BatchSizeOption,
+    DataDirOption,
+    DatasetOption,
+    DeviceOption,
+    LrOption,
+    SpaceArgument,
+    StoreOption,
+    TrainSubsetOption,
+    ValFractionOption,
+    console,
+    dataset_of,
+    user_errors,
+)
+from fusion_nas.devices import resolve_device
+from fusion_nas.errors import FusionNasError, TrialFailed, one_line
 from fusion_nas.records import BaselineRecord
 from fusion_nas.retrain import RETRAIN_EPOCHS, TrainingProtocol
 from fusion_nas.space import SearchSpace, load_space
@@ -77,17 +92,8 @@ def _results_table(rows: list[BaselineRecord], title: str) -> Table:
 
 
 def baselines(
-    space: Annotated[str, typer.Argument(help="Built-in space name or path to a .toml file.")],
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            "--dataset",
-            "-d",
-            help="mnist1d, fashion-mnist, digits, synthetic or folder:PATH. "
-            "Default: the dataset named like the space.",
-            show_default=False,
-        ),
-    ] = None,
+    space: SpaceArgument,
+    dataset: DatasetOption = None,
     only: Annotated[
         str | None,
         typer.Option(
@@ -102,15 +108,10 @@ def baselines(
     proxy_epochs: Annotated[
         int, typer.Option(help="Proxy training epochs (as 'fusion-nas search --epochs').")
     ] = _DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = _DEFAULTS.batch_size,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = _DEFAULTS.lr,
-    train_subset: Annotated[
-        int | None,
-        typer.Option(help="Proxy-train on the first N training samples only.", show_default=False),
-    ] = None,
-    val_fraction: Annotated[
-        float, typer.Option(help="Share of the training data held out for validation.")
-    ] = _DEFAULTS.val_fraction,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    lr: LrOption = DEFAULT_LR,
+    train_subset: TrainSubsetOption = None,
+    val_fraction: ValFractionOption = DEFAULT_VAL_FRACTION,
     final_lr: Annotated[
         float | None,
         typer.Option(
@@ -137,12 +138,7 @@ def baselines(
     ] = None,
     store: StoreOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
-    data_dir: Annotated[
-        str | None,
-        typer.Option(
-            help="Directory with the dataset's files (fashion-mnist idx files).", show_default=False
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -150,7 +146,7 @@ def baselines(
             show_default=False,
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    device: DeviceOption = "auto",
     list_: Annotated[
         bool,
         typer.Option("--list", help="Show the baselines of SPACE and their cost; train nothing."),
@@ -171,13 +167,7 @@ def baselines(
             console.print(_list_table(sp))
             return
         chosen, skipped = select(sp, _names(only))
-        if dataset is None:
-            if sp.name not in DATASETS:
-                raise DatasetError(
-                    f"space {sp.name!r} has no default dataset; pass --dataset, one of: "
-                    f"{allowed(DATASETS)} or 'folder:PATH'"
-                )
-            dataset = sp.name
+        dataset = dataset_of(sp, dataset)
         protocol = TrainingProtocol(
             dataset=dataset,
             space=sp,

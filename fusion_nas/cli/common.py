@@ -1,4 +1,4 @@
-"""Shared CLI pieces: consoles, the user-error guard, store options."""
+"""Shared CLI pieces: consoles, the user-error guard, the options several commands take."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fusion_nas.errors import FusionNasError, one_line
+from fusion_nas.data import DATASETS
+from fusion_nas.devices import DEVICE_HELP
+from fusion_nas.errors import DatasetError, FusionNasError, allowed, one_line
 from fusion_nas.settings import HOME_ENV, STORE_ENV
+from fusion_nas.space import SearchSpace
+from fusion_nas.train import ProxyConfig
+
+_PROXY = ProxyConfig()  # the defaults the proxy options show
 
 console = Console(highlight=False)
 if not console.is_terminal:  # pipes and files: wide tables instead of 80-column wrapping
@@ -27,6 +33,52 @@ StoreOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+SpaceArgument = Annotated[str, typer.Argument(help="Built-in space name or path to a .toml file.")]
+DatasetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="mnist1d, fashion-mnist, digits, synthetic or folder:PATH. "
+        "Default: the dataset named like the space.",
+        show_default=False,
+    ),
+]
+BatchSizeOption = Annotated[int, typer.Option(help="Proxy batch size.")]
+LrOption = Annotated[float, typer.Option(help="AdamW peak learning rate.")]
+TrainSubsetOption = Annotated[
+    int | None,
+    typer.Option(help="Proxy-train on the first N training samples only.", show_default=False),
+]
+ValFractionOption = Annotated[
+    float, typer.Option(help="Share of the training data held out for validation.")
+]
+DataDirOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Directory with the dataset's files (fashion-mnist idx files).", show_default=False
+    ),
+]
+DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP)]
+DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_VAL_FRACTION = (
+    _PROXY.batch_size,
+    _PROXY.lr,
+    _PROXY.val_fraction,
+)
+
+
+def dataset_of(space: SearchSpace, dataset: str | None) -> str:
+    """``--dataset``, else the dataset named like the space; one line when there is none."""
+    if dataset is not None:
+        return dataset
+    if space.name not in DATASETS:
+        raise DatasetError(
+            f"space {space.name!r} has no default dataset; pass --dataset, one of: "
+            f"{allowed(DATASETS)} or 'folder:PATH'"
+        )
+    return space.name
 
 
 @contextmanager

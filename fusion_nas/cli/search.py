@@ -16,10 +16,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from fusion_nas.cli.common import StoreOption, console, user_errors
-from fusion_nas.data import DATASETS
-from fusion_nas.devices import DEVICE_HELP
-from fusion_nas.errors import DatasetError, allowed
+from fusion_nas.cli.common import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LR,
+    DEFAULT_VAL_FRACTION,
+    BatchSizeOption,
+    DataDirOption,
+    DatasetOption,
+    DeviceOption,
+    LrOption,
+    SpaceArgument,
+    StoreOption,
+    TrainSubsetOption,
+    ValFractionOption,
+    console,
+    dataset_of,
+    user_errors,
+)
 from fusion_nas.records import TrialRecord, TrialStatus
 from fusion_nas.search import Progress as SearchProgress
 from fusion_nas.search import SearchConfig, Terminated, prepare, run_search
@@ -39,17 +52,8 @@ def _takes(option: str) -> str:
 
 
 def search(
-    space: Annotated[str, typer.Argument(help="Built-in space name or path to a .toml file.")],
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            "--dataset",
-            "-d",
-            help="mnist1d, fashion-mnist, digits, synthetic or folder:PATH. "
-            "Default: the dataset named like the space.",
-            show_default=False,
-        ),
-    ] = None,
+    space: SpaceArgument,
+    dataset: DatasetOption = None,
     strategy: Annotated[
         str, typer.Option("--strategy", "-s", help=f"One of: {_STRATEGY_HELP}.")
     ] = _DEFAULT_STRATEGY,
@@ -57,15 +61,10 @@ def search(
     epochs: Annotated[
         int, typer.Option(help="Proxy training epochs per trial.")
     ] = _DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help="Proxy batch size.")] = _DEFAULTS.batch_size,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = _DEFAULTS.lr,
-    train_subset: Annotated[
-        int | None,
-        typer.Option(help="Train on the first N training samples only.", show_default=False),
-    ] = None,
-    val_fraction: Annotated[
-        float, typer.Option(help="Share of the training data held out for validation.")
-    ] = _DEFAULTS.val_fraction,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    lr: LrOption = DEFAULT_LR,
+    train_subset: TrainSubsetOption = None,
+    val_fraction: ValFractionOption = DEFAULT_VAL_FRACTION,
     bf16: Annotated[
         bool, typer.Option("--bf16", help="Train under bfloat16 autocast (mixed precision).")
     ] = False,
@@ -107,12 +106,7 @@ def search(
             f"val_acc - MACS_WEIGHT * log10(MACs); 0: accuracy only ({_takes('macs_weight')})."
         ),
     ] = 0.0,
-    data_dir: Annotated[
-        str | None,
-        typer.Option(
-            help="Directory with the dataset's files (fashion-mnist idx files).", show_default=False
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
     evaluator: Annotated[
         str,
         typer.Option(
@@ -123,21 +117,12 @@ def search(
             "looked-up trials keep the table's training seconds.",
         ),
     ] = "train",
-    device: Annotated[
-        str,
-        typer.Option(help=DEVICE_HELP),
-    ] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Search SPACE: sample architectures, proxy-train them, record every trial and the front."""
     with user_errors():
         sp = load_space(space)
-        if dataset is None:
-            if sp.name not in DATASETS:
-                raise DatasetError(
-                    f"space {sp.name!r} has no default dataset; pass --dataset, one of: "
-                    f"{allowed(DATASETS)} or 'folder:PATH'"
-                )
-            dataset = sp.name
+        dataset = dataset_of(sp, dataset)
         given = {"population": population, "sample_size": sample_size, "macs_weight": macs_weight}
         spec = STRATEGIES.get(strategy)  # unknown names are refused by the search, in one line
         options = {k: v for k, v in given.items() if spec is not None and k in spec.options}
