@@ -157,12 +157,18 @@ def retried(trials: Iterable[FrozenTrial]) -> set[int]:
     return {n for t in trials for n in t.system_attrs.get(records.RETRY_HISTORY_KEY) or []}
 
 
-def tally(trials: Iterable[FrozenTrial]) -> Tally:
-    """Count a search's trials the way every worker does (see :class:`Tally`)."""
+def tally(trials: Iterable[FrozenTrial], below: int | None = None) -> Tally:
+    """Count a search's trials the way every worker does (see :class:`Tally`).
+
+    With ``below``, only trials numbered below it are counted; a lost trial still does not
+    count when its retry is numbered later.
+    """
     trials = list(trials)
-    again = retried(trials)
+    again = retried(trials)  # over every trial: a retry comes after the trial it re-runs
     finished = running = waiting = 0
     for t in trials:
+        if below is not None and t.number >= below:
+            continue
         if t.state == TrialState.RUNNING:
             running += 1
         elif t.state == TrialState.WAITING:
@@ -512,7 +518,7 @@ class Search:
             return None
         trial = self._ask()
         if self._shared:
-            before = tally(t for t in self._trials() if t.number < trial.number)
+            before = tally(self._trials(), below=trial.number)
             if before.taken >= target:
                 self._drop(trial)
                 return None

@@ -250,3 +250,25 @@ def test_a_signal_records_open_trials_and_the_same_command_resumes(
     assert exit_code == 0 and "Resuming search sig" in out, out
     recs = trials(url, "sig")
     assert sum(r.status == TrialStatus.COMPLETE for r in recs) == 4
+
+
+def test_a_lost_trial_does_not_count_before_its_retry() -> None:
+    """The count below a retry's number leaves out the lost trial that the retry re-runs."""
+    import optuna
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    done = {"status": "complete", "val_acc": 0.5}
+    study.add_trial(optuna.create_trial(values=[0.5, 1.0], user_attrs=done))
+    lost = optuna.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"status": "running"})
+    study.add_trial(lost)  # failed by another worker's heartbeat check
+    retry = optuna.create_trial(
+        state=optuna.trial.TrialState.WAITING,
+        system_attrs={"failed_trial": 1, "retry_history": [1]},
+    )
+    study.add_trial(retry)
+    trials = study.get_trials(deepcopy=False)
+    assert tally(trials) == tally(trials, below=3)
+    assert (tally(trials).finished, tally(trials).waiting) == (1, 1)
+    assert tally(trials, below=2).finished == 1  # not 2: #1 is re-run by #2
+    assert TrialRecord.from_trial(trials[1]).fail_reason == LOST_WORKER
+    assert TrialRecord.from_trial(trials[2]).retry_of == 1
