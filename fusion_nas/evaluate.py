@@ -48,6 +48,11 @@ class EvalTask:
     timeout: float | None = None
     threads: int | None = None
     device: str | None = None  # "cpu", "cuda:N" or "mps" (None: the CPU); set by the pool
+    # Successive halving: stop after this epoch (None: train every epoch of the proxy) and go
+    # on from the state an earlier task returned, which stopped after epoch `start_epoch`.
+    stop_after: int | None = None
+    resume: bytes | None = None
+    start_epoch: int = 0
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Outcome:
     seconds: float = 0.0
     reason: str | None = None
     device: str | None = None  # name of the device it ran on (fusion_nas.devices.device_name)
+    state: bytes | None = None  # a run stopped early (EvalTask.stop_after): where it goes on
 
 
 @functools.lru_cache(maxsize=8)
@@ -121,9 +127,16 @@ def evaluate(task: EvalTask) -> Outcome:
             seed=task.seed,
             timeout=task.timeout,
             device=device,
+            stop_after=task.stop_after,
+            resume=task.resume,
         )
         return Outcome(
-            TrialStatus.COMPLETE, result.val_acc, result.curve, result.seconds, device=name
+            TrialStatus.COMPLETE,
+            result.val_acc,
+            result.curve,
+            result.seconds,
+            device=name,
+            state=result.state,
         )
     except Exception as exc:  # a trial's failure must not end the search
         return Outcome(

@@ -5,6 +5,8 @@
   the reference point ``(accuracy = 0, MACs = ref_macs)``. The default reference is
   :func:`default_ref_macs` of the points given; to compare searches pass one shared
   ``ref_macs`` (:func:`fusion_nas.results.reference_macs` over all of them). Larger is better.
+- :func:`promotion_order`: non-dominated rank first, then crowding distance (NSGA-II's order);
+  successive halving promotes and the pre-screen keeps the head of it.
 - :func:`knee_index`: the front point farthest from the straight line between the front's two
   extremes, after scaling accuracy and log10 MACs to [0, 1]; the usual "best trade-off" pick.
 """
@@ -79,3 +81,57 @@ def knee_index(acc: Sequence[float], macs: Sequence[float]) -> int | None:
     dx, dy = x[-1] - x[0], y[-1] - y[0]
     dist = np.abs(dy * (x - x[0]) - dx * (y - y[0])) / (math.hypot(dx, dy) or 1.0)
     return idx[int(np.argmax(dist))]
+
+
+def nondominated_ranks(acc: Sequence[float], macs: Sequence[float]) -> list[int]:
+    """Front number of every point (0: the Pareto front, 1: the front once 0 is removed, ...)."""
+    remaining = list(range(len(acc)))
+    ranks = [0] * len(acc)
+    rank = 0
+    while remaining:
+        mask = pareto_mask([acc[i] for i in remaining], [macs[i] for i in remaining])
+        for i, on in zip(remaining, mask, strict=True):
+            if on:
+                ranks[i] = rank
+        remaining = [i for i, on in zip(remaining, mask, strict=True) if not on]
+        rank += 1
+    return ranks
+
+
+def crowding_distances(acc: Sequence[float], macs: Sequence[float]) -> list[float]:
+    """NSGA-II crowding distance of each point within the set given (one front).
+
+    Per objective (accuracy, log10 MACs) the points are sorted; the two extremes get infinity
+    and every other point the gap between its neighbours divided by the objective's range.
+    """
+    n = len(acc)
+    dist = [0.0] * n
+    if n == 0:
+        return dist
+    for values in (list(acc), [math.log10(max(m, 1.0)) for m in macs]):
+        order = sorted(range(n), key=lambda i: (values[i], i))
+        span = values[order[-1]] - values[order[0]]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        for pos in range(1, n - 1):
+            if span > 0:
+                dist[order[pos]] += (values[order[pos + 1]] - values[order[pos - 1]]) / span
+    return dist
+
+
+def promotion_order(acc: Sequence[float], macs: Sequence[float]) -> list[int]:
+    """Indices best first: lower non-dominated rank, then larger crowding distance, then index.
+
+    Crowding is measured within each rank, so among equally good points the ones that spread
+    the front over the cost range come first (ties: the earlier point).
+    """
+    ranks = nondominated_ranks(acc, macs)
+    crowd = [0.0] * len(acc)
+    for rank in set(ranks):
+        members = [i for i, r in enumerate(ranks) if r == rank]
+        for i, d in zip(
+            members,
+            crowding_distances([acc[i] for i in members], [macs[i] for i in members]),
+            strict=True,
+        ):
+            crowd[i] = d
+    return sorted(range(len(acc)), key=lambda i: (ranks[i], -crowd[i], i))

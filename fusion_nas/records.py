@@ -34,12 +34,18 @@ class TrialStatus(str, Enum):
     FAILED = "failed"  # NaN loss, exception or timeout; has a reason
     INFEASIBLE = "infeasible"  # over a budget, never trained
     INTERRUPTED = "interrupted"  # cut short by Ctrl-C or a process that ended
+    STOPPED = "stopped"  # stopped early by successive halving; has its rung accuracies
     RUNNING = "running"
 
     @property
     def finished(self) -> bool:
         """Whether the trial counts towards the search's trial count."""
-        return self in (TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.INFEASIBLE)
+        return self in (
+            TrialStatus.COMPLETE,
+            TrialStatus.FAILED,
+            TrialStatus.INFEASIBLE,
+            TrialStatus.STOPPED,
+        )
 
     def __str__(self) -> str:
         return self.value
@@ -71,6 +77,8 @@ class SearchRecord:
     version: str = ""
     objectives: tuple[str, ...] = OBJECTIVES
     evaluator: str = "train"  # "train", or "table:PATH[@SEED]": trials looked up in a table
+    fidelity: str = "full"  # or successive halving, "sh:1,3,10/3" (fusion_nas.fidelity)
+    prescreen: str | None = None  # "K:M:PROXY": the first M trials were pre-screened
     created: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     )
@@ -126,6 +134,7 @@ def write_search(study: optuna.Study, record: SearchRecord) -> None:
 
 # Set by optuna.storages.RetryFailedTrialCallback on the trial that re-runs a lost one.
 RETRY_OF_KEY = "failed_trial"
+PRESCREEN_KEY = "prescreen"  # trial user attribute: why --prescreen queued it (proxy, score)
 RETRY_HISTORY_KEY = "retry_history"  # the numbers of every lost attempt before the retry
 LOST_WORKER = "worker lost: no heartbeat within the grace period (process killed or machine gone)"
 
@@ -146,6 +155,8 @@ _ATTR_TYPES: dict[str, tuple[type, ...]] = {
     "device": (str,),
     "fail_reason": (str,),
     "duplicate_of": (int,),
+    "rungs": (list,),
+    PRESCREEN_KEY: (dict,),
 }
 
 
@@ -157,6 +168,11 @@ def _well_typed(key: str, value: Any) -> bool:
         return False
     if key == "curve":
         return all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value)
+    if key == "rungs":  # [[epochs, val_acc], ...]
+        return all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, _NUMBER) for x in v)
+            for v in value
+        )
     return True
 
 
@@ -189,6 +205,9 @@ class TrialRecord:
     fail_reason: str | None = None
     duplicate_of: int | None = None
     retry_of: int | None = None  # the trial whose worker was lost; this one runs it again
+    # Successive halving: (epochs, validation accuracy) at every rung the trial reached.
+    rungs: list[tuple[int, float]] = field(default_factory=list)
+    prescreen: dict[str, Any] | None = None  # queued by --prescreen: proxy, score, place, of
     datetime_start: dt.datetime | None = None
     datetime_complete: dt.datetime | None = None
 
@@ -227,6 +246,8 @@ class TrialRecord:
             fail_reason=reason,
             duplicate_of=ua.get("duplicate_of"),
             retry_of=retry_of if isinstance(retry_of, int) else None,
+            rungs=[(int(e), float(a)) for e, a in ua.get("rungs") or []],
+            prescreen=ua.get(PRESCREEN_KEY),
             datetime_start=t.datetime_start,
             datetime_complete=t.datetime_complete,
         )
@@ -248,6 +269,8 @@ def trial_status(t: FrozenTrial) -> TrialStatus:
     stored = t.user_attrs.get("status")
     if t.state == TrialState.COMPLETE:
         return TrialStatus.INFEASIBLE if stored == TrialStatus.INFEASIBLE else TrialStatus.COMPLETE
+    if t.state == TrialState.PRUNED:
+        return TrialStatus.STOPPED
     if stored == TrialStatus.INTERRUPTED:
         return TrialStatus.INTERRUPTED
     return TrialStatus.FAILED
@@ -282,6 +305,7 @@ def write_result(
     device: str | None = None,
     fail_reason: str | None = None,
     duplicate_of: int | None = None,
+    rungs: list[tuple[int, float]] | None = None,
 ) -> None:
     """A trial's outcome (before it is told to the study). ``None`` fields are not written."""
     values = {
@@ -292,6 +316,7 @@ def write_result(
         "device": device,
         "fail_reason": fail_reason,
         "duplicate_of": duplicate_of,
+        "rungs": [[int(e), float(a)] for e, a in rungs] if rungs is not None else None,
     }
     for key, value in values.items():
         if value is not None:

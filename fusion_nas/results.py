@@ -96,6 +96,10 @@ def trial_note(row: Mapping[str, Any]) -> str:
     retry = row.get("retry_of")
     if retry is not None and pd.notna(retry):
         note = f"retry of #{int(retry)}" + (f"; {note}" if note else "")
+    pre = row.get("prescreen")
+    if isinstance(pre, Mapping) and isinstance(pre.get("score"), int | float):
+        why = f"pre-screened: {pre.get('proxy')} {pre['score']:.4g}, pick {pre.get('place')}"
+        note = why + (f"; {note}" if note else "")
     return note
 
 

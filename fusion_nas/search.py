@@ -22,6 +22,11 @@ Either way a proposed architecture is costed without allocating it, then:
   window;
 - otherwise trained by the pool and recorded when it finishes.
 
+With ``fidelity="sh"`` (``--fidelity``) a network is trained rung by rung and goes on only
+while it stays in the first ``1/eta`` of its rung on the Pareto order; the others end as
+``stopped`` (see :mod:`fusion_nas.fidelity`). A network proposed again after it stopped is
+recorded as stopped at once, with ``duplicate_of``.
+
 With ``evaluator="table:PATH"`` (``--evaluator``) the pool is a
 :class:`~fusion_nas.table.TablePool`: the same loop, but every result (and every cost) is looked
 up in a tabular benchmark, so hundreds of trials take seconds; the table is checked against the
@@ -47,7 +52,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
@@ -57,15 +62,19 @@ from fusion_nas import records
 from fusion_nas.arch import Architecture
 from fusion_nas.cost import Cost, arch_cost
 from fusion_nas.devices import parse_device, worker_devices
-from fusion_nas.errors import FusionNasError, StoreError, one_line
+from fusion_nas.errors import FusionNasError, StoreError, StrategyError, one_line
 from fusion_nas.evaluate import EvalTask, InlinePool, Outcome, Pool, ProcessPool, dataset_for
+from fusion_nas.fidelity import RungPoint, SuccessiveHalving, decide, parse_fidelity, rung_points
 from fusion_nas.pareto import pareto_mask
 from fusion_nas.records import SearchRecord, TrialRecord, TrialStatus
 from fusion_nas.space import SearchSpace, parse_space
 from fusion_nas.store import Store, redact_url
-from fusion_nas.strategies import Driver, Proposer, Strategy, make_strategy
+from fusion_nas.strategies import STRATEGIES, Driver, Proposer, Strategy, make_strategy
 from fusion_nas.table import TablePool, load_table, parse_evaluator
 from fusion_nas.train import ProxyConfig
+
+if TYPE_CHECKING:  # the pre-screen (zero-cost proxies) is imported only when used
+    from fusion_nas.prescreen import Screened
 
 TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and AdamW's two moments
 
@@ -100,6 +109,7 @@ _FINGERPRINT = (
     "max_flops",
     "max_params",
     "evaluator",
+    "fidelity",
 )
 USER_STOP = "stopped by the user (Ctrl-C)"
 PROCESS_ENDED = "the process running this trial ended"
@@ -289,9 +299,18 @@ class SearchConfig:
     # Where trials train: "auto", "cpu", "cuda", "cuda:N" or "mps" (fusion_nas.devices). Not in
     # the resume fingerprint: a search may go on on another machine's device.
     device: str = "auto"
+    # "full" (every trial trains the whole proxy) or successive halving, "sh[:E1,E2,...][/ETA]"
+    # (fusion_nas.fidelity); stored normalised, e.g. "sh:1,3,10/3".
+    fidelity: str = "full"
+    # "K:M": score K untrained candidates with the zero-cost proxy `prescreen_proxy` and queue
+    # the best M (spread over the cost range) as the search's first trials (fusion_nas.prescreen).
+    prescreen: str | None = None
+    prescreen_proxy: str = "naswot"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evaluator", str(parse_evaluator(self.evaluator)))
+        sh = parse_fidelity(self.fidelity, self.proxy.epochs)
+        object.__setattr__(self, "fidelity", str(sh) if sh is not None else "full")
         object.__setattr__(self, "device", parse_device(self.device))
         if not self.name or not isinstance(self.name, str) or len(self.name) > 200:
             raise FusionNasError(f"search name {self.name!r} must be 1 to 200 characters")
@@ -306,6 +325,18 @@ class SearchConfig:
                 raise FusionNasError(f"{flag} must be positive, got {value}")
         if self.trial_timeout is not None and self.trial_timeout <= 0:
             raise FusionNasError(f"--trial-timeout must be positive, got {self.trial_timeout}")
+        if self.prescreen is not None:
+            from fusion_nas.prescreen import parse_prescreen
+            from fusion_nas.zero_cost import check_proxy
+
+            k, m = parse_prescreen(self.prescreen)
+            if m > self.trials:
+                raise FusionNasError(
+                    f"--prescreen {self.prescreen}: M={m} trials to queue, more than "
+                    f"--trials {self.trials}; allowed: M <= --trials"
+                )
+            object.__setattr__(self, "prescreen", f"{k}:{m}")
+            object.__setattr__(self, "prescreen_proxy", check_proxy(self.prescreen_proxy))
 
     def record(self) -> SearchRecord:
         """The search record stored with the study."""
@@ -327,7 +358,14 @@ class SearchConfig:
             workers=self.workers,
             version=__version__,
             evaluator=self.evaluator,
+            fidelity=self.fidelity,
+            prescreen=f"{self.prescreen}:{self.prescreen_proxy}" if self.prescreen else None,
         )
+
+    @property
+    def halving(self) -> SuccessiveHalving | None:
+        """The successive-halving schedule, or ``None`` for full-fidelity trials."""
+        return parse_fidelity(self.fidelity, self.proxy.epochs)
 
 
 def _fingerprint(record: SearchRecord) -> dict[str, Any]:
@@ -343,6 +381,7 @@ def _fingerprint(record: SearchRecord) -> dict[str, Any]:
         "max_flops": record.max_flops,
         "max_params": record.max_params,
         "evaluator": record.evaluator,
+        "fidelity": record.fidelity,
     }
 
 
@@ -375,6 +414,7 @@ class Progress:
     last_status: TrialStatus
     last_desc: str
     trial: TrialRecord | None = None  # the trial just recorded
+    stopped: int = 0  # stopped early by successive halving
 
 
 @dataclass
@@ -386,6 +426,13 @@ class _Open:
     cost: Cost | None = None
     twin: int | None = None  # the open trial training the same network (this one waits)
     foreign: int | None = None  # the same, trained by another worker (number in the store)
+    # Successive halving: the rung being trained, where training goes on, the rungs reached
+    # ((epochs, val_acc)) and the seconds trained so far.
+    rung: int = 0
+    state: bytes | None = None
+    rungs: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    stop_note: str | None = None  # set when successive halving stops it at a rung
 
 
 class Search:
@@ -412,6 +459,8 @@ class Search:
         self._open: dict[int, _Open] = {}  # trial number -> open trial
         self._training: dict[str, int] = {}  # arch_id -> number of the trial training it
         self._seen: dict[str, TrialRecord] = {}  # arch_id -> first complete trial
+        self._stopped: dict[str, TrialRecord] = {}  # arch_id -> first trial stopped early
+        self._sh = config.halving
         self._finished: list[TrialRecord] = []  # finished trials, earlier runs included
         self._told: dict[int, TrialRecord] = {}  # records of the trials told in this run
         # Other workers may share the study (an RDB store): their results are read from it.
@@ -573,6 +622,8 @@ class Search:
             self._tell(entry, TrialStatus.FAILED, None, fail_reason=reason)
         elif arch.arch_id in self._seen:
             self._tell_duplicate(entry, self._seen[arch.arch_id])
+        elif arch.arch_id in self._stopped:
+            self._tell_duplicate(entry, self._stopped[arch.arch_id])
         elif arch.arch_id in self._training:
             entry.twin = self._training[arch.arch_id]  # recorded when the twin finishes
         elif (other := self._elsewhere(arch.arch_id, trial.number)) is not None:
@@ -600,6 +651,9 @@ class Search:
             if status == TrialStatus.COMPLETE and t.user_attrs.get("val_acc") is not None:
                 self._seen.setdefault(arch_id, TrialRecord.from_trial(t))
                 return t
+            if status == TrialStatus.STOPPED:
+                self._stopped.setdefault(arch_id, TrialRecord.from_trial(t))
+                return t
             if t.state == TrialState.RUNNING and t.number < number and running is None:
                 running = t
         return running
@@ -608,6 +662,12 @@ class Search:
         arch, c = entry.arch, self.config
         assert arch is not None
         self._training[arch.arch_id] = entry.trial.number
+        halving = {}
+        if self._sh is not None:  # train up to the rung; go on from the last one
+            start = self._sh.rungs[entry.rung - 1] if entry.rung else 0
+            halving = dict(
+                stop_after=self._sh.rungs[entry.rung], resume=entry.state, start_epoch=start
+            )
         task = EvalTask(
             arch_json=arch.to_json(),
             space_source=self.space.source,
@@ -616,6 +676,7 @@ class Search:
             seed=c.seed,
             data_dir=c.data_dir,
             timeout=c.trial_timeout,
+            **halving,
         )
         self.pool.submit(entry.trial.number, task)
 
@@ -643,6 +704,9 @@ class Search:
             if record.status == TrialStatus.COMPLETE and record.val_acc is not None:
                 self._seen.setdefault(record.arch_id or "", record)
                 self._tell_duplicate(entry, record)
+            elif record.status == TrialStatus.STOPPED:
+                self._stopped.setdefault(record.arch_id or "", record)
+                self._tell_duplicate(entry, record)
             else:  # the other worker failed or lost it: train it here
                 assert entry.arch is not None
                 if entry.arch.arch_id in self._training:
@@ -653,14 +717,23 @@ class Search:
     def _finish(self, entry: _Open, outcome: Outcome) -> None:
         """Record a trained trial, then the trials that waited for it."""
         assert entry.arch is not None and entry.cost is not None
+        entry.seconds += outcome.seconds
+        if self._sh is not None and outcome.status == TrialStatus.COMPLETE:
+            if self._halve(entry, outcome):
+                return  # promoted: it trains on to the next rung
         self._training.pop(entry.arch.arch_id, None)
         common = {
             "curve": list(outcome.curve),
-            "train_seconds": round(outcome.seconds, 3),
+            "train_seconds": round(entry.seconds, 3),
             "threads": self.pool.threads,  # accuracy depends on the thread count
             "device": outcome.device,  # and on the device (None: looked up, not trained)
+            "rungs": list(entry.rungs) if self._sh is not None else None,
         }
-        if outcome.status == TrialStatus.COMPLETE:
+        if outcome.status == TrialStatus.COMPLETE and entry.stop_note is not None:
+            record = self._tell(
+                entry, TrialStatus.STOPPED, None, fail_reason=entry.stop_note, **common
+            )
+        elif outcome.status == TrialStatus.COMPLETE:
             values = [float(outcome.val_acc), float(entry.cost.macs)]
             acc = outcome.val_acc
             note = outcome.reason  # a looked-up trial says where its result comes from
@@ -673,22 +746,61 @@ class Search:
         number = entry.trial.number
         for held in [e for e in self._open.values() if e.twin == number]:
             held.twin = None
-            if record.status == TrialStatus.COMPLETE:
+            if record.status in (TrialStatus.COMPLETE, TrialStatus.STOPPED):
                 self._tell_duplicate(held, record)
             elif held.arch.arch_id in self._training:  # another waiting twin trains it now
                 held.twin = self._training[held.arch.arch_id]
             else:
                 self._submit(held)  # the twin failed: try the network once more
 
+    def _halve(self, entry: _Open, outcome: Outcome) -> bool:
+        """Record the rung ``entry`` reached; hand it back to the pool if it goes on (True).
+
+        False when it ends here: at the last rung (complete), or stopped (``stop_note`` set).
+        """
+        sh, number = self._sh, entry.trial.number
+        assert sh is not None and entry.arch is not None and entry.cost is not None
+        epochs = sh.rungs[entry.rung]
+        entry.rungs.append((epochs, float(outcome.val_acc)))  # type: ignore[arg-type]
+        # Written at once, so every worker's decisions at this rung count this result.
+        entry.trial.set_user_attr("rungs", [[e, a] for e, a in entry.rungs])
+        if entry.rung == len(sh.rungs) - 1:
+            return False
+        points = [p for p in rung_points(self._trials(), epochs) if p.number != number]
+        points.append(RungPoint(number, float(outcome.val_acc), float(entry.cost.macs)))
+        decision = decide(points, number, sh)
+        if not decision.promote:
+            entry.stop_note = decision.note(epochs, sh.epochs)
+            return False
+        entry.rung, entry.state = entry.rung + 1, outcome.state
+        self._submit(entry)
+        return True
+
     def _tell_duplicate(self, entry: _Open, earlier: TrialRecord) -> None:
-        assert entry.cost is not None and earlier.val_acc is not None
+        assert entry.cost is not None
         original = earlier.duplicate_of if earlier.duplicate_of is not None else earlier.number
+        if earlier.status == TrialStatus.STOPPED:  # stopped early before: it would stop again
+            self._tell(
+                entry,
+                TrialStatus.STOPPED,
+                None,
+                curve=list(earlier.curve),
+                rungs=list(earlier.rungs),
+                train_seconds=earlier.train_seconds,
+                threads=earlier.threads,
+                device=earlier.device,
+                fail_reason=earlier.fail_reason,
+                duplicate_of=original,
+            )
+            return
+        assert earlier.val_acc is not None
         self._tell(
             entry,
             TrialStatus.COMPLETE,
             [float(earlier.val_acc), float(entry.cost.macs)],
             val_acc=earlier.val_acc,
             curve=list(earlier.curve),
+            rungs=list(earlier.rungs) or None,
             train_seconds=earlier.train_seconds,
             threads=earlier.threads,
             device=earlier.device,
@@ -700,7 +812,9 @@ class Search:
     ) -> TrialRecord:
         """Write the result, tell the study, close the trial and report progress."""
         records.write_result(entry.trial, status, **fields)
-        if values is None:
+        if status == TrialStatus.STOPPED:
+            frozen = self.study.tell(entry.trial, state=TrialState.PRUNED)
+        elif values is None:
             frozen = self.study.tell(entry.trial, state=TrialState.FAIL)
         else:
             frozen = self.study.tell(entry.trial, values)
@@ -743,6 +857,8 @@ class Search:
         self._finished.append(record)
         if record.status == TrialStatus.COMPLETE and record.arch_id is not None:
             self._seen.setdefault(record.arch_id, record)
+        if record.status == TrialStatus.STOPPED and record.arch_id is not None:
+            self._stopped.setdefault(record.arch_id, record)
 
     def _progress(self, record: TrialRecord) -> None:
         if self.on_progress is None:
@@ -769,6 +885,7 @@ class Search:
                 last_status=record.status,
                 last_desc=record.arch_desc or "",
                 trial=record,
+                stopped=sum(r.status == TrialStatus.STOPPED for r in done),
             )
         )
 
@@ -780,6 +897,11 @@ def prepare(config: SearchConfig) -> Strategy:
     """Validate dataset, strategy and evaluator for ``config`` without touching any store."""
     strategy = make_strategy(config.strategy, **config.strategy_options)
     strategy.check(config.space)
+    if config.prescreen is not None and not isinstance(strategy, Proposer):
+        raise StrategyError(
+            f"--prescreen needs a strategy that proposes through Optuna, not {config.strategy!r}; "
+            f"allowed: {', '.join(n for n in STRATEGIES if n.startswith('optuna:'))}"
+        )
     p = config.proxy
     spec = parse_evaluator(config.evaluator)
     if spec.kind == "table":  # nothing is trained: the table must answer every network
@@ -802,9 +924,12 @@ def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple
     """Create the study, or resume it after checking its settings; return it and its done count."""
     record = config.record()
     if not store.has_search(config.name):
+        picks = screen(config)  # before the study exists: slow, and it may fail
         try:
             sampler = strategy.sampler(config.space, config.seed)
-            return store.create_study(config.name, record, sampler), 0
+            study = store.create_study(config.name, record, sampler)
+            enqueue(study, config, picks)
+            return study, 0
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it just now
             _wait_for_record(store, config.name)
     old = store.search(config.name)
@@ -820,6 +945,42 @@ def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple
     done = tally(study.get_trials(deepcopy=False)).finished
     records.write_search(study, dataclasses.replace(old, n_trials=max(config.trials, done)))
     return study, done
+
+
+def screen(config: SearchConfig) -> list[Screened]:
+    """The networks ``--prescreen K:M`` queues first (none without it), best first."""
+    if config.prescreen is None:
+        return []
+    from fusion_nas.prescreen import Budget, parse_prescreen, prescreen
+    from fusion_nas.zero_cost import train_batch
+
+    k, m = parse_prescreen(config.prescreen)
+    batch = train_batch(
+        config.space,
+        config.dataset,
+        seed=config.seed,
+        data_dir=config.data_dir,
+        val_fraction=config.proxy.val_fraction,
+    )
+    budget = Budget(config.max_flops, config.max_params)
+    proxy = config.prescreen_proxy
+    return prescreen(config.space, k, m, proxy=proxy, batch=batch, seed=config.seed, budget=budget)
+
+
+def enqueue(study: optuna.Study, config: SearchConfig, picks: list[Screened]) -> None:
+    """Queue the pre-screened networks as the study's next trials, each with its score."""
+    from fusion_nas.strategies.optuna_strategies import arch_params
+
+    for place, pick in enumerate(picks, start=1):
+        note = {
+            "proxy": config.prescreen_proxy,
+            "score": pick.score,
+            "place": place,
+            "of": config.prescreen,
+        }
+        study.enqueue_trial(
+            arch_params(pick.arch, config.space), user_attrs={records.PRESCREEN_KEY: note}
+        )
 
 
 def joining_seed(seed: int, study_id: int, store: Store) -> int:

@@ -371,9 +371,25 @@ class TablePool:
         return 0 if self._done else 1
 
     def submit(self, key: Any, task: EvalTask) -> None:
-        """Look ``task``'s architecture up; the next :meth:`collect` returns the outcome."""
+        """Look ``task``'s architecture up; the next :meth:`collect` returns the outcome.
+
+        A task that stops early (successive halving) gets the stored curve up to its epoch,
+        the accuracy at that epoch and the share of the stored seconds its epochs took.
+        """
         arch = Architecture.from_json(task.arch_json)
-        self._done.append((key, self.table.outcome(arch, self.seed)))
+        out = self.table.outcome(arch, self.seed)
+        stop = task.stop_after
+        if out.status == TrialStatus.COMPLETE and stop is not None and stop < len(out.curve):
+            out = replace(
+                out,
+                val_acc=out.curve[stop - 1],
+                curve=out.curve[:stop],
+                state=f"epoch {stop}".encode(),  # nothing to keep: the table has every epoch
+            )
+        if out.status == TrialStatus.COMPLETE and (task.start_epoch or stop is not None):
+            done = len(out.curve) - task.start_epoch  # epochs this task covered
+            out = replace(out, seconds=out.seconds * done / self.table.proxy.epochs)
+        self._done.append((key, out))
 
     def collect(self, wait_s: float = 0.0) -> list[tuple[Any, Outcome]]:
         """Outcomes looked up since the last call (never waits)."""

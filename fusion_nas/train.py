@@ -4,6 +4,12 @@ The score is the accuracy on the *validation* split (carved from the training da
 split is never looked at here. With the same seed and thread count the result is bit-identical.
 A non-finite loss or an exceeded time budget ends the run with :class:`TrialFailed`.
 
+A run can stop after any epoch (``stop_after``) and go on later from the state it returns
+(``resume``): the model, optimiser, schedule and shuffling generator are saved at the epoch
+boundary, so 3 epochs, then 7 more, give the same weights and curve as 10 epochs at once.
+Successive halving (:mod:`fusion_nas.fidelity`) trains this way; the schedule always spans
+``config.epochs``, so a stopped run's curve is the start of the full run's curve.
+
 Training runs on the model's device, or on ``device`` when given (``cpu``, ``cuda:N``, ``mps``;
 see :mod:`fusion_nas.devices`): the model and the data are moved there once, and the batches
 are cut from the moved tensors in the order a seeded ``DataLoader`` shuffles them, so a CPU run
@@ -12,6 +18,7 @@ gives exactly what it gave before devices existed.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
@@ -62,6 +69,7 @@ class TrainResult:
     val_acc: float | None  # None when trained without a validation split
     curve: list[float] = field(default_factory=list)  # validation accuracy after each epoch
     seconds: float = 0.0
+    state: bytes | None = None  # where a run stopped by ``stop_after`` goes on (train_proxy)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -105,12 +113,18 @@ def train_proxy(
     timeout: float | None = None,
     on_epoch: Callable[[int, float | None], None] | None = None,
     device: torch.device | str | None = None,
+    stop_after: int | None = None,
+    resume: bytes | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` and return its validation accuracy per epoch and at the end.
 
     With ``val=None`` nothing is evaluated during training (the final retraining, which must not
     look at held-out data before it ends). ``device`` (None: where the model is) is where the
     model is moved and trained; it stays there afterwards.
+
+    ``stop_after=E`` ends the run after epoch ``E`` of ``config.epochs`` (the schedule still
+    spans them all) and returns its ``state``; ``resume=state`` goes on from there, and the
+    curve returned then covers every epoch since the start.
 
     Raises :class:`TrialFailed` on a non-finite loss or when ``timeout`` seconds are exceeded
     (checked after every batch).
@@ -130,7 +144,16 @@ def train_proxy(
     warmup = min(total, max(1, round(config.warmup_epochs * len(loader))))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, warmup))
     curve: list[float] = []
-    for epoch in range(config.epochs):
+    first = 0
+    if resume is not None:  # saved at the end of epoch `first` by an earlier call
+        saved = torch.load(io.BytesIO(resume), map_location=dev, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        generator.set_state(saved["generator"])
+        first, curve = saved["epoch"], list(saved["curve"])
+    last = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    for epoch in range(first, last):
         model.train()
         for step, index in enumerate(loader):
             index = index.to(dev)
@@ -155,4 +178,17 @@ def train_proxy(
         if on_epoch is not None:
             on_epoch(epoch, acc)
     final = curve[-1] if curve else None
-    return TrainResult(val_acc=final, curve=curve, seconds=time.perf_counter() - start)
+    state = None
+    if last < config.epochs:  # stopped early: keep what going on needs
+        buffer = io.BytesIO()
+        saved = {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "generator": generator.get_state(),
+            "epoch": last,
+            "curve": curve,
+        }
+        torch.save(saved, buffer)
+        state = buffer.getvalue()
+    return TrainResult(val_acc=final, curve=curve, seconds=time.perf_counter() - start, state=state)

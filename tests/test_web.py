@@ -156,6 +156,30 @@ def test_trial_endpoint(client: TestClient, store: Store) -> None:
     assert data["figure"]["data"][0]["y"] == row["curve"]
 
 
+def test_explain_panel_returns_the_figures_of_a_trial(client: TestClient, monkeypatch) -> None:
+    page = client.get(q("/trial", search=REAL, number=0)).text
+    url = q("/api/explain", search=REAL, number=0)
+    assert 'id="explain-button"' in page and html.escape(url) in page
+    assert '<script src="/static/explain.js">' in page
+    assert client.get("/static/explain.js").status_code == 200
+    data = client.get(url).json()
+    assert (data["search"], data["number"]) == (REAL, 0)
+    assert {"fusion", "classes", "cost", "saliency"} <= set(data["figures"])
+    assert all("data" in fig and "layout" in fig for fig in data["figures"].values())
+    assert "proxy training re-run" in data["source"]
+    failed = client.get(q("/api/explain", search=XSS_NAMES[0], number=1))
+    assert failed.status_code == 409
+    assert "trial 1" in failed.json()["error"] and "no trained weights" in failed.json()["error"]
+    assert client.get(q("/api/explain", search=REAL, number=99)).status_code == 404
+    import fusion_nas.explain
+
+    def no_second_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("explained twice")
+
+    monkeypatch.setattr(fusion_nas.explain, "explain_trial", no_second_run)
+    assert client.get(url).json() == data  # cached: the same answer, no second training
+
+
 def test_unknown_search_and_trial_are_404(client: TestClient) -> None:
     for url in [
         q("/search", name="nope"),

@@ -118,6 +118,29 @@ def search(
         ),
     ] = "train",
     device: DeviceOption = "auto",
+    fidelity: Annotated[
+        str,
+        typer.Option(
+            help="'full': every trial trains all --epochs. 'sh': successive halving over "
+            "epochs (for 10 epochs: rungs 1, 3, 10); a network goes on to the next rung only "
+            "while it is in the first 1/3 of its rung by non-dominated rank on (accuracy, "
+            "MACs), the others are recorded as stopped. 'sh:1,3,10/3' sets the rungs and eta.",
+        ),
+    ] = "full",
+    prescreen: Annotated[
+        str | None,
+        typer.Option(
+            help="'K:M': score K untrained networks with a zero-cost proxy (one batch of "
+            "training data, about a second each) and queue the best M, spread over the cost "
+            "range (non-dominated on (score, MACs)), as the first trials; the strategy "
+            "proposes the rest. Optuna strategies only.",
+            show_default=False,
+        ),
+    ] = None,
+    zero_cost: Annotated[
+        str,
+        typer.Option(help="Zero-cost proxy of --prescreen: naswot, synflow, grad_norm, snip."),
+    ] = "naswot",
 ) -> None:
     """Search SPACE: sample architectures, proxy-train them, record every trial and the front."""
     with user_errors():
@@ -150,6 +173,9 @@ def search(
             strategy_options=options,
             evaluator=evaluator,
             device=device,
+            fidelity=fidelity,
+            prescreen=prescreen,
+            prescreen_proxy=zero_cost,
         )
         prepare(config)  # space, data, strategy and device first: bad input writes nothing
         st = Store(store)
@@ -215,10 +241,12 @@ def _run(config: SearchConfig, store: Store) -> None:
     count = df.status.value_counts()
     ok = df[df.status == TrialStatus.COMPLETE]
     cut = int(count.get(TrialStatus.INTERRUPTED.value, 0))
+    stopped = int(count.get(TrialStatus.STOPPED.value, 0))
     console.print(
         f"[bold green]Done[/] in {time.perf_counter() - start:.1f} s: {len(df)} trials "
         f"({len(ok)} complete, {int(count.get(TrialStatus.FAILED.value, 0))} failed, "
         f"{int(count.get(TrialStatus.INFEASIBLE.value, 0))} over budget"
+        + (f", {stopped} stopped early" if stopped else "")
         + (f", {cut} interrupted" if cut else "")
         + "); "
         f"best validation accuracy {ok.val_acc.max():.4f}; front size {int(df.on_front.sum())}."
@@ -238,6 +266,8 @@ def _run(config: SearchConfig, store: Store) -> None:
 def _trial_line(t: TrialRecord) -> str:
     """``#3  complete  0.9123  31,750 MACs  conv(k3)@8 | attention(h2)@16  (same as #1)``."""
     acc = f"{t.val_acc:.4f}" if t.val_acc is not None else "-"
+    if t.status == TrialStatus.STOPPED and t.rungs:  # its accuracy at the rung it stopped at
+        acc = f"{t.rungs[-1][1]:.4f}"
     macs = f"{t.macs:,} MACs" if t.macs is not None else ""
     note = f"  (same as #{t.duplicate_of})" if t.duplicate_of is not None else ""
     if t.status != TrialStatus.COMPLETE and t.fail_reason:

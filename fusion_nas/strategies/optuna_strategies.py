@@ -46,6 +46,21 @@ def suggest_architecture(trial: optuna.Trial, space: SearchSpace) -> Architectur
     return space.validate(Architecture(space.name, tuple(stages)))
 
 
+def arch_params(arch: Architecture, space: SearchSpace) -> dict[str, object]:
+    """The trial parameters :func:`suggest_architecture` turns into ``arch`` (for
+    ``Study.enqueue_trial``); fields ``arch`` leaves unset are left to the sampler."""
+    params: dict[str, object] = {}
+    for i, (spec, stage) in enumerate(zip(space.stages, arch.stages, strict=True)):
+        for f in _FIELDS + _OPTIONAL_FIELDS:
+            choices = list(getattr(spec, f))
+            value = getattr(stage, f, None)
+            if f in _OPTIONAL_FIELDS and len(choices) < 2:
+                continue  # never suggested: the space fixes it
+            if value is not None and value in choices:
+                params[f"s{i}_{f}"] = value
+    return params
+
+
 class NSGA2(Proposer):
     """NSGA-II over the stage fields; ``population`` trials per generation."""
 

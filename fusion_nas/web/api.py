@@ -6,6 +6,9 @@
                                     the Pareto plot), trial table, baselines
                                     (``&since=VERSION``: ``unchanged`` while nothing changed)
 ``/api/trial?search=N&number=K``    one trial: record, stages, validation-curve figure
+``/api/explain?search=N&number=K``  inside the trial's network (:mod:`fusion_nas.explain`):
+                                    its figures, computed on demand (it may re-run the
+                                    trial's proxy training) and cached
 ``/download/code?search=N&...``     the trial as standalone PyTorch source (``export_code``)
 ``/download/json?search=N&...``     the trial record as JSON
 ``/static/plotly.min.js``           Plotly.js from the installed ``plotly`` package
@@ -21,6 +24,8 @@ import html
 import json
 import logging
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -56,6 +61,7 @@ from fusion_nas.web.serialize import SafeJSONResponse, json_text
 
 __all__ = [
     "api_search",
+    "api_explain",
     "api_searches",
     "api_trial",
     "download_code",
@@ -184,6 +190,50 @@ def api_trial(request: Request) -> Response:
             "figure": curve_figure(record["curve"]).to_plotly_json(),
         }
     )
+
+
+_EXPLAINED: OrderedDict[tuple[str, str, int], dict[str, Any]] = OrderedDict()
+_EXPLAIN_LOCK = threading.Lock()  # one explanation at a time: it may train a network
+_EXPLAIN_CACHE = 16  # explanations kept per process
+
+
+def _explained(store: Any, name: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The explanation panel's JSON of a trial, computed once per process and trial."""
+    from fusion_nas.explain import explain_trial
+    from fusion_nas.explain_viz import explain_figures
+
+    key = (store.url, name, int(row["number"]))
+    with _EXPLAIN_LOCK:
+        if key in _EXPLAINED:
+            _EXPLAINED.move_to_end(key)
+            return _EXPLAINED[key]
+        expl = explain_trial(store, name, dict(row))
+        body = {
+            "search": name,
+            "number": int(row["number"]),
+            "source": expl.source,
+            "accuracy": expl.accuracy,
+            "val_samples": expl.val_samples,
+            "figures": {k: f.to_plotly_json() for k, f in explain_figures(expl).items()},
+        }
+        _EXPLAINED[key] = body
+        while len(_EXPLAINED) > _EXPLAIN_CACHE:
+            _EXPLAINED.popitem(last=False)
+        return body
+
+
+def api_explain(request: Request) -> Response:
+    """Fusion weights, cost per stage, Grad-CAM and attention maps of one trial, as figures.
+
+    A trial without trained weights (failed, running) answers 409 with a one-line ``error``.
+    """
+    from fusion_nas.errors import FusionNasError
+
+    name, _, row = trial_of(request)
+    try:
+        return SafeJSONResponse(_explained(store_of(request), name, row))
+    except FusionNasError as exc:
+        return SafeJSONResponse({"error": one_line(exc)}, status_code=409)
 
 
 # --------------------------------------------------------------------------- downloads

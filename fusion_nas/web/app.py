@@ -8,7 +8,8 @@ polling every ``poll_ms`` so new trials of a running search appear without a rel
 ==============================  =======================================================
 ``/``                           the searches: status, progress, best accuracy, front size
 ``/search?name=N``              one search: Pareto plot, hypervolume, operators, trials
-``/trial?search=N&number=K``    one trial: stages, cost, validation curve, downloads
+``/trial?search=N&number=K``    one trial: stages, cost, validation curve, downloads and
+                                the "Inside the network" panel (on demand)
 ==============================  =======================================================
 
 Every response carries the headers of :mod:`fusion_nas.web.security`.
@@ -83,6 +84,7 @@ def trial_page(request: Request) -> Response:
         code_name=download_filename(name, number, ".py"),
         json_name=download_filename(name, number, ".json"),
         has_arch=bool(row.get("arch")),
+        explain_url=link("/api/explain", search=name, number=number),
     )
 
 
@@ -160,6 +162,7 @@ def create_app(
         Route("/api/searches", api.api_searches),
         Route("/api/search", api.api_search),
         Route("/api/trial", api.api_trial),
+        Route("/api/explain", api.api_explain),
         Route("/download/code", api.download_code),
         Route("/download/json", api.download_json),
         Route("/static/plotly.min.js", api.plotly_js),
