@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 SEARCH_KEY = "fusion_nas"  # study user attribute holding the search record
 RETRAIN_PREFIX = "retrain:"  # study user attributes holding retrain results, one per trial
 OBJECTIVES = ("val_acc (maximize)", "macs (minimize)")
+LATENCY_OBJECTIVES = ("val_acc (maximize)", "latency_ms (minimize)")
 DIRECTIONS = ("maximize", "minimize")  # Optuna directions of (validation accuracy, MACs)
 
 
@@ -79,6 +80,13 @@ class SearchRecord:
     evaluator: str = "train"  # "train", or "table:PATH[@SEED]": trials looked up in a table
     fidelity: str = "full"  # or successive halving, "sh:1,3,10/3" (fusion_nas.fidelity)
     prescreen: str | None = None  # "K:M:PROXY": the first M trials were pre-screened
+    max_latency_ms: float | None = None  # --max-latency-ms
+
+    @property
+    def cost_column(self) -> str:
+        """The trial column of the second objective: ``macs`` or ``latency_ms``."""
+        return "latency_ms" if self.objectives[1:2] == LATENCY_OBJECTIVES[1:2] else "macs"
+
     created: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     )
@@ -157,6 +165,8 @@ _ATTR_TYPES: dict[str, tuple[type, ...]] = {
     "duplicate_of": (int,),
     "rungs": (list,),
     PRESCREEN_KEY: (dict,),
+    "latency_ms": _NUMBER,
+    "latency": (dict,),
 }
 
 
@@ -208,6 +218,8 @@ class TrialRecord:
     # Successive halving: (epochs, validation accuracy) at every rung the trial reached.
     rungs: list[tuple[int, float]] = field(default_factory=list)
     prescreen: dict[str, Any] | None = None  # queued by --prescreen: proxy, score, place, of
+    latency_ms: float | None = None  # median batch-1 eager latency on the search's machine
+    latency: dict[str, Any] | None = None  # backend -> fusion_nas.latency.LatencyRecord dict
     datetime_start: dt.datetime | None = None
     datetime_complete: dt.datetime | None = None
 
@@ -248,6 +260,8 @@ class TrialRecord:
             retry_of=retry_of if isinstance(retry_of, int) else None,
             rungs=[(int(e), float(a)) for e, a in ua.get("rungs") or []],
             prescreen=ua.get(PRESCREEN_KEY),
+            latency_ms=ua.get("latency_ms"),
+            latency=ua.get("latency"),
             datetime_start=t.datetime_start,
             datetime_complete=t.datetime_complete,
         )
@@ -322,6 +336,23 @@ def write_result(
         if value is not None:
             trial.set_user_attr(key, value)
     trial.set_user_attr("status", TrialStatus(status).value)
+
+
+def objectives_for(objective: str) -> tuple[str, ...]:
+    """The stored objectives of a search whose second objective is ``macs`` or ``latency``."""
+    return LATENCY_OBJECTIVES if objective == "latency" else OBJECTIVES
+
+
+def latency_ms(measured: Mapping[str, Any]) -> float:
+    """Median batch-1 milliseconds of the eager record in ``measured`` (backend -> record)."""
+    points = measured["eager"]["points"]
+    return float(next(p for p in points if p["batch"] == 1)["median_ms"])
+
+
+def write_latency(trial: optuna.Trial, measured: Mapping[str, Any]) -> None:
+    """A trial's measured latencies (backend -> LatencyRecord dict) and its batch-1 median."""
+    trial.set_user_attr("latency", dict(measured))
+    trial.set_user_attr("latency_ms", latency_ms(measured))
 
 
 def mark_interrupted(

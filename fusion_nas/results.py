@@ -67,10 +67,11 @@ _FINISHED = tuple(s.value for s in TrialStatus if s.finished)
 # --------------------------------------------------------------------------- trials
 
 
-def trials_frame(records: Iterable[TrialRecord | FrozenTrial]) -> pd.DataFrame:
+def trials_frame(records: Iterable[TrialRecord | FrozenTrial], cost: str = "macs") -> pd.DataFrame:
     """Trials as a table (columns :data:`TRIAL_COLUMNS`, status as plain strings).
 
-    ``on_front`` marks the Pareto front (accuracy up, MACs down) of the complete trials.
+    ``on_front`` marks the Pareto front (accuracy up, ``cost`` down: ``macs``, or
+    ``latency_ms`` for a search on latency) of the complete trials.
     Optuna ``FrozenTrial`` objects are read through :meth:`TrialRecord.from_trial`.
     """
     rows = []
@@ -81,7 +82,7 @@ def trials_frame(records: Iterable[TrialRecord | FrozenTrial]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
     ok = df.index[df.status == _COMPLETE]
     if len(ok):
-        mask = pareto_mask(df.loc[ok, "val_acc"].astype(float), df.loc[ok, "macs"].astype(float))
+        mask = pareto_mask(df.loc[ok, "val_acc"].astype(float), df.loc[ok, cost].astype(float))
         df.loc[ok[mask], "on_front"] = True
     return df
 

@@ -110,7 +110,13 @@ _FINGERPRINT = (
     "max_params",
     "evaluator",
     "fidelity",
+    "objectives",
+    "max_latency_ms",
 )
+OBJECTIVE_CHOICES = ("macs", "latency")
+LATENCY_CHOICES = ("eager", "all", "off")
+LATENCY_RUNS = 20  # timed forward passes per batch size, after LATENCY_WARMUP untimed ones
+LATENCY_WARMUP = 3
 USER_STOP = "stopped by the user (Ctrl-C)"
 PROCESS_ENDED = "the process running this trial ended"
 NOT_NEEDED = "not needed: other workers had already started the search's last trials"
@@ -306,6 +312,14 @@ class SearchConfig:
     # the best M (spread over the cost range) as the search's first trials (fusion_nas.prescreen).
     prescreen: str | None = None
     prescreen_proxy: str = "naswot"
+    # The second objective: "macs" (counted) or "latency" (median batch-1 milliseconds of the
+    # model, measured on this machine in one thread: fusion_nas.latency), and its budget.
+    objective: str = "macs"
+    max_latency_ms: float | None = None
+    # Which latencies every trial records: "eager" (torch, batch 1 and 64), "all" (also
+    # onnxruntime, about 4 s more per network here), "off" (only when the objective or
+    # the budget needs it). Table searches default to "off" (None: the evaluator decides).
+    latency: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evaluator", str(parse_evaluator(self.evaluator)))
@@ -325,6 +339,19 @@ class SearchConfig:
                 raise FusionNasError(f"{flag} must be positive, got {value}")
         if self.trial_timeout is not None and self.trial_timeout <= 0:
             raise FusionNasError(f"--trial-timeout must be positive, got {self.trial_timeout}")
+        if self.objective not in OBJECTIVE_CHOICES:
+            raise FusionNasError(
+                f"unknown --objective {self.objective!r}; allowed: {', '.join(OBJECTIVE_CHOICES)}"
+            )
+        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
+            raise FusionNasError(f"--max-latency-ms must be positive, got {self.max_latency_ms}")
+        if self.latency is None:
+            default = "off" if self.evaluator.startswith("table:") else "eager"
+            object.__setattr__(self, "latency", default)
+        if self.latency not in LATENCY_CHOICES:
+            raise FusionNasError(
+                f"unknown --latency {self.latency!r}; allowed: {', '.join(LATENCY_CHOICES)}"
+            )
         if self.prescreen is not None:
             from fusion_nas.prescreen import parse_prescreen
             from fusion_nas.zero_cost import check_proxy
@@ -360,7 +387,15 @@ class SearchConfig:
             evaluator=self.evaluator,
             fidelity=self.fidelity,
             prescreen=f"{self.prescreen}:{self.prescreen_proxy}" if self.prescreen else None,
+            objectives=records.objectives_for(self.objective),
+            max_latency_ms=self.max_latency_ms,
         )
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether each trial's latency is measured (asked for, or needed)."""
+        needed = self.objective == "latency" or self.max_latency_ms is not None
+        return self.latency != "off" or needed
 
     @property
     def halving(self) -> SuccessiveHalving | None:
@@ -382,6 +417,8 @@ def _fingerprint(record: SearchRecord) -> dict[str, Any]:
         "max_params": record.max_params,
         "evaluator": record.evaluator,
         "fidelity": record.fidelity,
+        "objectives": list(record.objectives),
+        "max_latency_ms": record.max_latency_ms,
     }
 
 
@@ -433,6 +470,7 @@ class _Open:
     rungs: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     stop_note: str | None = None  # set when successive halving stops it at a rung
+    latency_ms: float | None = None  # median batch-1 eager latency, when measured
 
 
 class Search:
@@ -460,6 +498,7 @@ class Search:
         self._training: dict[str, int] = {}  # arch_id -> number of the trial training it
         self._seen: dict[str, TrialRecord] = {}  # arch_id -> first complete trial
         self._stopped: dict[str, TrialRecord] = {}  # arch_id -> first trial stopped early
+        self._latencies: dict[str, dict[str, Any]] = {}  # arch_id -> backend -> record
         self._sh = config.halving
         self._finished: list[TrialRecord] = []  # finished trials, earlier runs included
         self._told: dict[int, TrialRecord] = {}  # records of the trials told in this run
@@ -615,9 +654,16 @@ class Search:
         over_macs, over_params = self._violations(cost)
         trial.set_constraint("macs_over_budget", over_macs)  # NSGA-II/TPE rank it infeasible
         trial.set_constraint("params_over_budget", over_params)
-        if max(over_macs, over_params) > 0:
-            reason = self._budget_reason(cost)
-            self._tell(entry, TrialStatus.INFEASIBLE, [0.0, float(cost.macs)], fail_reason=reason)
+        over_latency = 0.0
+        if self.config.measures_latency and _too_large(cost) is None:
+            entry.latency_ms = self._latency(trial, arch)
+            if self.config.max_latency_ms is not None:
+                over_latency = entry.latency_ms - self.config.max_latency_ms
+                trial.set_constraint("latency_over_budget", over_latency)
+        if max(over_macs, over_params, over_latency) > 0:
+            reason = self._budget_reason(cost, entry.latency_ms)
+            values = [0.0, self._second(entry)]
+            self._tell(entry, TrialStatus.INFEASIBLE, values, fail_reason=reason)
         elif (reason := _too_large(cost)) is not None:
             self._tell(entry, TrialStatus.FAILED, None, fail_reason=reason)
         elif arch.arch_id in self._seen:
@@ -734,7 +780,7 @@ class Search:
                 entry, TrialStatus.STOPPED, None, fail_reason=entry.stop_note, **common
             )
         elif outcome.status == TrialStatus.COMPLETE:
-            values = [float(outcome.val_acc), float(entry.cost.macs)]
+            values = [float(outcome.val_acc), self._second(entry)]
             acc = outcome.val_acc
             note = outcome.reason  # a looked-up trial says where its result comes from
             record = self._tell(
@@ -797,7 +843,7 @@ class Search:
         self._tell(
             entry,
             TrialStatus.COMPLETE,
-            [float(earlier.val_acc), float(entry.cost.macs)],
+            [float(earlier.val_acc), self._second(entry)],
             val_acc=earlier.val_acc,
             curve=list(earlier.curve),
             rungs=list(earlier.rungs) or None,
@@ -834,6 +880,38 @@ class Search:
             self._costs[arch.arch_id] = arch_cost(arch, self.space)
         return self._costs[arch.arch_id]
 
+    def _second(self, entry: _Open) -> float:
+        """The second objective of ``entry``: its MACs, or its measured latency."""
+        assert entry.cost is not None
+        if self.config.objective == "latency":
+            assert entry.latency_ms is not None
+            return float(entry.latency_ms)
+        return float(entry.cost.macs)
+
+    def _latency(self, trial: optuna.Trial, arch: Architecture) -> float:
+        """Measure ``arch``'s latency once per search run (one thread), record it on ``trial``,
+        and return its median batch-1 eager milliseconds."""
+        if arch.arch_id not in self._latencies:
+            from fusion_nas.latency import arch_latency
+
+            backends = ("eager", "onnxruntime") if self.config.latency == "all" else ("eager",)
+            self._latencies[arch.arch_id] = {
+                b: arch_latency(
+                    arch,
+                    self.space,
+                    seed=self.seed,
+                    batch_sizes=(1, 64),
+                    warmup=LATENCY_WARMUP,
+                    runs=LATENCY_RUNS,
+                    threads=1,
+                    backend=b,
+                ).to_dict()
+                for b in backends
+            }
+        measured = self._latencies[arch.arch_id]
+        records.write_latency(trial, measured)
+        return records.latency_ms(measured)
+
     def _violations(self, cost: Cost) -> tuple[float, float]:
         """Optuna constraint values: how far MACs and params exceed the budgets (<= 0: fine)."""
         c = self.config
@@ -841,8 +919,11 @@ class Search:
         over_params = cost.params - c.max_params if c.max_params else 0.0
         return (float(over_macs), float(over_params))
 
-    def _budget_reason(self, cost: Cost) -> str:
+    def _budget_reason(self, cost: Cost, latency_ms: float | None = None) -> str:
         c, parts = self.config, []
+        budget = c.max_latency_ms
+        if budget is not None and latency_ms is not None and latency_ms > budget:
+            parts.append(f"latency {latency_ms:.3g} ms > --max-latency-ms {budget:g}")
         if c.max_flops and cost.macs > c.max_flops:
             parts.append(f"MACs {cost.macs:,} > --max-flops {c.max_flops:,}")
         if c.max_params and cost.params > c.max_params:

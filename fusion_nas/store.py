@@ -282,7 +282,7 @@ class Store:
 
     def trials(self, name: str) -> pd.DataFrame:
         """All trials of search ``name``, one row each (see :func:`.results.trials_frame`)."""
-        return trials_frame(self.records(name))
+        return trials_frame(self.records(name), self.search(name).cost_column)
 
     def trial(self, name: str, number: int) -> dict[str, Any]:
         """One trial of search ``name`` as a dict; unknown numbers name the valid range."""
@@ -299,7 +299,7 @@ class Store:
         for name, record in self.searches().items():
             try:
                 study_id = self.storage.get_study_id_from_name(name)
-                frames[name] = (record, trials_frame(self._records(study_id)))
+                frames[name] = (record, trials_frame(self._records(study_id), record.cost_column))
             except KeyError:  # deleted since it was listed
                 continue
         ref = ref_macs if ref_macs is not None else reference_macs(df for _, df in frames.values())

@@ -18,6 +18,9 @@ COMMANDS = [
     "baselines",
     "pareto",
     "serve",
+    "supernet",
+    "explain",
+    "cost",
 ]
 
 

@@ -48,16 +48,33 @@ def export(
         Path | None,
         typer.Option(help="Also write ONNX here (needs the onnx extra).", show_default=False),
     ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="'dynamic': save int8 weights (torch dynamic quantisation of the Linear "
+            "layers) to --weights; the module docstring says how to load them.",
+            show_default=False,
+        ),
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Export a trial's architecture as standalone, readable PyTorch code (imports only torch).
 
     With --weights the trial's proxy training is re-run with the search's seed and settings
     (deterministic) and the weights are saved as a state_dict the exported class loads.
+    With --quantize dynamic those weights are saved as the int8 state dict instead.
     """
     with user_errors():
         if out.suffix != ".py":
             raise ExportError(f"--out must name a .py file, got {str(out)!r}")
+        if quantize is not None:
+            from fusion_nas.quantize import check_mode
+
+            check_mode(quantize)
+            if weights is None:
+                raise ExportError("--quantize needs --weights FILE for the int8 weights")
+            if onnx is not None:
+                raise ExportError("--quantize writes PyTorch int8 weights; drop --onnx")
         st = Store(store, create=False)
         df = st.trials(name)
         row = pick_trial(df, trial=trial, pick=pick)
@@ -86,11 +103,20 @@ def export(
             "store_url": st.url,
             "weights_file": weights.name if weights else None,
         }
-        write_export(arch, space, out, meta=meta, state_dict=state, weights=weights, onnx=onnx)
+        int8 = ""
+        if quantize is not None:
+            from fusion_nas.quantize import write_quantized_export
+
+            change = write_quantized_export(
+                arch, space, out, state_dict=state, weights=weights, meta=meta
+            )["max_abs_logit_change"]
+            int8 = f" (int8, max logit change {change:.3g})"
+        else:
+            write_export(arch, space, out, meta=meta, state_dict=state, weights=weights, onnx=onnx)
         console.print(
             f"Trial {row['number']} ({escape(row['arch_desc'] or arch.describe())}; "
             f"{row['macs']:,} MACs, {row['params']:,} params) -> [bold]{escape(str(out))}[/]"
-            + (f", weights {escape(str(weights))}" if weights else "")
+            + (f", weights {escape(str(weights))}{int8}" if weights else "")
             + (f", ONNX {escape(str(onnx))}" if onnx else "")
         )
 

@@ -141,6 +141,29 @@ def search(
         str,
         typer.Option(help="Zero-cost proxy of --prescreen: naswot, synflow, grad_norm, snip."),
     ] = "naswot",
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="Second objective beside validation accuracy: 'macs' (counted) or 'latency' "
+            "(median batch-1 milliseconds of the model, measured here in one thread)."
+        ),
+    ] = "macs",
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Latency budget (batch 1, ms): slower networks are never trained.",
+            show_default=False,
+        ),
+    ] = None,
+    latency: Annotated[
+        str | None,
+        typer.Option(
+            help="Latency every trial records: 'eager' (torch, batch 1 and 64; default when "
+            "training), 'all' (also onnxruntime, needs the onnx extra; seconds more per "
+            "network), 'off' (default for table evaluators).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Search SPACE: sample architectures, proxy-train them, record every trial and the front."""
     with user_errors():
@@ -176,6 +199,9 @@ def search(
             fidelity=fidelity,
             prescreen=prescreen,
             prescreen_proxy=zero_cost,
+            objective=objective,
+            max_latency_ms=max_latency_ms,
+            latency=latency,
         )
         prepare(config)  # space, data, strategy and device first: bad input writes nothing
         st = Store(store)
