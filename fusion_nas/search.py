@@ -115,8 +115,8 @@ _FINGERPRINT = (
 )
 OBJECTIVE_CHOICES = ("macs", "latency")
 LATENCY_CHOICES = ("eager", "all", "off")
-LATENCY_RUNS = 20  # timed forward passes per batch size, after LATENCY_WARMUP untimed ones
-LATENCY_WARMUP = 3
+LATENCY_RUNS = 10  # timed forward passes per batch size, after LATENCY_WARMUP untimed ones
+LATENCY_WARMUP = 2
 USER_STOP = "stopped by the user (Ctrl-C)"
 PROCESS_ENDED = "the process running this trial ended"
 NOT_NEEDED = "not needed: other workers had already started the search's last trials"

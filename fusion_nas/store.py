@@ -282,7 +282,8 @@ class Store:
 
     def trials(self, name: str) -> pd.DataFrame:
         """All trials of search ``name``, one row each (see :func:`.results.trials_frame`)."""
-        return trials_frame(self.records(name), self.search(name).cost_column)
+        study_id, record = self._find(name)
+        return trials_frame(self._records(study_id), record.cost_column)
 
     def trial(self, name: str, number: int) -> dict[str, Any]:
         """One trial of search ``name`` as a dict; unknown numbers name the valid range."""

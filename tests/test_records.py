@@ -64,6 +64,10 @@ def add_trial(
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     elif status == TrialStatus.INTERRUPTED:
         mark_interrupted(store.storage, study.study_name, trial.number, "interrupted by the user")
+    elif status == TrialStatus.STOPPED:
+        note = "stopped after 1 of 3 epochs"
+        write_result(trial, status, curve=[acc], rungs=[(1, acc)], fail_reason=note)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return trial.number
 
 
@@ -79,7 +83,7 @@ def new_study(store: Store, name: str, **kw) -> optuna.Study:
 
 def test_every_status_round_trips_through_the_store(store: Store) -> None:
     study = new_study(store, "s")
-    order = list(TrialStatus)  # complete, failed, infeasible, interrupted, running
+    order = list(TrialStatus)  # complete, failed, infeasible, interrupted, stopped, running
     for i, status in enumerate(order):
         add_trial(store, study, status, acc=0.1 * (i + 1), macs=100 * (i + 1), seed=i)
     got = store.records("s")
@@ -91,6 +95,9 @@ def test_every_status_round_trips_through_the_store(store: Store) -> None:
     assert by_status[TrialStatus.COMPLETE].val_acc == pytest.approx(0.1)
     assert by_status[TrialStatus.COMPLETE].curve == [pytest.approx(0.05), pytest.approx(0.1)]
     assert by_status[TrialStatus.INFEASIBLE].val_acc is None
+    stopped = by_status[TrialStatus.STOPPED]  # a PRUNED trial with its rung accuracies
+    assert stopped.val_acc is None and stopped.rungs == [(1, pytest.approx(0.5))]
+    assert stopped.fail_reason == "stopped after 1 of 3 epochs"
     # Optuna's own states behind the statuses: interrupted is a FAIL with its own status.
     frozen = study.get_trials(deepcopy=False)
     assert frozen[3].state == optuna.trial.TrialState.FAIL
@@ -108,12 +115,14 @@ def test_finished_statuses_and_their_strings() -> None:
         "failed",
         "infeasible",
         "interrupted",
+        "stopped",
         "running",
     }
     assert {s for s in TrialStatus if s.finished} == {
         TrialStatus.COMPLETE,
         TrialStatus.FAILED,
         TrialStatus.INFEASIBLE,
+        TrialStatus.STOPPED,
     }
     assert str(TrialStatus.INTERRUPTED) == "interrupted"
     assert TrialStatus("interrupted") is TrialStatus.INTERRUPTED

@@ -156,6 +156,7 @@ def trials_to_optimum(space: SearchSpace, strategy: str, options: dict, seed: in
         trials=CAP,
         seed=seed,
         strategy_options=options,
+        latency="off",  # the sampler is under test, not the cost of measuring
     )
     try:
         run_search(config, MemoryStore(), on_progress=_stop_at_optimum)
