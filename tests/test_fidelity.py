@@ -207,6 +207,24 @@ def test_stopped_trials_are_pruned_and_count_towards_the_total(tmp_path: Path) -
     assert Store(url).search("s").fidelity == "sh:1,3/3"
     listing = runner.invoke(app, ["results", "s", "--store", url])
     assert "stopped" in listing.output and "stopped after 1 of 3 epochs" in listing.output
+    # The dashboard lists the stopped trials with where they stopped.
+    from starlette.testclient import TestClient
+
+    from fusion_nas.web import create_app
+
+    client = TestClient(create_app(Store(url)), raise_server_exceptions=False)
+    data = client.get("/api/search", params={"name": "s"}).json()
+    stopped = [t for t in data["trials"] if t["status"] == "stopped"]
+    assert stopped and all(
+        ("stopped after 1 of 3 epochs" in t["note"]) or t["note"].startswith("same network as")
+        for t in stopped
+    )
+    assert any("stopped after 1 of 3 epochs" in t["note"] for t in stopped)
+    first = stopped[0]["number"]
+    trial = client.get("/api/trial", params={"search": "s", "number": first})
+    page = client.get("/trial", params={"search": "s", "number": first})
+    assert trial.status_code == 200 and page.status_code == 200
+    assert trial.json()["curve"] == [pytest.approx(v) for v in trial.json()["curve"]]
     other = runner.invoke(app, [*args, "--trials", "12"])
     assert other.exit_code == 2 and "different fidelity" in other.output
     assert len(optuna.load_study(study_name="s", storage=url).get_trials()) == 10

@@ -36,7 +36,7 @@ from starlette.responses import Response
 
 from fusion_nas.errors import one_line
 from fusion_nas.records import BaselineRecord, SearchRecord, TrialStatus
-from fusion_nas.results import TRIAL_COLUMNS, download_filename, search_summary
+from fusion_nas.results import TRIAL_COLUMNS, download_filename, search_summary, trial_note
 from fusion_nas.store import redact_url
 from fusion_nas.viz import (
     curve_figure,
@@ -89,12 +89,9 @@ _BASELINE_COLUMNS = ("label", "description", "macs", "params", "val_acc", "test_
 
 
 def _note(row: Mapping[str, Any]) -> str:
-    """The table's note: a reused result, else the reason a trial failed or was cut short."""
-    dup = row.get("duplicate_of")
-    if dup is not None and not (isinstance(dup, float) and math.isnan(dup)):
-        return f"same network as #{int(dup)}"
-    reason = row.get("fail_reason")
-    return reason if isinstance(reason, str) else ""
+    """The table's note (:func:`fusion_nas.results.trial_note`): a reused result, a retry, a
+    pre-screen pick, or why a trial failed, was stopped early or cut short."""
+    return trial_note(row)
 
 
 def _escaped_operators(freq: dict[str, Any]) -> dict[str, Any]:
