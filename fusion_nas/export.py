@@ -377,11 +377,10 @@ def _atomic(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _export_onnx(model: nn.Module, space: SearchSpace, path: Path, ort: Any) -> None:
-    """Trace ``model`` to ONNX at ``path`` and check onnxruntime agrees (atol 1e-4)."""
-    model.eval()
-    example = torch.zeros(space.input_shape(1))
-    with warnings.catch_warnings():
+def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Trace ``model`` on ``example`` (B, C, *S) to ONNX at ``path``, with a dynamic batch axis
+    (input ``input``, output ``logits``; the legacy exporter, opset :data:`ONNX_OPSET`)."""
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
@@ -393,6 +392,12 @@ def _export_onnx(model: nn.Module, space: SearchSpace, path: Path, ort: Any) -> 
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
+
+
+def _export_onnx(model: nn.Module, space: SearchSpace, path: Path, ort: Any) -> None:
+    """Trace ``model`` to ONNX at ``path`` and check onnxruntime agrees (atol 1e-4)."""
+    model.eval()
+    write_onnx(model, torch.zeros(space.input_shape(1)), path)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(space.input_shape(2), generator=gen)
     with torch.no_grad():

@@ -24,7 +24,6 @@ import importlib
 import math
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -193,23 +192,12 @@ def _onnxruntime(
         raise LatencyError(
             f"backend 'onnxruntime' needs onnx and onnxruntime; install: {_ONNX_HINT}"
         ) from None
-    from fusion_nas.export import ONNX_OPSET  # the export's settings; heavy, so imported here
+    from fusion_nas.export import write_onnx  # the export's settings; heavy, so imported here
 
     model = model.cpu()
     with tempfile.TemporaryDirectory(prefix="fusion-nas-latency-") as tmp:
         path = Path(tmp) / "model.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (torch.zeros((1, *shape)),),
-                str(path),
-                dynamo=False,
-                opset_version=ONNX_OPSET,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            )
+        write_onnx(model, torch.zeros((1, *shape)), path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
