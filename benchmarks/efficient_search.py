@@ -89,6 +89,7 @@ def run_lever(
     prescreen: str,
     proxy: str,
     live: bool = False,
+    fidelity: str = "sh",
 ) -> tuple[list[TrialRecord], float, dt.datetime]:
     """One search of ``lever``; its trials (by number), the seconds spent before training and
     when training began. ``live``: every network is trained here (one process) instead of
@@ -103,7 +104,7 @@ def run_lever(
         proxy=table.proxy,
         seed=seed,
         evaluator="train" if live else f"table:{table.path}",
-        fidelity=spec.get("fidelity", "full"),
+        fidelity=fidelity if spec.get("fidelity") else "full",
         prescreen=prescreen if spec.get("prescreen") else None,
         prescreen_proxy=proxy,
     )
@@ -229,6 +230,7 @@ def efficient(args: argparse.Namespace) -> dict[str, Any]:
         "trials": args.trials,
         "live": args.live,
         "prescreen": f"{args.prescreen} ({args.zero_cost})",
+        "fidelity": args.fidelity,
         "supernet": f"{args.supernet_epochs} epochs, {args.supernet_evals} sub-networks "
         f"scored, top {args.supernet_picks} trained",
         "levers": {},
@@ -250,8 +252,9 @@ def efficient(args: argparse.Namespace) -> dict[str, Any]:
                 )  # fmt: skip
                 continue
             trials, overhead, began = run_lever(
-                lever, table, seed, args.trials, args.prescreen, args.zero_cost, args.live
-            )
+                lever, table, seed, args.trials, args.prescreen, args.zero_cost, args.live,
+                args.fidelity,
+            )  # fmt: skip
             if args.live:
                 curves.append(wall_curve(trials, overhead, began, ref, true_hv))
             else:
@@ -356,6 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=150, help="trials per search")
     p.add_argument("--prescreen", default="672:30", help="K:M of the prescreen levers")
     p.add_argument("--zero-cost", default="naswot", help="zero-cost proxy of --prescreen")
+    p.add_argument("--fidelity", default="sh", help="--fidelity of the sh levers")
     p.add_argument(
         "--live",
         action="store_true",
