@@ -58,7 +58,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from fusion_nas import records
+from fusion_nas import records, settings
 from fusion_nas.arch import Architecture
 from fusion_nas.cost import Cost, arch_cost
 from fusion_nas.devices import parse_device, worker_devices
@@ -347,7 +347,7 @@ class SearchConfig:
             raise FusionNasError(f"--max-latency-ms must be positive, got {self.max_latency_ms}")
         if self.latency is None:
             default = "off" if self.evaluator.startswith("table:") else "eager"
-            object.__setattr__(self, "latency", default)
+            object.__setattr__(self, "latency", settings.default_latency() or default)
         if self.latency not in LATENCY_CHOICES:
             raise FusionNasError(
                 f"unknown --latency {self.latency!r}; allowed: {', '.join(LATENCY_CHOICES)}"

@@ -16,6 +16,7 @@ from pathlib import Path
 HOME_ENV = "FUSION_NAS_HOME"
 STORE_ENV = "FUSION_NAS_STORE"
 HEARTBEAT_ENV = "FUSION_NAS_HEARTBEAT"
+LATENCY_ENV = "FUSION_NAS_LATENCY"  # default of search --latency: eager, all or off
 HEARTBEAT_S = 10  # seconds between heartbeats of a running trial
 GRACE_FACTOR = 3  # a trial is stale after GRACE_FACTOR heartbeats missed
 
@@ -59,3 +60,9 @@ def heartbeat_interval() -> int:
 def grace_period() -> int:
     """Seconds without a heartbeat after which a running trial counts as lost."""
     return GRACE_FACTOR * heartbeat_interval()
+
+
+def default_latency() -> str | None:
+    """The latency every trained trial records when ``--latency`` is not given
+    (``$FUSION_NAS_LATENCY``; unset: the search decides, ``eager`` when it trains)."""
+    return os.environ.get(LATENCY_ENV) or None

@@ -86,6 +86,13 @@ def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_latency(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trials skip the latency measurement (a second per network) unless a test asks for it
+    (--latency, or by clearing FUSION_NAS_LATENCY as tests/test_latency_objective.py does)."""
+    monkeypatch.setenv("FUSION_NAS_LATENCY", "off")
+
+
+@pytest.fixture(autouse=True)
 def _seed_torch() -> None:
     torch.manual_seed(0)
     # One thread, not two: the test models are small, and when the 2 cores are shared (tests

@@ -94,3 +94,22 @@ def test_changing_the_objective_on_resume_is_refused(tmp_path, table) -> None:
     assert search(tmp_path, table).exit_code == 0
     res = search(tmp_path, table, "--objective", "latency")
     assert res.exit_code == 2 and "different objectives" in res.output
+
+
+def test_a_trained_trial_records_its_latency_by_default(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("FUSION_NAS_LATENCY")  # the suite turns it off (conftest)
+    url = f"sqlite:///{tmp_path}/s.db"
+    res = runner.invoke(
+        app,
+        [
+            "search", "digits", "--trials", "1", "--epochs", "1", "--train-subset", "200",
+            "--name", "d", "--store", url,
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (rec,) = Store(url).records("d")
+    assert rec.status == TrialStatus.COMPLETE and rec.latency_ms > 0
+    assert set(rec.latency) == {"eager"}  # type: ignore[arg-type]
+    monkeypatch.setenv("FUSION_NAS_LATENCY", "fast")
+    bad = runner.invoke(app, ["search", "digits", "--trials", "1", "--store", url])
+    assert bad.exit_code == 2 and "unknown --latency 'fast'; allowed: eager, all, off" in bad.output
