@@ -823,33 +823,23 @@ class Search:
         return True
 
     def _tell_duplicate(self, entry: _Open, earlier: TrialRecord) -> None:
+        """Record ``entry`` with the result of the earlier trial of its network: complete, or
+        stopped early (it would stop again at the same rung)."""
         assert entry.cost is not None
         original = earlier.duplicate_of if earlier.duplicate_of is not None else earlier.number
-        if earlier.status == TrialStatus.STOPPED:  # stopped early before: it would stop again
-            self._tell(
-                entry,
-                TrialStatus.STOPPED,
-                None,
-                curve=list(earlier.curve),
-                rungs=list(earlier.rungs),
-                train_seconds=earlier.train_seconds,
-                threads=earlier.threads,
-                device=earlier.device,
-                fail_reason=earlier.fail_reason,
-                duplicate_of=original,
-            )
-            return
-        assert earlier.val_acc is not None
+        stopped = earlier.status == TrialStatus.STOPPED
+        assert stopped or earlier.val_acc is not None
         self._tell(
             entry,
-            TrialStatus.COMPLETE,
-            [float(earlier.val_acc), self._second(entry)],
-            val_acc=earlier.val_acc,
+            TrialStatus.STOPPED if stopped else TrialStatus.COMPLETE,
+            None if stopped else [float(earlier.val_acc), self._second(entry)],  # type: ignore[arg-type]
+            val_acc=None if stopped else earlier.val_acc,
             curve=list(earlier.curve),
             rungs=list(earlier.rungs) or None,
             train_seconds=earlier.train_seconds,
             threads=earlier.threads,
             device=earlier.device,
+            fail_reason=earlier.fail_reason if stopped else None,
             duplicate_of=original,
         )
 
