@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from fusion_nas.errors import FusionNasError, one_line
-from fusion_nas.records import TrialStatus
-from fusion_nas.store import Store, redact_url
+from fusion_nas.store.records import TrialStatus
+from fusion_nas.store.store import Store, redact_url
 
 HERE = Path(__file__).resolve().parent
 DONE = re.compile(r"Done in [\d.]+ s: (.*)")

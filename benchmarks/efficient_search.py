@@ -50,13 +50,13 @@ import optuna
 import plotly.graph_objects as go
 import torch
 
-from fusion_nas import records
 from fusion_nas.errors import FusionNasError, one_line
+from fusion_nas.evaluation.table import Table, load_table
 from fusion_nas.pareto import hypervolume
-from fusion_nas.records import TrialRecord, TrialStatus
-from fusion_nas.search import SearchConfig, enqueue, prepare, run_trials, screen
-from fusion_nas.store import quiet_optuna
-from fusion_nas.table import Table, load_table
+from fusion_nas.search.loop import SearchConfig, enqueue, prepare, run_trials, screen
+from fusion_nas.store import records
+from fusion_nas.store.records import TrialRecord, TrialStatus
+from fusion_nas.store.store import quiet_optuna
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -131,7 +131,7 @@ def run_supernet(
     from dataclasses import replace
 
     from fusion_nas.pareto import promotion_order
-    from fusion_nas.supernet import search_supernet, train_supernet
+    from fusion_nas.search.supernet import search_supernet, train_supernet
 
     trained = train_supernet(
         table.space, table.dataset, replace(table.proxy, epochs=epochs), seed=seed

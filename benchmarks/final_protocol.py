@@ -1,7 +1,7 @@
 """Which final protocol? Test accuracy of a few baselines under several final schedules.
 
 A comparison of searched and hand-written networks is only fair under one protocol that serves
-both. This trains the chosen baselines of a space (``fusion_nas.baselines``) from scratch on all
+both. This trains the chosen baselines of a space (``fusion_nas.analysis.baselines``) from scratch on all
 training data under each schedule (epochs, peak learning rate, batch size, AdamW weight decay;
 warm-up then cosine decay, as every run of the toolkit) and tests each once. Writes
 ``benchmarks/results/final_protocol_<space>.json``.
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from fusion_nas import baselines as bl
-from fusion_nas.retrain import TrainingProtocol
-from fusion_nas.space import load_space
-from fusion_nas.train import ProxyConfig
+from fusion_nas.analysis import baselines as bl
+from fusion_nas.analysis.retrain import TrainingProtocol
+from fusion_nas.model.space import load_space
+from fusion_nas.training.loop import ProxyConfig
 
 RESULTS = Path(__file__).parent / "results"
 _DEFAULT = ProxyConfig()

@@ -6,7 +6,7 @@ one protocol, and compare their test accuracy against MACs.
 2. Retrains every front member from scratch on all training data with the final protocol
    (``--epochs``, ``--lr``, ``--batch-size``, ``--weight-decay``) and tests it once; the
    retrained test accuracy is stored with the trial, as ``fusion-nas retrain`` stores it.
-3. Trains the space's baselines (``fusion_nas.baselines``) with the same protocol and stores them
+3. Trains the space's baselines (``fusion_nas.analysis.baselines``) with the same protocol and stores them
    beside the search, as ``fusion-nas baselines`` does.
 4. Writes ``benchmarks/results/front_vs_baselines_<space>.json`` (every point, the headline
    figures) and ``.html`` (test accuracy against MACs, published numbers included), and prints a
@@ -29,22 +29,22 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
-from fusion_nas import baselines as bl
-from fusion_nas import records
-from fusion_nas.records import BaselineRecord, RetrainRecord, read_retrains
-from fusion_nas.retrain import TrainingProtocol, retrain
-from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import load_space
-from fusion_nas.space import parse_space as load_space_text
-from fusion_nas.store import Store, quiet_optuna
-from fusion_nas.train import ProxyConfig
+from fusion_nas.analysis import baselines as bl
+from fusion_nas.analysis.retrain import TrainingProtocol, retrain
+from fusion_nas.model.space import load_space
+from fusion_nas.model.space import parse_space as load_space_text
+from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.store import records
+from fusion_nas.store.records import BaselineRecord, RetrainRecord, read_retrains
+from fusion_nas.store.store import Store, quiet_optuna
+from fusion_nas.training.loop import ProxyConfig
 
 RESULTS = Path(__file__).parent / "results"
 CHROMIUM = "/usr/bin/chromium"  # Debian's; no browser download
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 # Published test accuracies (Greydanus, "Scaling down deep learning with MNIST-1D", 2024,
-# table of baselines), with the MACs of the exact definitions in fusion_nas.baselines.
+# table of baselines), with the MACs of the exact definitions in fusion_nas.analysis.baselines.
 PUBLISHED = {
     "mnist1d": [
         {"name": "paper CNN (published)", "macs": 31_750, "test_acc": 0.94},
@@ -66,7 +66,7 @@ def _same(rec: RetrainRecord | BaselineRecord, final: dict[str, Any]) -> bool:
 def _retrain_job(job: dict[str, Any]) -> RetrainRecord:
     """Retrain one front member with the final protocol, in a one-thread worker process.
 
-    Goes through :func:`fusion_nas.retrain.retrain`, as ``fusion-nas retrain`` does, so the
+    Goes through :func:`fusion_nas.analysis.retrain.retrain`, as ``fusion-nas retrain`` does, so the
     result is stored with the search and its code and weights are written.
     """
     store = Store(job["store"], create=False)

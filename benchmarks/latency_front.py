@@ -4,7 +4,7 @@ Two NSGA-II searches of the same space, seed and number of trials, through the r
 path: one with ``objective="macs"``, one with ``objective="latency"``. Accuracy comes from a
 tabular benchmark (the networks' real proxy-training runs, looked up), and every network's
 latency is measured live on this machine (torch eager, one thread, batch 1 median of
-``fusion_nas.search.LATENCY_RUNS`` runs) in both searches, so both fronts can be drawn on both
+``fusion_nas.search.loop.LATENCY_RUNS`` runs) in both searches, so both fronts can be drawn on both
 axes. Reports each front (accuracy, MACs, latency), the hypervolume of each search's trials in
 (accuracy, log10 latency) and in (accuracy, log10 MACs), and how many front networks the two
 share. Writes ``benchmarks/results/latency_front_<table>.json`` and a plotly HTML.
@@ -25,13 +25,13 @@ import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from fusion_nas import records
 from fusion_nas.errors import FusionNasError, one_line
+from fusion_nas.evaluation.table import load_table
 from fusion_nas.pareto import front_indices, hypervolume
-from fusion_nas.records import TrialRecord, TrialStatus
-from fusion_nas.search import SearchConfig, prepare, run_trials
-from fusion_nas.store import quiet_optuna
-from fusion_nas.table import load_table
+from fusion_nas.search.loop import SearchConfig, prepare, run_trials
+from fusion_nas.store import records
+from fusion_nas.store.records import TrialRecord, TrialStatus
+from fusion_nas.store.store import quiet_optuna
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TABLE = HERE / "tables" / "mnist1d-table.csv"
@@ -92,7 +92,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "table": str(args.table),
         "trials": args.trials,
         "seed": args.seed,
-        "latency": "torch eager, one thread, batch 1, median (fusion_nas.search.LATENCY_RUNS)",
+        "latency": "torch eager, one thread, batch 1, median (fusion_nas.search.loop.LATENCY_RUNS)",
         "hypervolume": "in (accuracy, log10 latency in microseconds) and (accuracy, log10 MACs), "
         "up to accuracy 0 and 1.1 x the largest value of both searches",
         "searches": {},

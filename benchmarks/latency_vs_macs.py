@@ -1,8 +1,8 @@
 """MACs against measured latency: how well does the exact MAC count rank real CPU speed?
 
 For every built-in space (or ``--spaces``), ``--per-space`` architectures are sampled uniformly
-(seeded); each gets its exact MACs (:func:`fusion_nas.cost.arch_cost`) and its torch-eager
-batch-1 latency in one thread (:func:`fusion_nas.latency.arch_latency`: median of ``--runs``
+(seeded); each gets its exact MACs (:func:`fusion_nas.model.cost.arch_cost`) and its torch-eager
+batch-1 latency in one thread (:func:`fusion_nas.deploy.latency.arch_latency`: median of ``--runs``
 timed runs after ``--warmup``). Per space the script reports
 
 - Kendall tau between MACs and latency, over all sampled networks and over the networks holding
@@ -40,10 +40,10 @@ import torch
 from plotly.subplots import make_subplots
 from scipy.stats import kendalltau
 
-from fusion_nas.arch import SKIP, Architecture
-from fusion_nas.cost import arch_cost
-from fusion_nas.latency import arch_latency
-from fusion_nas.space import SearchSpace, builtin_spaces, load_space
+from fusion_nas.deploy.latency import arch_latency
+from fusion_nas.model.arch import SKIP, Architecture
+from fusion_nas.model.cost import arch_cost
+from fusion_nas.model.space import SearchSpace, builtin_spaces, load_space
 
 RESULTS = Path(__file__).parent / "results"
 HEAVY_MACS = 100_000_000  # above this, a network is timed with --heavy-runs (CoAtNet-size)

@@ -28,12 +28,12 @@ import plotly.graph_objects as go
 import torch
 from scipy.stats import kendalltau
 
-from fusion_nas.arch import Architecture
-from fusion_nas.cost import arch_cost
-from fusion_nas.model import build_model
-from fusion_nas.retrain import TrainingProtocol
-from fusion_nas.space import SearchSpace, load_space
-from fusion_nas.train import ProxyConfig
+from fusion_nas.analysis.retrain import TrainingProtocol
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.build import build_model
+from fusion_nas.model.cost import arch_cost
+from fusion_nas.model.space import SearchSpace, load_space
+from fusion_nas.training.loop import ProxyConfig
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -2,13 +2,13 @@
 
 For each operator family (``conv``, ``attention``, ``parallel``, ``gated``), ``--per-family``
 networks whose every stage uses that operator (attention variants taken in turn) are trained
-with the proxy trainer (:func:`fusion_nas.train.train_proxy`, ``--epochs`` on the dataset's
-training split, seeded). Then each is quantised with :func:`fusion_nas.quantize.quantize_dynamic`
+with the proxy trainer (:func:`fusion_nas.training.loop.train_proxy`, ``--epochs`` on the dataset's
+training split, seeded). Then each is quantised with :func:`fusion_nas.deploy.quantize.quantize_dynamic`
 (int8 ``nn.Linear`` layers) and both versions are measured:
 
 - test accuracy (the dataset's test split, used only for this before/after report: nothing
   here is chosen by it) and the largest change of a logit;
-- torch-eager latency in one thread at batch 1 and 64 (:func:`fusion_nas.latency.measure_latency`);
+- torch-eager latency in one thread at batch 1 and 64 (:func:`fusion_nas.deploy.latency.measure_latency`);
 - the share of the network's MACs that sits in ``nn.Linear`` layers (what int8 can speed up).
 
 Writes ``quantize_<dataset>.json`` and ``quantize_<dataset>.html`` to ``--out``.
@@ -33,14 +33,14 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from fusion_nas.arch import Architecture
-from fusion_nas.compare import exact_per_module
-from fusion_nas.data import load_dataset
-from fusion_nas.latency import measure_latency
-from fusion_nas.model import build_model
-from fusion_nas.quantize import quantize_dynamic, quantized_linears
-from fusion_nas.space import SearchSpace, load_space
-from fusion_nas.train import ProxyConfig, evaluate_accuracy, train_proxy
+from fusion_nas.deploy.counters import exact_per_module
+from fusion_nas.deploy.latency import measure_latency
+from fusion_nas.deploy.quantize import quantize_dynamic, quantized_linears
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.build import build_model
+from fusion_nas.model.space import SearchSpace, load_space
+from fusion_nas.training.data import load_dataset
+from fusion_nas.training.loop import ProxyConfig, evaluate_accuracy, train_proxy
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = ("conv", "attention", "parallel", "gated")

@@ -1,7 +1,7 @@
 """Search efficiency on a tabular benchmark: hypervolume fraction of the true front per strategy.
 
 Every strategy searches the table's space for ``--evals`` evaluations, once per seed, through
-the project's real search path (``fusion_nas.search``'s ``prepare`` and ``run_trials``, the
+the project's real search path (``fusion_nas.search.loop``'s ``prepare`` and ``run_trials``, the
 ask/tell loop of ``run_search``, with ``evaluator="table:PATH"``: trials are looked up, not
 trained) on a study in Optuna's in-memory storage: an SQLite store would spend most of the
 time writing trial attributes.
@@ -17,7 +17,7 @@ point per table: accuracy 0 and 1.1 x the table's largest MACs. Two ways to coun
   more trials, up to ``MAX_TRIALS_FACTOR`` x ``--evals``, until it has ``--evals`` distinct ones.
 
 NNI strategies optimise one number; they get ``--macs-weight`` (λ): the scalar is
-val_acc - λ * log10(MACs) (see ``fusion_nas.strategies.nni_strategies``). NNI's TPE strategy
+val_acc - λ * log10(MACs) (see ``fusion_nas.search.strategies.nni_strategies``). NNI's TPE strategy
 waits one second per trial in NNI's own loop; the library's ``TpeStrategy`` drops that pause.
 
 Writes ``benchmarks/results/search_efficiency_<table>.json`` (per strategy: mean, std, min and
@@ -46,15 +46,16 @@ from typing import Any
 import optuna
 import plotly.graph_objects as go
 
-from fusion_nas import records, settings
+from fusion_nas import settings
 from fusion_nas.errors import FusionNasError, StrategyError, allowed, one_line
+from fusion_nas.evaluation.table import Table, load_table
 from fusion_nas.pareto import front_indices, hypervolume
-from fusion_nas.records import TrialRecord, TrialStatus
-from fusion_nas.search import SearchConfig, prepare, run_trials
-from fusion_nas.store import quiet_optuna
-from fusion_nas.strategies import STRATEGIES
-from fusion_nas.strategies.base import Proposer
-from fusion_nas.table import Table, load_table
+from fusion_nas.search.loop import SearchConfig, prepare, run_trials
+from fusion_nas.search.strategies import STRATEGIES
+from fusion_nas.search.strategies.base import Proposer
+from fusion_nas.store import records
+from fusion_nas.store.records import TrialRecord, TrialStatus
+from fusion_nas.store.store import quiet_optuna
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TABLE = HERE / "tables" / "mnist1d-table.csv"

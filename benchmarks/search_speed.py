@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import load_space
-from fusion_nas.store import Store
-from fusion_nas.train import ProxyConfig
+from fusion_nas.model.space import load_space
+from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 
 
 def measure(trials: int, workers: int, epochs: int, strategy: str) -> dict:

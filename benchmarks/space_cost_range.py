@@ -2,8 +2,8 @@
 
 A stage's cost depends only on its choice and on what enters it (width, spatial size), so a
 dynamic programme over those states finds both extremes without enumerating the space. Block and
-transition costs are counted by :func:`fusion_nas.cost.count_cost` on the meta device, and the
-two extreme architectures are checked against :func:`fusion_nas.cost.arch_cost`. Writes
+transition costs are counted by :func:`fusion_nas.model.cost.count_cost` on the meta device, and the
+two extreme architectures are checked against :func:`fusion_nas.model.cost.arch_cost`. Writes
 ``benchmarks/results/space_cost_range_<space>.json``.
 
     python benchmarks/space_cost_range.py --space mnist1d
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from fusion_nas import nets
-from fusion_nas.arch import Architecture, StageChoice
-from fusion_nas.cost import arch_cost, count_cost
-from fusion_nas.space import SearchSpace, load_space
+from fusion_nas.model import nets
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.cost import arch_cost, count_cost
+from fusion_nas.model.space import SearchSpace, load_space
 
 RESULTS = Path(__file__).parent / "results"
 

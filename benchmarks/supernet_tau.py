@@ -2,7 +2,7 @@
 
 For each table (default: ``benchmarks/tables/mnist1d-table.csv`` and ``digits.csv``) and each
 ``--epochs`` count, the table's space gets one weight-sharing supernet
-(:mod:`fusion_nas.supernet`), trained once with uniform single-path sampling on the table's
+(:mod:`fusion_nas.search.supernet`), trained once with uniform single-path sampling on the table's
 dataset with the table's proxy settings (its ``.json`` sidecar: batch size, learning rate,
 weight decay, validation fraction; the epochs are the supernet's own). Then every network of
 the table (or ``--limit`` of them, a seeded sample) gets its inherited validation accuracy
@@ -44,12 +44,12 @@ from typing import Any
 import torch
 from scipy.stats import kendalltau
 
-from fusion_nas.arch import Architecture
 from fusion_nas.errors import FusionNasError, one_line
+from fusion_nas.evaluation.table import Table, load_table
+from fusion_nas.model.arch import Architecture
 from fusion_nas.pareto import front_indices, hypervolume, promotion_order
-from fusion_nas.records import TrialStatus
-from fusion_nas.supernet import CALIB_BATCHES, inherited_accuracy, train_supernet
-from fusion_nas.table import Table, load_table
+from fusion_nas.search.supernet import CALIB_BATCHES, inherited_accuracy, train_supernet
+from fusion_nas.store.records import TrialStatus
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TABLES = (HERE / "tables" / "mnist1d-table.csv", HERE / "tables" / "digits.csv")

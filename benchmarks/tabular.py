@@ -1,8 +1,8 @@
 """Tabular benchmark: train EVERY architecture of a space, per seed, into a CSV table.
 
 Each architecture is proxy-trained on the space's dataset with one fixed proxy (the
-:class:`fusion_nas.train.ProxyConfig` defaults unless options say otherwise), once per seed, one
-thread per process, ``--workers K`` processes (``fusion_nas.evaluate``'s pools and ``evaluate``:
+:class:`fusion_nas.training.loop.ProxyConfig` defaults unless options say otherwise), once per seed, one
+thread per process, ``--workers K`` processes (``fusion_nas.evaluation.trainer``'s pools and ``evaluate``:
 the same code path as a search's trials). One row per (architecture, seed) is appended to
 ``benchmarks/tables/<space>.csv`` the moment it finishes, so a killed run loses nothing and the
 same command resumes (rows already in the CSV are skipped). The sidecar
@@ -41,14 +41,8 @@ from rich.progress import (
 )
 
 import fusion_nas
-from fusion_nas.arch import Architecture
-from fusion_nas.cost import arch_cost
-from fusion_nas.data import DATASETS
 from fusion_nas.errors import DatasetError, FusionNasError, allowed, one_line
-from fusion_nas.evaluate import EvalTask, InlinePool, ProcessPool
-from fusion_nas.records import TrialStatus
-from fusion_nas.space import SearchSpace, load_space, parse_space
-from fusion_nas.table import (
+from fusion_nas.evaluation.table import (
     TableError,
     TableRow,
     append_rows,
@@ -57,7 +51,13 @@ from fusion_nas.table import (
     space_key,
     space_sha256,
 )
-from fusion_nas.train import ProxyConfig
+from fusion_nas.evaluation.trainer import EvalTask, InlinePool, ProcessPool
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.cost import arch_cost
+from fusion_nas.model.space import SearchSpace, load_space, parse_space
+from fusion_nas.store.records import TrialStatus
+from fusion_nas.training.data import DATASETS
+from fusion_nas.training.loop import ProxyConfig
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SPACE = HERE / "spaces" / "mnist1d-table.toml"
@@ -88,15 +88,15 @@ def table_meta(
         "proxy": proxy.to_dict(),
         "seeds": seeds,
         "split_seed": "each row's seed: it draws the validation split and the initial weights "
-        "(fusion_nas.evaluate, as fusion-nas search --seed)",
+        "(fusion_nas.evaluation.trainer, as fusion-nas search --seed)",
         "threads": 1,
         "workers": args.workers,
         "timeout_s": args.timeout,
         "columns": {
             "arch_id": "stable architecture id",
-            "arch": "architecture JSON (fusion_nas.arch.Architecture)",
+            "arch": "architecture JSON (fusion_nas.model.arch.Architecture)",
             "desc": "short description",
-            "macs": "multiply-accumulates per sample (fusion_nas.cost.arch_cost)",
+            "macs": "multiply-accumulates per sample (fusion_nas.model.cost.arch_cost)",
             "params": "parameters",
             "seed": "training seed (split and initial weights)",
             "val_acc": "validation accuracy after the last epoch",

@@ -1,16 +1,16 @@
 """Zero-cost proxies against a tabular benchmark: Kendall τ, seconds, and pre-screen hypervolume.
 
 For each table every network (in the space's enumeration order) is scored once by each proxy of
-:mod:`fusion_nas.zero_cost` (initial weights of seed ``--seed``, one batch of 64 TRAIN samples
+:mod:`fusion_nas.search.zero_cost` (initial weights of seed ``--seed``, one batch of 64 TRAIN samples
 drawn by the same seed), plus two trivial baselines that need no network: ``-macs`` (smaller is
 better) and ``params`` (bigger is better). A proxy is useful only where it beats them.
 
 - Kendall τ (``scipy.stats.kendalltau``, τ-b) of each score against the truth: the mean over
   the table's seeds of the validation accuracy;
 - seconds per architecture of each proxy (build + score, ``--threads`` torch threads);
-- the pre-screen: for K in ``--k`` (``all``, or K networks drawn as ``fusion_nas.prescreen.draw``
+- the pre-screen: for K in ``--k`` (``all``, or K networks drawn as ``fusion_nas.search.prescreen.draw``
   draws them, over ``--draws`` seeds) and M in ``--m``, the M picked by
-  :func:`fusion_nas.prescreen.select` (the head of ``promotion_order(score, MACs)``) are looked up
+  :func:`fusion_nas.search.prescreen.select` (the head of ``promotion_order(score, MACs)``) are looked up
   in the table, and the hypervolume of their front is divided by the true front's (reference:
   accuracy 0 and 1.1 x the table's largest MACs, as ``benchmarks/search_efficiency.py``).
   ``random`` is M networks drawn uniformly (mean over ``--draws`` seeds), the bar to beat.
@@ -35,13 +35,13 @@ from typing import Any
 import torch
 from scipy.stats import kendalltau
 
-from fusion_nas.arch import Architecture
-from fusion_nas.cost import Cost
 from fusion_nas.errors import FusionNasError, one_line
+from fusion_nas.evaluation.table import Table, load_table
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.cost import Cost
 from fusion_nas.pareto import hypervolume
-from fusion_nas.prescreen import Screened, select
-from fusion_nas.table import Table, load_table
-from fusion_nas.zero_cost import BATCH_SIZE, PROXIES, score_arch, train_batch
+from fusion_nas.search.prescreen import Screened, select
+from fusion_nas.search.zero_cost import BATCH_SIZE, PROXIES, score_arch, train_batch
 
 HERE = Path(__file__).resolve().parent
 TABLES = (HERE / "tables" / "mnist1d-table.csv", HERE / "tables" / "digits.csv")
@@ -87,7 +87,7 @@ def prescreen_fractions(
     seeds = [0] if k >= n else list(range(draws))
     out = []
     for seed in seeds:
-        # the same draw as fusion_nas.prescreen.draw on a space of at most 100,000 networks
+        # the same draw as fusion_nas.search.prescreen.draw on a space of at most 100,000 networks
         pool = list(range(n)) if k >= n else random.Random(seed).sample(range(n), k)
         cands = [Screened(archs[i], costs[i].macs, costs[i].params, scores[i], 0.0) for i in pool]
         where = {id(c): i for c, i in zip(cands, pool)}

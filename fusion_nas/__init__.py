@@ -1,34 +1,39 @@
-"""fusion-nas: neural architecture search over conv/self-attention fusion strategies."""
+"""fusion-nas: neural architecture search over conv/self-attention fusion strategies.
 
-from fusion_nas.arch import Architecture, StageChoice
-from fusion_nas.cost import Cost, arch_cost, count_cost
-from fusion_nas.errors import FusionNasError
-from fusion_nas.export import export_code
-from fusion_nas.model import FusionNet, build_model
-from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import SearchSpace, builtin_spaces, load_space, parse_space
-from fusion_nas.store import Store
-from fusion_nas.train import ProxyConfig
+The public API is re-exported here lazily: ``import fusion_nas`` loads neither torch nor
+Optuna; each name imports its subpackage the first time it is used.
 
-__version__ = "0.1.0"
+Layers, lowest first (``.importlinter`` enforces the order): ``model`` (the network, spaces,
+architectures, cost), ``training`` (data, devices, the training loop), ``deploy`` (export,
+latency, int8, MAC cross-checks), ``store`` (records, the results store, queries),
+``evaluation`` (evaluators and worker pools), ``search`` (the ask/tell loop, strategies,
+fidelity, pre-screen, supernet), ``analysis`` (figures, explain, baselines, retraining), and
+the two faces ``cli`` and ``web``.
+"""
 
-__all__ = [
-    "Architecture",
-    "Cost",
-    "FusionNasError",
-    "FusionNet",
-    "ProxyConfig",
-    "SearchConfig",
-    "SearchSpace",
-    "StageChoice",
-    "Store",
-    "__version__",
-    "arch_cost",
-    "build_model",
-    "builtin_spaces",
-    "count_cost",
-    "export_code",
-    "load_space",
-    "parse_space",
-    "run_search",
-]
+from fusion_nas._lazy import lazy_exports
+from fusion_nas._version import __version__
+
+_EXPORTS = {
+    "Architecture": ".model.arch",
+    "StageChoice": ".model.arch",
+    "Cost": ".model.cost",
+    "arch_cost": ".model.cost",
+    "count_cost": ".model.cost",
+    "FusionNasError": ".errors",
+    "export_code": ".deploy.export",
+    "FusionNet": ".model.build",
+    "build_model": ".model.build",
+    "SearchConfig": ".search.loop",
+    "run_search": ".search.loop",
+    "SearchSpace": ".model.space",
+    "builtin_spaces": ".model.space",
+    "load_space": ".model.space",
+    "parse_space": ".model.space",
+    "Store": ".store.store",
+    "ProxyConfig": ".training.loop",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = ["__version__", *sorted(_EXPORTS)]

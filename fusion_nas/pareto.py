@@ -4,7 +4,7 @@
 - :func:`hypervolume`: 2-D area dominated by the front in (accuracy, log10 MACs) space, up to
   the reference point ``(accuracy = 0, MACs = ref_macs)``. The default reference is
   :func:`default_ref_macs` of the points given; to compare searches pass one shared
-  ``ref_macs`` (:func:`fusion_nas.results.reference_macs` over all of them). Larger is better.
+  ``ref_macs`` (:func:`fusion_nas.store.queries.reference_macs` over all of them). Larger is better.
 - :func:`promotion_order`: non-dominated rank first, then crowding distance (NSGA-II's order);
   successive halving promotes and the pre-screen keeps the head of it.
 - :func:`knee_index`: the front point farthest from the straight line between the front's two

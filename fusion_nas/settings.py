@@ -5,7 +5,7 @@ models (``HOME/retrain``) and offline reports (``HOME/pareto-NAME.html``) all li
 ``FUSION_NAS_STORE`` overrides only the store URL. ``FUSION_NAS_HEARTBEAT`` sets how often (in
 seconds, default 10) a worker tells the store that its running trials are alive; a trial whose
 heartbeat is older than 3 x that is taken as lost by the other workers (see
-:mod:`fusion_nas.search`).
+:mod:`fusion_nas.search.loop`).
 """
 
 from __future__ import annotations

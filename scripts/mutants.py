@@ -64,7 +64,7 @@ MUTATIONS = (
     Mutation(
         "no-step",
         "no optimiser step: the proxy trainer computes gradients and never applies them",
-        (Edit("fusion_nas/train.py", "            opt.step()\n", ""),),
+        (Edit("fusion_nas/training/loop.py", "            opt.step()\n", ""),),
         ("tests/test_train.py", "tests/test_evaluate.py", *_SEARCH_TESTS),
     ),
     Mutation(
@@ -72,24 +72,24 @@ MUTATIONS = (
         "every strategy replaced by random sampling (Optuna samplers and NNI strategies)",
         (
             Edit(
-                "fusion_nas/strategies/optuna_strategies.py",
+                "fusion_nas/search/strategies/optuna_strategies.py",
                 "optuna.samplers.NSGAIISampler(population_size=self.population, seed=seed)",
                 "optuna.samplers.RandomSampler(seed=seed)",
             ),
             Edit(
-                "fusion_nas/strategies/optuna_strategies.py",
+                "fusion_nas/search/strategies/optuna_strategies.py",
                 "optuna.samplers.TPESampler(\n"
                 "            seed=seed, multivariate=True, n_startup_trials=self.seed_trials\n"
                 "        )",
                 "optuna.samplers.RandomSampler(seed=seed)",
             ),
             Edit(
-                "fusion_nas/strategies/optuna_strategies.py",
+                "fusion_nas/search/strategies/optuna_strategies.py",
                 '_GridSampler({"arch": list(range(space.num_architectures()))}, seed=seed)',
                 "optuna.samplers.RandomSampler(seed=seed)",
             ),
             Edit(
-                "fusion_nas/strategies/nni_strategies.py",
+                "fusion_nas/search/strategies/nni_strategies.py",
                 "        return strategy\n",
                 "        strategy = api.Random(seed=seed)\n"
                 "        strategy.load_state_dict(tried)\n"
@@ -103,7 +103,7 @@ MUTATIONS = (
         "tell moved after all asks: every trial is asked before any result is told",
         (
             Edit(
-                "fusion_nas/search.py",
+                "fusion_nas/search/loop.py",
                 "            self._collect(0.0)  # every result already in: tell it before the"
                 " next ask\n"
                 "            if len(self._open) < self.config.workers:\n",
@@ -117,12 +117,12 @@ MUTATIONS = (
         "thread count ignored: a trial and a worker train with whatever torch defaults to",
         (
             Edit(
-                "fusion_nas/evaluate.py",
+                "fusion_nas/evaluation/trainer.py",
                 "        if task.threads:\n            torch.set_num_threads(task.threads)\n",
                 "",
             ),
             Edit(
-                "fusion_nas/evaluate.py",
+                "fusion_nas/evaluation/trainer.py",
                 "def _worker_main(conn: Connection, threads: int) -> None:\n"
                 "    torch.set_num_threads(threads)\n",
                 "def _worker_main(conn: Connection, threads: int) -> None:\n",
@@ -135,7 +135,7 @@ MUTATIONS = (
         "budget check removed: over-budget networks are trained like any other",
         (
             Edit(
-                "fusion_nas/search.py",
+                "fusion_nas/search/loop.py",
                 "        if max(over_macs, over_params) > 0:\n",
                 "        if False:\n",
             ),
@@ -147,7 +147,7 @@ MUTATIONS = (
         "allclose tolerance of the export equivalence check loosened from 1e-4 to 1e-2",
         (
             Edit(
-                "fusion_nas/export.py",
+                "fusion_nas/deploy/export.py",
                 "torch.allclose(got, expected, atol=1e-4)",
                 "torch.allclose(got, expected, atol=1e-2)",
             ),

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fusion_nas.nets import BlockCfg
-from fusion_nas.ops import create_op
+from fusion_nas.model.nets import BlockCfg
+from fusion_nas.model.registry import create_op
 
 WINDOW = 4
 # Sizes per dimension; (10,), (3,), (7, 5) and (3, 6) are not multiples of the window (4).

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fusion_nas import load_space
-from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.errors import ArchitectureError
+from fusion_nas.model.arch import Architecture, StageChoice
 
 FIXED = Architecture(
     "digits",

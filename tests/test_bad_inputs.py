@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import fusion_nas.data as data_mod
+import fusion_nas.training.data as data_mod
 from fusion_nas.cli.app import app
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""fusion_nas.baselines: exact costs of the paper networks, the designs in each space, training
+"""fusion_nas.analysis.baselines: exact costs of the paper networks, the designs in each space, training
 with the searches' protocol, storage beside searches and the overlay on the Pareto plots."""
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from fusion_nas.arch import Architecture
-from fusion_nas.baselines import (
+from fusion_nas.analysis.baselines import (
     BASELINES,
     Baseline,
     BaselineError,
@@ -30,17 +29,18 @@ from fusion_nas.baselines import (
     select,
     train_baseline,
 )
+from fusion_nas.analysis.figures import pareto_figure, pareto_figure_data
+from fusion_nas.analysis.retrain import TrainingProtocol
 from fusion_nas.cli.app import app as cli_app
-from fusion_nas.cost import arch_cost, count_cost
 from fusion_nas.errors import StoreError
-from fusion_nas.evaluate import EvalTask, evaluate
-from fusion_nas.records import BaselineRecord, TrialStatus, collection_name
-from fusion_nas.retrain import TrainingProtocol
-from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import load_space, parse_space
-from fusion_nas.store import Store
-from fusion_nas.train import ProxyConfig
-from fusion_nas.viz import pareto_figure, pareto_figure_data
+from fusion_nas.evaluation.trainer import EvalTask, evaluate
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.cost import arch_cost, count_cost
+from fusion_nas.model.space import load_space, parse_space
+from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.store.records import BaselineRecord, TrialStatus, collection_name
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.web import create_app
 from fusion_nas.web.api import _version as api_version
 

@@ -91,7 +91,7 @@ def test_quantize_benchmark_smoke(tmp_path) -> None:
 
 def test_family_archs_use_one_operator_in_every_stage() -> None:
     qz = load("quantize")
-    from fusion_nas.space import load_space
+    from fusion_nas.model.space import load_space
 
     space = load_space("mnist1d")
     archs = qz.family_archs(space, "gated", 3, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fusion_nas.space import parse_space
+from fusion_nas.model.space import parse_space
 from tests.test_benchmarks import load
 from tests.test_table import TINY, plant
 

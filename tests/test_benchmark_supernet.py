@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from fusion_nas.arch import Architecture, StageChoice
+from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.pareto import hypervolume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_smoke_run_writes_the_figures(bench, tmp_path: Path, capsys) -> None:
 
 
 def test_the_true_front_has_fraction_one_and_families(bench) -> None:
-    from fusion_nas.table import load_table
+    from fusion_nas.evaluation.table import load_table
 
     table = load_table(DIGITS)
     nets = bench.table_networks(table)

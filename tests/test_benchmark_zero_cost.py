@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from fusion_nas.table import load_table
+from fusion_nas.evaluation.table import load_table
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 DIGITS = BENCHMARKS / "tables" / "digits.csv"

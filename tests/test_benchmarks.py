@@ -10,8 +10,8 @@ from types import ModuleType
 
 import pytest
 
-from fusion_nas.records import read_retrains
-from fusion_nas.store import Store
+from fusion_nas.store.records import read_retrains
+from fusion_nas.store.store import Store
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -30,8 +30,8 @@ def proxy_fidelity() -> ModuleType:
 
 
 def test_spread_over_cost_picks_distinct_architectures_across_the_cost_range(proxy_fidelity):
-    from fusion_nas.cost import arch_cost
-    from fusion_nas.space import load_space
+    from fusion_nas.model.cost import arch_cost
+    from fusion_nas.model.space import load_space
 
     space = load_space("mnist1d")
     picked = proxy_fidelity.spread_over_cost(space, 5, seed=0, max_macs=200_000, pool=40)
@@ -40,7 +40,7 @@ def test_spread_over_cost_picks_distinct_architectures_across_the_cost_range(pro
     assert max(macs) <= 200_000
     assert max(macs) / min(macs) > 10  # spread over the range, not bunched at one cost
     for p in picked:  # the stored cost is the architecture's exact cost
-        from fusion_nas.arch import Architecture
+        from fusion_nas.model.arch import Architecture
 
         assert arch_cost(Architecture.from_dict(p["arch"]), space).macs == p["macs"]
 

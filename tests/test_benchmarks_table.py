@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
+from fusion_nas.evaluation.table import Table, meta_path, read_rows
+from fusion_nas.model.space import load_space, parse_space
 from fusion_nas.pareto import hypervolume
-from fusion_nas.space import load_space, parse_space
-from fusion_nas.store import Store
-from fusion_nas.table import Table, meta_path, read_rows
+from fusion_nas.store.store import Store
 from tests.test_table import TINY, plant
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
 from fusion_nas.errors import FusionNasError, StoreError
-from fusion_nas.records import read_retrains
-from fusion_nas.results import pick_trial
-from fusion_nas.store import Store
+from fusion_nas.store.queries import pick_trial
+from fusion_nas.store.records import read_retrains
+from fusion_nas.store.store import Store
 
 runner = CliRunner()
 
@@ -169,7 +169,7 @@ def test_retrain_reports_test_accuracy_and_stores_the_record(searched: str, tmp_
 def test_retrain_schedule_options_reach_training_and_the_record(
     searched: str, tmp_path, monkeypatch
 ) -> None:
-    import fusion_nas.retrain as retrain_module
+    import fusion_nas.analysis.retrain as retrain_module
 
     seen = []
     real = retrain_module.train_proxy

@@ -1,4 +1,4 @@
-"""``fusion-nas cost`` and :mod:`fusion_nas.compare`: exact, thop and flop_counter counts."""
+"""``fusion-nas cost`` and :mod:`fusion_nas.deploy.counters`: exact, thop and flop_counter counts."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.cli.app import app
-from fusion_nas.compare import CostError, compare_counts, exported_config
-from fusion_nas.cost import arch_cost, count_cost
-from fusion_nas.export import write_export
-from fusion_nas.model import build_model
-from fusion_nas.space import load_space
+from fusion_nas.deploy.counters import CostError, compare_counts, exported_config
+from fusion_nas.deploy.export import write_export
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.build import build_model
+from fusion_nas.model.cost import arch_cost, count_cost
+from fusion_nas.model.space import load_space
 
 runner = CliRunner()
 ATTN = Architecture(
@@ -42,7 +42,7 @@ def test_thop_counts_the_attention_mixer_as_zero_and_the_exact_count_does_not() 
     assert attn.flop_counter == 0  # no formula for the CPU SDPA kernel either
     qkv = c.row("stages.0.1.attn.qkv")  # its projections: all three agree
     assert qkv.exact == qkv.thop == qkv.flop_counter == tokens * width * 3 * width
-    # rows add up to the totals, and the exact total is fusion_nas.cost's
+    # rows add up to the totals, and the exact total is fusion_nas.model.cost's
     assert c.exact == sum(r.exact for r in c.rows) == arch_cost(ATTN, space).macs
     assert c.thop == sum(r.thop for r in c.rows) and c.thop < c.exact
     assert c.flop_counter_flops == 2 * c.flop_counter
@@ -151,7 +151,7 @@ def test_cli_counts_a_trial_of_a_stored_search(tmp_path) -> None:
          "--strategy", "optuna:random", "--name", "c", "--store", url],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    from fusion_nas.store import Store
+    from fusion_nas.store.store import Store
 
     row = Store(url).trials("c").iloc[1]
     res = runner.invoke(app, ["cost", "--search", "c", "--trial", "1", "--store", url])

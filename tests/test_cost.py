@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_nas import build_model, count_cost, load_space, parse_space
-from fusion_nas import space as space_mod
-from fusion_nas.arch import Architecture, StageChoice
-from fusion_nas.cost import Cost, arch_cost
 from fusion_nas.errors import ArchitectureError
+from fusion_nas.model import space as space_mod
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.cost import Cost, arch_cost
 from tests.op_configs import WINDOW, Cfg, op_configs
 from tests.op_configs import cfg as make_cfg
 
@@ -248,8 +248,8 @@ _MEASURE = """
 import json, sys
 import torch
 from fusion_nas import parse_space
-from fusion_nas import space as space_mod
-from fusion_nas.cost import arch_cost
+from fusion_nas.model import space as space_mod
+from fusion_nas.model.cost import arch_cost
 
 def peak_mb():
     # VmHWM: peak resident size of this process image (ru_maxrss would include the parent's).

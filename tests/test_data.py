@@ -1,4 +1,4 @@
-"""Tests for fusion_nas.data: shapes, splits, determinism, idx/folder readers and error messages."""
+"""Tests for fusion_nas.training.data: shapes, splits, determinism, idx/folder readers and error messages."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fusion_nas import data
-from fusion_nas.data import (
+from fusion_nas.errors import DatasetError
+from fusion_nas.training import data
+from fusion_nas.training.data import (
     DATASETS,
     FASHION_MNIST_DIR,
     IDX_FILES,
@@ -23,7 +24,6 @@ from fusion_nas.data import (
     load_dataset,
     read_idx,
 )
-from fusion_nas.errors import DatasetError
 
 MNIST1D = dict(kind="sequence", channels=1, size=(40,), classes=10)
 DIGITS = dict(kind="image", channels=1, size=(8, 8), classes=10)

@@ -17,15 +17,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import fusion_nas.devices as devices
+import fusion_nas.training.devices as devices
 from fusion_nas.cli.app import app
-from fusion_nas.devices import DeviceError, device_name, parse_device, worker_devices
-from fusion_nas.evaluate import EvalTask, InlinePool, ProcessPool, _Worker
-from fusion_nas.records import TrialStatus, read_retrains
-from fusion_nas.search import SearchConfig, _make_pool
-from fusion_nas.space import load_space
-from fusion_nas.store import Store
-from fusion_nas.train import ProxyConfig
+from fusion_nas.evaluation.trainer import EvalTask, InlinePool, ProcessPool, _Worker
+from fusion_nas.model.space import load_space
+from fusion_nas.search.loop import SearchConfig, _make_pool
+from fusion_nas.store.records import TrialStatus, read_retrains
+from fusion_nas.store.store import Store
+from fusion_nas.training.devices import DeviceError, device_name, parse_device, worker_devices
+from fusion_nas.training.loop import ProxyConfig
 
 runner = CliRunner()
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from fusion_nas.errors import StoreError
-from fusion_nas.records import LOST_WORKER, TrialRecord, TrialStatus
-from fusion_nas.search import NOT_NEEDED, tally
-from fusion_nas.store import Store
+from fusion_nas.search.loop import NOT_NEEDED, tally
+from fusion_nas.store.records import LOST_WORKER, TrialRecord, TrialStatus
+from fusion_nas.store.store import Store
 
 DONE = re.compile(r"Done in [\d.]+ s: (.*)")
 

@@ -9,10 +9,10 @@ import signal
 import pytest
 import torch
 
-from fusion_nas import evaluate as evaluate_module
-from fusion_nas.evaluate import EvalTask, InlinePool, ProcessPool, evaluate
-from fusion_nas.space import load_space
-from fusion_nas.train import ProxyConfig
+from fusion_nas.evaluation import trainer as evaluate_module
+from fusion_nas.evaluation.trainer import EvalTask, InlinePool, ProcessPool, evaluate
+from fusion_nas.model.space import load_space
+from fusion_nas.training.loop import ProxyConfig
 
 
 def _task(space: str, timeout: float | None = None, **proxy) -> EvalTask:

@@ -1,4 +1,4 @@
-"""``fusion_nas.explain`` and ``fusion-nas explain``: fusion weights, cost, Grad-CAM, attention."""
+"""``fusion_nas.analysis.explain`` and ``fusion-nas explain``: fusion weights, cost, Grad-CAM, attention."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fusion_nas import nets
+from fusion_nas.analysis.explain import _token_map, explain_model, grad_cam, stage_costs
+from fusion_nas.analysis.explain_figures import explain_figures, explain_html
 from fusion_nas.cli.app import app
-from fusion_nas.cost import count_cost
-from fusion_nas.explain import _token_map, explain_model, grad_cam, stage_costs
-from fusion_nas.explain_viz import explain_figures, explain_html
+from fusion_nas.model import nets
+from fusion_nas.model.cost import count_cost
 
 runner = CliRunner()
 
@@ -250,13 +250,13 @@ def test_cli_writes_the_html_and_prints_the_tables(searched: str, tmp_path) -> N
 
 
 def test_cli_weights_file_is_used(searched: str, tmp_path) -> None:
-    from fusion_nas.model import build_model
-    from fusion_nas.retrain import search_space
-    from fusion_nas.store import Store
+    from fusion_nas.analysis.retrain import search_space
+    from fusion_nas.model.build import build_model
+    from fusion_nas.store.store import Store
 
     st = Store(searched, create=False)
     row = st.trials("ex").iloc[0].to_dict()
-    from fusion_nas.arch import Architecture
+    from fusion_nas.model.arch import Architecture
 
     model = build_model(Architecture.from_dict(row["arch"]), search_space(st, "ex"))
     with torch.no_grad():

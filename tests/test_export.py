@@ -20,13 +20,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from fusion_nas import nets
-from fusion_nas.arch import Architecture, StageChoice
+from fusion_nas.deploy.export import export_code, write_export
 from fusion_nas.errors import ExportError
-from fusion_nas.export import export_code, write_export
-from fusion_nas.model import build_model
-from fusion_nas.ops import list_attentions, list_ops
-from fusion_nas.space import SearchSpace, load_space, parse_space
+from fusion_nas.model import nets
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.build import build_model
+from fusion_nas.model.registry import list_attentions, list_ops
+from fusion_nas.model.space import SearchSpace, load_space, parse_space
 
 REPO = Path(__file__).resolve().parent.parent
 NETS_SOURCE = Path(nets.__file__).read_text(encoding="utf-8")
@@ -307,7 +307,7 @@ def _assert_equivalent(
     assert got_out.shape == (batch, space.classes)
     assert torch.allclose(got_out, want_out, rtol=0, atol=EQUIV_ATOL), arch.describe()
     # The docstring's cost for one sample, against counts that share nothing with the
-    # exporter's (which uses fusion_nas.cost): torch's FLOP counter, for a batch (MACs scale
+    # exporter's (which uses fusion_nas.model.cost): torch's FLOP counter, for a batch (MACs scale
     # with the batch), and the parameters of the model the file builds.
     macs_doc, params_doc = _docstring_cost(source)
     assert macs == batch * macs_doc, arch.describe()
@@ -690,9 +690,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusion_nas import nets
-from fusion_nas.nets import BlockCfg
-from fusion_nas.nets import conv_nd as make_conv
+from fusion_nas.model import nets
+from fusion_nas.model.nets import BlockCfg
+from fusion_nas.model.nets import conv_nd as make_conv
 
 SHIFT = 2  # how far the toy block rolls the map
 UNUSED_SHIFT = 3

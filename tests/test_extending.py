@@ -58,8 +58,8 @@ from starlette.testclient import TestClient
 
 import fusion_nas
 from fusion_nas import ProxyConfig, SearchConfig, Store, build_model, count_cost, parse_space
-from fusion_nas.cost import arch_cost
-from fusion_nas.export import export_code
+from fusion_nas.model.cost import arch_cost
+from fusion_nas.deploy.export import export_code
 from fusion_nas.web.app import create_app
 
 assert fusion_nas.__file__.startswith(sys.argv[1]), fusion_nas.__file__
@@ -99,14 +99,14 @@ print(json.dumps(out))
 def test_toy_operator_in_one_place_reaches_every_part(tmp_path: Path) -> None:
     pkg = tmp_path / "pkg"
     shutil.copytree(REPO / "fusion_nas", pkg / "fusion_nas", symlinks=False)
-    nets = pkg / "fusion_nas" / "nets.py"
+    nets = pkg / "fusion_nas" / "model" / "nets.py"
     nets.write_text(nets.read_text(encoding="utf-8") + TOY_OPERATOR, encoding="utf-8")
     changed = [
         p.relative_to(pkg).as_posix()
         for p in (pkg / "fusion_nas").rglob("*.py")
         if p.read_bytes() != (REPO / p.relative_to(pkg)).read_bytes()
     ]
-    assert changed == ["fusion_nas/nets.py"]  # the one edit
+    assert changed == ["fusion_nas/model/nets.py"]  # the one edit
 
     script = f"import sys; sys.path.insert(0, {str(pkg)!r})\n" + textwrap.dedent(SCRIPT)
     store = f"sqlite:///{tmp_path / 'toy.db'}"

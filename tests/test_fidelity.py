@@ -10,9 +10,11 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from fusion_nas import records
 from fusion_nas.cli.app import app
-from fusion_nas.fidelity import (
+from fusion_nas.evaluation.table import TableRow, append_rows, meta_path
+from fusion_nas.model.space import parse_space
+from fusion_nas.pareto import crowding_distances, nondominated_ranks, promotion_order
+from fusion_nas.search.fidelity import (
     FidelityError,
     RungPoint,
     SuccessiveHalving,
@@ -20,13 +22,11 @@ from fusion_nas.fidelity import (
     default_rungs,
     parse_fidelity,
 )
-from fusion_nas.pareto import crowding_distances, nondominated_ranks, promotion_order
-from fusion_nas.records import TrialRecord, TrialStatus
-from fusion_nas.search import SearchConfig, prepare, run_trials
-from fusion_nas.space import parse_space
-from fusion_nas.store import Store
-from fusion_nas.table import TableRow, append_rows, meta_path
-from fusion_nas.train import ProxyConfig
+from fusion_nas.search.loop import SearchConfig, prepare, run_trials
+from fusion_nas.store import records
+from fusion_nas.store.records import TrialRecord, TrialStatus
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 from tests.test_table import TINY, noise
 
 runner = CliRunner()

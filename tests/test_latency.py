@@ -6,16 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from fusion_nas.arch import Architecture, StageChoice
-from fusion_nas.latency import (
+from fusion_nas.deploy.latency import (
     BACKENDS,
     LatencyError,
     LatencyRecord,
     arch_latency,
     measure_latency,
 )
-from fusion_nas.model import build_model
-from fusion_nas.space import load_space
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.build import build_model
+from fusion_nas.model.space import load_space
 
 ARCH = Architecture(
     "digits",

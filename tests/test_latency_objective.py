@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
 from fusion_nas.pareto import pareto_mask
-from fusion_nas.records import LATENCY_OBJECTIVES, TrialStatus
-from fusion_nas.store import Store
+from fusion_nas.store.records import LATENCY_OBJECTIVES, TrialStatus
+from fusion_nas.store.store import Store
 from tests.test_table import TINY, plant
 
 runner = CliRunner()
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture()
 def table(tmp_path: Path) -> Path:
-    from fusion_nas.space import parse_space
+    from fusion_nas.model.space import parse_space
 
     (tmp_path / "tiny.toml").write_text(TINY, encoding="utf-8")
     plant(tmp_path / "t.csv", parse_space(TINY))

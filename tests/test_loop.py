@@ -17,15 +17,15 @@ from pathlib import Path
 import optuna
 import pytest
 
-import fusion_nas.evaluate as evaluate_mod
-import fusion_nas.search as search_mod
-from fusion_nas.evaluate import InlinePool, ProcessPool
-from fusion_nas.records import TrialStatus
-from fusion_nas.search import USER_STOP, SearchConfig, run_search
-from fusion_nas.space import SearchSpace, load_space
-from fusion_nas.store import Store
-from fusion_nas.strategies import Proposer, optuna_strategies
-from fusion_nas.train import ProxyConfig
+import fusion_nas.evaluation.trainer as evaluate_mod
+import fusion_nas.search.loop as search_mod
+from fusion_nas.evaluation.trainer import InlinePool, ProcessPool
+from fusion_nas.model.space import SearchSpace, load_space
+from fusion_nas.search.loop import USER_STOP, SearchConfig, run_search
+from fusion_nas.search.strategies import Proposer, optuna_strategies
+from fusion_nas.store.records import TrialStatus
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 
 TWO_NETWORKS = """
 name = "two"
@@ -323,7 +323,7 @@ def test_a_dead_worker_fails_its_trial_and_the_search_goes_on(store, monkeypatch
 
 
 def test_strategies_never_import_the_search() -> None:
-    folder = Path(__file__).parents[1] / "fusion_nas" / "strategies"
+    folder = Path(__file__).parents[1] / "fusion_nas" / "search" / "strategies"
     files = sorted(folder.glob("*.py"))
     assert files
     for path in files:
@@ -335,8 +335,8 @@ def test_strategies_never_import_the_search() -> None:
                 base = "." * node.level + (node.module or "")
                 names = [base] + [f"{base}.{alias.name}" for alias in node.names]
             for name in names:
-                assert name not in ("fusion_nas.search", "..search") and not name.startswith(
-                    ("fusion_nas.search.", "..search.")
+                assert name not in ("fusion_nas.search.loop", "..search") and not name.startswith(
+                    ("fusion_nas.search.loop.", "..search.")
                 ), f"{path.name} imports {name}"
 
 
@@ -344,7 +344,7 @@ def test_every_registered_strategy_is_offered_by_the_cli() -> None:
     from typer.testing import CliRunner
 
     from fusion_nas.cli.app import app
-    from fusion_nas.strategies import STRATEGIES, make_strategy
+    from fusion_nas.search.strategies import STRATEGIES, make_strategy
 
     out = CliRunner().invoke(app, ["search", "--help"], terminal_width=400).output
     for name, spec in STRATEGIES.items():

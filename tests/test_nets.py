@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from fusion_nas import nets
-from fusion_nas.nets import BlockCfg, CfgError, NetCfg, StageCfg
+from fusion_nas.model import nets
+from fusion_nas.model.nets import BlockCfg, CfgError, NetCfg, StageCfg
 
 SOURCE = inspect.getsource(nets)
 TREE = ast.parse(SOURCE)

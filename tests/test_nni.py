@@ -12,17 +12,17 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-import fusion_nas.evaluate
-from fusion_nas.arch import Architecture
+import fusion_nas.evaluation.trainer
 from fusion_nas.cli.app import app
 from fusion_nas.errors import StrategyError
-from fusion_nas.records import TrialRecord, TrialStatus
-from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import load_space
-from fusion_nas.store import Store
-from fusion_nas.strategies import make_strategy
-from fusion_nas.strategies import nni_strategies as ns
-from fusion_nas.train import ProxyConfig
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.space import load_space
+from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.search.strategies import make_strategy
+from fusion_nas.search.strategies import nni_strategies as ns
+from fusion_nas.store.records import TrialRecord, TrialStatus
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 from tests.test_strategies import SEEDS, MemoryStore, plant, trials_to_optimum
 
 pytestmark = pytest.mark.nni
@@ -130,7 +130,7 @@ def test_grid_tries_each_network_once_then_stops(nni_installed, workdir):
 
 
 def test_failed_trial_is_recorded_and_the_search_goes_on(nni_installed, workdir, monkeypatch):
-    real, calls = fusion_nas.evaluate.train_proxy, []
+    real, calls = fusion_nas.evaluation.trainer.train_proxy, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -138,7 +138,7 @@ def test_failed_trial_is_recorded_and_the_search_goes_on(nni_installed, workdir,
             raise RuntimeError("simulated crash in training")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fusion_nas.evaluate, "train_proxy", flaky)
+    monkeypatch.setattr(fusion_nas.evaluation.trainer, "train_proxy", flaky)
     url = f"sqlite:///{workdir}/s.db"
     df = run_search(_config("flaky", "nni:tpe", 3), Store(url))
     assert list(df.status) == ["complete", "failed", "complete"]

@@ -10,9 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from fusion_nas import nets, ops
 from fusion_nas.errors import SpaceError
-from fusion_nas.ops import FUSION_INIT, create_op, get_op, list_ops, op_uses
+from fusion_nas.model import nets
+from fusion_nas.model import registry as ops
+from fusion_nas.model.nets import FUSION_INIT
+from fusion_nas.model.registry import create_op, get_op, list_ops, op_uses
 from tests.op_configs import VARIANTS, WINDOW, Cfg, op_configs
 from tests.op_configs import cfg as make_cfg
 

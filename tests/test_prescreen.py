@@ -9,13 +9,13 @@ import random
 import pytest
 import torch
 
-from fusion_nas import prescreen as ps
-from fusion_nas.cost import arch_cost
 from fusion_nas.errors import FusionNasError
+from fusion_nas.model.cost import arch_cost
+from fusion_nas.model.space import load_space
 from fusion_nas.pareto import pareto_mask, promotion_order
-from fusion_nas.prescreen import Budget, PrescreenError, draw, parse_prescreen, prescreen
-from fusion_nas.space import load_space
-from fusion_nas.zero_cost import ProxyError
+from fusion_nas.search import prescreen as ps
+from fusion_nas.search.prescreen import Budget, PrescreenError, draw, parse_prescreen, prescreen
+from fusion_nas.search.zero_cost import ProxyError
 
 
 @functools.cache

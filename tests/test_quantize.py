@@ -9,12 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.cli.app import app
-from fusion_nas.data import load_dataset
-from fusion_nas.errors import ExportError
-from fusion_nas.model import build_model
-from fusion_nas.quantize import (
+from fusion_nas.deploy.quantize import (
     LOADER,
     check_mode,
     load_quantized,
@@ -22,8 +18,12 @@ from fusion_nas.quantize import (
     quantized_linears,
     write_quantized_export,
 )
-from fusion_nas.space import load_space
-from fusion_nas.train import ProxyConfig, evaluate_accuracy, train_proxy
+from fusion_nas.errors import ExportError
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.build import build_model
+from fusion_nas.model.space import load_space
+from fusion_nas.training.data import load_dataset
+from fusion_nas.training.loop import ProxyConfig, evaluate_accuracy, train_proxy
 
 runner = CliRunner()
 MAX_DROP = 0.02  # stated: int8 loses at most 2 points of accuracy on a small trained model

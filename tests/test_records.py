@@ -7,8 +7,10 @@ import random
 import optuna
 import pytest
 
-from fusion_nas import records
-from fusion_nas.records import (
+from fusion_nas.model.space import load_space
+from fusion_nas.store import records
+from fusion_nas.store.queries import trials_frame
+from fusion_nas.store.records import (
     RetrainRecord,
     SearchRecord,
     TrialRecord,
@@ -21,9 +23,7 @@ from fusion_nas.records import (
     write_result,
     write_retrain,
 )
-from fusion_nas.results import trials_frame
-from fusion_nas.space import load_space
-from fusion_nas.store import Store
+from fusion_nas.store.store import Store
 
 
 def search_rec(**kw) -> SearchRecord:

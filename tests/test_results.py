@@ -14,8 +14,7 @@ import pytest
 
 from fusion_nas.errors import FusionNasError, StoreError
 from fusion_nas.pareto import hypervolume
-from fusion_nas.records import SearchRecord, TrialRecord, TrialStatus
-from fusion_nas.results import (
+from fusion_nas.store.queries import (
     SUMMARY_COLUMNS,
     TRIAL_COLUMNS,
     download_filename,
@@ -26,7 +25,8 @@ from fusion_nas.results import (
     trial_row,
     trials_frame,
 )
-from fusion_nas.store import Store, quiet_optuna
+from fusion_nas.store.records import SearchRecord, TrialRecord, TrialStatus
+from fusion_nas.store.store import Store, quiet_optuna
 from tests.test_records import add_trial, new_study
 
 OK, BAD, OVER, CUT, RUN = (
@@ -54,9 +54,9 @@ def fill(store: Store, name: str, spec: list[tuple[TrialStatus, float, int]]) ->
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory) -> tuple[Store, pd.DataFrame]:
-    from fusion_nas.search import SearchConfig, run_search
-    from fusion_nas.space import load_space
-    from fusion_nas.train import ProxyConfig
+    from fusion_nas.model.space import load_space
+    from fusion_nas.search.loop import SearchConfig, run_search
+    from fusion_nas.training.loop import ProxyConfig
 
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('real')}/store.db")
     config = SearchConfig(
@@ -319,9 +319,9 @@ def test_importing_the_store_leaves_optunas_verbosity_alone() -> None:
     code = (
         "import optuna\n"
         "optuna.logging.set_verbosity(optuna.logging.DEBUG)\n"
-        "import fusion_nas.store, fusion_nas.results, fusion_nas.records\n"
+        "import fusion_nas.store.store, fusion_nas.store.queries, fusion_nas.store.records\n"
         "print(optuna.logging.get_verbosity())\n"
-        "fusion_nas.store.quiet_optuna()\n"
+        "fusion_nas.store.store.quiet_optuna()\n"
         "print(optuna.logging.get_verbosity())\n"
     )
     out = subprocess.run(

@@ -16,16 +16,16 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-import fusion_nas.data as data_mod
-import fusion_nas.evaluate as evaluate_mod
-import fusion_nas.train as train_mod
-from fusion_nas.arch import Architecture
+import fusion_nas.evaluation.trainer as evaluate_mod
+import fusion_nas.training.data as data_mod
+import fusion_nas.training.loop as train_mod
 from fusion_nas.cli.app import app
-from fusion_nas.evaluate import EvalTask, evaluate
-from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import load_space, parse_space
-from fusion_nas.store import Store
-from fusion_nas.train import ProxyConfig
+from fusion_nas.evaluation.trainer import EvalTask, evaluate
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.space import load_space, parse_space
+from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 
 runner = CliRunner()
 FIELDS = ("arch", "arch_id", "arch_desc", "macs", "params", "val_acc", "curve", "train_seconds")

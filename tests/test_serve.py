@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import load_space
-from fusion_nas.store import Store
-from fusion_nas.train import ProxyConfig
+from fusion_nas.model.space import load_space
+from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 
 START_S = 120  # a cold start imports torch, plotly and uvicorn; a loaded machine is slow
 

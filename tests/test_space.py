@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from fusion_nas import build_model, builtin_spaces, load_space, parse_space
-from fusion_nas import space as space_mod
-from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.errors import ArchitectureError, SpaceError
-from fusion_nas.nets import BlockCfg, NetCfg, StageCfg
+from fusion_nas.model import space as space_mod
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.nets import BlockCfg, NetCfg, StageCfg
 
 BUILTINS = ("coatnet-like", "digits", "fashion-mnist", "mnist1d")
 

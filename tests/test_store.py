@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
 from fusion_nas.settings import HOME_ENV, STORE_ENV
-from fusion_nas.store import Store
+from fusion_nas.store.store import Store
 
 runner = CliRunner()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
-from fusion_nas.store import Store
+from fusion_nas.store.store import Store
 from tests.conftest import free_port
 
 runner = CliRunner()

@@ -1,6 +1,6 @@
 """Strategies are what they claim: their samplers, their use of feedback and of the budgets.
 
-The searches here run the real loop (:func:`fusion_nas.search.run_search`) with training
+The searches here run the real loop (:func:`fusion_nas.search.loop.run_search`) with training
 replaced by a deterministic score of the architecture, and an in-memory Optuna storage, so a
 100-trial search takes a fraction of a second.
 
@@ -26,16 +26,16 @@ from optuna.samplers.nsgaii._constraints_evaluation import _constrained_dominate
 from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.study._multi_objective import _dominates
 
-import fusion_nas.evaluate as evaluate_mod
-import fusion_nas.search as search_mod
-from fusion_nas.arch import Architecture, StageChoice
-from fusion_nas.cost import arch_cost
-from fusion_nas.evaluate import EvalTask, Outcome
-from fusion_nas.records import TrialStatus
-from fusion_nas.search import Progress, SearchConfig, run_search
-from fusion_nas.space import SearchSpace, parse_space
-from fusion_nas.store import Store
-from fusion_nas.strategies import make_strategy, optuna_strategies
+import fusion_nas.evaluation.trainer as evaluate_mod
+import fusion_nas.search.loop as search_mod
+from fusion_nas.evaluation.trainer import EvalTask, Outcome
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.cost import arch_cost
+from fusion_nas.model.space import SearchSpace, parse_space
+from fusion_nas.search.loop import Progress, SearchConfig, run_search
+from fusion_nas.search.strategies import make_strategy, optuna_strategies
+from fusion_nas.store.records import TrialStatus
+from fusion_nas.store.store import Store
 
 PLANTED_SPACE = (
     """
@@ -98,7 +98,7 @@ def planted_accuracy(arch: Architecture) -> float:
 
 
 def scored(score: Callable[[Architecture], float], trained: list[str] | None = None):
-    """A stand-in for :func:`fusion_nas.evaluate.evaluate` that scores instead of training."""
+    """A stand-in for :func:`fusion_nas.evaluation.trainer.evaluate` that scores instead of training."""
 
     def evaluate(task: EvalTask) -> Outcome:
         arch = Architecture.from_json(task.arch_json)

@@ -10,13 +10,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from typer.testing import CliRunner
 
-from fusion_nas.arch import Architecture, StageChoice
 from fusion_nas.cli.app import app
-from fusion_nas.model import build_model
-from fusion_nas.nets import FusionNet
-from fusion_nas.space import parse_space
-from fusion_nas.store import Store
-from fusion_nas.supernet import (
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.build import build_model
+from fusion_nas.model.nets import FusionNet
+from fusion_nas.model.space import parse_space
+from fusion_nas.search.supernet import (
     SuperNet,
     SupernetError,
     inherited_accuracy,
@@ -26,7 +25,8 @@ from fusion_nas.supernet import (
     supernet_params,
     train_supernet,
 )
-from fusion_nas.train import ProxyConfig
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 
 runner = CliRunner()
 

@@ -13,16 +13,8 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from fusion_nas import records
-from fusion_nas.arch import Architecture
 from fusion_nas.cli.app import app
-from fusion_nas.evaluate import EvalTask
-from fusion_nas.records import TrialRecord, TrialStatus
-from fusion_nas.search import SearchConfig, prepare, run_trials
-from fusion_nas.space import SearchSpace, parse_space
-from fusion_nas.store import Store
-from fusion_nas.strategies import nni_strategies
-from fusion_nas.table import (
+from fusion_nas.evaluation.table import (
     Table,
     TablePool,
     TableRow,
@@ -31,7 +23,15 @@ from fusion_nas.table import (
     parse_evaluator,
     read_rows,
 )
-from fusion_nas.train import ProxyConfig
+from fusion_nas.evaluation.trainer import EvalTask
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.space import SearchSpace, parse_space
+from fusion_nas.search.loop import SearchConfig, prepare, run_trials
+from fusion_nas.search.strategies import nni_strategies
+from fusion_nas.store import records
+from fusion_nas.store.records import TrialRecord, TrialStatus
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 
 runner = CliRunner()
 

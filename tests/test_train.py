@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from fusion_nas.arch import Architecture, StageChoice
-from fusion_nas.data import load_dataset
-from fusion_nas.evaluate import EvalTask, evaluate
-from fusion_nas.model import build_model
-from fusion_nas.records import TrialStatus
-from fusion_nas.space import SearchSpace, load_space
-from fusion_nas.train import (
+from fusion_nas.evaluation.trainer import EvalTask, evaluate
+from fusion_nas.model.arch import Architecture, StageChoice
+from fusion_nas.model.build import build_model
+from fusion_nas.model.space import SearchSpace, load_space
+from fusion_nas.store.records import TrialStatus
+from fusion_nas.training.data import load_dataset
+from fusion_nas.training.loop import (
     ProxyConfig,
     _schedule,
     evaluate_accuracy,

@@ -1,4 +1,4 @@
-"""fusion_nas.viz: the figure data (points, front, knee, hover text, colours) and its figures.
+"""fusion_nas.analysis.figures: the figure data (points, front, knee, hover text, colours) and its figures.
 
 Figures are ``plotly.graph_objects.Figure`` objects; tests read their traces, never pixels.
 Most tests draw a tiny real search (fixture ``real``); those that pin a given front, knee or
@@ -20,16 +20,7 @@ import pytest
 from optuna.trial import TrialState
 from torch import nn
 
-from fusion_nas import evaluate as evaluate_module
-from fusion_nas.nets import OPS, register_op
-from fusion_nas.pareto import hypervolume, knee_index, pareto_mask
-from fusion_nas.records import SearchRecord, TrialStatus
-from fusion_nas.results import trials_frame
-from fusion_nas.search import SearchConfig, run_search
-from fusion_nas.space import load_space
-from fusion_nas.store import Store
-from fusion_nas.train import ProxyConfig
-from fusion_nas.viz import (
+from fusion_nas.analysis.figures import (
     curve_figure,
     hypervolume_curve,
     hypervolume_figure,
@@ -40,6 +31,15 @@ from fusion_nas.viz import (
     search_color,
     stage_lines,
 )
+from fusion_nas.evaluation import trainer as evaluate_module
+from fusion_nas.model.nets import OPS, register_op
+from fusion_nas.model.space import load_space
+from fusion_nas.pareto import hypervolume, knee_index, pareto_mask
+from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.store.queries import trials_frame
+from fusion_nas.store.records import SearchRecord, TrialStatus
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.web.report import report_data, report_html
 
 XSS_NAMES = ("<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from fusion_nas.space import load_space, parse_space
-from fusion_nas.strategies import nni_strategies as ns
-from fusion_nas.strategies.optuna_strategies import suggest_architecture
+from fusion_nas.model.space import load_space, parse_space
+from fusion_nas.search.strategies import nni_strategies as ns
+from fusion_nas.search.strategies.optuna_strategies import suggest_architecture
 from tests.test_space import VOCAB
 
 

@@ -20,15 +20,15 @@ from plotly.offline import get_plotlyjs
 from torch import nn
 from typer.testing import CliRunner
 
-from fusion_nas import evaluate as evaluate_module
 from fusion_nas.cli.app import app as cli_app
 from fusion_nas.cli.pareto import default_report_path
 from fusion_nas.errors import FusionNasError
-from fusion_nas.nets import OPS, register_op
-from fusion_nas.search import USER_STOP, SearchConfig, run_search
-from fusion_nas.space import load_space
-from fusion_nas.store import Store
-from fusion_nas.train import ProxyConfig
+from fusion_nas.evaluation import trainer as evaluate_module
+from fusion_nas.model.nets import OPS, register_op
+from fusion_nas.model.space import load_space
+from fusion_nas.search.loop import USER_STOP, SearchConfig, run_search
+from fusion_nas.store.store import Store
+from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.web import (
     CSP,
     DEFAULT_HOST,
@@ -171,12 +171,12 @@ def test_explain_panel_returns_the_figures_of_a_trial(client: TestClient, monkey
     assert failed.status_code == 409
     assert "trial 1" in failed.json()["error"] and "no trained weights" in failed.json()["error"]
     assert client.get(q("/api/explain", search=REAL, number=99)).status_code == 404
-    import fusion_nas.explain
+    import fusion_nas.analysis.explain
 
     def no_second_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("explained twice")
 
-    monkeypatch.setattr(fusion_nas.explain, "explain_trial", no_second_run)
+    monkeypatch.setattr(fusion_nas.analysis.explain, "explain_trial", no_second_run)
     assert client.get(url).json() == data  # cached: the same answer, no second training
 
 
@@ -324,12 +324,12 @@ def test_json_download(client: TestClient, store: Store) -> None:
 
 
 def test_code_download_falls_back_to_json(client: TestClient, monkeypatch) -> None:
-    import fusion_nas.export
+    import fusion_nas.deploy.export
 
     def fail(*args: object, **kwargs: object) -> str:
-        raise fusion_nas.export.ExportError("cannot export this one")
+        raise fusion_nas.deploy.export.ExportError("cannot export this one")
 
-    monkeypatch.setattr(fusion_nas.export, "export_code", fail)
+    monkeypatch.setattr(fusion_nas.deploy.export, "export_code", fail)
     r = client.get(q("/download/code", search=REAL, number=0))
     assert r.status_code == 200
     assert r.headers["content-disposition"].endswith('_0.json"')

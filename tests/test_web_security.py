@@ -30,10 +30,10 @@ from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app as cli_app
 from fusion_nas.errors import FusionNasError, StoreError
-from fusion_nas.records import SEARCH_KEY
-from fusion_nas.search import run_search
-from fusion_nas.space import parse_space
-from fusion_nas.store import Store
+from fusion_nas.model.space import parse_space
+from fusion_nas.search.loop import run_search
+from fusion_nas.store.records import SEARCH_KEY
+from fusion_nas.store.store import Store
 from fusion_nas.web import background_server, create_app
 from tests import test_browser as browser
 from tests.test_browser import POLL_MS, config, count_points, url
@@ -305,7 +305,7 @@ DOWNLOAD = textwrap.dedent(
     import json, resource, sys, warnings
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-    from fusion_nas.store import Store
+    from fusion_nas.store.store import Store
     from fusion_nas.web import create_app
 
     client = TestClient(create_app(Store(sys.argv[1], create=False)))

@@ -87,7 +87,7 @@ def test_package_comes_from_the_wheel(installed: tuple[Path, dict[str, str], Pat
         [
             str(venv / "bin" / "python"),
             "-c",
-            "import fusion_nas, fusion_nas.space as s; print(fusion_nas.__file__); "
+            "import fusion_nas, fusion_nas.model.space as s; print(fusion_nas.__file__); "
             "print(*s.builtin_spaces()); print(s.load_space('digits').num_architectures())",
         ],
         outside,
@@ -129,9 +129,7 @@ def test_editable_install_finds_the_spaces(tmp_path: Path) -> None:
     python = str(venv / "bin" / "python")
     pip = [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps"]
     _run([*pip, "--no-build-isolation", "-e", str(src)], tmp_path, env)
-    code = (
-        "import fusion_nas, fusion_nas.space as s; print(fusion_nas.__file__, *s.builtin_spaces())"
-    )
+    code = "import fusion_nas, fusion_nas.model.space as s; print(fusion_nas.__file__, *s.builtin_spaces())"
     file, *names = _run([python, "-c", code], tmp_path, env).split()
     assert file == str(src / "fusion_nas" / "__init__.py")
     assert names == list(BUILTINS)

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from fusion_nas.errors import FusionNasError
-from fusion_nas.model import build_model
-from fusion_nas.space import load_space
-from fusion_nas.zero_cost import PROXIES, ProxyError, score, score_arch, train_batch
+from fusion_nas.model.build import build_model
+from fusion_nas.model.space import load_space
+from fusion_nas.search.zero_cost import PROXIES, ProxyError, score, score_arch, train_batch
 from tests.op_configs import op_configs
 
 CLASSES = 3
@@ -151,7 +151,7 @@ def test_a_batch_that_is_not_x_y_is_refused_in_one_line():
 
 
 def test_train_batch_comes_from_the_train_split_only():
-    from fusion_nas.evaluate import dataset_for
+    from fusion_nas.evaluation.trainer import dataset_for
 
     space = load_space("digits")
     x, y = train_batch(space, "digits", size=64, seed=0)
@@ -166,7 +166,7 @@ def test_train_batch_comes_from_the_train_split_only():
 
 
 def test_a_network_whose_map_shrinks_to_one_position_is_scored():
-    from fusion_nas.space import parse_space
+    from fusion_nas.model.space import parse_space
 
     toml = """
 name = "tiny"

@@ -14,7 +14,7 @@ from fusion_nas.cli.search import search
 from fusion_nas.cli.serve import serve
 from fusion_nas.cli.spaces import list_spaces, space_app
 from fusion_nas.cli.supernet import supernet
-from fusion_nas.store import quiet_optuna
+from fusion_nas.store.store import quiet_optuna
 
 app = typer.Typer(
     name="fusion-nas",

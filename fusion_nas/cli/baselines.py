@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fusion_nas.analysis.retrain import RETRAIN_EPOCHS, TrainingProtocol
 from fusion_nas.cli.common import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LR,
@@ -35,16 +36,15 @@ from fusion_nas.cli.common import (
     dataset_of,
     user_errors,
 )
-from fusion_nas.devices import resolve_device
 from fusion_nas.errors import FusionNasError, TrialFailed, one_line
-from fusion_nas.records import BaselineRecord
-from fusion_nas.retrain import RETRAIN_EPOCHS, TrainingProtocol
-from fusion_nas.space import SearchSpace, load_space
-from fusion_nas.store import Store, redact_url
-from fusion_nas.train import ProxyConfig
+from fusion_nas.model.space import SearchSpace, load_space
+from fusion_nas.store.records import BaselineRecord
+from fusion_nas.store.store import Store, redact_url
+from fusion_nas.training.devices import resolve_device
+from fusion_nas.training.loop import ProxyConfig
 
 if TYPE_CHECKING:
-    from fusion_nas.baselines import Baseline
+    from fusion_nas.analysis.baselines import Baseline
 
 _DEFAULTS = ProxyConfig()
 
@@ -61,7 +61,7 @@ def _acc(value: float | None) -> str:
 
 
 def _list_table(space: SearchSpace) -> Table:
-    from fusion_nas.baselines import Baseline, baselines_for
+    from fusion_nas.analysis.baselines import Baseline, baselines_for
 
     table = Table(title=f"Baselines of space {escape(space.name)}", title_justify="left")
     for column, justify in (("name", "left"), ("MACs", "right"), ("params", "right")):
@@ -159,7 +159,7 @@ def baselines(
     training data, then the test split once). Results are stored beside the searches, in the
     study 'baselines:SPACE:DATASET'; 'pareto' and the dashboard show them as reference points.
     """
-    from fusion_nas.baselines import select
+    from fusion_nas.analysis.baselines import select
 
     with user_errors():
         sp = load_space(space)
@@ -202,7 +202,7 @@ def baselines(
 
 def _train(chosen: list[Baseline], protocol: TrainingProtocol, store: Store, epochs: int) -> None:
     """Train and store each baseline in turn under a progress bar, then print the table."""
-    from fusion_nas.baselines import collection_record, train_baseline
+    from fusion_nas.analysis.baselines import collection_record, train_baseline
 
     collection = collection_record(protocol.space, protocol.dataset, protocol.data_dir)
     start = time.perf_counter()

@@ -10,12 +10,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fusion_nas.data import DATASETS
-from fusion_nas.devices import DEVICE_HELP
 from fusion_nas.errors import DatasetError, FusionNasError, allowed, one_line
+from fusion_nas.model.space import SearchSpace
 from fusion_nas.settings import HOME_ENV, STORE_ENV
-from fusion_nas.space import SearchSpace
-from fusion_nas.train import ProxyConfig
+from fusion_nas.training.data import DATASETS
+from fusion_nas.training.devices import DEVICE_HELP
+from fusion_nas.training.loop import ProxyConfig
 
 _PROXY = ProxyConfig()  # the defaults the proxy options show
 

@@ -11,10 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fusion_nas.arch import Architecture
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.errors import ArchitectureError, FusionNasError
-from fusion_nas.nets import FusionNet, NetCfg
+from fusion_nas.model.arch import Architecture
+from fusion_nas.model.nets import FusionNet, NetCfg
 
 _HOW = (
     "pass --arch JSON (or a .json file) for a space, or --search NAME --trial N for a trial "
@@ -40,8 +40,8 @@ def _target(
     store: str | None,
 ) -> tuple[str, NetCfg]:
     """The label and network config to count."""
-    from fusion_nas.compare import exported_config
-    from fusion_nas.space import load_space
+    from fusion_nas.deploy.counters import exported_config
+    from fusion_nas.model.space import load_space
 
     if target is not None and target.endswith(".py"):
         if arch is not None or search is not None:
@@ -51,9 +51,9 @@ def _target(
     if arch is not None and search is not None:
         raise FusionNasError("give --arch or --search/--trial, not both")
     if search is not None:
-        from fusion_nas.results import pick_trial
-        from fusion_nas.retrain import search_space
-        from fusion_nas.store import Store
+        from fusion_nas.analysis.retrain import search_space
+        from fusion_nas.store.queries import pick_trial
+        from fusion_nas.store.store import Store
 
         if trial is None:
             raise FusionNasError("--search needs --trial N")
@@ -162,8 +162,8 @@ def cost(
     shown halved), with the totals and where they differ.
     """
     with user_errors():
-        from fusion_nas.compare import compare_counts
-        from fusion_nas.cost import count_cost
+        from fusion_nas.deploy.counters import compare_counts
+        from fusion_nas.model.cost import count_cost
 
         label, cfg = _target(target, arch, search, trial, store)
         shape = (1, cfg.in_channels, *cfg.size)

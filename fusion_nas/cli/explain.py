@@ -10,13 +10,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from fusion_nas.analysis.explain import DEFAULT_SAMPLES, Explanation
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.cli.export import PickOption, TrialOption
 from fusion_nas.errors import FusionNasError
-from fusion_nas.explain import DEFAULT_SAMPLES, Explanation
-from fusion_nas.results import pick_trial, safe_filename
 from fusion_nas.settings import home
-from fusion_nas.store import Store
+from fusion_nas.store.queries import pick_trial, safe_filename
+from fusion_nas.store.store import Store
 
 
 def default_explain_path(name: str, number: int) -> Path:
@@ -107,8 +107,8 @@ def explain(
     """Look inside a trained trial: fusion weights and gates, cost per stage, Grad-CAM/saliency
     and attention maps, on validation samples only.
     """
-    from fusion_nas.explain import explain_trial
-    from fusion_nas.explain_viz import explain_html
+    from fusion_nas.analysis.explain import explain_trial
+    from fusion_nas.analysis.explain_figures import explain_html
 
     with user_errors():
         if out is not None and out.suffix.lower() not in (".html", ".htm"):

@@ -8,16 +8,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from fusion_nas.arch import Architecture
+from fusion_nas.analysis.retrain import default_out_dir, proxy_weights, retrain, search_space
 from fusion_nas.cli.common import StoreOption, console, err_console, user_errors
-from fusion_nas.devices import DEVICE_HELP, resolve_device
+from fusion_nas.deploy.export import write_export
 from fusion_nas.errors import ExportError
-from fusion_nas.export import write_export
-from fusion_nas.records import TrialStatus
-from fusion_nas.results import pick_trial
-from fusion_nas.retrain import default_out_dir, proxy_weights, retrain, search_space
+from fusion_nas.model.arch import Architecture
 from fusion_nas.settings import HOME_ENV
-from fusion_nas.store import Store
+from fusion_nas.store.queries import pick_trial
+from fusion_nas.store.records import TrialStatus
+from fusion_nas.store.store import Store
+from fusion_nas.training.devices import DEVICE_HELP, resolve_device
 
 TrialOption = Annotated[
     int | None, typer.Option("--trial", "-t", help="Trial number.", show_default=False)
@@ -68,7 +68,7 @@ def export(
         if out.suffix != ".py":
             raise ExportError(f"--out must name a .py file, got {str(out)!r}")
         if quantize is not None:
-            from fusion_nas.quantize import check_mode
+            from fusion_nas.deploy.quantize import check_mode
 
             check_mode(quantize)
             if weights is None:
@@ -105,7 +105,7 @@ def export(
         }
         int8 = ""
         if quantize is not None:
-            from fusion_nas.quantize import write_quantized_export
+            from fusion_nas.deploy.quantize import write_quantized_export
 
             change = write_quantized_export(
                 arch, space, out, state_dict=state, weights=weights, meta=meta

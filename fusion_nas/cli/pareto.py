@@ -12,10 +12,10 @@ from rich.markup import escape
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.errors import FusionNasError
-from fusion_nas.records import BaselineRecord, SearchRecord
-from fusion_nas.results import safe_filename
 from fusion_nas.settings import home
-from fusion_nas.store import Store
+from fusion_nas.store.queries import safe_filename
+from fusion_nas.store.records import BaselineRecord, SearchRecord
+from fusion_nas.store.store import Store
 
 _MAX_STEM = 120
 

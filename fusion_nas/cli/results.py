@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
-from fusion_nas.results import TABLE_COLUMNS, trial_note
-from fusion_nas.store import Store, redact_url
+from fusion_nas.store.queries import TABLE_COLUMNS, trial_note
+from fusion_nas.store.store import Store, redact_url
 
 
 class Format(str, Enum):

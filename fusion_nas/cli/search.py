@@ -33,13 +33,13 @@ from fusion_nas.cli.common import (
     dataset_of,
     user_errors,
 )
-from fusion_nas.records import TrialRecord, TrialStatus
-from fusion_nas.search import Progress as SearchProgress
-from fusion_nas.search import SearchConfig, Terminated, prepare, run_search
-from fusion_nas.space import load_space
-from fusion_nas.store import Store, redact_url
-from fusion_nas.strategies import STRATEGIES
-from fusion_nas.train import ProxyConfig
+from fusion_nas.model.space import load_space
+from fusion_nas.search.loop import Progress as SearchProgress
+from fusion_nas.search.loop import SearchConfig, Terminated, prepare, run_search
+from fusion_nas.search.strategies import STRATEGIES
+from fusion_nas.store.records import TrialRecord, TrialStatus
+from fusion_nas.store.store import Store, redact_url
+from fusion_nas.training.loop import ProxyConfig
 
 _DEFAULTS = ProxyConfig()
 _DEFAULT_STRATEGY = next(iter(STRATEGIES))

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from fusion_nas.cli.common import StoreOption, console, err_console, user_errors
 from fusion_nas.errors import FusionNasError, one_line
-from fusion_nas.store import Store, redact_url, resolve_url
+from fusion_nas.store.store import Store, redact_url, resolve_url
 from fusion_nas.web.security import check_host_name, redact_text
 from fusion_nas.web.server import (
     DEFAULT_HOST,

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fusion_nas.cli.common import console, user_errors
-from fusion_nas.space import SearchSpace, builtin_spaces, load_space
+from fusion_nas.model.space import SearchSpace, builtin_spaces, load_space
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 

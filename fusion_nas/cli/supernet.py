@@ -28,9 +28,9 @@ from fusion_nas.cli.common import (
     user_errors,
 )
 from fusion_nas.errors import FusionNasError
-from fusion_nas.space import load_space
-from fusion_nas.supernet import CALIB_BATCHES, MAX_PARAMS, search_supernet, train_supernet
-from fusion_nas.train import ProxyConfig
+from fusion_nas.model.space import load_space
+from fusion_nas.search.supernet import CALIB_BATCHES, MAX_PARAMS, search_supernet, train_supernet
+from fusion_nas.training.loop import ProxyConfig
 
 _DEFAULTS = ProxyConfig()
 
@@ -49,7 +49,7 @@ def _bar() -> Progress:
 
 def _search(*args, **kwargs):
     """:func:`search_supernet`; Ctrl-C or SIGTERM ends with the search's usual message."""
-    from fusion_nas.search import Terminated, terminate_as_interrupt
+    from fusion_nas.search.loop import Terminated, terminate_as_interrupt
 
     try:
         with terminate_as_interrupt():
@@ -130,7 +130,7 @@ def supernet(
         proxy = ProxyConfig(epochs=epochs, **common)
         confirm_proxy = ProxyConfig(epochs=confirm_epochs, **common)
         name = name or f"{sp.name}-{dataset.replace(':', '_').replace('/', '_')}-supernet"
-        from fusion_nas.store import Store, redact_url
+        from fusion_nas.store.store import Store, redact_url
 
         st = Store(store) if confirm else None
         progress = _bar()

@@ -10,8 +10,8 @@
 - :mod:`~fusion_nas.web.server`: serving with uvicorn (timeouts against slow clients).
 """
 
-from fusion_nas.results import download_filename
-from fusion_nas.store import redact_url
+from fusion_nas.store.queries import download_filename
+from fusion_nas.store.store import redact_url
 from fusion_nas.web.app import create_app
 from fusion_nas.web.report import report_html
 from fusion_nas.web.security import CSP, allowed_hosts, redact_text

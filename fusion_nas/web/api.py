@@ -6,7 +6,7 @@
                                     the Pareto plot), trial table, baselines
                                     (``&since=VERSION``: ``unchanged`` while nothing changed)
 ``/api/trial?search=N&number=K``    one trial: record, stages, validation-curve figure
-``/api/explain?search=N&number=K``  inside the trial's network (:mod:`fusion_nas.explain`):
+``/api/explain?search=N&number=K``  inside the trial's network (:mod:`fusion_nas.analysis.explain`):
                                     its figures, computed on demand (it may re-run the
                                     trial's proxy training) and cached
 ``/download/code?search=N&...``     the trial as standalone PyTorch source (``export_code``)
@@ -14,7 +14,7 @@
 ``/static/plotly.min.js``           Plotly.js from the installed ``plotly`` package
 ==================================  =====================================================
 
-Figures are those of :mod:`fusion_nas.viz`, sent as ``fig.to_plotly_json()``.
+Figures are those of :mod:`fusion_nas.analysis.figures`, sent as ``fig.to_plotly_json()``.
 """
 
 from __future__ import annotations
@@ -34,11 +34,7 @@ import pandas as pd
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fusion_nas.errors import one_line
-from fusion_nas.records import BaselineRecord, SearchRecord, TrialStatus
-from fusion_nas.results import TRIAL_COLUMNS, download_filename, search_summary, trial_note
-from fusion_nas.store import redact_url
-from fusion_nas.viz import (
+from fusion_nas.analysis.figures import (
     curve_figure,
     hypervolume_curve,
     hypervolume_figure,
@@ -48,6 +44,10 @@ from fusion_nas.viz import (
     pareto_figure_data,
     stage_lines,
 )
+from fusion_nas.errors import one_line
+from fusion_nas.store.queries import TRIAL_COLUMNS, download_filename, search_summary, trial_note
+from fusion_nas.store.records import BaselineRecord, SearchRecord, TrialStatus
+from fusion_nas.store.store import redact_url
 from fusion_nas.web.params import (
     NotFound,
     link,
@@ -89,7 +89,7 @@ _BASELINE_COLUMNS = ("label", "description", "macs", "params", "val_acc", "test_
 
 
 def _note(row: Mapping[str, Any]) -> str:
-    """The table's note (:func:`fusion_nas.results.trial_note`): a reused result, a retry, a
+    """The table's note (:func:`fusion_nas.store.queries.trial_note`): a reused result, a retry, a
     pre-screen pick, or why a trial failed, was stopped early or cut short."""
     return trial_note(row)
 
@@ -196,8 +196,8 @@ _EXPLAIN_CACHE = 16  # explanations kept per process
 
 def _explained(store: Any, name: str, row: Mapping[str, Any]) -> dict[str, Any]:
     """The explanation panel's JSON of a trial, computed once per process and trial."""
-    from fusion_nas.explain import explain_trial
-    from fusion_nas.explain_viz import explain_figures
+    from fusion_nas.analysis.explain import explain_trial
+    from fusion_nas.analysis.explain_figures import explain_figures
 
     key = (store.url, name, int(row["number"]))
     with _EXPLAIN_LOCK:
@@ -256,9 +256,9 @@ def download_json(request: Request) -> Response:
 
 def download_code(request: Request) -> Response:
     """The trial's architecture as standalone PyTorch source; the JSON if export fails."""
-    from fusion_nas.arch import Architecture
-    from fusion_nas.export import export_code
-    from fusion_nas.space import parse_space
+    from fusion_nas.deploy.export import export_code
+    from fusion_nas.model.arch import Architecture
+    from fusion_nas.model.space import parse_space
 
     name, number, row = trial_of(request)
     if not isinstance(row.get("arch"), Mapping):

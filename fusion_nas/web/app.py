@@ -33,8 +33,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fusion_nas.errors import FusionNasError, one_line
-from fusion_nas.results import download_filename
-from fusion_nas.store import Store, redact_url
+from fusion_nas.store.queries import download_filename
+from fusion_nas.store.store import Store, redact_url
 from fusion_nas.web import api
 from fusion_nas.web.params import NotFound, link, query_param, store_of, trial_of
 from fusion_nas.web.render import STATIC_DIR, render

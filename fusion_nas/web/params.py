@@ -2,7 +2,7 @@
 
 Search names travel as query parameters, so any name works. A missing parameter, an unknown
 search or an unknown trial raises :class:`NotFound`, which the app answers with a 404.
-Lookups go through the store and :mod:`fusion_nas.results`, never around them.
+Lookups go through the store and :mod:`fusion_nas.store.queries`, never around them.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pandas as pd
 from starlette.requests import Request
 
 from fusion_nas.errors import StoreError
-from fusion_nas.records import SearchRecord
-from fusion_nas.results import trial_row
-from fusion_nas.store import Store
+from fusion_nas.store.queries import trial_row
+from fusion_nas.store.records import SearchRecord
+from fusion_nas.store.store import Store
 
 __all__ = [
     "NotFound",

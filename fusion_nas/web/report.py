@@ -1,7 +1,7 @@
 """The offline Pareto report of ``fusion-nas pareto``: one self-contained HTML file.
 
 Built like every figure: :func:`report_data` gathers plain data (the figure of
-:func:`fusion_nas.viz.pareto_figure` and one table row per search), then
+:func:`fusion_nas.analysis.figures.pareto_figure` and one table row per search), then
 ``templates/report.html`` draws it. The page inlines the Plotly.js bundle of the installed
 ``plotly`` package and carries the figure as inert JSON; its Content-Security-Policy
 (:data:`~fusion_nas.web.security.REPORT_CSP`) lets it load nothing, so it opens offline, and
@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
-from fusion_nas.records import BaselineRecord, SearchRecord
-from fusion_nas.viz import pareto_figure, pareto_figure_data
+from fusion_nas.analysis.figures import pareto_figure, pareto_figure_data
+from fusion_nas.store.records import BaselineRecord, SearchRecord
 from fusion_nas.web.render import render
 from fusion_nas.web.security import REPORT_CSP
 from fusion_nas.web.serialize import json_text
@@ -48,7 +48,7 @@ def report_data(
         records: search name -> its record (for the strategy column); optional.
         title: the page's heading; default ``Pareto front: NAME, NAME``.
         baselines: ``(label, record)`` pairs drawn as reference points and listed in a table
-            (:meth:`fusion_nas.store.Store.baselines_for`); default none.
+            (:meth:`fusion_nas.store.store.Store.baselines_for`); default none.
 
     Returns:
         ``{"heading", "figure" (go.Figure), "ref_macs", "rows", "baselines"}``; a row per

@@ -21,7 +21,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fusion_nas.errors import FusionNasError
-from fusion_nas.store import redact_url
+from fusion_nas.store.store import redact_url
 
 __all__ = [
     "CSP",
@@ -183,7 +183,7 @@ class HostCheck:
 def redact_text(text: str, url: str) -> str:
     """``text`` with the password of store ``url`` (may be empty) hidden wherever it shows.
 
-    The URL itself becomes :func:`~fusion_nas.store.redact_url`'s form; the password alone
+    The URL itself becomes :func:`~fusion_nas.store.store.redact_url`'s form; the password alone
     (also percent-decoded, as drivers print it) and any other ``scheme://user:password@``
     become ``***``.
     """

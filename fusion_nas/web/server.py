@@ -25,7 +25,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fusion_nas.errors import FusionNasError
-from fusion_nas.store import Store
+from fusion_nas.store.store import Store
 from fusion_nas.web.app import POLL_MS, create_app
 from fusion_nas.web.security import allowed_hosts
 

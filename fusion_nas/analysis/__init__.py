@@ -1,0 +1,1 @@
+"""Looking at results: figures, explain probes, baselines and final retraining."""

@@ -1,0 +1,1 @@
+"""Evaluators (architecture in, outcome out) and the pools that run them."""

@@ -1,0 +1,569 @@
+"""Search spaces: TOML files -> validated choices -> network configs; count, enumerate, sample.
+
+A space file (see ``search_spaces/`` and the README) describes the input, the stem and a list
+of ``[[stage]]`` tables, each with the allowed choices for operator, kernel size, head count,
+attention variant, MLP ratio (0: no MLP), width and depth (0: the stage is skipped), and how the
+stage halves the spatial size on entry (``"none"``, ``"pool"`` or ``"conv"``; ``true`` is
+``"pool"``).
+
+Values are checked by the network configs of :mod:`fusion_nas.model.nets` (``BlockCfg``, ``StageCfg``,
+``NetCfg``), the one place defaults and rules live. This module checks the file's layout, refuses
+absurd sizes before anything is built (integers above :data:`MAX_SIZE`, depths above
+:data:`MAX_DEPTH`, MLP ratios above :data:`MAX_MLP_RATIO`, tensors of more than
+:data:`MAX_VALUES` values per sample, stages of more than :data:`MAX_STAGE_CHOICES` choices) and
+reports the first problem in one line naming the file, the field, the bad value and the allowed
+values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fusion_nas.errors import ArchitectureError, SpaceError, allowed
+from fusion_nas.model.arch import OPTIONAL, SKIP, Architecture, StageChoice
+from fusion_nas.model.nets import (
+    DOWNSAMPLES,
+    SEARCHABLE,
+    BlockCfg,
+    CfgError,
+    NetCfg,
+    StageCfg,
+    reads,
+)
+from fusion_nas.model.registry import list_ops, op_uses
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+T = TypeVar("T")
+
+MAX_SIZE = 65_536  # widths, channels, classes, input sizes, kernels, heads, windows, strides
+MAX_DEPTH = 1_024  # blocks in one stage
+MAX_MLP_RATIO = 64.0
+# Values one sample's largest tensor may hold: the input, the stem's output, a stage's output
+# or MLP hidden layer (2^26 float32 = 256 MiB per sample; training holds a batch of them).
+MAX_VALUES = 2**26
+MAX_STAGE_CHOICES = 100_000  # distinct choices of one stage (strategies list them)
+INPUT_KINDS = ("sequence", "image")
+
+_TOP_KEYS = ("name", "description", "input", "network", "stem", "stage")
+_INPUT_KEYS = ("kind", "channels", "classes", "length", "size")
+_NETWORK_KEYS = ("mlp_ratio", "window")
+_STEM_KEYS = ("width", "kernel", "stride")
+_STAGE_KEYS = ("operator", *SEARCHABLE, "width", "depth", "window", "downsample")
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """Convolution stem: ``width`` channels, odd ``kernel``, ``stride``."""
+
+    width: int
+    kernel: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Allowed choices of one stage.
+
+    A field of ``OPTIONAL`` (``mlp_ratio``, ``downsample``) with one value is fixed by the
+    space: the architectures leave it ``None``. Depth 0 is one choice, the skipped stage.
+    """
+
+    operator: tuple[str, ...]
+    kernel: tuple[int, ...]
+    heads: tuple[int, ...]
+    attention: tuple[str, ...]
+    mlp_ratio: tuple[float, ...]
+    width: tuple[int, ...]
+    depth: tuple[int, ...]
+    window: int
+    downsample: tuple[str, ...]
+
+    def _chosen(self, field: str) -> tuple[Any, ...]:
+        """The values an architecture holds for ``field``: ``(None,)`` where the space fixes it."""
+        values = getattr(self, field)
+        return (None,) if field in OPTIONAL and len(values) == 1 else values
+
+    def _searched(self, op: str) -> list[tuple[Any, ...]]:
+        """Per searchable field: this stage's values if ``op`` reads the field, else ``(None,)``."""
+        uses = op_uses(op)
+        return [self._chosen(f) if f in uses else (None,) for f in SEARCHABLE]
+
+    def iter_options(self) -> Iterator[StageChoice]:
+        """Every distinct (canonical) choice of this stage, lazily, in a fixed order."""
+        depths = [d for d in self.depth if d]
+        down = self._chosen("downsample")
+        h = SEARCHABLE.index("heads")
+        for op in self.operator:
+            searched = self._searched(op)
+            for *chosen, ds, w, d in itertools.product(*searched, down, self.width, depths):
+                values = dict(zip(SEARCHABLE, chosen))
+                if "heads" not in reads(op, values["attention"]) and chosen[h] != searched[h][0]:
+                    continue  # a variant without heads: one choice, not one per head count
+                yield StageChoice(op, w, d, downsample=ds, **values).canonical()
+        if 0 in self.depth:
+            yield StageChoice(SKIP, 0, 0)
+
+    def options(self) -> list[StageChoice]:
+        """Every distinct (canonical) choice of this stage."""
+        return list(self.iter_options())
+
+    def count(self) -> int:
+        """Number of distinct choices of this stage (without listing them)."""
+        per_op = 0
+        for op in self.operator:
+            searched = dict(zip(SEARCHABLE, map(len, self._searched(op))))
+            h = searched.pop("heads")
+            pairs = h * searched.pop("attention")  # (heads, variant) pairs
+            if "attention" in op_uses(op):  # head counts only for variants that read them
+                pairs = sum(h if "heads" in reads(op, v) else 1 for v in self.attention)
+            per_op += pairs * math.prod(searched.values())
+        built = len(self._chosen("downsample")) * len(self.width) * sum(1 for d in self.depth if d)
+        return per_op * built + (0 in self.depth)
+
+    def fixed(self, choice: StageChoice) -> StageChoice:
+        """``choice`` with the ``OPTIONAL`` fields this stage fixes set to ``None``."""
+        return dataclasses.replace(
+            choice, **{f: None for f in OPTIONAL if self._chosen(f) == (None,)}
+        )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space."""
+
+    name: str
+    description: str
+    kind: str  # "sequence" or "image"
+    channels: int
+    size: tuple[int, ...]  # (L,) or (H, W)
+    classes: int
+    stem: StemSpec
+    stages: tuple[StageSpec, ...]
+    mlp_ratio: float
+    source: str  # the TOML text it was loaded from (stored with every search)
+
+    @property
+    def dim(self) -> int:
+        """Spatial dimensions: 1 for sequences, 2 for images."""
+        return len(self.size)
+
+    def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """Shape of a model input: ``(B, C, L)`` or ``(B, C, H, W)``."""
+        return (batch, self.channels, *self.size)
+
+    def stem_size(self) -> tuple[int, ...]:
+        """Spatial size after the stem (same padding ``k // 2``, then stride)."""
+        return self._sizes_net().stem_size()
+
+    def stage_sizes(self) -> list[tuple[int, ...]]:
+        """Spatial size inside each stage, with every stage built and taking its first
+        downsampling choice (pooling rounds down, the strided conv rounds up)."""
+        return self._sizes_net().stage_sizes()
+
+    def num_architectures(self) -> int:
+        """Number of distinct architectures in the space."""
+        return math.prod(st.count() for st in self.stages)
+
+    def enumerate(self, limit: int = 100_000) -> list[Architecture]:
+        """Every architecture, in a fixed order; refuses spaces larger than ``limit``."""
+        n = self.num_architectures()
+        if n > limit:
+            raise SpaceError(
+                f"space {self.name!r} has {n:,} architectures, more than the {limit:,} "
+                "that can be enumerated"
+            )
+        per_stage = [st.options() for st in self.stages]
+        return [Architecture(self.name, combo) for combo in itertools.product(*per_stage)]
+
+    def sample(self, rng: random.Random | int | None = None) -> Architecture:
+        """One architecture drawn uniformly over the (canonical) choices of each stage."""
+        rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        return Architecture(self.name, tuple(rng.choice(st.options()) for st in self.stages))
+
+    def validate(self, arch: Architecture) -> Architecture:
+        """Check that ``arch`` belongs to this space; raise :class:`ArchitectureError` if not.
+
+        Returns ``arch`` with the fields this space fixes set to ``None`` (its id in the space).
+        """
+        if len(arch.stages) != len(self.stages):
+            raise ArchitectureError(
+                f"architecture has {len(arch.stages)} stages; space {self.name!r} has "
+                f"{len(self.stages)}"
+            )
+        for i, (choice, spec) in enumerate(zip(arch.stages, self.stages)):
+            if choice.depth == 0:
+                if 0 not in spec.depth:
+                    raise ArchitectureError(
+                        f"stage {i}: depth 0 is not allowed; allowed: {allowed(spec.depth)}"
+                    )
+                continue
+            if choice.operator not in spec.operator:
+                raise ArchitectureError(
+                    f"stage {i}: operator {choice.operator!r} is not allowed; "
+                    f"allowed: {allowed(spec.operator)}"
+                )
+            uses = reads(choice.operator, choice.attention)
+            for field in (*SEARCHABLE, "width", "depth", "downsample"):
+                if field in SEARCHABLE and field not in uses:
+                    continue
+                value, options = getattr(choice, field), getattr(spec, field)
+                if field in OPTIONAL and value is None and len(options) == 1:
+                    continue  # fixed by the space
+                if field == "mlp_ratio" and type(value) is int:
+                    value = float(value)
+                # type check too: 16.0 == 16 and True == 1 would otherwise pass `in`
+                if value not in options or type(value) is not type(options[0]):
+                    raise ArchitectureError(
+                        f"stage {i}: {field} {value!r} is not allowed; allowed: {allowed(options)}"
+                    )
+        stages = tuple(spec.fixed(c) for c, spec in zip(arch.stages, self.stages))
+        return arch if stages == arch.stages else Architecture(arch.space, stages)
+
+    def net_cfg(self, arch: Architecture) -> NetCfg:
+        """The network config of ``arch``, after checking that it belongs to this space."""
+        return self._net(self.validate(arch).stages)
+
+    def stage_cfg(self, i: int, choice: StageChoice) -> StageCfg:
+        """The config of stage ``i`` for canonical ``choice``: fields the choice leaves
+        ``None`` take the space's (window, fixed MLP ratio and downsampling) or the defaults."""
+        spec = self.stages[i]
+        block = BlockCfg(
+            choice.operator,
+            choice.width,
+            window=spec.window,
+            **{"mlp_ratio": spec.mlp_ratio[0], **choice.chosen()},  # ignored: defaults
+        )
+        down = choice.downsample if choice.downsample is not None else spec.downsample[0]
+        return StageCfg(block, choice.depth, down)
+
+    def _net(self, choices: Iterable[StageChoice]) -> NetCfg:
+        """The network of canonical ``choices``; skipped stages are left out."""
+        stages = tuple(self.stage_cfg(i, c) for i, c in enumerate(choices) if c.depth)
+        s = self.stem
+        return NetCfg(self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride)
+
+    def _sizes_net(self) -> NetCfg:
+        """Every stage built, one block, its first downsampling choice: the sizes' network."""
+        block = BlockCfg(list_ops()[0], 1)
+        stages = tuple(StageCfg(block, 1, spec.downsample[0]) for spec in self.stages)
+        s = self.stem
+        return NetCfg(self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _builtin_dir() -> Traversable:
+    """The built-in spaces: ``search_spaces/`` in the repository, shipped inside the package."""
+    return resources.files("fusion_nas") / "search_spaces"
+
+
+def builtin_spaces() -> list[str]:
+    """Names of the search spaces shipped in ``search_spaces/``."""
+    return sorted(p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Load a built-in space by name, or a TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SpaceError(f"search-space file {str(path)!r} does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpaceError(f"{path}: cannot be read ({exc})") from None
+        return parse_space(text, source=str(path), default_name=path.stem)
+    builtin = _builtin_dir() / f"{name_or_path}.toml"
+    if not builtin.is_file():
+        raise SpaceError(
+            f"unknown search space {str(name_or_path)!r}; allowed: "
+            f"{allowed(builtin_spaces())} or a path to a .toml file"
+        )
+    return parse_space(builtin.read_text(encoding="utf-8"), source=str(builtin))
+
+
+def parse_space(text: str, source: str = "<string>", default_name: str = "space") -> SearchSpace:
+    """Parse and validate the TOML text of a search space."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpaceError(f"{source}: not valid TOML: {exc}") from None
+    return _Validator(source).space(data, text, default_name)
+
+
+# TOML field of each NetCfg field ("size" depends on the input kind).
+_NET_FIELDS = {
+    "in_channels": "input.channels",
+    "classes": "input.classes",
+    "stem_width": "stem.width",
+    "stem_kernel": "stem.kernel",
+    "stem_stride": "stem.stride",
+}
+
+
+class _Validator:
+    """Turns parsed TOML into a :class:`SearchSpace`, failing on the first problem.
+
+    Every value is checked by building the config that holds it; a :class:`CfgError` names the
+    config field, which is mapped back to the file's field.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, field: str, message: str) -> SpaceError:
+        return SpaceError(f"{self.source}: {field}: {message}")
+
+    def keys(self, table: Any, field: str, allowed_keys: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(table, dict):
+            raise self.fail(field, f"must be a table, got {type(table).__name__}")
+        for key in table:
+            if key not in allowed_keys:
+                raise self.fail(
+                    f"{field}.{key}" if field else key,
+                    f"unknown key; allowed: {allowed(allowed_keys)}",
+                )
+        return table
+
+    def required(self, table: dict[str, Any], key: str, field: str, minimum: int = 1) -> Any:
+        if key not in table:  # TOML has no null: the key is absent
+            raise self.fail(field, f"missing; allowed: integers >= {minimum}")
+        return table[key]
+
+    def choices(self, value: Any, field: str) -> list[Any]:
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise self.fail(field, "empty choice list; give at least one value")
+        if len(set(map(repr, items))) != len(items):
+            raise self.fail(field, f"{value!r} lists a value twice")
+        return items
+
+    def capped(self, value: Any, field: str, cap: int | float = MAX_SIZE, low: int = 1) -> Any:
+        """``value``, unless it is a number above ``cap`` (sizes that would exhaust memory)."""
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and value > cap:
+            kind = (
+                f"integers {low}..{cap}" if isinstance(cap, int) else f"numbers >= 0 and <= {cap}"
+            )
+            raise self.fail(field, f"{value!r} is too large; allowed: {kind}")
+        return value
+
+    def build(self, prefix: str, make: Callable[[], T]) -> T:
+        """``make()``, a config; its :class:`CfgError` becomes the error on ``prefix.field``."""
+        try:
+            return make()
+        except CfgError as exc:
+            raise self.fail(f"{prefix}.{exc.field}", exc.reason) from None
+
+    def block(self, prefix: str, **values: Any) -> BlockCfg:
+        """A :class:`BlockCfg` of ``values`` (the other fields valid), checked on ``prefix``."""
+        return self.build(
+            prefix, lambda: BlockCfg(**{"operator": list_ops()[0], "width": 1, **values})
+        )
+
+    def net(self, kind: str, **values: Any) -> NetCfg:
+        """A :class:`NetCfg` of ``values``, or the error on the file's field."""
+        try:
+            return NetCfg(**values)
+        except CfgError as exc:
+            size = "input.length" if kind == "sequence" else "input.size"
+            field = {**_NET_FIELDS, "size": size}.get(exc.field, exc.field)
+            raise self.fail(field.replace("stages[", "stage["), exc.reason) from None
+
+    def space(self, data: dict[str, Any], text: str, default_name: str) -> SearchSpace:
+        self.keys(data, "", _TOP_KEYS)
+        name = data.get("name", default_name)
+        if not isinstance(name, str) or not name.strip():
+            raise self.fail("name", f"{name!r} must be a non-empty string")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise self.fail("description", f"{description!r} must be a string")
+        if "input" not in data:
+            raise self.fail("input", "missing table [input]")
+        inp = self.keys(data["input"], "input", _INPUT_KEYS)
+        kind = inp.get("kind")
+        if kind not in INPUT_KINDS:
+            raise self.fail(
+                "input.kind", f"{kind!r} is not allowed; allowed: {allowed(INPUT_KINDS)}"
+            )
+        if kind == "sequence":
+            if "size" in inp:
+                raise self.fail("input.size", "sequences take 'length', not 'size'")
+            size = (self.capped(self.required(inp, "length", "input.length"), "input.length"),)
+        else:
+            if "length" in inp:
+                raise self.fail("input.length", "images take 'size = [H, W]', not 'length'")
+            raw = inp.get("size")
+            if not isinstance(raw, list) or len(raw) != 2:
+                raise self.fail("input.size", f"{raw!r} must be a list [H, W] of two integers")
+            size = tuple(self.capped(v, "input.size") for v in raw)
+        channels = self.capped(self.required(inp, "channels", "input.channels"), "input.channels")
+        classes = self.required(inp, "classes", "input.classes", minimum=2)
+        classes = self.capped(classes, "input.classes", low=2)
+        size_field = "input.length" if kind == "sequence" else "input.size"
+        if all(type(v) is int for v in (channels, *size)):  # other types: refused below
+            self.values(
+                size_field, math.prod(size) * channels, f"{list(size)} x {channels} channels"
+            )
+
+        net = self.keys(data.get("network", {}), "network", _NETWORK_KEYS)
+        defaults = self.block(
+            "network",
+            mlp_ratio=self.capped(
+                net.get("mlp_ratio", BlockCfg.mlp_ratio), "network.mlp_ratio", MAX_MLP_RATIO
+            ),
+            window=self.capped(net.get("window", BlockCfg.window), "network.window"),
+        )
+
+        if "stem" not in data:
+            raise self.fail("stem", "missing table [stem]")
+        stem_t = self.keys(data["stem"], "stem", _STEM_KEYS)
+        if isinstance(stem_t.get("kernel"), list):  # a stem is one conv, not a choice
+            raise self.fail("stem.kernel", f"{stem_t['kernel']!r} must be one odd integer")
+        stem = StemSpec(
+            width=self.capped(self.required(stem_t, "width", "stem.width"), "stem.width"),
+            kernel=self.capped(stem_t.get("kernel", NetCfg.stem_kernel), "stem.kernel"),
+            stride=self.capped(stem_t.get("stride", NetCfg.stem_stride), "stem.stride"),
+        )
+        net_values = dict(
+            in_channels=channels,
+            size=size,
+            classes=classes,
+            stem_width=stem.width,
+            stem_kernel=stem.kernel,
+            stem_stride=stem.stride,
+        )
+        stem_cfg = self.net(kind, **net_values, stages=(StageCfg(defaults),))  # input and stem
+        grid = stem_cfg.stem_size()
+        self.values("stem.width", math.prod(grid) * stem.width, f"{stem.width} at size {grid}")
+
+        raw_stages = data.get("stage")
+        if not isinstance(raw_stages, list) or not raw_stages:
+            raise self.fail("stage", "at least one [[stage]] table is required")
+        stages = []
+        width = stem.width
+        for i, st in enumerate(raw_stages):
+            spec = self.stage(st, f"stage[{i}]", defaults, width)
+            stages.append(spec)
+            width = spec.width[0]
+        space = SearchSpace(
+            name=name,
+            description=description,
+            kind=kind,
+            channels=channels,
+            size=size,
+            classes=classes,
+            stem=stem,
+            stages=tuple(stages),
+            mlp_ratio=float(defaults.mlp_ratio),
+            source=text,
+        )
+        # Enough input left for every downsampling stage, each built and shrinking the most
+        # it may (pooling rounds down, the strided conv rounds up).
+        most = tuple(
+            StageCfg(defaults, downsample=next(d for d in ("pool", "conv", "none") if d in ds))
+            for ds in (st.downsample for st in stages)
+        )
+        self.net(kind, **net_values, stages=most)
+        for i, spec in enumerate(stages):
+            # Largest output: every stage so far keeping the most it may (skipped, or no
+            # downsampling, else the strided conv, which rounds up); MLPs widen it.
+            if not ("none" in spec.downsample or 0 in spec.depth):
+                grid = tuple((n + 1) // 2 if "conv" in spec.downsample else n // 2 for n in grid)
+            wide = max(spec.width)
+            mlp = any("mlp_ratio" in op_uses(op) for op in spec.operator)
+            ratio = max(1.0, *spec.mlp_ratio) if mlp else 1.0
+            shown = f"{wide} at size {grid}" + (f" (MLP x{ratio:g})" if ratio > 1 else "")
+            self.values(f"stage[{i}].width", int(math.prod(grid) * wide * ratio), shown)
+        return space
+
+    def values(self, field: str, n: int, what: str) -> None:
+        """Refuse a tensor of ``n`` values per sample (``what`` says how) over the cap."""
+        if n > MAX_VALUES:
+            raise self.fail(
+                field,
+                f"{what} makes {n:,} values per sample, too many; allowed: at most "
+                f"{MAX_VALUES:,} (fewer channels, a smaller input or an earlier downsample)",
+            )
+
+    def stage(self, st: Any, field: str, defaults: BlockCfg, prev_width: int) -> StageSpec:
+        st = self.keys(st, field, _STAGE_KEYS)
+        if "operator" not in st:
+            raise self.fail(f"{field}.operator", f"missing; allowed: {allowed(list_ops())}")
+
+        def values(key: str, default: Any, cap: int = MAX_SIZE) -> tuple[Any, ...]:
+            items = self.choices(st.get(key, default), f"{field}.{key}")
+            return tuple(self.capped(v, f"{field}.{key}", cap) for v in items)
+
+        def checked(key: str, default: Any) -> tuple[Any, ...]:
+            out = values(key, default)
+            for v in out:
+                self.block(field, **{key: v})  # BlockCfg's rules, one value at a time
+            return out
+
+        ops = checked("operator", None)
+        widths = checked("width", prev_width)
+        kernels = checked("kernel", defaults.kernel)
+        variants = checked("attention", defaults.attention)
+        heads = values("heads", defaults.heads)
+        reads_heads = any("heads" in op_uses(op) for op in ops)
+        for h in heads:
+            # Heads must divide every width, where an operator of the stage reads them.
+            alone = h if type(h) is int and h > 0 else 1
+            for w in widths if reads_heads else (alone,):
+                self.block(field, width=w, heads=h)
+        ratios = tuple(
+            float(self.block(field, mlp_ratio=r).mlp_ratio)
+            for r in values("mlp_ratio", defaults.mlp_ratio, MAX_MLP_RATIO)
+        )
+        if len(set(ratios)) != len(ratios):
+            raise self.fail(f"{field}.mlp_ratio", f"{st['mlp_ratio']!r} lists a value twice")
+        window = st.get("window", defaults.window)
+        window = self.block(field, window=self.capped(window, f"{field}.window")).window
+        depths = tuple(
+            self.build(field, lambda d=d: StageCfg(defaults, d)).depth
+            for d in values("depth", StageCfg.depth, MAX_DEPTH)
+        )
+        downs = []
+        raw = st.get("downsample", StageCfg.downsample)
+        for d in self.choices(raw, f"{field}.downsample"):
+            # one value: a name or true/false; a list of choices: names only
+            ok = d in DOWNSAMPLES if isinstance(d, str) else isinstance(d, bool) and raw is d
+            if not ok:
+                words = f"{allowed(DOWNSAMPLES)}, true, false" if raw is d else allowed(DOWNSAMPLES)
+                raise self.fail(f"{field}.downsample", f"{d!r} is not allowed; allowed: {words}")
+            downs.append(self.build(field, lambda d=d: StageCfg(defaults, 1, d)).downsample)
+        spec = StageSpec(
+            operator=ops,
+            kernel=kernels,
+            heads=heads,
+            attention=variants,
+            mlp_ratio=ratios,
+            width=widths,
+            depth=depths,
+            window=window,
+            downsample=tuple(downs),
+        )
+        if (n := spec.count()) > MAX_STAGE_CHOICES:
+            raise self.fail(
+                field,
+                f"{n:,} distinct choices, too many; allowed: at most {MAX_STAGE_CHOICES:,} "
+                "per stage (list fewer values)",
+            )
+        return spec

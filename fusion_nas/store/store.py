@@ -1,0 +1,411 @@
+"""Results store: Optuna's RDB storage (SQLAlchemy), so ``optuna-dashboard`` opens it as is.
+
+One search = one Optuna study with two objectives (validation accuracy up, MACs down). What is
+stored with a study and its trials is defined in :mod:`fusion_nas.store.records`; this module opens
+the storage, lists searches and reads them, through the storage's public API only.
+
+Baselines (:mod:`fusion_nas.analysis.baselines`) live beside the searches: one study per space and
+dataset, named ``baselines:<space>:<dataset>`` and marked by the study attribute
+``fusion_nas_baselines`` instead of ``fusion_nas``, so listings of searches leave it out. Each
+baseline is one trial (values: validation accuracy and MACs, as a search's trials) holding its
+:class:`~fusion_nas.store.records.BaselineRecord`; storing a baseline again replaces its entry.
+
+Listing searches costs one ``get_all_studies`` call; reading a search's trials costs a constant
+number of calls (its id by name, its record, its trials), however many searches the store holds.
+
+Default location: :func:`fusion_nas.settings.default_store_url` (SQLite under
+``$FUSION_NAS_HOME``); override with ``--store URL`` or ``$FUSION_NAS_STORE`` (any SQLAlchemy
+URL, e.g. ``postgresql://user@host/db``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import sqlalchemy
+from optuna.storages import RetryFailedTrialCallback
+
+from fusion_nas import settings
+from fusion_nas.errors import StoreError, allowed, one_line
+from fusion_nas.store import records
+from fusion_nas.store.queries import (
+    SUMMARY_COLUMNS,
+    reference_macs,
+    search_summary,
+    trial_row,
+    trials_frame,
+)
+from fusion_nas.store.records import BaselineRecord, BaselineSetRecord, SearchRecord, TrialRecord
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Store", "quiet_optuna", "redact_url", "resolve_url", "space_input"]
+
+_DRIVERS = ("sqlite", "postgresql", "mysql")
+SQLITE_BUSY_S = 60  # how long an SQLite writer waits for another before it gives up
+SCHEMA_TRIES = 5  # workers starting together on a new database race to create its tables
+# what the loser of that race is told (PostgreSQL, SQLite), by table, type or version row
+_SCHEMA_RACE = ("already exists", "duplicate key", "UNIQUE constraint failed")
+
+
+def quiet_optuna() -> None:
+    """Keep Optuna's per-trial INFO lines off the console (warnings still show)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The store URL to use: ``url``, else ``$FUSION_NAS_STORE``, else the SQLite default."""
+    url = url or os.environ.get(settings.STORE_ENV) or settings.default_store_url()
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:
+        raise StoreError(
+            f"invalid store URL {redact_url(url)!r}; expected a SQLAlchemy URL such as "
+            f"{settings.default_store_url()!r} or 'postgresql://user@host/db'"
+        ) from None
+    if parsed.get_backend_name() not in _DRIVERS:
+        raise StoreError(
+            f"unsupported store URL {redact_url(url)!r}: database "
+            f"{parsed.get_backend_name()!r}; allowed: {allowed(_DRIVERS)}"
+        )
+    return url
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for pages, messages and exports)."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parsable: hide whatever sits between 'user:' and the host's '@'
+        return re.sub(r"(://[^/:@\s]*:)[^/\s]*@", r"\1***@", url)
+
+
+def space_input(space_toml: str) -> tuple[str, int, tuple[int, ...], int] | None:
+    """``(kind, channels, size, classes)`` of a stored space file; ``None`` if unreadable.
+
+    Reads only the ``[input]`` table, so a space stored by an older version still matches.
+    """
+    try:
+        inp = tomllib.loads(space_toml).get("input")
+        if not isinstance(inp, Mapping):
+            return None
+        size = (inp["length"],) if inp.get("kind") == "sequence" else tuple(inp["size"])
+        return (str(inp["kind"]), int(inp["channels"]), tuple(map(int, size)), int(inp["classes"]))
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    if path.is_dir():
+        raise StoreError(
+            f"store path {str(path)!r} is a directory; give a file in it, e.g. "
+            f"'sqlite:///{(path / 'fusion_nas.db').as_posix()}'"
+        )
+    return path
+
+
+def _begin_immediate(conn: sqlalchemy.engine.Connection) -> None:
+    """Start every SQLite transaction with the write lock (``BEGIN IMMEDIATE``).
+
+    Two processes that both read, then both try to write, would otherwise deadlock, and SQLite
+    answers ``database is locked`` at once instead of waiting. Taken up front, the lock makes
+    a second writer wait (up to ``SQLITE_BUSY_S``) for the first to commit.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _rdb_storage(url: str, connect: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage of ``url``, with heartbeats; tried again if its schema is racing.
+
+    Heartbeats: a worker's running trials stay alive while it beats; another worker fails a
+    trial whose beat is older than the grace period, and the callback queues it once more (a
+    retry, linked by ``failed_trial``). Workers that start together on a new database all
+    create Optuna's tables; the losers of that race see "already exists" and simply open the
+    tables the winner made.
+    """
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs={"connect_args": connect} if connect else {},
+                    heartbeat_interval=settings.heartbeat_interval(),
+                    grace_period=settings.grace_period(),
+                    heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                )
+        except sqlalchemy.exc.DatabaseError as exc:
+            racing = any(m in str(exc) for m in _SCHEMA_RACE)
+            if not racing or attempt == SCHEMA_TRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+class Store:
+    """A results store: open it once, then list searches, read trials, create/open studies."""
+
+    def __init__(self, url: str | None = None, *, create: bool = True) -> None:
+        self.url = resolve_url(url)
+        path = _sqlite_path(self.url)
+        if path is not None:
+            if not create and not path.exists():
+                raise StoreError(
+                    f"no results store at {str(path)!r}; run 'fusion-nas search' first"
+                )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the store directory {str(path.parent)!r}: {exc}"
+                ) from None
+        # SQLite: wait for a busy writer instead of failing at once (several workers); the
+        # driver's own transaction handling is off so that _begin_immediate starts each one.
+        connect = {"timeout": SQLITE_BUSY_S, "isolation_level": None} if path else {}
+        try:
+            self.storage = _rdb_storage(self.url, connect)
+            if path is not None:
+                sqlalchemy.event.listen(self.storage.engine, "begin", _begin_immediate)
+        except Exception as exc:  # SQLAlchemy/driver errors: one line, no traceback
+            # Neither the URL nor a driver's message may show the password (an import error
+            # or a connect error may echo the URL, its password percent-decoded or not).
+            detail = one_line(exc, typed=False, lines=1).replace(self.url, redact_url(self.url))
+            missing = getattr(exc.__cause__, "name", None)
+            if isinstance(exc, ImportError) and missing:  # Optuna wraps the driver's import
+                detail = f"its database driver {missing!r} is not installed; install it here"
+            try:
+                secret = sqlalchemy.engine.make_url(self.url).password
+            except Exception:
+                secret = None
+            typed = self.url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+            for word in sorted({str(secret or ""), typed}, key=len, reverse=True):
+                if len(word) >= 3:  # shorter ones would blank out ordinary words
+                    detail = detail.replace(word, "***")
+            raise StoreError(
+                f"cannot open the results store {redact_url(self.url)!r}: {detail}"
+            ) from None
+
+    # ------------------------------------------------------------------ searches
+
+    def searches(self) -> dict[str, SearchRecord]:
+        """Every fusion-nas search in the store and its record, oldest first (one query)."""
+        out = {}
+        for study in self.storage.get_all_studies():
+            record = records.search_record(study.user_attrs)
+            if record is not None:
+                out[study.study_name] = record
+        return out
+
+    def search_names(self) -> list[str]:
+        """Names of the fusion-nas searches in the store, oldest first."""
+        return list(self.searches())
+
+    def _unknown(self, name: str) -> StoreError:
+        known = self.search_names()
+        hint = f"; known searches: {allowed(known)}" if known else "; the store has no searches"
+        return StoreError(f"no search named {name!r} in {redact_url(self.url)}{hint}")
+
+    def _lookup(self, name: str) -> tuple[int, SearchRecord] | None:
+        """Study id and record of search ``name``, or ``None`` (no such fusion-nas search)."""
+        try:
+            study_id = self.storage.get_study_id_from_name(name)
+            record = records.search_record(self.storage.get_study_user_attrs(study_id))
+        except KeyError:
+            return None
+        return None if record is None else (study_id, record)
+
+    def _find(self, name: str) -> tuple[int, SearchRecord]:
+        found = self._lookup(name)
+        if found is None:
+            raise self._unknown(name)
+        return found
+
+    def has_search(self, name: str) -> bool:
+        """Whether a search called ``name`` exists."""
+        return self._lookup(name) is not None
+
+    def search(self, name: str) -> SearchRecord:
+        """The record of search ``name`` (space TOML, dataset, proxy, strategy, seed, ...)."""
+        return self._find(name)[1]
+
+    def create_study(
+        self,
+        name: str,
+        record: SearchRecord,
+        sampler: optuna.samplers.BaseSampler | None = None,
+    ) -> optuna.Study:
+        """Create the study of a new search and store its record in one step."""
+        study = optuna.create_study(
+            study_name=name,
+            storage=self.storage,
+            directions=list(records.DIRECTIONS),
+            sampler=sampler,
+        )
+        records.write_search(study, record)
+        return study
+
+    def load_study(
+        self, name: str, sampler: optuna.samplers.BaseSampler | None = None
+    ) -> optuna.Study:
+        """The Optuna study of search ``name``; unknown names list the known ones."""
+        self._find(name)
+        return optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
+
+    def delete_search(self, name: str) -> None:
+        """Remove a search and its trials."""
+        self._find(name)
+        optuna.delete_study(study_name=name, storage=self.storage)
+
+    # ------------------------------------------------------------------ trials
+
+    def _records(self, study_id: int) -> list[TrialRecord]:
+        trials = self.storage.get_all_trials(study_id, deepcopy=False)
+        return [TrialRecord.from_trial(t) for t in trials]
+
+    def records(self, name: str) -> list[TrialRecord]:
+        """The trial records of search ``name``, in trial-number order."""
+        return self._records(self._find(name)[0])
+
+    def trials(self, name: str) -> pd.DataFrame:
+        """All trials of search ``name``, one row each (see :func:`.results.trials_frame`)."""
+        study_id, record = self._find(name)
+        return trials_frame(self._records(study_id), record.cost_column)
+
+    def trial(self, name: str, number: int) -> dict[str, Any]:
+        """One trial of search ``name`` as a dict; unknown numbers name the valid range."""
+        return trial_row(self.trials(name), number, search=name)
+
+    def summaries(self, ref_macs: float | None = None) -> list[dict[str, Any]]:
+        """:func:`~fusion_nas.store.queries.search_summary` of every search, oldest first.
+
+        Hypervolumes share one reference point (``ref_macs``, default
+        :func:`~fusion_nas.store.queries.reference_macs` over every listed search) so rows compare.
+        A search deleted while it is being read is left out.
+        """
+        frames: dict[str, tuple[SearchRecord, pd.DataFrame]] = {}
+        for name, record in self.searches().items():
+            try:
+                study_id = self.storage.get_study_id_from_name(name)
+                frames[name] = (record, trials_frame(self._records(study_id), record.cost_column))
+            except KeyError:  # deleted since it was listed
+                continue
+        ref = ref_macs if ref_macs is not None else reference_macs(df for _, df in frames.values())
+        return [search_summary(name, rec, df, ref) for name, (rec, df) in frames.items()]
+
+    def summary(self, ref_macs: float | None = None) -> pd.DataFrame:
+        """One row per search (columns :data:`.results.SUMMARY_COLUMNS`); see :meth:`summaries`."""
+        return pd.DataFrame(self.summaries(ref_macs), columns=list(SUMMARY_COLUMNS))
+
+    # ------------------------------------------------------------------ baselines
+
+    def baseline_sets(self) -> dict[str, BaselineSetRecord]:
+        """Every baseline collection in the store and its record, oldest first (one query)."""
+        out = {}
+        for study in self.storage.get_all_studies():
+            record = records.baseline_set_record(study.user_attrs)
+            if record is not None:
+                out[study.study_name] = record
+        return out
+
+    def _baseline_list(self, study_id: int) -> list[BaselineRecord]:
+        """The baselines of a collection, one per name (the latest), in stored order."""
+        latest: dict[str, BaselineRecord] = {}
+        for t in self.storage.get_all_trials(study_id, deepcopy=False):
+            rec = records.read_baseline(t)
+            if rec is not None and (
+                rec.name not in latest or rec.created >= latest[rec.name].created
+            ):
+                latest[rec.name] = rec
+        return list(latest.values())
+
+    def baselines(self, collection: str) -> list[BaselineRecord]:
+        """The baselines stored in collection ``collection`` (``baselines:<space>:<dataset>``)."""
+        try:
+            study_id = self.storage.get_study_id_from_name(collection)
+            record = records.baseline_set_record(self.storage.get_study_user_attrs(study_id))
+        except KeyError:
+            record = None
+        if record is None:
+            known = list(self.baseline_sets())
+            hint = f"; known: {allowed(known)}" if known else "; the store has none"
+            raise StoreError(f"no baseline collection named {collection!r}{hint}")
+        return self._baseline_list(study_id)
+
+    def save_baseline(self, collection: BaselineSetRecord, record: BaselineRecord) -> str:
+        """Store ``record`` in the collection of its space and dataset; return the study name.
+
+        An earlier entry of the same name is replaced (the collection is rewritten: finished
+        Optuna trials cannot be changed), so each name is stored once. One writer per
+        collection at a time.
+        """
+        name = records.collection_name(collection.space_name, collection.dataset)
+        kept: list[BaselineRecord] = []
+        try:
+            study_id = self.storage.get_study_id_from_name(name)
+        except KeyError:
+            study_id = None
+        if study_id is not None:
+            if records.baseline_set_record(self.storage.get_study_user_attrs(study_id)) is None:
+                raise StoreError(
+                    f"study {name!r} in {redact_url(self.url)} is not a baseline collection; "
+                    "it is left as it is"
+                )
+            kept = self._baseline_list(study_id)
+        entries = [record if r.name == record.name else r for r in kept]
+        if record.name not in {r.name for r in kept}:
+            entries.append(record)
+        if study_id is not None:
+            optuna.delete_study(study_name=name, storage=self.storage)
+        study = optuna.create_study(
+            study_name=name, storage=self.storage, directions=list(records.DIRECTIONS)
+        )
+        records.write_baseline_set(study, collection)
+        study.add_trials([records.baseline_trial(r) for r in entries])
+        return name
+
+    def baselines_for(self, search: SearchRecord) -> list[tuple[str, BaselineRecord]]:
+        """The stored baselines a search compares with (same dataset and input), labelled.
+
+        Collections of the search's own space come first, labelled by the baseline's name; a
+        toolkit design of another space is labelled ``name [space]``. A label already taken
+        by an earlier collection is left out (the paper networks are the same in every space
+        of one input).
+        """
+        key = space_input(search.space_toml)
+        if key is None:
+            return []
+        sets = [
+            (name, rec)
+            for name, rec in self.baseline_sets().items()
+            if rec.dataset == search.dataset and rec.input_key() == key
+        ]
+        sets.sort(key=lambda item: item[1].space_name != search.space_name)  # stable
+        out: list[tuple[str, BaselineRecord]] = []
+        for name, rec in sets:
+            try:
+                entries = self._baseline_list(self.storage.get_study_id_from_name(name))
+            except KeyError:  # deleted since it was listed
+                continue
+            own = rec.space_name == search.space_name
+            for entry in entries:
+                label = (
+                    entry.name if own or entry.arch is None else f"{entry.name} [{rec.space_name}]"
+                )
+                if label not in {taken for taken, _ in out}:
+                    out.append((label, entry))
+        return out

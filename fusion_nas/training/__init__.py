@@ -1,0 +1,1 @@
+"""Data, devices and the one training loop every trained network goes through."""
