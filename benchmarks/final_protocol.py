@@ -1,7 +1,8 @@
 """Which final protocol? Test accuracy of a few baselines under several final schedules.
 
 A comparison of searched and hand-written networks is only fair under one protocol that serves
-both. This trains the chosen baselines of a space (``fusion_nas.analysis.baselines``) from scratch on all
+both. This trains the chosen baselines of a space (``fusion_nas.analysis.baselines``) from scratch
+on all
 training data under each schedule (epochs, peak learning rate, batch size, AdamW weight decay;
 warm-up then cosine decay, as every run of the toolkit) and tests each once. Writes
 ``benchmarks/results/final_protocol_<space>.json``.

@@ -6,7 +6,8 @@ one protocol, and compare their test accuracy against MACs.
 2. Retrains every front member from scratch on all training data with the final protocol
    (``--epochs``, ``--lr``, ``--batch-size``, ``--weight-decay``) and tests it once; the
    retrained test accuracy is stored with the trial, as ``fusion-nas retrain`` stores it.
-3. Trains the space's baselines (``fusion_nas.analysis.baselines``) with the same protocol and stores them
+3. Trains the space's baselines (``fusion_nas.analysis.baselines``) with the same protocol and
+stores them
    beside the search, as ``fusion-nas baselines`` does.
 4. Writes ``benchmarks/results/front_vs_baselines_<space>.json`` (every point, the headline
    figures) and ``.html`` (test accuracy against MACs, published numbers included), and prints a

@@ -3,12 +3,14 @@
 For each operator family (``conv``, ``attention``, ``parallel``, ``gated``), ``--per-family``
 networks whose every stage uses that operator (attention variants taken in turn) are trained
 with the proxy trainer (:func:`fusion_nas.training.loop.train_proxy`, ``--epochs`` on the dataset's
-training split, seeded). Then each is quantised with :func:`fusion_nas.deploy.quantize.quantize_dynamic`
+training split, seeded). Then each is quantised with
+:func:`fusion_nas.deploy.quantize.quantize_dynamic`
 (int8 ``nn.Linear`` layers) and both versions are measured:
 
 - test accuracy (the dataset's test split, used only for this before/after report: nothing
   here is chosen by it) and the largest change of a logit;
-- torch-eager latency in one thread at batch 1 and 64 (:func:`fusion_nas.deploy.latency.measure_latency`);
+- torch-eager latency in one thread at batch 1 and 64
+(:func:`fusion_nas.deploy.latency.measure_latency`);
 - the share of the network's MACs that sits in ``nn.Linear`` layers (what int8 can speed up).
 
 Writes ``quantize_<dataset>.json`` and ``quantize_<dataset>.html`` to ``--out``.

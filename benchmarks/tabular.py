@@ -1,8 +1,10 @@
 """Tabular benchmark: train EVERY architecture of a space, per seed, into a CSV table.
 
 Each architecture is proxy-trained on the space's dataset with one fixed proxy (the
-:class:`fusion_nas.training.loop.ProxyConfig` defaults unless options say otherwise), once per seed, one
-thread per process, ``--workers K`` processes (``fusion_nas.evaluation.trainer``'s pools and ``evaluate``:
+:class:`fusion_nas.training.loop.ProxyConfig` defaults unless options say otherwise), once per
+seed, one
+thread per process, ``--workers K`` processes (``fusion_nas.evaluation.trainer``'s pools and
+``evaluate``:
 the same code path as a search's trials). One row per (architecture, seed) is appended to
 ``benchmarks/tables/<space>.csv`` the moment it finishes, so a killed run loses nothing and the
 same command resumes (rows already in the CSV are skipped). The sidecar

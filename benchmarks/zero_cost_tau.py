@@ -1,16 +1,19 @@
 """Zero-cost proxies against a tabular benchmark: Kendall τ, seconds, and pre-screen hypervolume.
 
 For each table every network (in the space's enumeration order) is scored once by each proxy of
-:mod:`fusion_nas.search.zero_cost` (initial weights of seed ``--seed``, one batch of 64 TRAIN samples
+:mod:`fusion_nas.search.zero_cost` (initial weights of seed ``--seed``, one batch of 64 TRAIN
+samples
 drawn by the same seed), plus two trivial baselines that need no network: ``-macs`` (smaller is
 better) and ``params`` (bigger is better). A proxy is useful only where it beats them.
 
 - Kendall τ (``scipy.stats.kendalltau``, τ-b) of each score against the truth: the mean over
   the table's seeds of the validation accuracy;
 - seconds per architecture of each proxy (build + score, ``--threads`` torch threads);
-- the pre-screen: for K in ``--k`` (``all``, or K networks drawn as ``fusion_nas.search.prescreen.draw``
+- the pre-screen: for K in ``--k`` (``all``, or K networks drawn as
+``fusion_nas.search.prescreen.draw``
   draws them, over ``--draws`` seeds) and M in ``--m``, the M picked by
-  :func:`fusion_nas.search.prescreen.select` (the head of ``promotion_order(score, MACs)``) are looked up
+  :func:`fusion_nas.search.prescreen.select` (the head of ``promotion_order(score, MACs)``) are
+  looked up
   in the table, and the hypervolume of their front is divided by the true front's (reference:
   accuracy 0 and 1.1 x the table's largest MACs, as ``benchmarks/search_efficiency.py``).
   ``random`` is M networks drawn uniformly (mean over ``--draws`` seeds), the bar to beat.

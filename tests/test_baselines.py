@@ -1,4 +1,5 @@
-"""fusion_nas.analysis.baselines: exact costs of the paper networks, the designs in each space, training
+"""fusion_nas.analysis.baselines: exact costs of the paper networks, the designs in each space,
+training
 with the searches' protocol, storage beside searches and the overlay on the Pareto plots."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``fusion-nas cost`` and :mod:`fusion_nas.deploy.counters`: exact, thop and flop_counter counts."""
+"""``fusion-nas cost`` and :mod:`fusion_nas.deploy.counters`: exact, thop and flop_counter
+counts."""
 
 from __future__ import annotations
 

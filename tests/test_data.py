@@ -1,4 +1,5 @@
-"""Tests for fusion_nas.training.data: shapes, splits, determinism, idx/folder readers and error messages."""
+"""Tests for fusion_nas.training.data: shapes, splits, determinism, idx/folder readers and error
+messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``fusion_nas.analysis.explain`` and ``fusion-nas explain``: fusion weights, cost, Grad-CAM, attention."""
+"""``fusion_nas.analysis.explain`` and ``fusion-nas explain``: fusion weights, cost, Grad-CAM,
+attention."""
 
 from __future__ import annotations
 

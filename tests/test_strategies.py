@@ -98,7 +98,8 @@ def planted_accuracy(arch: Architecture) -> float:
 
 
 def scored(score: Callable[[Architecture], float], trained: list[str] | None = None):
-    """A stand-in for :func:`fusion_nas.evaluation.trainer.evaluate` that scores instead of training."""
+    """A stand-in for :func:`fusion_nas.evaluation.trainer.evaluate` that scores instead of
+    training."""
 
     def evaluate(task: EvalTask) -> Outcome:
         arch = Architecture.from_json(task.arch_json)

@@ -1,4 +1,5 @@
-"""fusion_nas.analysis.figures: the figure data (points, front, knee, hover text, colours) and its figures.
+"""fusion_nas.analysis.figures: the figure data (points, front, knee, hover text, colours) and its
+figures.
 
 Figures are ``plotly.graph_objects.Figure`` objects; tests read their traces, never pixels.
 Most tests draw a tiny real search (fixture ``real``); those that pin a given front, knee or

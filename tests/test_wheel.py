@@ -129,7 +129,10 @@ def test_editable_install_finds_the_spaces(tmp_path: Path) -> None:
     python = str(venv / "bin" / "python")
     pip = [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps"]
     _run([*pip, "--no-build-isolation", "-e", str(src)], tmp_path, env)
-    code = "import fusion_nas, fusion_nas.model.space as s; print(fusion_nas.__file__, *s.builtin_spaces())"
+    code = (
+        "import fusion_nas, fusion_nas.model.space as s; "
+        "print(fusion_nas.__file__, *s.builtin_spaces())"
+    )
     file, *names = _run([python, "-c", code], tmp_path, env).split()
     assert file == str(src / "fusion_nas" / "__init__.py")
     assert names == list(BUILTINS)

@@ -23,7 +23,8 @@ not offer) is :class:`Unavailable`, with the reason.
 
 The custom networks' costs are counted analytically (checked against PyTorch's FLOP counter in
 the tests); the designs' come from :func:`fusion_nas.model.cost.arch_cost`. Training
-(:func:`train_baseline`) uses :class:`fusion_nas.analysis.retrain.TrainingProtocol`: the proxy score on
+(:func:`train_baseline`) uses :class:`fusion_nas.analysis.retrain.TrainingProtocol`: the proxy
+score on
 the search's validation split, then ``retrain``'s final schedule and one test evaluation.
 Results are stored beside the searches (:meth:`fusion_nas.store.store.Store.save_baseline`).
 """

@@ -1,10 +1,12 @@
-"""Figures of :mod:`fusion_nas.analysis.explain` as ``plotly.graph_objects.Figure``, and its offline page.
+"""Figures of :mod:`fusion_nas.analysis.explain` as ``plotly.graph_objects.Figure``, and its
+offline page.
 
 Each ``*_figure`` function draws one part of an :class:`~fusion_nas.analysis.explain.Explanation`;
 :func:`explain_figures` returns them all in page order (the dashboard's trial panel sends them
 as ``fig.to_plotly_json()``), and :func:`explain_html` writes them into one self-contained HTML
 page like ``fusion-nas pareto`` does (Plotly.js inlined, nothing fetched). Labels come from the
-operator registry and are HTML-escaped before they reach a figure, as in :mod:`fusion_nas.analysis.figures`.
+operator registry and are HTML-escaped before they reach a figure, as in
+:mod:`fusion_nas.analysis.figures`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ figure: Plotly then shows it literally, as text. The operators of the "operators
 chart are those of the registry (:data:`fusion_nas.model.nets.OPS`), so a new operator shows up
 without an edit here.
 
-Baselines (:mod:`fusion_nas.analysis.baselines`) join the Pareto plot as labelled reference points: pass
+Baselines (:mod:`fusion_nas.analysis.baselines`) join the Pareto plot as labelled reference points:
+pass
 ``baselines=store.baselines_for(search_record)`` to :func:`pareto_figure_data`. Their proxy
 validation accuracy sits on the same axis as the trials' (same protocol); they take no part in
 the front, the knee or the hypervolume.
@@ -208,7 +209,8 @@ def pareto_figure_data(
     """The Pareto plot of one or more searches as plain data.
 
     Args:
-        frames: search name -> its trials (:meth:`fusion_nas.store.store.Store.trials`), in the order
+        frames: search name -> its trials (:meth:`fusion_nas.store.store.Store.trials`), in the
+        order
             the searches should be listed and coloured.
         ref_macs: hypervolume reference MACs shared by all searches; default
             :func:`fusion_nas.store.queries.reference_macs` of all frames.

@@ -88,7 +88,8 @@ class TrainingProtocol:
     final_lr: float | None = None
     final_batch_size: int | None = None
     final_weight_decay: float | None = None
-    # Where both runs train ("cpu", "cuda:N", "mps"; see fusion_nas.training.devices). The trained model
+    # Where both runs train ("cpu", "cuda:N", "mps"; see fusion_nas.training.devices). The trained
+    # model
     # comes back on the CPU either way.
     device: str = "cpu"
 

@@ -3,7 +3,8 @@
 Most published FLOPs tables were made with thop (``thop.profile``), so a user matching a paper's
 number needs thop's count; :func:`compare_counts` runs all three on the same model and input:
 
-- **exact**: :mod:`fusion_nas.model.cost`'s rules (convolutions, linear layers, every matmul, einsum,
+- **exact**: :mod:`fusion_nas.model.cost`'s rules (convolutions, linear layers, every matmul,
+einsum,
   ``F.scaled_dot_product_attention``, ``nn.MultiheadAttention``), seen through a
   ``TorchFunctionMode``, attributed to the module whose own ``forward`` made the call;
 - **thop**: hooks on leaf modules of known types only. It counts ``nn.Linear`` and convolutions
@@ -140,7 +141,8 @@ def _eval_mode(model: nn.Module) -> Callable[[], None]:
 
 
 def exact_per_module(model: nn.Module, inputs: tuple) -> dict[str, int]:
-    """Self MACs per module name by :mod:`fusion_nas.model.cost`'s rules (they add up to its total)."""
+    """Self MACs per module name by :mod:`fusion_nas.model.cost`'s rules (they add up to its
+    total)."""
     counter = _ModuleCounter()
     handles = []
 

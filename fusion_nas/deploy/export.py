@@ -1,6 +1,7 @@
 """Architecture -> standalone PyTorch source: ``fusion_nas/nets.py`` pruned to what it uses.
 
-The exported module is the package's own network code. From :mod:`fusion_nas.model.nets` it keeps the
+The exported module is the package's own network code. From :mod:`fusion_nas.model.nets` it keeps
+the
 imports, ``FusionNet``, the config dataclasses, the registry plumbing, the blocks of the
 operators the architecture uses and the mixers of the attention variants it names (found through
 ``nets.OPS`` and ``nets.ATTENTIONS``), each with the helpers it reads; an operator registered

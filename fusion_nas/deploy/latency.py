@@ -10,7 +10,8 @@ time but no MACs. :func:`measure_latency` times a model the same way every time:
   ``torch.set_num_threads(threads)`` (one thread by default, so trials measured while other
   jobs share the cores stay comparable); the previous thread count is restored afterwards;
 - ``backend="onnxruntime"``: the model exported to ONNX (legacy exporter, opset
-  :data:`fusion_nas.deploy.export.ONNX_OPSET`, dynamic batch axis) into a temporary file and run by an
+  :data:`fusion_nas.deploy.export.ONNX_OPSET`, dynamic batch axis) into a temporary file and run by
+  an
   onnxruntime CPU session with ``threads`` intra-op threads and one inter-op thread; needs the
   ``onnx`` extra (``pip install -e '.[onnx]'``).
 

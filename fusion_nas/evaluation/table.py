@@ -4,7 +4,8 @@ A table is a CSV file (``benchmarks/tabular.py`` writes it) with one row per (ar
 seed) and the columns of :data:`COLUMNS`, plus a sidecar JSON (:func:`meta_path`: same name,
 ``.json``) that records what the rows mean: the space TOML and its hash, the dataset, the proxy
 settings, the seeds, the thread count and the package versions. A row's seed is the seed of
-:class:`~fusion_nas.evaluation.trainer.EvalTask`: it draws the validation split *and* the initial weights,
+:class:`~fusion_nas.evaluation.trainer.EvalTask`: it draws the validation split *and* the initial
+weights,
 exactly as ``fusion-nas search --seed S`` does, so a row is what a search with that seed and
 one thread would have measured.
 
@@ -352,7 +353,8 @@ class TablePool:
     """Answers the search loop's pool calls from a table: a submitted task is answered at once.
 
     ``free``, ``submit(key, task)``, ``collect(wait_s)``, ``threads`` and ``close`` behave as
-    :class:`~fusion_nas.evaluation.trainer.InlinePool`'s, so the search tells every result before its
+    :class:`~fusion_nas.evaluation.trainer.InlinePool`'s, so the search tells every result before
+    its
     next ask.
     """
 

@@ -8,7 +8,8 @@ worker processes, splitting the cores, and kills a worker whose trial outlives i
 Both pools answer the same three calls the search loop makes (:class:`Pool`): ``free``,
 ``submit(key, task)`` and ``collect(wait_s)``, which returns ``(key, outcome)`` for every task
 that ended, including one whose worker died (a ``failed`` outcome with the exit code).
-:class:`fusion_nas.evaluation.table.TablePool` answers them from a tabular benchmark instead of training.
+:class:`fusion_nas.evaluation.table.TablePool` answers them from a tabular benchmark instead of
+training.
 """
 
 from __future__ import annotations

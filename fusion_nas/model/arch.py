@@ -50,7 +50,8 @@ class StageChoice:
         return StageChoice(**{**asdict(self), "mlp_ratio": ratio, **ignored})
 
     def chosen(self) -> dict[str, Any]:
-        """The searched fields that are set, as :class:`~fusion_nas.model.nets.BlockCfg` keywords."""
+        """The searched fields that are set, as :class:`~fusion_nas.model.nets.BlockCfg`
+        keywords."""
         return {f: getattr(self, f) for f in SEARCHABLE if getattr(self, f) is not None}
 
     def describe(self) -> str:

@@ -6,7 +6,8 @@ attention variant, MLP ratio (0: no MLP), width and depth (0: the stage is skipp
 stage halves the spatial size on entry (``"none"``, ``"pool"`` or ``"conv"``; ``true`` is
 ``"pool"``).
 
-Values are checked by the network configs of :mod:`fusion_nas.model.nets` (``BlockCfg``, ``StageCfg``,
+Values are checked by the network configs of :mod:`fusion_nas.model.nets` (``BlockCfg``,
+``StageCfg``,
 ``NetCfg``), the one place defaults and rules live. This module checks the file's layout, refuses
 absurd sizes before anything is built (integers above :data:`MAX_SIZE`, depths above
 :data:`MAX_DEPTH`, MLP ratios above :data:`MAX_MLP_RATIO`, tensors of more than

@@ -13,7 +13,8 @@ that reach the last rung are ``complete`` and can be on the front.
 Promoting by accuracy alone would keep only the larger networks, which learn faster; the
 Pareto order keeps the cheap end of the front alive too. The decision is made when a result
 arrives (as ASHA and Optuna's ``SuccessiveHalvingPruner`` do), so workers never wait for a rung
-to fill. A promoted network goes on from where it stopped (:func:`fusion_nas.training.loop.train_proxy`
+to fill. A promoted network goes on from where it stopped
+(:func:`fusion_nas.training.loop.train_proxy`
 with ``stop_after``/``resume``): the learning-rate schedule always spans the full proxy, so its
 accuracy at a rung is exactly the full run's accuracy after that many epochs, and a tabular
 benchmark's stored per-epoch curves answer a rung without training.

@@ -28,7 +28,8 @@ while it stays in the first ``1/eta`` of its rung on the Pareto order; the other
 recorded as stopped at once, with ``duplicate_of``.
 
 With ``evaluator="table:PATH"`` (``--evaluator``) the pool is a
-:class:`~fusion_nas.evaluation.table.TablePool`: the same loop, but every result (and every cost) is looked
+:class:`~fusion_nas.evaluation.table.TablePool`: the same loop, but every result (and every cost)
+is looked
 up in a tabular benchmark, so hundreds of trials take seconds; the table is checked against the
 space, dataset and proxy before anything is written.
 
@@ -314,16 +315,19 @@ class SearchConfig:
     data_dir: str | None = None
     strategy_options: dict[str, Any] = field(default_factory=dict)
     # "train" (proxy-train every trial) or "table:PATH[@SEED]" (look trials up in a table made
-    # by benchmarks/tabular.py; see fusion_nas.evaluation.table). Stored with the path made absolute.
+    # by benchmarks/tabular.py; see fusion_nas.evaluation.table). Stored with the path made
+    # absolute.
     evaluator: str = "train"
-    # Where trials train: "auto", "cpu", "cuda", "cuda:N" or "mps" (fusion_nas.training.devices). Not in
+    # Where trials train: "auto", "cpu", "cuda", "cuda:N" or "mps" (fusion_nas.training.devices).
+    # Not in
     # the resume fingerprint: a search may go on on another machine's device.
     device: str = "auto"
     # "full" (every trial trains the whole proxy) or successive halving, "sh[:E1,E2,...][/ETA]"
     # (fusion_nas.search.fidelity); stored normalised, e.g. "sh:1,3,10/3".
     fidelity: str = "full"
     # "K:M": score K untrained candidates with the zero-cost proxy `prescreen_proxy` and queue
-    # the best M (spread over the cost range) as the search's first trials (fusion_nas.search.prescreen).
+    # the best M (spread over the cost range) as the search's first trials
+    # (fusion_nas.search.prescreen).
     prescreen: str | None = None
     prescreen_proxy: str = "naswot"
     # The second objective: "macs" (counted) or "latency" (median batch-1 milliseconds of the
@@ -490,7 +494,8 @@ class _Open:
 class Search:
     """One run of a search: the ask/tell loop, costs, budgets, de-duplication and progress.
 
-    Implements :class:`~fusion_nas.search.strategies.TrialRunner` for strategies that drive their own
+    Implements :class:`~fusion_nas.search.strategies.TrialRunner` for strategies that drive their
+    own
     loop. ``pool`` trains, or looks up (``free``, ``submit(key, task)``, ``collect(wait_s)``,
     ``threads``).
     """

@@ -3,7 +3,8 @@
 :func:`prescreen` draws K distinct architectures of a space uniformly (seeded), costs each with
 :func:`fusion_nas.model.cost.arch_cost` (on the ``meta`` device: nothing is allocated), drops those
 over the budget (the search's ``--max-flops`` / ``--max-params``: 0 or ``None`` is no limit),
-scores the rest with :func:`fusion_nas.search.zero_cost.score_arch` and returns the best M spread over
+scores the rest with :func:`fusion_nas.search.zero_cost.score_arch` and returns the best M spread
+over
 the cost range: the head of :func:`fusion_nas.pareto.promotion_order` on (score up, MACs down),
 i.e. non-dominated rank first, then crowding distance. Each pick carries its MACs, parameters,
 score and scoring seconds, so a search can record why it was chosen.
@@ -115,7 +116,8 @@ def prescreen(
 ) -> list[Screened]:
     """Score K distinct candidates of ``space`` with ``proxy``; return the best M to train.
 
-    ``batch`` is one ``(x, y)`` batch of TRAIN data (:func:`fusion_nas.search.zero_cost.train_batch`);
+    ``batch`` is one ``(x, y)`` batch of TRAIN data
+    (:func:`fusion_nas.search.zero_cost.train_batch`);
     ``seed`` draws the candidates and the initial weights they are scored with. Candidates over
     ``budget`` are dropped before scoring, so fewer than M come back when few fit. The picks are
     best first (non-dominated rank on (score up, MACs down), then crowding distance).

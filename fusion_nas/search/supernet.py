@@ -2,7 +2,8 @@
 
 NNI's one-shot strategies (``RandomOneShot``, DARTS) need the network written as NNI's own
 ``ModelSpace`` and train through Lightning; the project's network is plain torch
-(:class:`~fusion_nas.model.nets.FusionNet` built from a :class:`~fusion_nas.model.nets.NetCfg`). So the
+(:class:`~fusion_nas.model.nets.FusionNet` built from a :class:`~fusion_nas.model.nets.NetCfg`). So
+the
 supernet lives here, next to :mod:`fusion_nas.model.nets`, and is made of the very block classes a
 network is made of: a sub-network is ``build_model(arch, space)`` with the supernet's weights
 copied in (a strict load), so it computes exactly what the supernet's path computes.

@@ -207,7 +207,8 @@ def train_batch(
 ) -> Batch:
     """``size`` samples of the TRAIN split of ``dataset`` shaped for ``space``, drawn by ``seed``.
 
-    The split is the one a search with ``--seed seed`` trains on (``fusion_nas.evaluation.trainer``'s
+    The split is the one a search with ``--seed seed`` trains on
+    (``fusion_nas.evaluation.trainer``'s
     ``dataset_for``): validation and test data never reach a proxy.
     """
     from fusion_nas.evaluation.trainer import dataset_for

@@ -11,7 +11,8 @@ Successive halving (:mod:`fusion_nas.search.fidelity`) trains this way; the sche
 ``config.epochs``, so a stopped run's curve is the start of the full run's curve.
 
 Training runs on the model's device, or on ``device`` when given (``cpu``, ``cuda:N``, ``mps``;
-see :mod:`fusion_nas.training.devices`): the model and the data are moved there once, and the batches
+see :mod:`fusion_nas.training.devices`): the model and the data are moved there once, and the
+batches
 are cut from the moved tensors in the order a seeded ``DataLoader`` shuffles them, so a CPU run
 gives exactly what it gave before devices existed.
 """

@@ -18,7 +18,8 @@ NNI's strategy proposes (``Random``, ``GridSearch``, ``RegularizedEvolution`` an
 sequential execution engine (``SequentialEngineConfig``) runs the proposals one by one in this
 process, at most ``max_trial_number`` = the trials still missing. NNI drives this loop, so the
 strategy is a :class:`~fusion_nas.search.strategies.base.Driver`: its ``FunctionalEvaluator`` hands
-each architecture to :meth:`~fusion_nas.search.strategies.base.TrialRunner.evaluate`, which the search
+each architecture to :meth:`~fusion_nas.search.strategies.base.TrialRunner.evaluate`, which the
+search
 implements: it costs the network, records an over-budget one as infeasible without training,
 re-uses an already evaluated one, trains the rest and records every trial in the results store
 with the same fields, statuses and failure reasons as an Optuna trial. The evaluator then
