@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from fusion_nas.analysis import baselines as bl
-from fusion_nas.analysis.retrain import TrainingProtocol
 from fusion_nas.model.space import load_space
 from fusion_nas.training.loop import ProxyConfig
+from fusion_nas.training.protocol import TrainingProtocol
 
 RESULTS = Path(__file__).parent / "results"
 _DEFAULT = ProxyConfig()

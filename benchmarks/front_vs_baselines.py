@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 import torch
 
 from fusion_nas.analysis import baselines as bl
-from fusion_nas.analysis.retrain import TrainingProtocol, retrain
+from fusion_nas.analysis.retrain import retrain
 from fusion_nas.model.space import load_space
 from fusion_nas.model.space import parse_space as load_space_text
 from fusion_nas.search.loop import SearchConfig, run_search
@@ -39,6 +39,7 @@ from fusion_nas.store import records
 from fusion_nas.store.records import BaselineRecord, RetrainRecord, read_retrains
 from fusion_nas.store.store import Store, quiet_optuna
 from fusion_nas.training.loop import ProxyConfig
+from fusion_nas.training.protocol import TrainingProtocol
 
 RESULTS = Path(__file__).parent / "results"
 CHROMIUM = "/usr/bin/chromium"  # Debian's; no browser download

@@ -28,12 +28,12 @@ import plotly.graph_objects as go
 import torch
 from scipy.stats import kendalltau
 
-from fusion_nas.analysis.retrain import TrainingProtocol
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.build import build_model
 from fusion_nas.model.cost import arch_cost
 from fusion_nas.model.space import SearchSpace, load_space
 from fusion_nas.training.loop import ProxyConfig
+from fusion_nas.training.protocol import TrainingProtocol
 
 RESULTS = Path(__file__).parent / "results"
 

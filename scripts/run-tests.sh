@@ -25,4 +25,5 @@ pip install torch==2.13.0
 pip install -e '.[dev,nni,onnx,postgres]'
 # Every optional component is installed above: a skip now is a failure (tests/conftest.py).
 export FUSION_NAS_NO_SKIP=1
-python -m pytest "$@"
+# One pytest worker per core (pytest-xdist); PYTEST_WORKERS=0 runs in this process.
+python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"

@@ -31,7 +31,6 @@ from fusion_nas.analysis.baselines import (
     train_baseline,
 )
 from fusion_nas.analysis.figures import pareto_figure, pareto_figure_data
-from fusion_nas.analysis.retrain import TrainingProtocol
 from fusion_nas.cli.app import app as cli_app
 from fusion_nas.errors import StoreError
 from fusion_nas.evaluation.trainer import EvalTask, evaluate
@@ -42,6 +41,7 @@ from fusion_nas.search.loop import SearchConfig, run_search
 from fusion_nas.store.records import BaselineRecord, TrialStatus, collection_name
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
+from fusion_nas.training.protocol import TrainingProtocol
 from fusion_nas.web import create_app
 from fusion_nas.web.api import _version as api_version
 

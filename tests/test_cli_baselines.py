@@ -9,12 +9,12 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from fusion_nas.analysis.retrain import TrainingProtocol
 from fusion_nas.cli.app import app
 from fusion_nas.evaluation import trainer as evaluate_mod
 from fusion_nas.store.store import Store
 from fusion_nas.training import data as data_mod
 from fusion_nas.training.loop import ProxyConfig
+from fusion_nas.training.protocol import TrainingProtocol
 
 runner = CliRunner()
 TINY = ["--dataset", "synthetic", "--epochs", "1", "--proxy-epochs", "1", "--train-subset", "64"]
@@ -94,7 +94,7 @@ def test_split_reads(monkeypatch) -> list[str]:
 def test_training_stores_a_record_and_a_rerun_replaces_it(
     tmp_path: Path, test_split_reads: list[str], monkeypatch
 ) -> None:
-    from fusion_nas.analysis import retrain as retrain_mod
+    from fusion_nas.training import protocol as retrain_mod
 
     schedules = []  # (epochs, lr, batch size) of every final training
     real_train = retrain_mod.train_proxy
@@ -186,7 +186,7 @@ def test_unknown_space_is_one_line() -> None:
 def test_a_baseline_that_fails_is_reported_and_the_others_are_stored(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from fusion_nas.analysis import retrain as retrain_mod
+    from fusion_nas.training import protocol as retrain_mod
     from fusion_nas.analysis.baselines import PaperCNN
     from fusion_nas.errors import TrialFailed
 

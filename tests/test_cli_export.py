@@ -169,7 +169,7 @@ def test_retrain_reports_test_accuracy_and_stores_the_record(searched: str, tmp_
 def test_retrain_schedule_options_reach_training_and_the_record(
     searched: str, tmp_path, monkeypatch
 ) -> None:
-    import fusion_nas.analysis.retrain as retrain_module
+    import fusion_nas.training.protocol as retrain_module
 
     seen = []
     real = retrain_module.train_proxy

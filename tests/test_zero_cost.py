@@ -151,7 +151,7 @@ def test_a_batch_that_is_not_x_y_is_refused_in_one_line():
 
 
 def test_train_batch_comes_from_the_train_split_only():
-    from fusion_nas.evaluation.trainer import dataset_for
+    from fusion_nas.training.data import dataset_for
 
     space = load_space("digits")
     x, y = train_batch(space, "digits", size=64, seed=0)

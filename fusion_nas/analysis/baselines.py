@@ -41,7 +41,6 @@ import torch
 from torch import nn
 
 from fusion_nas._version import __version__
-from fusion_nas.analysis.retrain import RETRAIN_EPOCHS, TrainingProtocol
 from fusion_nas.errors import FusionNasError, allowed, one_line
 from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.build import build_model
@@ -51,6 +50,7 @@ from fusion_nas.model.registry import op_uses
 from fusion_nas.model.space import SearchSpace, StageSpec
 from fusion_nas.store.records import BaselineRecord, BaselineSetRecord
 from fusion_nas.training.devices import device_name
+from fusion_nas.training.protocol import RETRAIN_EPOCHS, TrainingProtocol
 
 __all__ = [
     "BASELINES",

@@ -18,7 +18,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from fusion_nas.analysis.retrain import RETRAIN_EPOCHS, TrainingProtocol
 from fusion_nas.cli.common import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LR,
@@ -42,6 +41,7 @@ from fusion_nas.store.records import BaselineRecord
 from fusion_nas.store.store import Store, redact_url
 from fusion_nas.training.devices import resolve_device
 from fusion_nas.training.loop import ProxyConfig
+from fusion_nas.training.protocol import RETRAIN_EPOCHS, TrainingProtocol
 
 if TYPE_CHECKING:
     from fusion_nas.analysis.baselines import Baseline

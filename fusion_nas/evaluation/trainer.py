@@ -14,7 +14,6 @@ training.
 
 from __future__ import annotations
 
-import functools
 import multiprocessing as mp
 import os
 import signal
@@ -29,9 +28,8 @@ import torch
 from fusion_nas.errors import one_line
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.build import build_model
-from fusion_nas.model.space import SearchSpace, parse_space
 from fusion_nas.store.records import TrialStatus
-from fusion_nas.training.data import DataSplits, load_dataset
+from fusion_nas.training.data import dataset_for, stored_space
 from fusion_nas.training.devices import device_name
 from fusion_nas.training.loop import ProxyConfig, train_proxy
 
@@ -71,35 +69,6 @@ class Outcome:
     state: bytes | None = None  # a run stopped early (EvalTask.stop_after): where it goes on
 
 
-@functools.lru_cache(maxsize=8)
-def _space(source: str) -> SearchSpace:
-    return parse_space(source, source="<stored space>")
-
-
-@functools.lru_cache(maxsize=4)
-def dataset_for(
-    dataset: str,
-    space_source: str,
-    data_dir: str | None,
-    val_fraction: float,
-    seed: int,
-    subset: int | None,
-) -> DataSplits:
-    """Load (once per process) the splits of ``dataset`` shaped for the space."""
-    space = _space(space_source)
-    return load_dataset(
-        dataset,
-        kind=space.kind,
-        channels=space.channels,
-        size=space.size,
-        classes=space.classes,
-        data_dir=data_dir,
-        val_fraction=val_fraction,
-        seed=seed,
-        train_subset=subset,
-    )
-
-
 def evaluate(task: EvalTask) -> Outcome:
     """Build, seed and proxy-train the architecture; never raises."""
     start = time.perf_counter()
@@ -109,7 +78,7 @@ def evaluate(task: EvalTask) -> Outcome:
         name = device_name(device)
         if task.threads:
             torch.set_num_threads(task.threads)
-        space = _space(task.space_source)
+        space = stored_space(task.space_source)
         arch = Architecture.from_json(task.arch_json)
         p = task.proxy
         splits = dataset_for(

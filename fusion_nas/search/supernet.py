@@ -333,7 +333,7 @@ def load_splits(
     space: SearchSpace, dataset: str, proxy: ProxyConfig, seed: int, data_dir: str | None
 ) -> DataSplits:
     """The dataset's splits shaped for ``space``, as a search with ``seed`` loads them."""
-    from fusion_nas.evaluation.trainer import dataset_for
+    from fusion_nas.training.data import dataset_for
 
     return dataset_for(
         dataset, space.source, data_dir, proxy.val_fraction, seed, proxy.train_subset

@@ -211,7 +211,7 @@ def train_batch(
     (``fusion_nas.evaluation.trainer``'s
     ``dataset_for``): validation and test data never reach a proxy.
     """
-    from fusion_nas.evaluation.trainer import dataset_for
+    from fusion_nas.training.data import dataset_for
 
     splits = dataset_for(dataset, space.source, data_dir, val_fraction, seed, None)
     x, y = splits.train.tensors

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from fusion_nas.errors import DatasetError, allowed, one_line
+from fusion_nas.model.space import SearchSpace, parse_space
 
 __all__ = ["DATASETS", "DataSplits", "load_dataset", "read_idx"]
 
@@ -680,3 +681,33 @@ def _load_folder(path: str, space: _Space) -> _Raw:
             )
         x_test, y_test = _read_image_tree(test_dir, class_names, space)
     return _Raw(x_train=x, y_train=y, x_test=x_test, y_test=y_test, classes=len(class_names))
+
+
+@functools.lru_cache(maxsize=8)
+def stored_space(source: str) -> SearchSpace:
+    """The space of a stored TOML source, parsed once per process."""
+    return parse_space(source, source="<stored space>")
+
+
+@functools.lru_cache(maxsize=4)
+def dataset_for(
+    dataset: str,
+    space_source: str,
+    data_dir: str | None,
+    val_fraction: float,
+    seed: int,
+    subset: int | None,
+) -> DataSplits:
+    """Load (once per process) the splits of ``dataset`` shaped for the space."""
+    space = stored_space(space_source)
+    return load_dataset(
+        dataset,
+        kind=space.kind,
+        channels=space.channels,
+        size=space.size,
+        classes=space.classes,
+        data_dir=data_dir,
+        val_fraction=val_fraction,
+        seed=seed,
+        train_subset=subset,
+    )
