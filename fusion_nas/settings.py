@@ -11,6 +11,7 @@ heartbeat is older than 3 x that is taken as lost by the other workers (see
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 HOME_ENV = "FUSION_NAS_HOME"
@@ -66,3 +67,17 @@ def default_latency() -> str | None:
     """The latency every trained trial records when ``--latency`` is not given
     (``$FUSION_NAS_LATENCY``; unset: the search decides, ``eager`` when it trains)."""
     return os.environ.get(LATENCY_ENV) or None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for pages, messages and exports).
+
+    Here, below every layer, so that :mod:`fusion_nas.deploy` can redact without the store;
+    :mod:`fusion_nas.store.store` re-exports it.
+    """
+    import sqlalchemy  # only when a URL is redacted: importing the settings stays cheap
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parsable: hide whatever sits between 'user:' and the host's '@'
+        return re.sub(r"(://[^/:@\s]*:)[^/\s]*@", r"\1***@", url)

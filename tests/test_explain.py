@@ -11,10 +11,11 @@ import torch
 from typer.testing import CliRunner
 
 from fusion_nas.analysis.explain import _token_map, explain_model, grad_cam, stage_costs
-from fusion_nas.analysis.explain_figures import explain_figures, explain_html
+from fusion_nas.analysis.explain_figures import explain_figures
 from fusion_nas.cli.app import app
 from fusion_nas.model import nets
 from fusion_nas.model.cost import count_cost
+from fusion_nas.web.report import explain_html
 
 runner = CliRunner()
 

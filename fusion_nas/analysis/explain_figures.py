@@ -1,10 +1,9 @@
-"""Figures of :mod:`fusion_nas.analysis.explain` as ``plotly.graph_objects.Figure``, and its
-offline page.
+"""Figures of :mod:`fusion_nas.analysis.explain` as ``plotly.graph_objects.Figure``.
 
 Each ``*_figure`` function draws one part of an :class:`~fusion_nas.analysis.explain.Explanation`;
 :func:`explain_figures` returns them all in page order (the dashboard's trial panel sends them
-as ``fig.to_plotly_json()``), and :func:`explain_html` writes them into one self-contained HTML
-page like ``fusion-nas pareto`` does (Plotly.js inlined, nothing fetched). Labels come from the
+as ``fig.to_plotly_json()``), and :func:`fusion_nas.web.report.explain_html` writes them into
+one self-contained HTML page like ``fusion-nas pareto`` does. Labels come from the
 operator registry and are HTML-escaped before they reach a figure, as in
 :mod:`fusion_nas.analysis.figures`.
 """
@@ -24,7 +23,6 @@ __all__ = [
     "class_figure",
     "cost_figure",
     "explain_figures",
-    "explain_html",
     "fusion_figure",
     "saliency_figure",
 ]
@@ -250,33 +248,3 @@ def explain_figures(expl: Explanation) -> dict[str, go.Figure]:
     for amap in expl.attention:
         figures[f"attention:s{amap.stage}.b{amap.block}"] = attention_figure(amap)
     return figures
-
-
-def explain_html(expl: Explanation, *, title: str, plotly_js: str | None = None) -> str:
-    """``expl`` as one self-contained HTML page (Plotly.js inlined; nothing is fetched)."""
-    from markupsafe import Markup
-
-    from fusion_nas.web.render import render
-    from fusion_nas.web.security import REPORT_CSP
-    from fusion_nas.web.serialize import json_text
-
-    if plotly_js is None:
-        from plotly.offline import get_plotlyjs
-
-        plotly_js = get_plotlyjs()
-    figures = {k: fig.to_plotly_json() for k, fig in explain_figures(expl).items()}
-    return render(
-        "explain.html",
-        csp=REPORT_CSP,
-        heading=title,
-        source=expl.source,
-        arch_desc=expl.meta.get("arch_desc") or "",
-        accuracy="-" if expl.accuracy is None else f"{expl.accuracy:.4f}",
-        val_samples=expl.val_samples,
-        costs=expl.costs,
-        total_macs=sum(c.macs for c in expl.costs),
-        total_params=sum(c.params for c in expl.costs),
-        # Inert JSON in a <script> element: json_text escapes "<", ">" and "&".
-        figures_json=Markup(json_text(figures)),
-        plotly_js=Markup(plotly_js),
-    )

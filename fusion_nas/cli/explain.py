@@ -108,7 +108,7 @@ def explain(
     and attention maps, on validation samples only.
     """
     from fusion_nas.analysis.explain import explain_trial
-    from fusion_nas.analysis.explain_figures import explain_html
+    from fusion_nas.web.report import explain_html
 
     with user_errors():
         if out is not None and out.suffix.lower() not in (".html", ".htm"):

@@ -46,7 +46,7 @@ from fusion_nas.model import nets
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.cost import Cost, arch_cost
 from fusion_nas.model.space import SearchSpace, load_space
-from fusion_nas.store.store import redact_url
+from fusion_nas.settings import redact_url
 
 __all__ = ["META_KEYS", "ONNX_OPSET", "export_code", "write_export"]
 

@@ -21,7 +21,6 @@ URL, e.g. ``postgresql://user@host/db``).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 import warnings
@@ -36,6 +35,7 @@ from optuna.storages import RetryFailedTrialCallback
 
 from fusion_nas import settings
 from fusion_nas.errors import StoreError, allowed, one_line
+from fusion_nas.settings import redact_url  # re-exported: store callers import it from here
 from fusion_nas.store import records
 from fusion_nas.store.queries import (
     SUMMARY_COLUMNS,
@@ -81,14 +81,6 @@ def resolve_url(url: str | None = None) -> str:
             f"{parsed.get_backend_name()!r}; allowed: {allowed(_DRIVERS)}"
         )
     return url
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for pages, messages and exports)."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parsable: hide whatever sits between 'user:' and the host's '@'
-        return re.sub(r"(://[^/:@\s]*:)[^/\s]*@", r"\1***@", url)
 
 
 def space_input(space_toml: str) -> tuple[str, int, tuple[int, ...], int] | None:

@@ -1,4 +1,6 @@
-"""The offline Pareto report of ``fusion-nas pareto``: one self-contained HTML file.
+"""The offline pages: the Pareto report of ``fusion-nas pareto`` (:func:`report_html`) and the
+look inside one trial of ``fusion-nas explain`` (:func:`explain_html`), each one self-contained
+HTML file.
 
 Built like every figure: :func:`report_data` gathers plain data (the figure of
 :func:`fusion_nas.analysis.figures.pareto_figure` and one table row per search), then
@@ -11,7 +13,7 @@ Jinja escapes every name.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from markupsafe import Markup
@@ -22,7 +24,10 @@ from fusion_nas.web.render import render
 from fusion_nas.web.security import REPORT_CSP
 from fusion_nas.web.serialize import json_text
 
-__all__ = ["report_data", "report_html"]
+if TYPE_CHECKING:
+    from fusion_nas.analysis.explain import Explanation
+
+__all__ = ["explain_html", "report_data", "report_html"]
 
 
 def _knee_text(search: Mapping[str, Any]) -> str:
@@ -127,5 +132,36 @@ def report_html(
         baselines=data["baselines"],
         # Both go into <script> elements as they are: the JSON has no "<", ">" or "&".
         figure_json=Markup(json_text(data["figure"].to_plotly_json())),
+        plotly_js=Markup(plotly_js),
+    )
+
+
+def explain_html(expl: Explanation, *, title: str, plotly_js: str | None = None) -> str:
+    """``expl`` as one self-contained HTML page (Plotly.js inlined; nothing is fetched).
+
+    The figures are those of :func:`fusion_nas.analysis.explain_figures.explain_figures`;
+    ``plotly_js`` is the bundle to inline, default the one of the installed ``plotly``.
+    """
+    # Here, not at the top: explain_figures imports the explainer, and with it torch.
+    from fusion_nas.analysis.explain_figures import explain_figures
+
+    if plotly_js is None:
+        from plotly.offline import get_plotlyjs
+
+        plotly_js = get_plotlyjs()
+    figures = {k: fig.to_plotly_json() for k, fig in explain_figures(expl).items()}
+    return render(
+        "explain.html",
+        csp=REPORT_CSP,
+        heading=title,
+        source=expl.source,
+        arch_desc=expl.meta.get("arch_desc") or "",
+        accuracy="-" if expl.accuracy is None else f"{expl.accuracy:.4f}",
+        val_samples=expl.val_samples,
+        costs=expl.costs,
+        total_macs=sum(c.macs for c in expl.costs),
+        total_params=sum(c.params for c in expl.costs),
+        # Inert JSON in a <script> element: json_text escapes "<", ">" and "&".
+        figures_json=Markup(json_text(figures)),
         plotly_js=Markup(plotly_js),
     )
