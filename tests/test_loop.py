@@ -8,11 +8,9 @@ which trials the sampler could learn from when it was asked.
 
 from __future__ import annotations
 
-import ast
 import inspect
 import os
 import signal
-from pathlib import Path
 
 import optuna
 import pytest
@@ -320,24 +318,6 @@ def test_a_dead_worker_fails_its_trial_and_the_search_goes_on(store, monkeypatch
 
 
 # --------------------------------------------------------------------------- the seam
-
-
-def test_strategies_never_import_the_search() -> None:
-    folder = Path(__file__).parents[1] / "fusion_nas" / "search" / "strategies"
-    files = sorted(folder.glob("*.py"))
-    assert files
-    for path in files:
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = "." * node.level + (node.module or "")
-                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            for name in names:
-                assert name not in ("fusion_nas.search.loop", "..search") and not name.startswith(
-                    ("fusion_nas.search.loop.", "..search.")
-                ), f"{path.name} imports {name}"
 
 
 def test_every_registered_strategy_is_offered_by_the_cli() -> None:
