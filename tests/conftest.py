@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from typing import Any
 
 import pytest
 import torch
+
+from tests.helpers.net import free_port
 
 NO_SKIP_FLAG = "FUSION_NAS_NO_SKIP"
 pytest_plugins = ["pytester"]  # tests/test_conftest.py runs the hooks below on toy suites
@@ -101,13 +102,6 @@ def _seed_torch() -> None:
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ traceback, no password in the output and nothing written to the store.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import struct
 import sys
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 
 import fusion_nas.training.data as data_mod
 from fusion_nas.cli.app import app
+from tests.helpers.net import free_port
 
 runner = CliRunner()
 SECRET = "secretpw"
@@ -213,12 +213,6 @@ def test_huge_run_options_still_fit(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- store URLs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _no_driver(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
     """Make the driver modules fail to import (as where they are not installed)."""
     for name in modules:
@@ -285,7 +279,7 @@ def test_bad_store_url_is_one_line_without_password(
     afile.write_text("not a database, and never changed\n")
     if "driver-missing" in url or "127.0.0.1:1/" in url:
         _no_driver(monkeypatch, *PG_DRIVERS, "MySQLdb", "pymysql")
-    url = url.replace("{tmp}", str(tmp_path)).replace("{port}", str(_free_port()))
+    url = url.replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port()))
     before = sorted(p.name for p in tmp_path.iterdir())
     args = ["search", "digits", "--dataset", "synthetic", "--trials", "1", "--epochs", "1"]
     res = runner.invoke(app, [*(args if command == "search" else ["results"]), "--store", url])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_benchmarks import load
-from tests.test_fidelity import plant_curves
+from tests.helpers.benchmarks import load
+from tests.helpers.table import plant_curves
 
 
 def test_efficient_search_writes_every_lever_and_counts_stopped_epochs(tmp_path: Path) -> None:

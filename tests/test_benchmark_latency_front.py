@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from fusion_nas.model.space import parse_space
-from tests.test_benchmarks import load
-from tests.test_table import TINY, plant
+from tests.helpers.benchmarks import load
+from tests.helpers.spaces import TINY
+from tests.helpers.table import plant
 
 
 def test_latency_front_writes_both_searches_fronts(tmp_path: Path) -> None:

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from fusion_nas.store.records import read_retrains
 from fusion_nas.store.store import Store
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` by its own name (the folder goes on ``sys.path``, which
-    spawned worker processes inherit, so they can import it too)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module(name)
+from tests.helpers.benchmarks import load
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from fusion_nas.evaluation.table import Table, meta_path, read_rows
 from fusion_nas.model.space import load_space, parse_space
 from fusion_nas.pareto import hypervolume
 from fusion_nas.store.store import Store
-from tests.test_table import TINY, plant
+from tests.helpers.spaces import TINY
+from tests.helpers.table import plant
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

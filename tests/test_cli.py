@@ -72,7 +72,7 @@ def test_space_show_bad_input_is_one_line(tmp_path) -> None:
 def test_results_show_interrupted_trials_and_count_them(tmp_path) -> None:
     from fusion_nas.store.records import TrialStatus
     from fusion_nas.store.store import Store
-    from tests.test_records import add_trial, new_study
+    from tests.helpers.records import add_trial, new_study
 
     url = f"sqlite:///{tmp_path}/store.db"
     store = Store(url)

@@ -19,8 +19,8 @@ from fusion_nas.errors import ArchitectureError
 from fusion_nas.model import space as space_mod
 from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.cost import Cost, arch_cost
-from tests.op_configs import WINDOW, Cfg, op_configs
-from tests.op_configs import cfg as make_cfg
+from tests.helpers.op_configs import WINDOW, Cfg, op_configs
+from tests.helpers.op_configs import cfg as make_cfg
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
-from fusion_nas.evaluation.table import TableRow, append_rows, meta_path
 from fusion_nas.model.space import parse_space
 from fusion_nas.pareto import crowding_distances, nondominated_ranks, promotion_order
 from fusion_nas.search.fidelity import (
@@ -27,7 +25,8 @@ from fusion_nas.store import records
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
-from tests.test_table import TINY, noise
+from tests.helpers.spaces import TINY
+from tests.helpers.table import plant_curves
 
 runner = CliRunner()
 
@@ -108,33 +107,6 @@ def test_bad_fidelity_is_one_line(value: str, message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- on a table
-
-
-def plant_curves(path: Path, epochs: int = 3) -> dict[str, list[float]]:
-    """A table of made-up rising curves over ``epochs`` for every network of TINY; seed 0."""
-    space = parse_space(TINY)
-    rows, curves = [], {}
-    for i, arch in enumerate(space.enumerate()):
-        final = 0.3 + 0.6 * noise(arch.arch_id)
-        start = 0.1 + 0.5 * noise(arch.arch_id + "start")  # early ranks differ from late ones
-        curve = [round(start + (final - start) * (e + 1) / epochs, 4) for e in range(epochs)]
-        curves[arch.arch_id] = curve
-        rows.append(
-            TableRow(
-                arch.arch_id, arch.to_json(), arch.describe(), 1000 + 937 * i, 10 * i, 0,
-                curve[-1], curve, 3.0,
-            )
-        )  # fmt: skip
-    append_rows(path, rows)
-    meta = {
-        "space_toml": space.source,
-        "dataset": "synthetic",
-        "proxy": ProxyConfig(epochs=epochs).to_dict(),
-        "seeds": [0],
-        "threads": 1,
-    }
-    meta_path(path).write_text(json.dumps(meta), encoding="utf-8")
-    return curves
 
 
 def table_search(table: Path, trials: int, fidelity: str, strategy: str = "optuna:random"):

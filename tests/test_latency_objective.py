@@ -12,7 +12,8 @@ from fusion_nas.cli.app import app
 from fusion_nas.pareto import pareto_mask
 from fusion_nas.store.records import LATENCY_OBJECTIVES, TrialStatus
 from fusion_nas.store.store import Store
-from tests.test_table import TINY, plant
+from tests.helpers.spaces import TINY
+from tests.helpers.table import plant
 
 runner = CliRunner()
 

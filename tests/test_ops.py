@@ -15,8 +15,8 @@ from fusion_nas.model import nets
 from fusion_nas.model import registry as ops
 from fusion_nas.model.nets import FUSION_INIT
 from fusion_nas.model.registry import create_op, get_op, list_ops, op_uses
-from tests.op_configs import VARIANTS, WINDOW, Cfg, op_configs
-from tests.op_configs import cfg as make_cfg
+from tests.helpers.op_configs import VARIANTS, WINDOW, Cfg, op_configs
+from tests.helpers.op_configs import cfg as make_cfg
 
 CONFIGS = op_configs()
 IDS = [c.id for c in CONFIGS]

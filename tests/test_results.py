@@ -27,7 +27,7 @@ from fusion_nas.store.queries import (
 )
 from fusion_nas.store.records import SearchRecord, TrialRecord, TrialStatus
 from fusion_nas.store.store import Store, quiet_optuna
-from tests.test_records import add_trial, new_study
+from tests.helpers.records import add_trial, new_study
 
 OK, BAD, OVER, CUT, RUN = (
     TrialStatus.COMPLETE,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,9 @@ from fusion_nas.model.space import load_space
 from fusion_nas.search.loop import SearchConfig, run_search
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
+from tests.helpers.net import free_port
 
 START_S = 120  # a cold start imports torch, plotly and uvicorn; a loaded machine is slow
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_search(store: Store, name: str, trials: int = 2) -> None:

@@ -13,6 +13,7 @@ from fusion_nas.errors import ArchitectureError, SpaceError
 from fusion_nas.model import space as space_mod
 from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.nets import BlockCfg, NetCfg, StageCfg
+from tests.helpers.spaces import VOCAB
 
 BUILTINS = ("coatnet-like", "digits", "fashion-mnist", "mnist1d")
 
@@ -518,35 +519,6 @@ def test_stage_sizes_follow_stem_and_downsampling() -> None:
 
 
 # --------------------------------------------------------------------------- richer vocabulary
-
-VOCAB = """
-name = "vocab"
-[input]
-kind = "sequence"
-length = 40
-channels = 1
-classes = 10
-[network]
-mlp_ratio = 2.0
-[stem]
-width = 4
-kernel = 5
-stride = 2
-[[stage]]
-operator = ["conv", "gated"]
-kernel = [3]
-heads = [1, 2]
-attention = ["global", "channel"]
-mlp_ratio = [0, 1]
-width = [4, 8]
-depth = [0, 1]
-downsample = ["none", "pool", "conv"]
-[[stage]]
-operator = "attention"
-attention = "channel"
-width = 8
-downsample = "conv"
-"""
 
 
 def test_vocabulary_counts_by_hand() -> None:

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
 from fusion_nas.store.store import Store
-from tests.conftest import free_port
+from tests.helpers.net import free_port
 
 runner = CliRunner()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sqlite3
@@ -25,89 +24,17 @@ from fusion_nas.evaluation.table import (
 )
 from fusion_nas.evaluation.trainer import EvalTask
 from fusion_nas.model.arch import Architecture
-from fusion_nas.model.space import SearchSpace, parse_space
+from fusion_nas.model.space import parse_space
 from fusion_nas.search.loop import SearchConfig, prepare, run_trials
 from fusion_nas.search.strategies import nni_strategies
 from fusion_nas.store import records
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
+from tests.helpers.spaces import OTHER, TINY
+from tests.helpers.table import plant
 
 runner = CliRunner()
-
-# 3 x 4 = 12 networks: small enough for a search to visit all of them.
-TINY = """
-name = "tiny"
-[input]
-kind = "sequence"
-length = 16
-channels = 1
-classes = 4
-[network]
-mlp_ratio = 0
-[stem]
-width = 4
-kernel = 3
-stride = 2
-[[stage]]
-operator = ["conv", "attention"]
-kernel = [3]
-attention = ["channel"]
-width = [4, 8]
-[[stage]]
-operator = ["conv", "gated"]
-kernel = [3]
-attention = ["channel"]
-width = [8]
-depth = [0, 1]
-downsample = "conv"
-"""
-# Same name and input, one more width: another space.
-OTHER = TINY.replace("width = [4, 8]", "width = [4, 8, 16]")
-
-
-def noise(key: str) -> float:
-    """A fixed number in [0, 1) per key."""
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 2**32
-
-
-def plant(
-    path: Path,
-    space: SearchSpace,
-    *,
-    dataset: str = "synthetic",
-    seeds: tuple[int, ...] = (0, 1),
-    proxy: ProxyConfig | None = None,
-    skip: int = 0,
-) -> dict[str, dict[int, TableRow]]:
-    """Write a table of made-up results (no training) for every network but the first ``skip``."""
-    rows = []
-    for i, arch in enumerate(space.enumerate()):
-        if i < skip:
-            continue
-        macs = 1000 + 937 * i  # made-up costs: the search takes them from the table
-        for seed in seeds:
-            acc = round(0.3 + 0.6 * noise(f"{arch.arch_id}:{seed}"), 4)
-            curve = [round(acc / 2, 4), acc]
-            rows.append(
-                TableRow(
-                    arch.arch_id, arch.to_json(), arch.describe(), macs, 10 * i, seed, acc,
-                    curve, 0.5 + seed + i / 100,
-                )
-            )  # fmt: skip
-    append_rows(path, rows)
-    meta = {
-        "space_toml": space.source,
-        "dataset": dataset,
-        "proxy": (proxy or ProxyConfig()).to_dict(),
-        "seeds": list(seeds),
-        "threads": 1,
-    }
-    meta_path(path).write_text(json.dumps(meta), encoding="utf-8")
-    by_arch: dict[str, dict[int, TableRow]] = {}
-    for r in rows:
-        by_arch.setdefault(r.arch_id, {})[r.seed] = r
-    return by_arch
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ import pytest
 from fusion_nas.model.space import load_space, parse_space
 from fusion_nas.search.strategies import nni_strategies as ns
 from fusion_nas.search.strategies.optuna_strategies import suggest_architecture
-from tests.test_space import VOCAB
+from tests.helpers.spaces import VOCAB
 
 
 def _suggested(space, n: int) -> list:

@@ -12,7 +12,7 @@ from fusion_nas.errors import FusionNasError
 from fusion_nas.model.build import build_model
 from fusion_nas.model.space import load_space
 from fusion_nas.search.zero_cost import PROXIES, ProxyError, score, score_arch, train_batch
-from tests.op_configs import op_configs
+from tests.helpers.op_configs import op_configs
 
 CLASSES = 3
 
