@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
 import plotly.graph_objects as go
 import torch
 
@@ -54,12 +53,12 @@ from fusion_nas.errors import FusionNasError, one_line
 from fusion_nas.evaluation.table import Table, load_table
 from fusion_nas.pareto import hypervolume
 from fusion_nas.search.loop import SearchConfig, enqueue, prepare, run_trials, screen
-from fusion_nas.store import records
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import quiet_optuna
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _common import open_memory_search  # noqa: E402
 from search_efficiency import TARGET, true_front  # noqa: E402
 
 DEFAULT_TABLE = HERE / "tables" / "mnist1d-table.csv"
@@ -109,10 +108,7 @@ def run_lever(
         prescreen_proxy=proxy,
     )
     strategy = prepare(config)
-    study = optuna.create_study(
-        directions=list(records.DIRECTIONS), sampler=strategy.sampler(config.space, seed)
-    )
-    records.write_search(study, config.record())
+    study = open_memory_search(config, strategy)
     start = time.perf_counter()
     picks = screen(config)  # empty without --prescreen
     overhead = time.perf_counter() - start if picks else 0.0

@@ -21,15 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import optuna
 import plotly.graph_objects as go
+from _common import open_memory_search
 from plotly.subplots import make_subplots
 
 from fusion_nas.errors import FusionNasError, one_line
 from fusion_nas.evaluation.table import load_table
 from fusion_nas.pareto import front_indices, hypervolume
 from fusion_nas.search.loop import SearchConfig, prepare, run_trials
-from fusion_nas.store import records
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import quiet_optuna
 
@@ -53,10 +52,7 @@ def run(table_path: Path, objective: str, trials: int, seed: int) -> list[TrialR
         latency="eager",
     )
     strategy = prepare(config)
-    study = optuna.create_study(
-        directions=list(records.DIRECTIONS), sampler=strategy.sampler(config.space, seed)
-    )
-    records.write_search(study, config.record())
+    study = open_memory_search(config, strategy)
     run_trials(config, study, strategy, trials)
     return [TrialRecord.from_trial(t) for t in study.get_trials()]
 

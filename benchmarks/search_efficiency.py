@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
 import plotly.graph_objects as go
+from _common import open_memory_search
 
 from fusion_nas import settings
 from fusion_nas.errors import FusionNasError, StrategyError, allowed, one_line
@@ -53,7 +53,6 @@ from fusion_nas.pareto import front_indices, hypervolume
 from fusion_nas.search.loop import SearchConfig, prepare, run_trials
 from fusion_nas.search.strategies import STRATEGIES
 from fusion_nas.search.strategies.base import Proposer
-from fusion_nas.store import records
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import quiet_optuna
 
@@ -104,10 +103,7 @@ def search(config: SearchConfig, distinct: int = 0) -> list[TrialRecord]:
     ``config.trials`` trials are the same either way: the loop never looks at the total.
     """
     strategy = prepare(config)  # checks the strategy and the table, as run_search does
-    study = optuna.create_study(
-        directions=list(records.DIRECTIONS), sampler=strategy.sampler(config.space, config.seed)
-    )
-    records.write_search(study, config.record())
+    study = open_memory_search(config, strategy)
     run_trials(config, study, strategy, config.trials)
     cap = MAX_TRIALS_FACTOR * distinct
     while isinstance(strategy, Proposer):
