@@ -40,15 +40,12 @@ def suggest_architecture(trial: optuna.Trial, space: SearchSpace) -> Architectur
         def objective(trial):
             arch = fusion_nas.suggest_architecture(trial, space)
             macs = fusion_nas.arch_cost(arch, space).macs
-            trial.set_user_attr("constraint", [macs - 2_000_000])  # <= 0: feasible
+            trial.set_constraint("macs_over_budget", macs - 2_000_000)  # <= 0: feasible
             model = fusion_nas.build_model(arch, space)
             return train_and_score(model), macs
 
         study = optuna.create_study(
-            directions=["maximize", "minimize"],
-            sampler=optuna.samplers.NSGAIISampler(
-                constraints_func=lambda t: t.user_attrs["constraint"]
-            ),
+            directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler()
         )
         study.optimize(objective, n_trials=20)
 
