@@ -32,6 +32,15 @@ _EXPORTS = {
     "parse_space": ".model.space",
     "Store": ".store.store",
     "ProxyConfig": ".training.loop",
+    "DataSplits": ".training.data",
+    "Evaluator": ".evaluation.base",
+    "EvalContext": ".evaluation.base",
+    "StopTraining": ".evaluation.base",
+    "TrainingEvaluator": ".evaluation.trainer",
+    "FunctionEvaluator": ".evaluation.function",
+    "TableEvaluator": ".evaluation.table",
+    "make_pool": ".evaluation.pools",
+    "suggest_architecture": ".search.strategies.optuna_strategies",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import sqlite3
 import time
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
+from fusion_nas.evaluation.pools import make_pool
 from fusion_nas.evaluation.table import (
     Table,
+    TableEvaluator,
     TablePool,
     TableRow,
     append_rows,
@@ -301,3 +304,22 @@ def test_architecture_round_trip_through_the_csv(tmp_path: Path) -> None:
     for row in read_rows(path):
         arch = Architecture.from_json(row.arch)
         assert arch.arch_id == row.arch_id and arch.describe() == row.desc
+
+
+def test_table_evaluator_answers_rungs_and_make_pool_gives_it_a_table_pool(tmp_path: Path):
+    space = parse_space(TINY)
+    path = tmp_path / "t.csv"
+    a = space.enumerate()[0]
+    append_rows(path, [TableRow(a.arch_id, a.to_json(), a.describe(), 1, 1, 0, 0.3, [0.1, 0.3])])
+    meta = {"space_toml": TINY, "dataset": "synthetic", "proxy": ProxyConfig(epochs=2).to_dict()}
+    meta_path(path).write_text(json.dumps(meta))
+    evaluator = TableEvaluator(Table(path), seed=0)
+    task = EvalTask(a.to_json(), space.source, "synthetic", ProxyConfig(epochs=2), stop_after=1)
+    rung = evaluator.evaluate(task)
+    assert rung.status == TrialStatus.COMPLETE and rung.curve == [0.1] and rung.val_acc == 0.1
+    again = pickle.loads(pickle.dumps(evaluator))  # a worker reads the table again
+    assert again.evaluate(task) == rung
+    pool = make_pool(evaluator, workers=2)  # a table answers at once: never worker processes
+    assert isinstance(pool, TablePool) and pool.threads == 1
+    pool.submit("k", task)
+    assert pool.collect() == [("k", rung)]

@@ -4,14 +4,14 @@ A table is a CSV file (``benchmarks/tabular.py`` writes it) with one row per (ar
 seed) and the columns of :data:`COLUMNS`, plus a sidecar JSON (:func:`meta_path`: same name,
 ``.json``) that records what the rows mean: the space TOML and its hash, the dataset, the proxy
 settings, the seeds, the thread count and the package versions. A row's seed is the seed of
-:class:`~fusion_nas.evaluation.trainer.EvalTask`: it draws the validation split *and* the initial
+:class:`~fusion_nas.evaluation.base.EvalTask`: it draws the validation split *and* the initial
 weights,
 exactly as ``fusion-nas search --seed S`` does, so a row is what a search with that seed and
 one thread would have measured.
 
 ``fusion-nas search --evaluator table:PATH`` answers every trial from the table
-(:class:`TablePool` answers the search loop's ``free``/``submit``/``collect`` calls like the
-training pools do):
+(:class:`TableEvaluator`, run by :class:`TablePool`, which answers the search loop's
+``free``/``submit``/``collect`` calls like the training pools do):
 
 - ``table:PATH``: the mean over the table's seeds of the validation accuracy, of the per-epoch
   curve and of the training seconds (seeds whose run failed are left out; all failed: the trial
@@ -36,8 +36,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from fusion_nas.errors import FusionNasError, allowed
-from fusion_nas.evaluation.trainer import EvalTask, Outcome
+from fusion_nas.errors import FusionNasError, allowed, one_line
+from fusion_nas.evaluation.base import EvalTask, Outcome
+from fusion_nas.evaluation.pools import InlinePool
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.cost import Cost
 from fusion_nas.model.space import SearchSpace, parse_space
@@ -349,36 +350,34 @@ def load_table(path: str | Path) -> Table:
     return _cached(str(p), stat.st_mtime_ns + side.st_mtime_ns, stat.st_size)
 
 
-class TablePool:
-    """Answers the search loop's pool calls from a table: a submitted task is answered at once.
+class TableEvaluator:
+    """An :class:`~fusion_nas.evaluation.base.Evaluator` that looks every result up in a table.
 
-    ``free``, ``submit(key, task)``, ``collect(wait_s)``, ``threads`` and ``close`` behave as
-    :class:`~fusion_nas.evaluation.trainer.InlinePool`'s, so the search tells every result before
-    its
-    next ask.
+    ``seed``: that seed's row only; ``None``: the mean over the table's seeds. Picklable (the
+    table is read again, once, in a worker process).
     """
 
     def __init__(self, table: Table, seed: int | None = None) -> None:
         self.table, self.seed = table, seed
-        self._done: list[tuple[Any, Outcome]] = []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_table_evaluator, (str(self.table.path), self.seed))
 
     @property
     def threads(self) -> int:
         """Threads the table's runs trained with."""
         return self.table.threads
 
-    @property
-    def free(self) -> int:
-        """1 until a looked-up outcome waits to be collected, then 0."""
-        return 0 if self._done else 1
-
-    def submit(self, key: Any, task: EvalTask) -> None:
-        """Look ``task``'s architecture up; the next :meth:`collect` returns the outcome.
+    def evaluate(self, task: EvalTask) -> Outcome:
+        """The stored outcome of ``task``'s architecture; never raises.
 
         A task that stops early (successive halving) gets the stored curve up to its epoch,
         the accuracy at that epoch and the share of the stored seconds its epochs took.
         """
-        arch = Architecture.from_json(task.arch_json)
+        try:
+            arch = Architecture.from_json(task.arch_json)
+        except Exception as exc:  # an unreadable task fails its trial, as training would
+            return Outcome(TrialStatus.FAILED, reason=one_line(exc))
         out = self.table.outcome(arch, self.seed)
         stop = task.stop_after
         if out.status == TrialStatus.COMPLETE and stop is not None and stop < len(out.curve):
@@ -391,12 +390,25 @@ class TablePool:
         if out.status == TrialStatus.COMPLETE and (task.start_epoch or stop is not None):
             done = len(out.curve) - task.start_epoch  # epochs this task covered
             out = replace(out, seconds=out.seconds * done / self.table.proxy.epochs)
-        self._done.append((key, out))
+        return out
 
-    def collect(self, wait_s: float = 0.0) -> list[tuple[Any, Outcome]]:
-        """Outcomes looked up since the last call (never waits)."""
-        done, self._done = self._done, []
-        return done
 
-    def close(self) -> None:
-        """Nothing to release."""
+def _table_evaluator(path: str, seed: int | None) -> TableEvaluator:
+    return TableEvaluator(load_table(path), seed)
+
+
+class TablePool(InlinePool):
+    """Answers the search loop's pool calls from a table: a submitted task is answered at once.
+
+    An :class:`~fusion_nas.evaluation.pools.InlinePool` over a :class:`TableEvaluator` whose
+    ``threads`` are the table's, so the search tells every result before its next ask.
+    """
+
+    def __init__(self, table: Table, seed: int | None = None) -> None:
+        super().__init__("cpu", TableEvaluator(table, seed))
+        self.table, self.seed = table, seed
+
+    @property
+    def threads(self) -> int:
+        """Threads the table's runs trained with."""
+        return self.table.threads

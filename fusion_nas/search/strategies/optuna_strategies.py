@@ -22,6 +22,8 @@ from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.space import SearchSpace
 from fusion_nas.search.strategies.base import Proposer
 
+__all__ = ["NSGA2", "TPE", "GridSearch", "RandomSearch", "arch_params", "suggest_architecture"]
+
 GRID_LIMIT = 10_000
 _FIELDS = ("operator", "kernel", "heads", "attention", "width", "depth")
 _OPTIONAL_FIELDS = ("mlp_ratio", "downsample")  # suggested only where a stage offers a choice
@@ -30,9 +32,31 @@ _OPTIONAL_FIELDS = ("mlp_ratio", "downsample")  # suggested only where a stage o
 def suggest_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture:
     """Ask ``trial`` for one value of every stage field and build the architecture.
 
-    ``mlp_ratio`` and ``downsample`` are asked only where the stage lists more than one value
-    (elsewhere the space fixes them), so searches of spaces without those choices keep their
-    parameters.
+    Public (``fusion_nas.suggest_architecture``): it puts a fusion space inside a study of the
+    user's own, with ``build_model(arch, space)`` and ``arch_cost(arch, space)``::
+
+        space = fusion_nas.load_space("mnist1d")
+
+        def objective(trial):
+            arch = fusion_nas.suggest_architecture(trial, space)
+            macs = fusion_nas.arch_cost(arch, space).macs
+            trial.set_constraint("macs_over_budget", macs - 2_000_000)  # <= 0: feasible
+            model = fusion_nas.build_model(arch, space)
+            return train_and_score(model), macs
+
+        study = optuna.create_study(
+            directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler()
+        )
+        study.optimize(objective, n_trials=20)
+
+    Every field is suggested as the categorical parameter ``s{i}_{field}`` of stage ``i``
+    (fields the chosen operator ignores too, so the search space stays fixed and the sampler
+    can model all stages jointly); the returned architecture drops them, so equal networks
+    share one ``arch_id``. ``mlp_ratio`` and ``downsample`` are asked only where the stage lists
+    more than one value (elsewhere the space fixes them), so searches of spaces without those
+    choices keep their parameters. Raises
+    :class:`~fusion_nas.errors.ArchitectureError` if the choices are not an architecture of
+    ``space``.
     """
     stages = []
     for i, spec in enumerate(space.stages):
