@@ -186,9 +186,9 @@ def test_unknown_space_is_one_line() -> None:
 def test_a_baseline_that_fails_is_reported_and_the_others_are_stored(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from fusion_nas.training import protocol as retrain_mod
     from fusion_nas.analysis.baselines import PaperCNN
     from fusion_nas.errors import TrialFailed
+    from fusion_nas.training import protocol as retrain_mod
 
     real_train = retrain_mod.train_proxy
 

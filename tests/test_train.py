@@ -28,7 +28,7 @@ from fusion_nas.training.loop import (
     model_device,
     train_proxy,
 )
-from fusion_nas.training.protocol import all_training_data
+from fusion_nas.training.protocol import TrainingProtocol, all_training_data
 
 CHANCE = 0.1
 
@@ -267,6 +267,17 @@ def test_training_and_scoring_run_where_the_model_is() -> None:
     train_proxy(model, data, data, ProxyConfig(epochs=1, batch_size=8), device="cpu")
     assert seen and set(seen) == {torch.device("cpu")}
     assert 0.0 <= evaluate_accuracy(model, data) <= 1.0
+
+
+def test_the_final_run_learns_before_its_one_test_evaluation() -> None:
+    """``TrainingProtocol.retrain`` goes through the same loop: the test accuracy after the
+    final schedule is far above chance (a model whose weights never move stays near it)."""
+    space = load_space("digits")
+    protocol = TrainingProtocol("digits", space, ProxyConfig(batch_size=32), seed=0)
+    model, result = protocol.retrain(lambda: build_model(_uniform(space, "conv"), space), 3)
+    assert result.test_acc >= 0.7 > 5 * CHANCE
+    assert result.epochs == 3 and result.train_samples > result.test_samples > 0
+    assert model_device(model) == torch.device("cpu")
 
 
 class _Samples(Dataset):
