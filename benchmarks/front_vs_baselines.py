@@ -36,7 +36,12 @@ from fusion_nas.model.space import load_space
 from fusion_nas.model.space import parse_space as load_space_text
 from fusion_nas.search.loop import SearchConfig, run_search
 from fusion_nas.store import records
-from fusion_nas.store.records import BaselineRecord, RetrainRecord, read_retrains
+from fusion_nas.store.records import (
+    BaselineRecord,
+    RetrainRecord,
+    SearchRecord,
+    read_retrains,
+)
 from fusion_nas.store.store import Store, quiet_optuna
 from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.training.protocol import TrainingProtocol
@@ -87,25 +92,44 @@ def _retrain_job(job: dict[str, Any]) -> RetrainRecord:
     )
 
 
-def _baseline_job(job: dict[str, Any]) -> BaselineRecord:
-    """Train one baseline with the search's proxy and the final protocol, on one thread."""
+def _train_baselines(
+    todo: list[bl.Baseline],
+    record: SearchRecord,
+    final: dict[str, Any],
+    store: Store,
+    of: int,
+    stored: dict[str, BaselineRecord],
+) -> None:
+    """Train ``todo`` with the search's proxy and the final protocol, on one thread, and store
+    them (:func:`fusion_nas.analysis.baselines.train_baselines`, as ``fusion-nas baselines``)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # more threads than free cores slows small networks badly
-    store = Store(job["store"], create=False)
-    record = store.search(job["search"])
-    space = load_space_text(record.space_toml)
-    f = job["final"]
     protocol = TrainingProtocol(
         dataset=record.dataset,
-        space=space,
+        space=load_space_text(record.space_toml),
         proxy=ProxyConfig(**record.proxy),
         seed=record.seed,
         data_dir=record.data_dir,
-        final_lr=f["lr"],
-        final_batch_size=f["batch_size"],
-        final_weight_decay=f["weight_decay"],
+        final_lr=final["lr"],
+        final_batch_size=final["batch_size"],
+        final_weight_decay=final["weight_decay"],
     )
-    chosen, _ = bl.select(space, [job["baseline"]])
-    return bl.train_baseline(chosen[0], protocol, epochs=f["epochs"])
+
+    def ended(i: int, b: bl.Baseline, rec: BaselineRecord | None, reason: str | None) -> None:
+        if rec is None:
+            print(f"[{i + 1}/{of}] baseline {b.name} failed: {reason}", flush=True)
+            return
+        stored[rec.name] = rec
+        print(
+            f"[{i + 1}/{of}] baseline {rec.name} {rec.macs:,} MACs test "
+            f"{rec.test_acc:.4f} ({rec.seconds} s)",
+            flush=True,
+        )
+
+    try:
+        bl.train_baselines(todo, protocol, store, epochs=final["epochs"], on_result=ended)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -172,7 +196,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     done = {
         n: r for n, r in read_retrains(store.load_study(name).user_attrs).items() if _same(r, final)
     }
-    collection = bl.collection_record(space, record.dataset, record.data_dir)
     collection_name = records.collection_name(space.name, record.dataset)
     earlier = store.baselines(collection_name) if collection_name in store.baseline_sets() else []
     stored = {
@@ -194,37 +217,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n, m in zip(front["number"], front["macs"])
         if int(n) not in done
     ]
-    jobs += [
-        {"store": store.url, "search": name, "baseline": b.name, "macs": b.macs, "final": final}
-        for b in chosen
-        if b.name not in stored
-    ]
+    todo = [b for b in chosen if b.name not in stored]
     jobs.sort(key=lambda j: -j["macs"])  # longest first: the workers end together
     print(
         f"{len(done)} front members and {len(stored)} baselines already trained with this "
-        f"protocol; {len(jobs)} to train",
+        f"protocol; {len(jobs) + len(todo)} to train",
         flush=True,
     )
     ctx = mp.get_context("spawn")  # fresh interpreters, one thread each
-    with cf.ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as ex:
-        futures = [ex.submit(_baseline_job if "baseline" in j else _retrain_job, j) for j in jobs]
-        for i, fut in enumerate(cf.as_completed(futures), 1):
+    # The baselines train here, one after another on one thread, while the workers retrain
+    # the front; this process is the collection's one writer (Store.save_baseline).
+    workers = max(1, args.workers - 1) if todo else args.workers
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        futures = [ex.submit(_retrain_job, j) for j in jobs]
+        if todo:
+            _train_baselines(todo, record, final, store, len(jobs) + len(todo), stored)
+        for i, fut in enumerate(cf.as_completed(futures), len(todo) + 1):
             out = fut.result()
-            if isinstance(out, BaselineRecord):
-                store.save_baseline(collection, out)  # one writer: this process
-                stored[out.name] = out
-                print(
-                    f"[{i}/{len(jobs)}] baseline {out.name} {out.macs:,} MACs test "
-                    f"{out.test_acc:.4f} ({out.seconds} s)",
-                    flush=True,
-                )
-            else:
-                done[out.trial] = out
-                print(
-                    f"[{i}/{len(jobs)}] trial {out.trial} {out.macs:,} MACs val "
-                    f"{out.proxy_val_acc:.4f} test {out.test_acc:.4f} ({out.seconds} s)",
-                    flush=True,
-                )
+            done[out.trial] = out
+            print(
+                f"[{i}/{len(jobs) + len(todo)}] trial {out.trial} {out.macs:,} MACs val "
+                f"{out.proxy_val_acc:.4f} test {out.test_acc:.4f} ({out.seconds} s)",
+                flush=True,
+            )
     shutil.rmtree(exports, ignore_errors=True)
     keys = ("trial", "arch_id", "arch", "arch_desc", "macs", "params", "proxy_val_acc")
     searched = sorted(

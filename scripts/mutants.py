@@ -63,9 +63,16 @@ _SEARCH_TESTS = ("tests/test_loop.py", "tests/test_search.py")
 MUTATIONS = (
     Mutation(
         "no-step",
-        "no optimiser step: the proxy trainer computes gradients and never applies them",
+        "no optimiser step: the one training loop (proxy run, final run, baselines, supernet) "
+        "computes gradients and never applies them",
         (Edit("fusion_nas/training/loop.py", "            opt.step()\n", ""),),
-        ("tests/test_train.py", "tests/test_evaluate.py", *_SEARCH_TESTS),
+        (
+            "tests/test_train.py",
+            "tests/test_evaluate.py",
+            "tests/test_baselines.py",
+            "tests/test_supernet.py",
+            *_SEARCH_TESTS,
+        ),
     ),
     Mutation(
         "all-random",

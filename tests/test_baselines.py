@@ -29,6 +29,7 @@ from fusion_nas.analysis.baselines import (
     paper_gru_cost,
     select,
     train_baseline,
+    train_baselines,
 )
 from fusion_nas.analysis.figures import pareto_figure, pareto_figure_data
 from fusion_nas.cli.app import app as cli_app
@@ -221,6 +222,56 @@ def test_a_baseline_scores_like_a_search_trial_of_the_same_network() -> None:
     assert record.test_samples == 200 and record.train_samples == 600  # all training data
     again = train_baseline(conv, protocol, epochs=1)
     assert (again.val_acc, again.test_acc) == (record.val_acc, record.test_acc)  # seeded
+
+
+class _NaN(torch.nn.Module):
+    """A network whose loss is never finite: its training fails at the first step."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :1] * float("nan") + self.bias  # (B, classes)
+
+
+def test_train_baselines_trains_moves_weights_and_stores_each(tmp_path: Path) -> None:
+    """The one baseline loop: every baseline is trained (its weights move away from their
+    initial values in both runs), stored at once, and reported; a failing one is reported,
+    not stored, and the rest go on."""
+    sp = load_space("digits")
+    built: list[tuple[torch.nn.Module, dict[str, torch.Tensor]]] = []
+
+    def build() -> torch.nn.Module:
+        model = PaperCNN(sp.channels, sp.size, sp.classes)
+        built.append((model, {k: v.clone() for k, v in model.state_dict().items()}))
+        return model
+
+    probe = Baseline("probe", "paper CNN", None, 1, 1, build)
+    broken = Baseline("broken", "NaN", None, 1, 1, lambda: _NaN(sp.classes))
+    protocol = TrainingProtocol("synthetic", sp, TINY, seed=1)
+    store = Store(f"sqlite:///{tmp_path}/b.db")
+    epochs, results = [], []
+    run = train_baselines(
+        [broken, probe],
+        protocol,
+        store,
+        epochs=2,
+        on_epoch=lambda i, b, phase, epoch: epochs.append((i, b.name, phase, epoch)),
+        on_result=lambda i, b, rec, why: results.append((i, b.name, rec, why)),
+    )
+    assert [r.name for r in run.records] == ["probe"] and run.failed[0][0] == "broken"
+    assert "non-finite loss" in run.failed[0][1]
+    assert epochs == [(1, "probe", "proxy", 0), (1, "probe", "final", 0), (1, "probe", "final", 1)]
+    assert [(i, n, why is None) for i, n, _, why in results] == [
+        (0, "broken", False),
+        (1, "probe", True),
+    ]
+    assert len(built) == 2  # the proxy run and the final run, each from scratch
+    for model, initial in built:
+        assert any(not torch.equal(v, initial[k]) for k, v in model.state_dict().items())
+    assert [b.name for b in store.baselines(run.study)] == ["probe"]
+    assert run.study == collection_name(sp.name, "synthetic")
 
 
 # --------------------------------------------------------------------------- storage

@@ -16,6 +16,7 @@ from fusion_nas.model.build import build_model
 from fusion_nas.model.nets import FusionNet
 from fusion_nas.model.space import parse_space
 from fusion_nas.search.supernet import (
+    SinglePath,
     SuperNet,
     SupernetError,
     inherited_accuracy,
@@ -219,6 +220,28 @@ def test_train_supernet_samples_paths_and_learns(space) -> None:
     assert 0.0 <= acc <= 1.0
     after = trained.supernet.state_dict()  # scoring recalibrates a copy, not the supernet
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_supernet_training_moves_the_sampled_paths_weights_and_is_seeded(space) -> None:
+    """Every step trains a freshly drawn path (SinglePath through the one training loop): the
+    weights move away from their initial values, and the same seed gives the same supernet."""
+    proxy = ProxyConfig(epochs=2, batch_size=16, lr=3e-3, train_subset=64)
+    torch.manual_seed(5)
+    initial = SuperNet(space).state_dict()  # train_supernet seeds, then builds, the same way
+    trained = train_supernet(space, "synthetic", proxy, seed=5)
+    state = trained.supernet.state_dict()
+    moved = [k for k in initial if k.endswith("weight") and not torch.equal(initial[k], state[k])]
+    assert trained.supernet.stem[0].weight.detach().ne(initial["stem.0.weight"]).any()
+    assert len({k.split(".")[1] for k in moved if k.startswith("blocks.")}) > 1  # many paths
+    again = train_supernet(space, "synthetic", proxy, seed=5)
+    assert again.losses == trained.losses
+    assert all(torch.equal(v, again.supernet.state_dict()[k]) for k, v in state.items())
+    model = SinglePath(trained.supernet, seed=1)
+    drawn = set()
+    for _ in range(6):
+        model(torch.randn(2, 1, 16))
+        drawn.add(model.arch.arch_id)
+    assert len(drawn) > 1  # a new path on every training forward
 
 
 def test_search_confirms_the_front_in_the_store(space, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
 from fusion_nas.evaluation.trainer import EvalTask, evaluate
 from fusion_nas.model.arch import Architecture, StageChoice
@@ -28,6 +28,7 @@ from fusion_nas.training.loop import (
     model_device,
     train_proxy,
 )
+from fusion_nas.training.protocol import TrainingProtocol, all_training_data
 
 CHANCE = 0.1
 
@@ -266,6 +267,97 @@ def test_training_and_scoring_run_where_the_model_is() -> None:
     train_proxy(model, data, data, ProxyConfig(epochs=1, batch_size=8), device="cpu")
     assert seen and set(seen) == {torch.device("cpu")}
     assert 0.0 <= evaluate_accuracy(model, data) <= 1.0
+
+
+def test_the_final_run_learns_before_its_one_test_evaluation() -> None:
+    """``TrainingProtocol.retrain`` goes through the same loop: the test accuracy after the
+    final schedule is far above chance (a model whose weights never move stays near it)."""
+    space = load_space("digits")
+    protocol = TrainingProtocol("digits", space, ProxyConfig(batch_size=32), seed=0)
+    model, result = protocol.retrain(lambda: build_model(_uniform(space, "conv"), space), 3)
+    assert result.test_acc >= 0.7 > 5 * CHANCE
+    assert result.epochs == 3 and result.train_samples > result.test_samples > 0
+    assert model_device(model) == torch.device("cpu")
+
+
+class _Samples(Dataset):
+    """A user's own dataset: one ``(x, label)`` sample per index, the label a plain int."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.x, self.y = data.tensors[:2]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], int(self.y[i])
+
+
+def _digits(train_subset: int | None = None):
+    space = load_space("digits")
+    splits = load_dataset(
+        "digits",
+        kind=space.kind,
+        channels=space.channels,
+        size=space.size,
+        classes=space.classes,
+        train_subset=train_subset,
+    )
+    return space, splits
+
+
+def test_any_dataset_trains_to_the_same_weights_and_scores_as_its_tensors() -> None:
+    """A non-tensor dataset goes through a seeded ``DataLoader``: the same order, the same
+    batches, so the same weights, curve and scores as the TensorDataset of its samples."""
+    space, splits = _digits(train_subset=96)
+    runs = []
+    for wrap in (lambda d: d, _Samples):
+        torch.manual_seed(0)
+        model = build_model(_uniform(space, "conv"), space)
+        steps: list[tuple[int, int]] = []
+        result = train_proxy(
+            model,
+            wrap(splits.train),
+            wrap(splits.val),
+            ProxyConfig(epochs=2, batch_size=32),
+            seed=3,
+            on_step=lambda n, total, _loss, steps=steps: steps.append((n, total)),
+        )
+        runs.append((result.curve, [p.detach().clone() for p in model.parameters()], steps))
+        assert evaluate_accuracy(model, wrap(splits.val)) == result.val_acc
+    (curve, params, steps), (curve2, params2, steps2) = runs
+    assert curve == curve2 and steps == steps2 == [(n, 6) for n in range(1, 7)]
+    assert all(torch.equal(a, b) for a, b in zip(params, params2))
+
+
+def test_a_custom_dataset_learns_and_its_score_moves_with_the_weights() -> None:
+    space, splits = _digits()
+    torch.manual_seed(0)
+    model = build_model(_uniform(space, "conv"), space)
+    val = _Samples(splits.val)
+    before = evaluate_accuracy(model, val)
+    result = train_proxy(model, _Samples(splits.train), val, ProxyConfig(epochs=3, batch_size=32))
+    assert before < 3 * CHANCE and result.val_acc >= 0.7 > before + 0.3
+    assert evaluate_accuracy(model, val, batch_size=7) == result.val_acc  # any batch size
+
+
+def test_all_training_data_concatenates_tensors_or_any_datasets_in_order() -> None:
+    a = TensorDataset(torch.arange(6.0).reshape(3, 2), torch.tensor([0, 1, 2]))
+    b = TensorDataset(torch.arange(6.0, 10.0).reshape(2, 2), torch.tensor([3, 4]))
+    both = all_training_data(a, b)
+    assert isinstance(both, TensorDataset) and torch.equal(both.tensors[1], torch.arange(5))
+    mixed = all_training_data(_Samples(a), b)
+    assert isinstance(mixed, ConcatDataset) and len(mixed) == 5
+    assert [int(mixed[i][1]) for i in range(5)] == list(range(5))
+    assert all(torch.equal(mixed[i][0], both[i][0]) for i in range(5))
+    # the final run trains the same weights from either form
+    runs = []
+    for data in (both, all_training_data(_Samples(a), _Samples(b))):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 5)
+        train_proxy(model, data, None, ProxyConfig(epochs=2, batch_size=2), seed=1)
+        runs.append(model.weight.detach().clone())
+    assert torch.equal(*runs)
 
 
 @pytest.mark.gpu

@@ -25,8 +25,10 @@ The custom networks' costs are counted analytically (checked against PyTorch's F
 the tests); the designs' come from :func:`fusion_nas.model.cost.arch_cost`. Training
 (:func:`train_baseline`) uses :class:`fusion_nas.analysis.retrain.TrainingProtocol`: the proxy
 score on
-the search's validation split, then ``retrain``'s final schedule and one test evaluation.
-Results are stored beside the searches (:meth:`fusion_nas.store.store.Store.save_baseline`).
+the search's validation split, then ``retrain``'s final schedule and one test evaluation;
+:func:`train_baselines` trains a selection in turn and stores each beside the searches
+(:meth:`fusion_nas.store.store.Store.save_baseline`), as ``fusion-nas baselines`` and
+``benchmarks/front_vs_baselines.py`` do.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from fusion_nas._version import __version__
-from fusion_nas.errors import FusionNasError, allowed, one_line
+from fusion_nas.errors import FusionNasError, TrialFailed, allowed, one_line
 from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.build import build_model
 from fusion_nas.model.cost import arch_cost
@@ -52,10 +54,14 @@ from fusion_nas.store.records import BaselineRecord, BaselineSetRecord
 from fusion_nas.training.devices import device_name
 from fusion_nas.training.protocol import RETRAIN_EPOCHS, TrainingProtocol
 
+if TYPE_CHECKING:
+    from fusion_nas.store.store import Store
+
 __all__ = [
     "BASELINES",
     "Baseline",
     "BaselineError",
+    "BaselineRun",
     "PaperCNN",
     "PaperGRU",
     "Unavailable",
@@ -63,6 +69,7 @@ __all__ = [
     "collection_record",
     "select",
     "train_baseline",
+    "train_baselines",
 ]
 
 
@@ -423,3 +430,53 @@ def train_baseline(
         batch_size=schedule.batch_size,
         weight_decay=schedule.weight_decay,
     )
+
+
+@dataclass
+class BaselineRun:
+    """What :func:`train_baselines` trained: the stored records and the failures, in order."""
+
+    records: list[BaselineRecord]
+    failed: list[tuple[str, str]]  # (name, one-line reason): not stored
+    study: str = ""  # the collection the records are stored in ("" when none was stored)
+
+
+def train_baselines(
+    chosen: Sequence[Baseline],
+    protocol: TrainingProtocol,
+    store: Store,
+    *,
+    epochs: int = RETRAIN_EPOCHS,
+    on_epoch: Callable[[int, Baseline, str, int], None] | None = None,
+    on_result: Callable[[int, Baseline, BaselineRecord | None, str | None], None] | None = None,
+) -> BaselineRun:
+    """Train every baseline of ``chosen`` in turn (:func:`train_baseline`) and store each.
+
+    Each record is stored in ``store``'s collection of the protocol's space and dataset as soon
+    as it is trained (an earlier entry of the same name is replaced), so an interrupted run
+    keeps what finished. A baseline whose training fails (:class:`TrialFailed`, a non-finite
+    loss) is reported and not stored; the others go on. ``on_epoch(i, baseline, phase, epoch)``
+    is called after every epoch of the ``i``-th baseline (``phase`` ``"proxy"`` or
+    ``"final"``), ``on_result(i, baseline, record, reason)`` once it ended: the stored record,
+    or ``None`` and the reason it failed.
+    """
+    collection = collection_record(protocol.space, protocol.dataset, protocol.data_dir)
+    run = BaselineRun([], [])
+    for i, b in enumerate(chosen):
+
+        def tick(phase: str, epoch: int, b: Baseline = b, i: int = i) -> None:
+            if on_epoch is not None:
+                on_epoch(i, b, phase, epoch)
+
+        try:
+            rec = train_baseline(b, protocol, epochs=epochs, on_epoch=tick)
+        except TrialFailed as exc:  # a NaN loss: report it, keep the earlier entry
+            run.failed.append((b.name, one_line(exc)))
+            if on_result is not None:
+                on_result(i, b, None, run.failed[-1][1])
+            continue
+        run.study = store.save_baseline(collection, rec)
+        run.records.append(rec)
+        if on_result is not None:
+            on_result(i, b, rec, None)
+    return run

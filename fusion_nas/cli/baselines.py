@@ -35,7 +35,7 @@ from fusion_nas.cli.common import (
     dataset_of,
     user_errors,
 )
-from fusion_nas.errors import FusionNasError, TrialFailed, one_line
+from fusion_nas.errors import FusionNasError
 from fusion_nas.model.space import SearchSpace, load_space
 from fusion_nas.store.records import BaselineRecord
 from fusion_nas.store.store import Store, redact_url
@@ -202,9 +202,8 @@ def baselines(
 
 def _train(chosen: list[Baseline], protocol: TrainingProtocol, store: Store, epochs: int) -> None:
     """Train and store each baseline in turn under a progress bar, then print the table."""
-    from fusion_nas.analysis.baselines import collection_record, train_baseline
+    from fusion_nas.analysis.baselines import train_baselines
 
-    collection = collection_record(protocol.space, protocol.dataset, protocol.data_dir)
     start = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -217,35 +216,33 @@ def _train(chosen: list[Baseline], protocol: TrainingProtocol, store: Store, epo
         console=console,
         transient=False,
     )
-    total = (protocol.proxy.epochs + epochs) * len(chosen)
-    task = progress.add_task("baselines", total=total, now="")
+    per = protocol.proxy.epochs + epochs  # epochs of one baseline: proxy, then final
+    task = progress.add_task("baselines", total=per * len(chosen), now="")
     done: list[BaselineRecord] = []
-    failed: list[str] = []
-    study = ""
+
+    def tick(i: int, b: Baseline, phase: str, epoch: int) -> None:
+        of = protocol.proxy.epochs if phase == "proxy" else epochs
+        now = f"{b.name} ({i + 1}/{len(chosen)}) {phase} {epoch + 1}/{of}"
+        progress.update(task, advance=1, now=now)
+
+    def ended(i: int, b: Baseline, rec: BaselineRecord | None, reason: str | None) -> None:
+        if rec is None:
+            progress.console.print(f"[red]{escape(b.name)} failed[/]: {escape(reason or '')}")
+            progress.update(task, completed=(i + 1) * per)
+            return
+        done.append(rec)
+        progress.console.print(
+            escape(
+                f"{rec.name:<14} {rec.macs:>12,} MACs  val {_acc(rec.val_acc)}  "
+                f"test {_acc(rec.test_acc)}  {rec.seconds:.1f} s"
+            )
+        )
+
     try:
         progress.start()
-        for i, b in enumerate(chosen):
-
-            def tick(phase: str, epoch: int, b: Baseline = b, i: int = i) -> None:
-                of = protocol.proxy.epochs if phase == "proxy" else epochs
-                now = f"{b.name} ({i + 1}/{len(chosen)}) {phase} {epoch + 1}/{of}"
-                progress.update(task, advance=1, now=now)
-
-            try:
-                rec = train_baseline(b, protocol, epochs=epochs, on_epoch=tick)
-            except TrialFailed as exc:  # a NaN loss: report it, keep the earlier entry
-                failed.append(b.name)
-                progress.console.print(f"[red]{escape(b.name)} failed[/]: {escape(one_line(exc))}")
-                progress.update(task, completed=(i + 1) * (protocol.proxy.epochs + epochs))
-                continue
-            study = store.save_baseline(collection, rec)
-            done.append(rec)
-            progress.console.print(
-                escape(
-                    f"{rec.name:<14} {rec.macs:>12,} MACs  val {_acc(rec.val_acc)}  "
-                    f"test {_acc(rec.test_acc)}  {rec.seconds:.1f} s"
-                )
-            )
+        run = train_baselines(
+            chosen, protocol, store, epochs=epochs, on_epoch=tick, on_result=ended
+        )
     except KeyboardInterrupt:
         progress.stop()
         console.print(
@@ -255,6 +252,8 @@ def _train(chosen: list[Baseline], protocol: TrainingProtocol, store: Store, epo
         raise typer.Exit(130) from None
     finally:
         progress.stop()
+    failed = [name for name, _ in run.failed]
+    study = run.study
     threads = done[0].threads if done else "-"
     title = f"Baselines of {escape(protocol.space.name)} on {escape(protocol.dataset)}"
     console.print(_results_table(done, title))

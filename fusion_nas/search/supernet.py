@@ -27,12 +27,14 @@ device before anything is allocated; a supernet over :data:`MAX_PARAMS` paramete
 :data:`MAX_MODULES` modules is refused in one line.
 
 Training (:func:`train_supernet`) samples one architecture per step uniformly
-(:meth:`SearchSpace.sample`) and trains its path with AdamW and a warm-up + cosine schedule,
-as :mod:`fusion_nas.training.loop` does. :func:`inherited_accuracy` scores a sub-network on the
-validation split after BatchNorm recalibration; :func:`search_supernet` runs NSGA-II over
-(inherited accuracy, MACs) in an in-memory Optuna study, proposes the front, and confirms its
-best ``M`` (:func:`fusion_nas.pareto.promotion_order`) by training them from scratch as a
-normal search in the store, so ``results`` and ``serve`` show them.
+(:meth:`SearchSpace.sample`) and trains its path: :class:`SinglePath` is the supernet as a model
+whose every training ``forward`` draws a path, so it trains through the toolkit's one loop
+(:func:`fusion_nas.training.loop.train_proxy`: AdamW and a warm-up + cosine schedule).
+:func:`inherited_accuracy` scores a sub-network on the validation split after BatchNorm
+recalibration; :func:`search_supernet` runs NSGA-II over (inherited accuracy, MACs) in an
+in-memory Optuna study, proposes the front, and confirms its best ``M``
+(:func:`fusion_nas.pareto.promotion_order`) by training them from scratch as a normal search in
+the store, so ``results`` and ``serve`` show them.
 """
 
 from __future__ import annotations
@@ -46,15 +48,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from fusion_nas.errors import FusionNasError, TrialFailed
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.nets import OPS, BlockCfg, FusionNet, batchnorm_nd, conv_nd, transition
 from fusion_nas.model.space import SearchSpace
-from fusion_nas.training.loop import ProxyConfig, _schedule, evaluate_accuracy
+from fusion_nas.training.loop import ProxyConfig, evaluate_accuracy, train_proxy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -340,6 +341,28 @@ def load_splits(
     )
 
 
+class SinglePath(nn.Module):
+    """SPOS training view of a supernet: every training ``forward`` runs a freshly drawn path.
+
+    Each call in train mode draws one architecture with :meth:`SearchSpace.sample` from its own
+    ``random.Random(seed)`` (uniform per stage) and runs the supernet along it; the draw is kept
+    in :attr:`arch`. In eval mode the path of :attr:`arch` runs again. Its parameters are the
+    supernet's, in the supernet's order, so an optimiser over either is the same.
+    """
+
+    def __init__(self, supernet: SuperNet, seed: int = 0) -> None:
+        super().__init__()
+        self.supernet = supernet
+        self.rng = random.Random(seed)
+        self.arch: Architecture | None = None  # the path of the last training step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S) -> logits (B, classes) along a newly sampled path (train mode)."""
+        if self.training or self.arch is None:
+            self.arch = self.supernet.space.sample(self.rng)  # one uniform path per step
+        return self.supernet(x, self.arch)
+
+
 def train_supernet(
     space: SearchSpace,
     dataset: str,
@@ -354,10 +377,12 @@ def train_supernet(
     """Build ``space``'s supernet and train it once with uniform single-path sampling (SPOS).
 
     Every step draws one architecture with :meth:`SearchSpace.sample` (uniform per stage,
-    seeded by ``seed``) and trains its path on one batch of the TRAIN split; AdamW and linear
-    warm-up + cosine decay per step, with ``proxy``'s epochs, batch size, learning rate and
-    weight decay. ``on_step(step, total, loss)`` is called after every step. A non-finite
-    loss raises :class:`~fusion_nas.errors.TrialFailed`.
+    seeded by ``seed``) and trains its path on one batch of the TRAIN split (:class:`SinglePath`
+    through :func:`~fusion_nas.training.loop.train_proxy`): AdamW and linear warm-up + cosine
+    decay per step, with ``proxy``'s epochs, batch size, learning rate and weight decay. Paths
+    not taken keep no gradient, so AdamW leaves their weights alone. ``on_step(step, total,
+    loss)`` is called after every step. A non-finite loss raises
+    :class:`~fusion_nas.errors.TrialFailed`.
     """
     from fusion_nas.training.devices import resolve_device
 
@@ -367,40 +392,34 @@ def train_supernet(
     supernet = SuperNet(space, max_params=max_params).to(dev)  # refused before data is loaded
     splits = load_splits(space, dataset, proxy, seed, data_dir)
     trained = TrainedSupernet(supernet, splits, dataset, proxy, seed)
-    start = time.perf_counter()
-    xs, ys = (t.to(dev) for t in splits.train.tensors[:2])
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        range(len(ys)), batch_size=proxy.batch_size, shuffle=True, generator=generator
-    )
-    rng = random.Random(seed)
-    opt = torch.optim.AdamW(supernet.parameters(), lr=proxy.lr, weight_decay=proxy.weight_decay)
-    total = proxy.epochs * len(loader)
-    warmup = min(total, max(1, round(proxy.warmup_epochs * len(loader))))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, warmup))
-    supernet.train()
-    for epoch in range(proxy.epochs):
-        losses = []
-        for index in loader:
-            arch = space.sample(rng)  # one uniformly drawn path per step
-            index = index.to(dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=proxy.bf16):
-                loss = F.cross_entropy(supernet(xs[index], arch), ys[index])
-            if not torch.isfinite(loss):
-                raise TrialFailed(
-                    f"supernet training: non-finite loss ({loss.item()}) at epoch {epoch + 1} "
-                    f"on {arch.describe()}"
-                )
-            opt.zero_grad(set_to_none=True)  # paths not taken keep no gradient: AdamW skips them
-            loss.backward()
-            opt.step()
-            sched.step()
-            trained.steps += 1
-            losses.append(loss.item())
-            if on_step is not None:
-                on_step(trained.steps, total, losses[-1])
+    model = SinglePath(supernet, seed)
+    losses: list[float] = []  # this epoch's step losses
+
+    def step(n: int, total: int, loss: float) -> None:
+        trained.steps = n
+        losses.append(loss)
+        if on_step is not None:
+            on_step(n, total, loss)
+
+    def epoch_end(epoch: int, _acc: float | None) -> None:
         trained.losses.append(sum(losses) / max(1, len(losses)))
-    trained.seconds = time.perf_counter() - start
+        losses.clear()
+
+    try:
+        result = train_proxy(
+            model,
+            splits.train,
+            None,
+            proxy,
+            seed=seed,
+            device=dev,
+            on_step=step,
+            on_epoch=epoch_end,
+        )
+    except TrialFailed as exc:
+        path = model.arch.describe() if model.arch is not None else "no path"
+        raise TrialFailed(f"supernet training: {exc} on {path}") from None
+    trained.seconds = result.seconds
     return trained
 
 

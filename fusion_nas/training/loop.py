@@ -11,10 +11,18 @@ Successive halving (:mod:`fusion_nas.search.fidelity`) trains this way; the sche
 ``config.epochs``, so a stopped run's curve is the start of the full run's curve.
 
 Training runs on the model's device, or on ``device`` when given (``cpu``, ``cuda:N``, ``mps``;
-see :mod:`fusion_nas.training.devices`): the model and the data are moved there once, and the
-batches
-are cut from the moved tensors in the order a seeded ``DataLoader`` shuffles them, so a CPU run
-gives exactly what it gave before devices existed.
+see :mod:`fusion_nas.training.devices`). Any map-style :class:`~torch.utils.data.Dataset` of
+``(x, y, ...)`` samples trains: a :class:`~torch.utils.data.TensorDataset` is moved to the
+device once and its batches are cut from the moved tensors in the order a seeded ``DataLoader``
+shuffles them (so a CPU run gives exactly what it gave before devices existed); any other
+dataset is read through a ``DataLoader`` shuffled by the same seeded generator, one batch at a
+time moved to the device. Both draw the same order for the same seed and length.
+
+This is the one training loop of the toolkit: a search trial's proxy run
+(:func:`fusion_nas.evaluation.trainer.evaluate`), the final run and the baselines
+(:class:`fusion_nas.training.protocol.TrainingProtocol`) and the weight-sharing supernet
+(:func:`fusion_nas.search.supernet.train_supernet`, whose model samples a path in every training
+``forward``) all train through :func:`train_proxy`.
 """
 
 from __future__ import annotations
@@ -22,13 +30,14 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from fusion_nas.errors import FusionNasError, TrialFailed
 
@@ -81,15 +90,56 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, data: TensorDataset, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on ``data`` in eval mode (on the model's device)."""
+def evaluate_accuracy(model: nn.Module, data: Dataset, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` (``(x, y, ...)`` samples) in eval mode.
+
+    Runs on the model's device: a :class:`TensorDataset` is moved there at once, any other
+    dataset batch by batch through a ``DataLoader`` in its own order.
+    """
     model.eval()
     device = model_device(model)
-    x, y = (t.to(device) for t in data.tensors[:2])
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        correct += (model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum()
-    return int(correct) / max(1, len(y))
+    correct, seen = 0, 0
+    if isinstance(data, TensorDataset):
+        x, y = (t.to(device) for t in data.tensors[:2])
+        batches: Iterable[Sequence[torch.Tensor]] = (
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)
+        )
+    else:
+        batches = DataLoader(data, batch_size=batch_size)  # collated: [x (B, ...), y (B,), ...]
+    for batch in batches:
+        xb, yb = batch[0].to(device), batch[1].to(device)
+        correct += (model(xb).argmax(dim=1) == yb).sum()
+        seen += len(yb)
+    return int(correct) / max(1, seen)
+
+
+def _batches(
+    data: Dataset, batch_size: int, generator: torch.Generator, device: torch.device
+) -> tuple[DataLoader, Callable[[Any], tuple[torch.Tensor, torch.Tensor]]]:
+    """A loader that shuffles ``data`` with ``generator``, and what turns its batch into (x, y).
+
+    A :class:`TensorDataset` is moved to ``device`` once; the loader shuffles sample indices
+    exactly as a loader over ``data`` would (same sampler, same draws from ``generator``) and
+    each batch is gathered on ``device``: (batch, *sample shape). Any other dataset is loaded
+    and collated by the loader, and each batch moved to ``device``.
+    """
+    if isinstance(data, TensorDataset):
+        xs, ys = (t.to(device) for t in data.tensors[:2])  # moved once, not batch by batch
+        loader = DataLoader(
+            range(len(ys)), batch_size=batch_size, shuffle=True, generator=generator
+        )
+
+        def gather(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            index = index.to(device)
+            return xs[index], ys[index]
+
+        return loader, gather
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
+
+    def move(batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch[0].to(device), batch[1].to(device)  # [x (B, ...), y (B,), ...]
+
+    return loader, move
 
 
 def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -106,8 +156,8 @@ def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 
 def train_proxy(
     model: nn.Module,
-    train: TensorDataset,
-    val: TensorDataset | None,
+    train: Dataset,
+    val: Dataset | None,
     config: ProxyConfig,
     *,
     seed: int = 0,
@@ -116,6 +166,7 @@ def train_proxy(
     device: torch.device | str | None = None,
     stop_after: int | None = None,
     resume: bytes | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` and return its validation accuracy per epoch and at the end.
 
@@ -127,19 +178,18 @@ def train_proxy(
     spans them all) and returns its ``state``; ``resume=state`` goes on from there, and the
     curve returned then covers every epoch since the start.
 
+    ``on_epoch(epoch, val_acc)`` is called after every epoch (0-based; ``None`` without
+    ``val``), ``on_step(step, total, loss)`` after every optimiser step (1-based over the whole
+    schedule of ``total`` steps).
+
     Raises :class:`TrialFailed` on a non-finite loss or when ``timeout`` seconds are exceeded
     (checked after every batch).
     """
     start = time.perf_counter()
     dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
-    xs, ys = (t.to(dev) for t in train.tensors[:2])  # moved once, not batch by batch
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same order on any device
-    # Shuffles sample indices exactly as a loader over ``train`` would (same sampler, same draws
-    # from ``generator``); each batch is then gathered on ``dev``: (batch, *sample shape).
-    loader = DataLoader(
-        range(len(ys)), batch_size=config.batch_size, shuffle=True, generator=generator
-    )
+    loader, to_device = _batches(train, config.batch_size, generator, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * len(loader)
     warmup = min(total, max(1, round(config.warmup_epochs * len(loader))))
@@ -156,9 +206,8 @@ def train_proxy(
     last = config.epochs if stop_after is None else min(stop_after, config.epochs)
     for epoch in range(first, last):
         model.train()
-        for step, index in enumerate(loader):
-            index = index.to(dev)
-            x, y = xs[index], ys[index]
+        for step, batch in enumerate(loader):
+            x, y = to_device(batch)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
                 loss = F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
@@ -169,6 +218,8 @@ def train_proxy(
             loss.backward()
             opt.step()
             sched.step()
+            if on_step is not None:
+                on_step(epoch * len(loader) + step + 1, total, loss.item())
             if timeout is not None and time.perf_counter() - start > timeout:
                 raise TrialFailed(
                     f"timeout: trial exceeded {timeout:g} s (epoch {epoch + 1} of {config.epochs})"

@@ -13,16 +13,28 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 from fusion_nas.errors import DatasetError
 from fusion_nas.model.space import SearchSpace
 from fusion_nas.training.data import DataSplits, dataset_for, load_dataset
 from fusion_nas.training.loop import ProxyConfig, TrainResult, evaluate_accuracy, train_proxy
 
-__all__ = ["RETRAIN_EPOCHS", "FinalResult", "TrainingProtocol"]
+__all__ = ["RETRAIN_EPOCHS", "FinalResult", "TrainingProtocol", "all_training_data"]
 
 RETRAIN_EPOCHS = 60  # default length of the final schedule (retrain and baselines)
+
+
+def all_training_data(train: Dataset, val: Dataset) -> Dataset:
+    """The full training split: the proxy's train and validation parts together (train first).
+
+    Two :class:`TensorDataset` s are concatenated tensor by tensor (one dataset the loop moves
+    to the device at once); any other pair is a :class:`ConcatDataset`, the same samples in the
+    same order.
+    """
+    if isinstance(train, TensorDataset) and isinstance(val, TensorDataset):
+        return TensorDataset(*(torch.cat(pair) for pair in zip(train.tensors, val.tensors)))
+    return ConcatDataset([train, val])
 
 
 @dataclass(frozen=True)
@@ -131,10 +143,7 @@ class TrainingProtocol:
             val_fraction=self.proxy.val_fraction,
             seed=self.seed,
         )
-        # The full training split: the proxy's train and validation parts together.
-        full = TensorDataset(
-            *(torch.cat(pair) for pair in zip(splits.train.tensors, splits.val.tensors))
-        )
+        full = all_training_data(splits.train, splits.val)
         if splits.test is None:  # before training: do not train for nothing
             raise DatasetError(f"dataset {self.dataset!r} has no test split to report")
         torch.manual_seed(self.seed)
