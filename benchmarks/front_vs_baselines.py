@@ -91,7 +91,7 @@ def _baseline_job(job: dict[str, Any]) -> BaselineRecord:
     """Train one baseline with the search's proxy and the final protocol, on one thread."""
     torch.set_num_threads(1)  # more threads than free cores slows small networks badly
     store = Store(job["store"], create=False)
-    record = store.search(job["search"])
+    record = store.search_record(job["search"])
     space = load_space_text(record.space_toml)
     f = job["final"]
     protocol = TrainingProtocol(
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.max_front and len(front) > args.max_front:
         step = (len(front) - 1) / max(1, args.max_front - 1)  # keep both ends, evenly between
         front = front.iloc[sorted({round(i * step) for i in range(args.max_front)})]
-    record = store.search(name)
+    record = store.search_record(name)
     done = {
         n: r for n, r in read_retrains(store.load_study(name).user_attrs).items() if _same(r, final)
     }

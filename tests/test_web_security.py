@@ -89,7 +89,7 @@ def copy_search(store: Store, name: str, space_toml: str | None = None) -> None:
         from_study_name=REAL, from_storage=store.url, to_storage=store.url, to_study_name=name
     )
     if space_toml is not None:
-        record = replace(store.search(name), space_toml=space_toml)
+        record = replace(store.search_record(name), space_toml=space_toml)
         study_id = store.storage.get_study_id_from_name(name)
         store.storage.set_study_user_attr(study_id, SEARCH_KEY, record.to_attr())
 
@@ -320,7 +320,7 @@ DOWNLOAD = textwrap.dedent(
 
 
 def test_code_download_of_a_huge_model_does_not_build_it(store: Store) -> None:
-    record = store.search(REAL)
+    record = store.search_record(REAL)
     toml = re.sub(r"(?m)^width = \d+$", f"width = {BIG_WIDTH}", record.space_toml)
     space = parse_space(toml, source="<big>")
     copy_search(store, "big", space_toml=toml)
