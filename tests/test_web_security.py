@@ -219,7 +219,7 @@ def test_a_store_error_during_a_poll_hides_the_password(
         raise StoreError(f"lost the results store {SECRET_URL!r}: server closed the connection")
 
     monkeypatch.setattr(store, "summaries", lost)
-    monkeypatch.setattr(store, "trials", lambda name: 1 / 0)  # not a FusionNasError
+    monkeypatch.setattr(store, "search", lambda name: 1 / 0)  # not a FusionNasError
     with caplog.at_level(logging.WARNING), background_server(store) as base:
         polled = httpx.get(base + "/api/searches", timeout=30)
         crashed = httpx.get(base + "/api/search", params={"name": REAL}, timeout=30)
