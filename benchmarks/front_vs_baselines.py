@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.max_front and len(front) > args.max_front:
         step = (len(front) - 1) / max(1, args.max_front - 1)  # keep both ends, evenly between
         front = front.iloc[sorted({round(i * step) for i in range(args.max_front)})]
-    record = store.search(name)
+    record = store.search_record(name)
     done = {
         n: r for n, r in read_retrains(store.load_study(name).user_attrs).items() if _same(r, final)
     }

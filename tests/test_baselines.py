@@ -353,14 +353,14 @@ def test_storing_a_baseline_again_replaces_it(tmp_path: Path) -> None:
 def test_a_search_is_never_overwritten_by_baselines(store: Store, tmp_path: Path) -> None:
     st = Store(f"sqlite:///{tmp_path}/x.db")
     coll = collection_record(load_space("digits"), "synthetic")
-    st.create_study(collection_name("digits", "synthetic"), store.search("s"))
+    st.create_study(collection_name("digits", "synthetic"), store.search_record("s"))
     with pytest.raises(StoreError, match="is not a baseline collection"):
         st.save_baseline(coll, record("paper-cnn", 0.5, 34_000))
     assert st.search_names() == ["baselines:digits:synthetic"]
 
 
 def test_a_search_sees_the_baselines_of_its_dataset_and_input(store: Store, tmp_path) -> None:
-    search = store.search("s")
+    search = store.search_record("s")
     assert [label for label, _ in store.baselines_for(search)] == ["paper-cnn", "all-conv"]
     other_data = dataclasses.replace(search, dataset="digits")
     assert store.baselines_for(other_data) == []
@@ -400,7 +400,7 @@ def check_points(trace: dict) -> None:
 def test_figure_data_keeps_baselines_apart_from_the_search(store: Store) -> None:
     df = store.trials("s")
     plain = pareto_figure_data({"s": df})
-    data = pareto_figure_data({"s": df}, baselines=store.baselines_for(store.search("s")))
+    data = pareto_figure_data({"s": df}, baselines=store.baselines_for(store.search_record("s")))
     assert plain["baselines"] == []
     assert [b["label"] for b in data["baselines"]] == ["paper-cnn", "all-conv"]
     assert data["searches"] == plain["searches"] and data["ref_macs"] == plain["ref_macs"]
@@ -439,7 +439,7 @@ def test_dashboard_search_api_shows_labelled_baselines(store: Store) -> None:
     since = client.get("/api/search", params={"name": "s", "since": data["version"]}).json()
     assert since["unchanged"] is True
     # a baseline stored (or replaced) later changes the version, so an open page redraws
-    df, rec = store.trials("s"), store.search("s")
+    df, rec = store.trials("s"), store.search_record("s")
     pairs = store.baselines_for(rec)
     assert api_version(df, rec, pairs) == data["version"]
     newer = [*pairs[:1], ("all-conv", dataclasses.replace(pairs[1][1], created="2027"))]

@@ -123,7 +123,7 @@ def test_front_vs_baselines_smoke_run_stores_and_compares(tmp_path, capsys):
     assert set(retrained) == set(front_rows["number"])
     names = {b["name"] for b in doc["baselines"]}
     assert {"all-conv", "all-attention"} <= names
-    stored = {rec.name for _, rec in store.baselines_for(store.search("digits-front"))}
+    stored = {rec.name for _, rec in store.baselines_for(store.search_record("digits-front"))}
     assert names <= stored
     out = json.loads((tmp_path / "front_vs_baselines_digits.json").read_text())
     assert out["headline"]["best_front_test_acc"]["test_acc"] == max(

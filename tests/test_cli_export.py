@@ -195,7 +195,7 @@ def test_retrain_schedule_options_reach_training_and_the_record(
               "--store", searched],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    proxy = Store(searched).search("ex").proxy
+    proxy = Store(searched).search_record("ex").proxy
     assert [(c.lr, c.batch_size, c.weight_decay) for c in seen] == [
         (proxy["lr"], proxy["batch_size"], proxy["weight_decay"])
     ]

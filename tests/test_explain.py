@@ -252,15 +252,11 @@ def test_cli_writes_the_html_and_prints_the_tables(searched: str, tmp_path) -> N
 
 
 def test_cli_weights_file_is_used(searched: str, tmp_path) -> None:
-    from fusion_nas.analysis.retrain import search_space
     from fusion_nas.model.build import build_model
     from fusion_nas.store.store import Store
 
-    st = Store(searched, create=False)
-    row = st.trials("ex").iloc[0].to_dict()
-    from fusion_nas.model.arch import Architecture
-
-    model = build_model(Architecture.from_dict(row["arch"]), search_space(st, "ex"))
+    search = Store(searched, create=False).search("ex")
+    model = build_model(search.trial(0).architecture(), search.space)
     with torch.no_grad():
         model.stages[0][1].conv_weight.fill_(0.625)
     weights = tmp_path / "w.pt"

@@ -176,7 +176,7 @@ def test_stopped_trials_are_pruned_and_count_towards_the_total(tmp_path: Path) -
     study = optuna.load_study(study_name="s", storage=url)
     states = [t.state for t in study.get_trials()]
     assert len(states) == 10 and optuna.trial.TrialState.PRUNED in states
-    assert Store(url).search("s").fidelity == "sh:1,3/3"
+    assert Store(url).search_record("s").fidelity == "sh:1,3/3"
     listing = runner.invoke(app, ["results", "s", "--store", url])
     assert "stopped" in listing.output and "stopped after 1 of 3 epochs" in listing.output
     # The dashboard lists the stopped trials with where they stopped.

@@ -42,7 +42,7 @@ def test_latency_objective_records_and_optimises_measured_latency(tmp_path, tabl
     res = search(tmp_path, table, "--objective", "latency")
     assert res.exit_code == 0, res.output
     store = Store(f"sqlite:///{tmp_path}/s.db")
-    assert store.search("lat").objectives == LATENCY_OBJECTIVES
+    assert store.search_record("lat").objectives == LATENCY_OBJECTIVES
     study = optuna.load_study(study_name="lat", storage=store.url)
     recs = {r.number: r for r in store.records("lat")}
     for t in study.get_trials():

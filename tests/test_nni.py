@@ -75,7 +75,7 @@ def test_cli_search_records_every_trial(nni_installed, workdir, strategy):
     for field in FIELDS:
         assert ok[field].notna().all(), field
     assert all(len(curve) == 1 for curve in ok.curve)
-    assert Store(url).search(name).strategy == strategy
+    assert Store(url).search_record(name).strategy == strategy
     log = (workdir / "results" / "nni" / "nni.log").read_text()
     assert name in log and "experiment" in log
     listing = CliRunner().invoke(app, ["results", "--store", url])

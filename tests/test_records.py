@@ -86,7 +86,7 @@ def test_search_record_round_trip_and_foreign_studies(store: Store) -> None:
     assert SearchRecord.from_attr(rec.to_attr()) == rec
     assert SearchRecord.from_attr({**rec.to_attr(), "from_the_future": 1}) == rec
     new_study(store, "mine", max_flops=10_000, strategy_options={"population": 4})
-    stored = store.search("mine")
+    stored = store.search_record("mine")
     assert isinstance(stored, SearchRecord)
     assert stored.max_flops == 10_000 and stored.strategy_options == {"population": 4}
     assert stored.objectives == records.OBJECTIVES
@@ -137,7 +137,7 @@ def test_retrain_records_round_trip(store: Store) -> None:
     assert list(got) == [0, 2] and got[2] == rec and got[0].test_acc == 0.4
     assert records.RETRAIN_PREFIX + "2" in attrs
     # The search record is not a retrain record, and a retrain record is not a search.
-    assert search_record(attrs) == store.search("rt")
+    assert search_record(attrs) == store.search_record("rt")
 
 
 def test_trial_record_reads_a_frozen_trial_directly() -> None:

@@ -75,7 +75,7 @@ def test_a_real_search_reads_back_through_the_query_layer(searched) -> None:
     store, df = searched
     assert list(df.columns) == list(TRIAL_COLUMNS)
     assert list(df.number) == [0, 1, 2] and set(df.status) == {"complete"}
-    record = store.search("real")
+    record = store.search_record("real")
     assert isinstance(record, SearchRecord)
     assert record.dataset == "synthetic" and record.space_name == "digits"
     assert record.n_trials == 3 and record.proxy["epochs"] == 1
@@ -109,7 +109,7 @@ def test_lookup_errors_name_the_valid_range_or_the_known_searches(store: Store) 
         store.trial("b", 0)
     with pytest.raises(StoreError, match=r"trial 9 does not exist in search 'a'; trials: 0\.\.1"):
         pick_trial(df, trial=9, search="a")
-    for call in (store.trials, store.search, store.load_study, store.records):
+    for call in (store.trials, store.search, store.search_record, store.load_study, store.records):
         with pytest.raises(StoreError, match=r"no search named 'zz' .*known searches: 'a', 'b'"):
             call("zz")
     with pytest.raises(StoreError, match="the store has no searches"):
@@ -172,7 +172,7 @@ def test_summary_counts_every_status_and_shares_one_reference(store: Store) -> N
         hypervolume([0.6, 0.7], [100, 1000], 1e6)
     )
     # Alone, a search uses its own reference; the full summary says where it stands.
-    alone = search_summary("small", store.search("small"), store.trials("small"))
+    alone = search_summary("small", store.search_record("small"), store.trials("small"))
     assert alone["ref_macs"] == 10_000 and alone["status"] == "running"
     assert alone["requested"] == 5 and alone["epochs"] == 1 and alone["trials"] == 5
 
@@ -245,7 +245,7 @@ def test_results_compares_searches_on_one_reference_point(tmp_path) -> None:
     own = hand_hypervolume(points["small"], 10 * max(m for _, m in points["small"]))
     assert rows["small"]["hypervolume"] > own + 0.1
     # one search listed alone is measured on its own reference
-    alone = search_summary("small", store.search("small"), store.trials("small"))
+    alone = search_summary("small", store.search_record("small"), store.trials("small"))
     assert alone["hypervolume"] == pytest.approx(own, rel=1e-9)
 
 
@@ -295,7 +295,7 @@ def test_listing_searches_costs_one_query_reading_one_costs_a_few(store: Store, 
     assert calls["get_all_studies"] == 0 and calls["get_all_trials"] == 1
     assert sum(calls.values()) <= 3
     calls.clear()
-    assert store.has_search("s4") and store.search("s0").n_trials == 5
+    assert store.has_search("s4") and store.search_record("s0").n_trials == 5
     assert calls["get_all_studies"] == 0 and calls["get_all_trials"] == 0
     calls.clear()
     assert store.search_names() == [f"s{i}" for i in range(5)]

@@ -61,7 +61,7 @@ def test_cli_search_records_every_field_and_results_show_it(url: str) -> None:
         assert 0.0 <= row["val_acc"] <= 1.0 and row["macs"] > 0 and row["params"] > 0
         assert row["arch"]["space"] == "digits" and len(row["arch"]["stages"]) == 2
     assert df.on_front.sum() >= 1
-    record = Store(url).search("s1")
+    record = Store(url).search_record("s1")
     assert record.dataset == "synthetic" and record.proxy["epochs"] == 1
     assert record.strategy == "optuna:nsga2" and record.seed == 0 and record.version
     assert record.n_trials >= 1 and "[[stage]]" in record.space_toml
@@ -86,7 +86,7 @@ def test_resume_adds_exactly_the_missing_trials(url: str) -> None:
     assert df.iloc[:3].arch_id.tolist() == first.arch_id.tolist()  # old trials untouched
     assert cli(*search_args(url, "r", 5)).exit_code == 0
     assert len(Store(url).trials("r")) == 5  # nothing missing, nothing added
-    assert Store(url).search("r").n_trials == 5
+    assert Store(url).search_record("r").n_trials == 5
 
 
 def db_dump(url: str) -> str:
@@ -420,7 +420,7 @@ def test_max_params_over_budget_is_infeasible_and_never_trained(params_budget) -
     for t in Store(url).load_study("pb").trials:
         over = float(params[t.number] - 6000)
         assert t.constraints == {"macs_over_budget": 0.0, "params_over_budget": over}
-    assert Store(url).search("pb").max_params == 6000
+    assert Store(url).search_record("pb").max_params == 6000
 
 
 def test_progress_bar_shows_done_best_front_and_failed(params_budget) -> None:

@@ -33,7 +33,7 @@ def test_search_resume_and_results_on_postgresql(postgres_url: str) -> None:
     store = Store(postgres_url)
     row = store.summary().set_index("name").loc["pg"]
     assert (row.requested, row.done, row.interrupted, row.running) == (5, 5, 0, 0)
-    assert store.search("pg").dataset == "synthetic" and store.trial("pg", 4)["number"] == 4
+    assert store.search_record("pg").dataset == "synthetic" and store.trial("pg", 4)["number"] == 4
 
 
 def test_unreachable_postgresql_is_one_line() -> None:

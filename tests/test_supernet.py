@@ -255,7 +255,7 @@ def test_search_confirms_the_front_in_the_store(space, tmp_path: Path) -> None:
     df = store.trials("sn")
     assert sorted(df.arch_id) == sorted(c.arch.arch_id for c in result.picks)
     assert (df.status == "complete").all()
-    record = store.search("sn")
+    record = store.search_record("sn")
     assert record.strategy_options["proposed_by"] == "supernet"
     again = search_supernet(
         trained, 8, 2, name="sn", store=store, population=4, device="cpu", calib_batches=1

@@ -95,7 +95,7 @@ def test_table_search_records_the_tables_values(space_file: Path, url: str, tmp_
         assert row["macs"] == stored[0].macs and row["params"] == stored[0].params
         assert row["train_seconds"] == pytest.approx((stored[0].seconds + stored[1].seconds) / 2)
         assert row["fail_reason"].startswith("looked up in table tiny.csv (mean of seeds 0, 1)")
-    record = Store(url).search("t")
+    record = Store(url).search_record("t")
     assert record.evaluator == f"table:{table.resolve()}"
     # One seed: `@1` answers with seed 1's row.
     res = search(space_file, url, f"table:{table}@1", name="seed1", trials=4)
@@ -290,7 +290,7 @@ def test_nni_tpe_on_a_table_reports_the_weighted_scalar_without_pausing(
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert len(Store(url).trials("n")) == 12
-    assert Store(url).search("n").strategy_options["macs_weight"] == 0.1
+    assert Store(url).search_record("n").strategy_options["macs_weight"] == 0.1
     assert [s for s in sleeps if s >= 0.5] == []
     new = [r for r in reported if r[0] is not None]
     assert new and all(w == 0.1 for *_, w, _ in new)

@@ -213,7 +213,7 @@ def test_csp_and_nosniff_on_every_response(client: TestClient, store: Store, mon
         raise RuntimeError("database went away")
 
     own = Store(store.url, create=False)  # broken below: not the store other tests read
-    monkeypatch.setattr(own, "trials", broken)
+    monkeypatch.setattr(own, "search", broken)
     error = TestClient(create_app(own), raise_server_exceptions=False).get(
         q("/api/search", name=REAL)
     )

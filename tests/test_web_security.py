@@ -89,7 +89,7 @@ def copy_search(store: Store, name: str, space_toml: str | None = None) -> None:
         from_study_name=REAL, from_storage=store.url, to_storage=store.url, to_study_name=name
     )
     if space_toml is not None:
-        record = replace(store.search(name), space_toml=space_toml)
+        record = replace(store.search_record(name), space_toml=space_toml)
         study_id = store.storage.get_study_id_from_name(name)
         store.storage.set_study_user_attr(study_id, SEARCH_KEY, record.to_attr())
 
@@ -219,7 +219,7 @@ def test_a_store_error_during_a_poll_hides_the_password(
         raise StoreError(f"lost the results store {SECRET_URL!r}: server closed the connection")
 
     monkeypatch.setattr(store, "summaries", lost)
-    monkeypatch.setattr(store, "trials", lambda name: 1 / 0)  # not a FusionNasError
+    monkeypatch.setattr(store, "search", lambda name: 1 / 0)  # not a FusionNasError
     with caplog.at_level(logging.WARNING), background_server(store) as base:
         polled = httpx.get(base + "/api/searches", timeout=30)
         crashed = httpx.get(base + "/api/search", params={"name": REAL}, timeout=30)
@@ -320,7 +320,7 @@ DOWNLOAD = textwrap.dedent(
 
 
 def test_code_download_of_a_huge_model_does_not_build_it(store: Store) -> None:
-    record = store.search(REAL)
+    record = store.search_record(REAL)
     toml = re.sub(r"(?m)^width = \d+$", f"width = {BIG_WIDTH}", record.space_toml)
     space = parse_space(toml, source="<big>")
     copy_search(store, "big", space_toml=toml)

@@ -2,10 +2,12 @@
 where the network looks, and what its attention branches attend to. Plain data, no drawing
 (:mod:`fusion_nas.analysis.explain_figures` draws it).
 
-:func:`explain_model` reads a model and labelled VALIDATION data; :func:`explain_trial` first
-gets a search trial's trained weights (a ``state_dict`` file, the weights of ``fusion-nas
-retrain``, or a deterministic re-run of the trial's proxy training, as ``export --weights``
-does) and its validation split. The test split is never read.
+:func:`explain_model` reads a model and labelled VALIDATION data; :func:`explain_trial` takes a
+stored search's handle and one of its trials, gets the trial's trained weights through
+:func:`fusion_nas.analysis.retrain.trial_weights` (a ``state_dict`` file, the weights of
+``fusion-nas retrain``, or a deterministic re-run of the trial's proxy training, as ``export
+--weights`` does) and its validation split. The test split is never read; this module never
+reads the store itself.
 
 What is measured, per block of every stage (``stage``: index in the architecture, skipped
 stages included; ``block``: 0..depth-1):
@@ -37,15 +39,18 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_nas.errors import FusionNasError, allowed, one_line
+from fusion_nas.errors import FusionNasError, allowed
 from fusion_nas.model import nets
 from fusion_nas.model.cost import count_cost, count_params
+
+if TYPE_CHECKING:
+    from fusion_nas.store.handles import StoredSearch, StoredTrial
 
 __all__ = [
     "CLASS_ETA2",
@@ -628,28 +633,9 @@ def explain_model(
 # --------------------------------------------------------------------------- trials
 
 
-def _load_weights(model: nn.Module, path: Path) -> None:
-    """Load a ``state_dict`` file into ``model``; a wrong file is a one-line error."""
-    if not path.is_file():
-        raise ExplainError(f"weights file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ExplainError(f"cannot read weights {str(path)!r}: {one_line(exc)}") from None
-    if not isinstance(state, dict):
-        raise ExplainError(f"{str(path)!r} holds no state_dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ExplainError(
-            f"weights {str(path)!r} do not fit this trial's network: {one_line(exc, lines=2)}"
-        ) from None
-
-
 def explain_trial(
-    store: Any,
-    name: str,
-    row: dict[str, Any],
+    search: StoredSearch,
+    trial: StoredTrial,
     *,
     weights: Path | None = None,
     samples: int = DEFAULT_SAMPLES,
@@ -657,55 +643,26 @@ def explain_trial(
     max_val: int = MAX_VAL,
     on_status: Callable[[str], None] | None = None,
 ) -> Explanation:
-    """Explain trial ``row`` of search ``name`` on its validation split.
+    """Explain ``trial`` of the stored ``search`` on its validation split.
 
-    Weights, in this order: the ``weights`` file; the weights of ``fusion-nas retrain`` of this
-    trial if their file is still there (trained on train + validation: the validation samples
-    were seen in training); else the trial's proxy training re-run with the search's seed and
-    settings (deterministic, as ``export --weights``).
+    The weights come from :func:`fusion_nas.analysis.retrain.trial_weights` (a ``weights``
+    file, the trial's retrain weights, or its proxy training re-run).
     """
-    from fusion_nas.analysis.retrain import proxy_weights, record_space, search_protocol
-    from fusion_nas.model.arch import Architecture
+    from fusion_nas.analysis.retrain import search_protocol, trial_weights
     from fusion_nas.model.build import build_model
-    from fusion_nas.store.records import TrialStatus, read_retrains
 
     say = on_status or (lambda text: None)
-    number = int(row["number"])
-    if not isinstance(row.get("arch"), dict):
-        raise ExplainError(f"trial {number} of {name!r} has no architecture recorded")
-    record = store.search(name)
-    space = record_space(record, name)
-    model = build_model(Architecture.from_dict(row["arch"]), space)
+    model = build_model(trial.architecture(), search.space)
     _stage_module(model, stage)  # a bad --stage fails before any training
-    if weights is not None:
-        _load_weights(model, Path(weights))
-        source = f"weights file {weights}"
-    else:
-        retrained = read_retrains(store.load_study(name).user_attrs).get(number)
-        path = Path(retrained.files.get("weights", "")) if retrained else None
-        if path is not None and path.is_file():
-            _load_weights(model, path)
-            source = f"retrain weights {path} (trained on train + validation)"
-        else:
-            if row.get("status") != TrialStatus.COMPLETE:
-                raise ExplainError(
-                    f"trial {number} of {name!r} is {row.get('status')}: it has no trained "
-                    "weights; pick a complete trial or give --weights"
-                )
-            say("Re-running the trial's proxy training for its weights...")
-            state, val_acc = proxy_weights(store, name, row)
-            model.load_state_dict(state)
-            source = "proxy training re-run (seeded)"
-            if val_acc is not None and row.get("val_acc") is not None and val_acc != row["val_acc"]:
-                source += f"; validation accuracy {val_acc:.4f}, recorded {row['val_acc']:.4f}"
-    val = search_protocol(record, space).proxy_splits().val  # never the test split
+    source = trial_weights(search, trial, model, weights=weights, on_status=say)
+    val = search_protocol(search).proxy_splits().val  # never the test split
     x, y = val.tensors[0][:max_val], val.tensors[1][:max_val]
     say("Measuring the network on the validation split...")
     meta = {
-        "search": name,
-        "trial": number,
-        "arch_desc": row.get("arch_desc"),
-        "val_acc": row.get("val_acc"),
-        "dataset": record.dataset,
+        "search": search.name,
+        "trial": trial.number,
+        "arch_desc": trial.record.arch_desc,
+        "val_acc": trial.record.val_acc,
+        "dataset": search.record.dataset,
     }
     return explain_model(model, x, y, samples=samples, stage=stage, source=source, meta=meta)

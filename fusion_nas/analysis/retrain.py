@@ -2,6 +2,9 @@
 
 :class:`TrainingProtocol` holds the one protocol: the proxy run that scores a network on the
 validation part of the training data, and the final run that reports *test* accuracy.
+Both work on a stored search's handle and one of its typed trials
+(:class:`~fusion_nas.store.handles.StoredSearch`, :class:`~fusion_nas.store.handles.StoredTrial`):
+the handle holds the parsed space and proxy settings, the trial its architecture.
 ``proxy_weights`` re-runs a trial's proxy training with the search's recorded seed and
 settings (training is deterministic for a given seed and thread count) and checks that the
 validation accuracy matches the stored one. ``retrain`` trains the architecture from scratch
@@ -14,32 +17,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
+from torch import nn
 
 from fusion_nas.deploy.export import write_export
-from fusion_nas.model.arch import Architecture
+from fusion_nas.errors import one_line
 from fusion_nas.model.build import build_model
-from fusion_nas.model.space import SearchSpace, parse_space
+from fusion_nas.model.space import SearchSpace
 from fusion_nas.settings import retrain_dir
+from fusion_nas.store.handles import StoredSearch, StoredTrial
 from fusion_nas.store.queries import safe_filename
-from fusion_nas.store.records import RetrainRecord, SearchRecord, write_retrain
-from fusion_nas.store.store import Store
+from fusion_nas.store.records import RetrainRecord
 from fusion_nas.training.devices import device_name
-from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.training.protocol import RETRAIN_EPOCHS, TrainingProtocol
-
-
-def record_space(record: SearchRecord, name: str) -> SearchSpace:
-    """The search space a search ran on (its stored TOML, not today's file)."""
-    return parse_space(record.space_toml, source=f"<space of {name}>")
-
-
-def search_space(store: Store, name: str) -> SearchSpace:
-    """The search space search ``name`` ran on (its stored TOML, not today's file)."""
-    return record_space(store.search(name), name)
 
 
 def default_out_dir(name: str, number: int) -> Path:
@@ -47,30 +40,30 @@ def default_out_dir(name: str, number: int) -> Path:
     return retrain_dir() / f"{safe_filename(name)}-trial{int(number)}"
 
 
-def search_protocol(record: SearchRecord, space: SearchSpace) -> TrainingProtocol:
-    """The training protocol of a search: its dataset, proxy settings and seed."""
+def search_protocol(search: StoredSearch) -> TrainingProtocol:
+    """The training protocol of a search: its dataset, space, proxy settings and seed."""
+    record = search.record
     return TrainingProtocol(
         dataset=record.dataset,
-        space=space,
-        proxy=ProxyConfig(**record.proxy),
+        space=search.space,
+        proxy=search.proxy,
         seed=record.seed,
         data_dir=record.data_dir,
     )
 
 
 def proxy_weights(
-    store: Store, name: str, row: dict[str, Any]
+    search: StoredSearch, trial: StoredTrial
 ) -> tuple[dict[str, torch.Tensor], float | None]:
     """Re-run the trial's proxy training; return its ``state_dict`` and validation accuracy.
 
     Uses the trial's recorded thread count: on a CPU the result depends on it.
     """
-    record = store.search(name)
-    space = record_space(record, name)
-    protocol = search_protocol(record, space)
-    arch = Architecture.from_dict(row["arch"])
+    space: SearchSpace = search.space
+    protocol = search_protocol(search)
+    arch = trial.architecture()
     before = torch.get_num_threads()
-    threads = row.get("threads")
+    threads = trial.record.threads
     if isinstance(threads, (int, float)) and threads == threads and threads >= 1:
         torch.set_num_threads(int(threads))  # the trial's thread count: bit-identical result
     try:
@@ -81,9 +74,8 @@ def proxy_weights(
 
 
 def retrain(
-    store: Store,
-    name: str,
-    row: dict[str, Any],
+    search: StoredSearch,
+    trial: StoredTrial,
     *,
     epochs: int = RETRAIN_EPOCHS,
     out_dir: Path | None = None,
@@ -93,18 +85,17 @@ def retrain(
     weight_decay: float | None = None,
     device: str = "cpu",
 ) -> RetrainRecord:
-    """Train trial ``row`` of search ``name`` from scratch on all training data; test it once.
+    """Train ``trial`` of ``search`` from scratch on all training data; test it once.
 
     ``lr``, ``batch_size`` and ``weight_decay`` set the final schedule (None: the proxy's);
     ``device`` is where it trains (``cpu``, ``cuda:N``, ``mps``).
     """
-    search = store.search(name)
-    space = record_space(search, name)
+    name, space, row = search.name, search.space, trial.record
+    arch = trial.architecture()
     if threads:
         torch.set_num_threads(threads)
-    arch = Architecture.from_dict(row["arch"])
     protocol = dataclasses.replace(
-        search_protocol(search, space),
+        search_protocol(search),
         final_lr=lr,
         final_batch_size=batch_size,
         final_weight_decay=weight_decay,
@@ -114,7 +105,7 @@ def retrain(
     model, final = protocol.retrain(lambda: build_model(arch, space), epochs)
     test_acc = final.test_acc
 
-    out = Path(out_dir) if out_dir else default_out_dir(name, row["number"])
+    out = Path(out_dir) if out_dir else default_out_dir(name, row.number)
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "code": str(out / "model.py"),
@@ -127,9 +118,9 @@ def retrain(
         Path(files["code"]),
         meta={
             "search": name,
-            "trial": int(row["number"]),
-            "val_accuracy": row.get("val_acc"),
-            "store_url": store.url,
+            "trial": row.number,
+            "val_accuracy": row.val_acc,
+            "store_url": search.store.url,
             "note": f"retrained {epochs} epochs on all training data; test acc {test_acc:.4f}",
             "weights_file": "model.pt",
         },
@@ -138,13 +129,13 @@ def retrain(
     )
     record = RetrainRecord(
         search=name,
-        trial=int(row["number"]),
+        trial=row.number,
         arch_id=arch.arch_id,
         arch=arch.to_dict(),
         arch_desc=arch.describe(),
-        macs=int(row["macs"]),
-        params=int(row["params"]),
-        proxy_val_acc=row.get("val_acc"),
+        macs=int(row.macs),
+        params=int(row.params),
+        proxy_val_acc=row.val_acc,
         epochs=epochs,
         train_samples=final.train_samples,
         test_samples=final.test_samples,
@@ -158,5 +149,68 @@ def retrain(
         device=device_name(device),
     )
     Path(files["record"]).write_text(json.dumps(record.to_attr(), indent=2) + "\n")
-    write_retrain(store.load_study(name), record)
+    search.save_retrain(record)
     return record
+
+
+# --------------------------------------------------------------------------- trained weights
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a ``state_dict`` file into ``model``; a wrong file is a one-line error."""
+    from fusion_nas.analysis.explain import ExplainError
+
+    if not path.is_file():
+        raise ExplainError(f"weights file {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExplainError(f"cannot read weights {str(path)!r}: {one_line(exc)}") from None
+    if not isinstance(state, dict):
+        raise ExplainError(f"{str(path)!r} holds no state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ExplainError(
+            f"weights {str(path)!r} do not fit this trial's network: {one_line(exc, lines=2)}"
+        ) from None
+
+
+def trial_weights(
+    search: StoredSearch,
+    trial: StoredTrial,
+    model: nn.Module,
+    *,
+    weights: Path | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> str:
+    """Load ``trial``'s trained weights into ``model`` (its network); say where they came from.
+
+    In this order: the ``weights`` file; the weights of ``fusion-nas retrain`` of this trial if
+    their file is still there (trained on train + validation: the validation samples were seen
+    in training); else the trial's proxy training re-run with the search's seed and settings
+    (deterministic, as ``export --weights``). Only a complete trial has proxy weights.
+    """
+    from fusion_nas.analysis.explain import ExplainError
+
+    if weights is not None:
+        load_weights(model, Path(weights))
+        return f"weights file {weights}"
+    retrained = search.retrains().get(trial.number)
+    path = Path(retrained.files.get("weights", "")) if retrained else None
+    if path is not None and path.is_file():
+        load_weights(model, path)
+        return f"retrain weights {path} (trained on train + validation)"
+    if not trial.complete:
+        raise ExplainError(
+            f"trial {trial.number} of {search.name!r} is {trial.status}: it has no trained "
+            "weights; pick a complete trial or give --weights"
+        )
+    (on_status or (lambda text: None))("Re-running the trial's proxy training for its weights...")
+    state, val_acc = proxy_weights(search, trial)
+    model.load_state_dict(state)
+    source = "proxy training re-run (seeded)"
+    recorded = trial.record.val_acc
+    if val_acc is not None and recorded is not None and val_acc != recorded:
+        source += f"; validation accuracy {val_acc:.4f}, recorded {recorded:.4f}"
+    return source

@@ -51,22 +51,17 @@ def _target(
     if arch is not None and search is not None:
         raise FusionNasError("give --arch or --search/--trial, not both")
     if search is not None:
-        from fusion_nas.analysis.retrain import search_space
-        from fusion_nas.store.queries import pick_trial
         from fusion_nas.store.store import Store
 
         if trial is None:
             raise FusionNasError("--search needs --trial N")
-        st = Store(store, create=False)
-        row = pick_trial(st.trials(search), trial=trial, search=search)
-        if row["arch"] is None:
-            raise FusionNasError(f"trial {trial} of {search!r} has no architecture recorded")
-        space = search_space(st, search)
+        stored = Store(store, create=False).search(search)
+        chosen = stored.trial(trial).architecture()
+        space = stored.space
         if target is not None and target != space.name:
             raise FusionNasError(
                 f"search {search!r} ran on space {space.name!r}, not {target!r}; drop the space"
             )
-        chosen = Architecture.from_dict(row["arch"])
         return f"{search} trial {trial}: {chosen.describe()}", space.net_cfg(chosen)
     if trial is not None:
         raise FusionNasError("--trial needs --search NAME")

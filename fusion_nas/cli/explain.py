@@ -15,7 +15,7 @@ from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.cli.export import PickOption, TrialOption
 from fusion_nas.errors import FusionNasError
 from fusion_nas.settings import home
-from fusion_nas.store.queries import pick_trial, safe_filename
+from fusion_nas.store.queries import safe_filename
 from fusion_nas.store.store import Store
 
 
@@ -113,22 +113,22 @@ def explain(
     with user_errors():
         if out is not None and out.suffix.lower() not in (".html", ".htm"):
             raise FusionNasError(f"--out must name an .html file, got {str(out)!r}")
-        st = Store(store, create=False)
-        row = pick_trial(st.trials(name), trial=trial, pick=pick, search=name)
+        search = Store(store, create=False).search(name)
+        chosen = search.pick(trial=trial, pick=pick)
         with console.status("Explaining...") as status:
             expl = explain_trial(
-                st, name, row, weights=weights, samples=samples, stage=stage,
+                search, chosen, weights=weights, samples=samples, stage=stage,
                 on_status=status.update,
             )  # fmt: skip
-        path = out if out is not None else default_explain_path(name, row["number"])
-        page = explain_html(expl, title=f"Inside trial {row['number']} of {name}")
+        path = out if out is not None else default_explain_path(name, chosen.number)
+        page = explain_html(expl, title=f"Inside trial {chosen.number} of {name}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise FusionNasError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     console.print(
-        f"Trial {row['number']}: {escape(str(row.get('arch_desc') or ''))}\n"
+        f"Trial {chosen.number}: {escape(str(chosen.record.arch_desc or ''))}\n"
         f"Weights: {escape(expl.source)}; validation accuracy {expl.accuracy:.4f} on "
         f"{expl.val_samples} samples"
     )

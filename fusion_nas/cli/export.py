@@ -8,14 +8,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from fusion_nas.analysis.retrain import default_out_dir, proxy_weights, retrain, search_space
+from fusion_nas.analysis.retrain import default_out_dir, proxy_weights, retrain
 from fusion_nas.cli.common import StoreOption, console, err_console, user_errors
 from fusion_nas.deploy.export import write_export
 from fusion_nas.errors import ExportError
-from fusion_nas.model.arch import Architecture
 from fusion_nas.settings import HOME_ENV
-from fusion_nas.store.queries import pick_trial
-from fusion_nas.store.records import TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.devices import DEVICE_HELP, resolve_device
 
@@ -75,32 +72,30 @@ def export(
                 raise ExportError("--quantize needs --weights FILE for the int8 weights")
             if onnx is not None:
                 raise ExportError("--quantize writes PyTorch int8 weights; drop --onnx")
-        st = Store(store, create=False)
-        df = st.trials(name)
-        row = pick_trial(df, trial=trial, pick=pick)
-        if row["arch"] is None:
-            raise ExportError(f"trial {row['number']} of {name!r} has no architecture recorded")
-        space = search_space(st, name)
-        arch = Architecture.from_dict(row["arch"])
+        search = Store(store, create=False).search(name)
+        chosen = search.pick(trial=trial, pick=pick)
+        row = chosen.record
+        arch = chosen.architecture()
+        space = search.space
         state = None
         if weights is not None or onnx is not None:
-            if row["status"] != TrialStatus.COMPLETE:
+            if not chosen.complete:
                 raise ExportError(
-                    f"trial {row['number']} is {row['status']}: it has no trained weights; "
+                    f"trial {row.number} is {row.status}: it has no trained weights; "
                     "export the code without --weights/--onnx"
                 )
             with console.status("Re-running the trial's proxy training for its weights..."):
-                state, val_acc = proxy_weights(st, name, row)
-            if val_acc != row["val_acc"]:
+                state, val_acc = proxy_weights(search, chosen)
+            if val_acc != row.val_acc:
                 err_console.print(
                     f"[yellow]Note:[/] re-trained validation accuracy {val_acc:.4f} differs "
-                    f"from the recorded {row['val_acc']:.4f} (other thread count or hardware)."
+                    f"from the recorded {row.val_acc:.4f} (other thread count or hardware)."
                 )
         meta = {
             "search": name,
-            "trial": int(row["number"]),
-            "val_accuracy": row["val_acc"],
-            "store_url": st.url,
+            "trial": row.number,
+            "val_accuracy": row.val_acc,
+            "store_url": search.store.url,
             "weights_file": weights.name if weights else None,
         }
         int8 = ""
@@ -114,8 +109,8 @@ def export(
         else:
             write_export(arch, space, out, meta=meta, state_dict=state, weights=weights, onnx=onnx)
         console.print(
-            f"Trial {row['number']} ({escape(row['arch_desc'] or arch.describe())}; "
-            f"{row['macs']:,} MACs, {row['params']:,} params) -> [bold]{escape(str(out))}[/]"
+            f"Trial {row.number} ({escape(row.arch_desc or arch.describe())}; "
+            f"{row.macs:,} MACs, {row.params:,} params) -> [bold]{escape(str(out))}[/]"
             + (f", weights {escape(str(weights))}{int8}" if weights else "")
             + (f", ONNX {escape(str(onnx))}" if onnx else "")
         )
@@ -162,16 +157,14 @@ def retrain_command(
     """
     with user_errors():
         where = resolve_device(device)
-        st = Store(store, create=False)
-        row = pick_trial(st.trials(name), trial=trial, pick=pick)
-        if row["arch"] is None:
-            raise ExportError(f"trial {row['number']} of {name!r} has no architecture recorded")
-        out_dir = out or default_out_dir(name, row["number"])
-        with console.status(f"Retraining trial {row['number']} for {epochs} epochs..."):
+        search = Store(store, create=False).search(name)
+        chosen = search.pick(trial=trial, pick=pick)
+        chosen.architecture()  # no architecture: refused before any training
+        out_dir = out or default_out_dir(name, chosen.number)
+        with console.status(f"Retraining trial {chosen.number} for {epochs} epochs..."):
             rec = retrain(
-                st,
-                name,
-                row,
+                search,
+                chosen,
                 epochs=epochs,
                 out_dir=out_dir,
                 lr=lr,

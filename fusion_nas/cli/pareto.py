@@ -13,8 +13,9 @@ from rich.markup import escape
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.errors import FusionNasError
 from fusion_nas.settings import home
+from fusion_nas.store.handles import StoredSearch
 from fusion_nas.store.queries import safe_filename
-from fusion_nas.store.records import BaselineRecord, SearchRecord
+from fusion_nas.store.records import BaselineRecord
 from fusion_nas.store.store import Store
 
 _MAX_STEM = 120
@@ -33,11 +34,11 @@ def default_report_path(names: list[str]) -> Path:
     return home() / f"pareto-{stem}.html"
 
 
-def _baselines(store: Store, records: dict[str, SearchRecord]) -> list[tuple[str, BaselineRecord]]:
+def _baselines(store: Store, searches: dict[str, StoredSearch]) -> list[tuple[str, BaselineRecord]]:
     """The stored baselines of every search's dataset and input, each label once."""
     out: dict[str, BaselineRecord] = {}
-    for record in records.values():
-        for label, baseline in store.baselines_for(record):
+    for search in searches.values():
+        for label, baseline in store.baselines_for(search):
             out.setdefault(label, baseline)
     return list(out.items())
 
@@ -72,9 +73,10 @@ def pareto(
     with user_errors():
         st = Store(store, create=False)
         unique = list(dict.fromkeys(names))
-        frames = {name: st.trials(name) for name in unique}
-        records = {name: st.search(name) for name in unique}
-        baselines = _baselines(st, records)
+        searches = {name: st.search(name) for name in unique}
+        frames = {name: search.frame() for name, search in searches.items()}
+        records = {name: search.record for name, search in searches.items()}
+        baselines = _baselines(st, searches)
         path = out if out is not None else default_report_path(unique)
         page = report_html(frames, records, baselines=baselines)
         try:

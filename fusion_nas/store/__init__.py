@@ -4,6 +4,8 @@ from fusion_nas._lazy import lazy_exports
 
 _EXPORTS = {
     "Store": ".store",
+    "StoredSearch": ".handles",
+    "StoredTrial": ".handles",
     "redact_url": ".store",
     "resolve_url": ".store",
     "quiet_optuna": ".store",

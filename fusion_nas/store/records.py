@@ -544,3 +544,8 @@ def read_baseline(t: FrozenTrial) -> BaselineRecord | None:
     """The baseline record of a trial of a collection, or ``None`` for any other trial."""
     data = t.user_attrs.get(BASELINE_KEY)
     return BaselineRecord.from_attr(data) if isinstance(data, Mapping) else None
+
+
+def study_retrains(storage: optuna.storages.BaseStorage, study_id: int) -> dict[int, RetrainRecord]:
+    """The retrain results stored with study ``study_id``, by trial number (one storage read)."""
+    return read_retrains(storage.get_study_user_attrs(study_id))

@@ -21,12 +21,10 @@ URL, e.g. ``postgresql://user@host/db``).
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
@@ -34,9 +32,10 @@ import sqlalchemy
 from optuna.storages import RetryFailedTrialCallback
 
 from fusion_nas import settings
-from fusion_nas.errors import StoreError, allowed, one_line
+from fusion_nas.errors import SpaceError, StoreError, allowed, one_line
 from fusion_nas.settings import redact_url  # re-exported: store callers import it from here
 from fusion_nas.store import records
+from fusion_nas.store.handles import StoredSearch
 from fusion_nas.store.queries import (
     SUMMARY_COLUMNS,
     reference_macs,
@@ -46,12 +45,10 @@ from fusion_nas.store.queries import (
 )
 from fusion_nas.store.records import BaselineRecord, BaselineSetRecord, SearchRecord, TrialRecord
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from fusion_nas.model.space import SearchSpace
 
-__all__ = ["Store", "quiet_optuna", "redact_url", "resolve_url", "space_input"]
+__all__ = ["Store", "StoredSearch", "quiet_optuna", "redact_url", "resolve_url", "space_input"]
 
 _DRIVERS = ("sqlite", "postgresql", "mysql")
 SQLITE_BUSY_S = 60  # how long an SQLite writer waits for another before it gives up
@@ -83,19 +80,20 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
-def space_input(space_toml: str) -> tuple[str, int, tuple[int, ...], int] | None:
-    """``(kind, channels, size, classes)`` of a stored space file; ``None`` if unreadable.
+def space_input(space: SearchSpace | str) -> tuple[str, int, tuple[int, ...], int] | None:
+    """``(kind, channels, size, classes)`` of a search space, or of a stored space's TOML.
 
-    Reads only the ``[input]`` table, so a space stored by an older version still matches.
+    TOML text goes through :func:`~fusion_nas.model.space.parse_space`, the one space parser;
+    ``None`` if it does not parse.
     """
-    try:
-        inp = tomllib.loads(space_toml).get("input")
-        if not isinstance(inp, Mapping):
+    if isinstance(space, str):
+        from fusion_nas.model.space import parse_space
+
+        try:
+            space = parse_space(space, source="<stored space>")
+        except SpaceError:
             return None
-        size = (inp["length"],) if inp.get("kind") == "sequence" else tuple(inp["size"])
-        return (str(inp["kind"]), int(inp["channels"]), tuple(map(int, size)), int(inp["classes"]))
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError):
-        return None
+    return (space.kind, space.channels, tuple(space.size), space.classes)
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -231,7 +229,12 @@ class Store:
         """Whether a search called ``name`` exists."""
         return self._lookup(name) is not None
 
-    def search(self, name: str) -> SearchRecord:
+    def search(self, name: str) -> StoredSearch:
+        """A handle on search ``name``: its record, parsed space, settings and typed trials."""
+        study_id, record = self._find(name)
+        return StoredSearch(self, name, study_id, record)
+
+    def search_record(self, name: str) -> SearchRecord:
         """The record of search ``name`` (space TOML, dataset, proxy, strategy, seed, ...)."""
         return self._find(name)[1]
 
@@ -370,15 +373,24 @@ class Store:
         study.add_trials([records.baseline_trial(r) for r in entries])
         return name
 
-    def baselines_for(self, search: SearchRecord) -> list[tuple[str, BaselineRecord]]:
+    def baselines_for(
+        self, search: SearchRecord | StoredSearch
+    ) -> list[tuple[str, BaselineRecord]]:
         """The stored baselines a search compares with (same dataset and input), labelled.
 
         Collections of the search's own space come first, labelled by the baseline's name; a
         toolkit design of another space is labelled ``name [space]``. A label already taken
         by an earlier collection is left out (the paper networks are the same in every space
-        of one input).
+        of one input). A handle's space is the one it parsed already.
         """
-        key = space_input(search.space_toml)
+        if isinstance(search, StoredSearch):
+            try:
+                key = space_input(search.space)
+            except SpaceError:
+                key = None
+            search = search.record
+        else:
+            key = space_input(search.space_toml)
         if key is None:
             return []
         sets = [

@@ -45,16 +45,17 @@ from fusion_nas.analysis.figures import (
     stage_lines,
 )
 from fusion_nas.errors import one_line
+from fusion_nas.store.handles import StoredSearch, StoredTrial
 from fusion_nas.store.queries import TRIAL_COLUMNS, download_filename, search_summary, trial_note
-from fusion_nas.store.records import BaselineRecord, SearchRecord, TrialStatus
+from fusion_nas.store.records import BaselineRecord, SearchRecord
 from fusion_nas.store.store import redact_url
 from fusion_nas.web.params import (
     NotFound,
     link,
     query_param,
-    search_record,
-    search_trials,
     store_of,
+    stored_search,
+    stored_trial_of,
     trial_of,
 )
 from fusion_nas.web.serialize import SafeJSONResponse, json_text
@@ -128,9 +129,9 @@ def api_search(request: Request) -> Response:
     """Summary, figures and trial table of one search (``since``: skip if unchanged)."""
     name = query_param(request, "name")
     store = store_of(request)
-    df = search_trials(store, name)
-    record = search_record(store, name)
-    baselines = store.baselines_for(record)
+    search = stored_search(store, name)
+    df, record = search.frame(), search.record
+    baselines = store.baselines_for(search)
     version = _version(df, record, baselines)
     if request.query_params.get("since") == version:
         return SafeJSONResponse({"name": name, "version": version, "unchanged": True})
@@ -194,20 +195,20 @@ _EXPLAIN_LOCK = threading.Lock()  # one explanation at a time: it may train a ne
 _EXPLAIN_CACHE = 16  # explanations kept per process
 
 
-def _explained(store: Any, name: str, row: Mapping[str, Any]) -> dict[str, Any]:
+def _explained(search: StoredSearch, trial: StoredTrial) -> dict[str, Any]:
     """The explanation panel's JSON of a trial, computed once per process and trial."""
     from fusion_nas.analysis.explain import explain_trial
     from fusion_nas.analysis.explain_figures import explain_figures
 
-    key = (store.url, name, int(row["number"]))
+    key = (search.store.url, search.name, trial.number)
     with _EXPLAIN_LOCK:
         if key in _EXPLAINED:
             _EXPLAINED.move_to_end(key)
             return _EXPLAINED[key]
-        expl = explain_trial(store, name, dict(row))
+        expl = explain_trial(search, trial)
         body = {
-            "search": name,
-            "number": int(row["number"]),
+            "search": search.name,
+            "number": trial.number,
             "source": expl.source,
             "accuracy": expl.accuracy,
             "val_samples": expl.val_samples,
@@ -226,9 +227,9 @@ def api_explain(request: Request) -> Response:
     """
     from fusion_nas.errors import FusionNasError
 
-    name, _, row = trial_of(request)
+    search, trial = stored_trial_of(request)
     try:
-        return SafeJSONResponse(_explained(store_of(request), name, row))
+        return SafeJSONResponse(_explained(search, trial))
     except FusionNasError as exc:
         return SafeJSONResponse({"error": one_line(exc)}, status_code=409)
 
@@ -257,20 +258,17 @@ def download_json(request: Request) -> Response:
 def download_code(request: Request) -> Response:
     """The trial's architecture as standalone PyTorch source; the JSON if export fails."""
     from fusion_nas.deploy.export import export_code
-    from fusion_nas.model.arch import Architecture
-    from fusion_nas.model.space import parse_space
 
-    name, number, row = trial_of(request)
-    if not isinstance(row.get("arch"), Mapping):
+    search, trial = stored_trial_of(request)
+    name, number = search.name, trial.number
+    if not isinstance(trial.record.arch, Mapping):
         raise NotFound(f"trial {number} of search {name!r} has no architecture")
     meta: dict[str, Any] = {"search": name, "trial": number}
-    acc = row.get("val_acc")
-    if row["status"] == TrialStatus.COMPLETE and acc is not None and math.isfinite(float(acc)):
+    acc = trial.record.val_acc
+    if trial.complete and acc is not None and math.isfinite(float(acc)):
         meta["val_accuracy"] = float(acc)
     try:
-        record = search_record(store_of(request), name)
-        space = parse_space(record.space_toml, source="<stored space>")
-        source = export_code(Architecture.from_dict(row["arch"]), space, meta=meta)
+        source = export_code(trial.architecture(), search.space, meta=meta)
     except Exception as exc:  # the exporter is optional here: fall back to the JSON
         log.warning("code export of trial %s of %r failed: %s", number, name, one_line(exc))
         return download_json(request)

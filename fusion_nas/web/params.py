@@ -15,8 +15,8 @@ import pandas as pd
 from starlette.requests import Request
 
 from fusion_nas.errors import StoreError
+from fusion_nas.store.handles import StoredSearch, StoredTrial
 from fusion_nas.store.queries import trial_row
-from fusion_nas.store.records import SearchRecord
 from fusion_nas.store.store import Store
 
 __all__ = [
@@ -24,7 +24,8 @@ __all__ = [
     "link",
     "number_param",
     "query_param",
-    "search_record",
+    "stored_search",
+    "stored_trial_of",
     "search_trials",
     "store_of",
     "trial_of",
@@ -69,12 +70,23 @@ def search_trials(store: Store, name: str) -> pd.DataFrame:
         raise _unknown(name) from None
 
 
-def search_record(store: Store, name: str) -> SearchRecord:
-    """The record of search ``name``."""
+def stored_search(store: Store, name: str) -> StoredSearch:
+    """The handle of search ``name`` (its record, parsed space and typed trials)."""
     try:
         return store.search(name)
     except StoreError:
         raise _unknown(name) from None
+
+
+def stored_trial_of(request: Request) -> tuple[StoredSearch, StoredTrial]:
+    """The handle and typed trial named by ``search=`` and ``number=``."""
+    name = query_param(request, "search")
+    number = number_param(request)
+    search = stored_search(store_of(request), name)
+    try:
+        return search, search.trial(number)
+    except StoreError as exc:
+        raise NotFound(str(exc)) from None
 
 
 def trial_of(request: Request) -> tuple[str, int, dict[str, Any]]:
