@@ -1022,7 +1022,7 @@ def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple
             return study, 0
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it just now
             _wait_for_record(store, config.name)
-    old = store.search(config.name)
+    old = store.search_record(config.name)
     _check_resume(config.name, old, record)
     # Running trials belong to live workers (this run joins them) unless they are stale.
     # A joining worker's sampler gets a seed of its own: with the search's seed it would
