@@ -28,7 +28,7 @@ def user_splits(n: int = 96) -> DataSplits:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n + n // 2, 1, 8, 8, generator=g)
     y = x.flatten(1)[:, :10].argmax(1)
-    return DataSplits("user", TensorDataset(x[:n], y[:n]), TensorDataset(x[n:], y[n:]), None, 10)
+    return DataSplits(TensorDataset(x[:n], y[:n]), TensorDataset(x[n:], y[n:]), name="user")
 
 
 def user_train_fn(model: torch.nn.Module, data: DataSplits, device: str, report) -> float:

@@ -131,7 +131,7 @@ def user_splits(n: int = 96, seed: int = 0) -> DataSplits:
     x = torch.randn(n + n // 2, 1, 8, 8, generator=g)
     y = x.flatten(1)[:, :10].argmax(1)
     train, val = TensorDataset(x[:n], y[:n]), TensorDataset(x[n:], y[n:])
-    return DataSplits("user", train, val, None, classes=10)
+    return DataSplits(train, val, name="user", classes=10)
 
 
 def user_train_fn(model: torch.nn.Module, data: DataSplits, device: str, report) -> float:
@@ -187,7 +187,7 @@ def test_training_evaluator_trains_on_the_users_dataset(monkeypatch) -> None:
 
 def test_training_evaluator_with_a_dataset_of_the_wrong_shape_fails_the_trial() -> None:
     x = torch.randn(40, 3, 5, 5)  # not the digits space's (1, 8, 8)
-    data = DataSplits("wrong", TensorDataset(x, torch.zeros(40, dtype=torch.long)), None, None, 2)
+    data = DataSplits(TensorDataset(x, torch.zeros(40, dtype=torch.long)), None, name="wrong")
     out = TrainingEvaluator(data=data).evaluate(_digits_task())
     assert out.status == "failed" and out.reason
 

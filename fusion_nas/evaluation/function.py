@@ -11,7 +11,7 @@
             report(epoch, acc)  # raises StopTraining at a successive-halving rung
         return acc
 
-    evaluator = FunctionEvaluator(train_fn, data=DataSplits("mine", train, val, None, 10))
+    evaluator = FunctionEvaluator(train_fn, data=DataSplits(train, val))
 
 ``report`` is the trial's :class:`~fusion_nas.evaluation.base.EvalContext`: call it after
 every epoch with the epoch (1-based) and the validation accuracy; read ``report.epochs`` (the

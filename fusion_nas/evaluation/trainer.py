@@ -5,7 +5,7 @@ initial weights on every device), then trains it with
 :func:`fusion_nas.training.loop.train_proxy` on the task's built-in dataset, or on the user's
 own :class:`~fusion_nas.training.data.DataSplits` given to it::
 
-    splits = DataSplits("mine", TensorDataset(x_tr, y_tr), TensorDataset(x_va, y_va), None, 10)
+    splits = DataSplits(TensorDataset(x_tr, y_tr), TensorDataset(x_va, y_va))
     pool = make_pool(TrainingEvaluator(data=splits), workers=2)
 
 The user's splits go to every worker process with the evaluator (pickled): with ``workers >

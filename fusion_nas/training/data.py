@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from fusion_nas.errors import DatasetError, allowed, one_line
 from fusion_nas.model.space import SearchSpace, parse_space
@@ -86,17 +86,20 @@ MAX_IMAGE_PIXELS = 2**26  # pixels of one image file of a folder dataset (8192 x
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Train / val / test splits of one dataset, shaped for one search space.
+    """Train / validation / test splits of one dataset, shaped for one search space.
 
-    ``train`` and ``val`` both come from the dataset's training data; ``test`` is the dataset's
-    own test split (``None`` if it has none). Each holds ``(x float32, y int64)``.
+    ``train`` and ``val`` both come from the dataset's training data (a search scores on
+    ``val``); ``test`` is the dataset's own test split (``None`` if it has none), read only by
+    the final retraining. The built-in datasets are ``TensorDataset`` objects of ``(x float32,
+    y int64)``; a user's own splits may be any torch ``Dataset`` of ``(x, y)`` pairs whose ``x``
+    has the space's input shape, e.g. ``DataSplits(train_ds, val_ds, test_ds)``.
     """
 
-    name: str
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset | None
-    classes: int
+    train: Dataset
+    val: Dataset
+    test: Dataset | None = None
+    name: str = "custom"  # what the store records as the dataset
+    classes: int | None = None  # None: not stated (a user's data); the space's classes rule
 
 
 @dataclass(frozen=True)
