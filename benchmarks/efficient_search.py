@@ -52,7 +52,8 @@ import torch
 from fusion_nas.errors import FusionNasError, one_line
 from fusion_nas.evaluation.table import Table, load_table
 from fusion_nas.pareto import hypervolume
-from fusion_nas.search.loop import SearchConfig, enqueue, prepare, run_trials, screen
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import enqueue, prepare, run_trials, screen
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import quiet_optuna
 

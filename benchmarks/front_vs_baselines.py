@@ -34,7 +34,8 @@ from fusion_nas.analysis import baselines as bl
 from fusion_nas.analysis.retrain import retrain
 from fusion_nas.model.space import load_space
 from fusion_nas.model.space import parse_space as load_space_text
-from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import run_search
 from fusion_nas.store import records
 from fusion_nas.store.records import (
     BaselineRecord,

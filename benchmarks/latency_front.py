@@ -28,7 +28,8 @@ from plotly.subplots import make_subplots
 from fusion_nas.errors import FusionNasError, one_line
 from fusion_nas.evaluation.table import load_table
 from fusion_nas.pareto import front_indices, hypervolume
-from fusion_nas.search.loop import SearchConfig, prepare, run_trials
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import prepare, run_trials
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import quiet_optuna
 

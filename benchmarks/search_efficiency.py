@@ -1,8 +1,8 @@
 """Search efficiency on a tabular benchmark: hypervolume fraction of the true front per strategy.
 
 Every strategy searches the table's space for ``--evals`` evaluations, once per seed, through
-the project's real search path (``fusion_nas.search.loop``'s ``prepare`` and ``run_trials``, the
-ask/tell loop of ``run_search``, with ``evaluator="table:PATH"``: trials are looked up, not
+the project's real search path (``fusion_nas.search.session``'s ``prepare`` and ``run_trials``,
+the ask/tell loop of ``run_search``, with ``evaluator="table:PATH"``: trials are looked up, not
 trained) on a study in Optuna's in-memory storage: an SQLite store would spend most of the
 time writing trial attributes.
 After each evaluation the hypervolume of the front found so far is divided by the hypervolume of
@@ -50,7 +50,8 @@ from fusion_nas import settings
 from fusion_nas.errors import FusionNasError, StrategyError, allowed, one_line
 from fusion_nas.evaluation.table import Table, load_table
 from fusion_nas.pareto import front_indices, hypervolume
-from fusion_nas.search.loop import SearchConfig, prepare, run_trials
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import prepare, run_trials
 from fusion_nas.search.strategies import STRATEGIES
 from fusion_nas.search.strategies.base import Proposer
 from fusion_nas.store.records import TrialRecord, TrialStatus

@@ -143,7 +143,7 @@ MUTATIONS = (
         (
             Edit(
                 "fusion_nas/search/loop.py",
-                "        if max(over_macs, over_params) > 0:\n",
+                "        if max(over_macs, over_params, over_latency) > 0:\n",
                 "        if False:\n",
             ),
         ),

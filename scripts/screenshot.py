@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from fusion_nas.model.space import load_space
-from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import run_search
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.web import background_server

@@ -38,7 +38,8 @@ from fusion_nas.evaluation.trainer import EvalTask, evaluate
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.cost import arch_cost, count_cost
 from fusion_nas.model.space import load_space, parse_space
-from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import run_search
 from fusion_nas.store.records import BaselineRecord, TrialStatus, collection_name
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from fusion_nas.cli.app import app as cli_app
 from fusion_nas.evaluation import trainer as evaluate_module
 from fusion_nas.model.space import load_space
-from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import run_search
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.web import background_server

@@ -21,7 +21,8 @@ import fusion_nas.training.devices as devices
 from fusion_nas.cli.app import app
 from fusion_nas.evaluation.trainer import EvalTask, InlinePool, ProcessPool, _Worker
 from fusion_nas.model.space import load_space
-from fusion_nas.search.loop import SearchConfig, _make_pool
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import _make_pool
 from fusion_nas.store.records import TrialStatus, read_retrains
 from fusion_nas.store.store import Store
 from fusion_nas.training.devices import DeviceError, device_name, parse_device, worker_devices

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fusion_nas.errors import StoreError
-from fusion_nas.search.loop import NOT_NEEDED, tally
+from fusion_nas.search.workers import NOT_NEEDED, tally
 from fusion_nas.store.records import LOST_WORKER, TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 

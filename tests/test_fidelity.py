@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from fusion_nas.cli.app import app
 from fusion_nas.model.space import parse_space
 from fusion_nas.pareto import crowding_distances, nondominated_ranks, promotion_order
+from fusion_nas.search.config import SearchConfig
 from fusion_nas.search.fidelity import (
     FidelityError,
     RungPoint,
@@ -20,7 +21,7 @@ from fusion_nas.search.fidelity import (
     default_rungs,
     parse_fidelity,
 )
-from fusion_nas.search.loop import SearchConfig, prepare, run_trials
+from fusion_nas.search.session import prepare, run_trials
 from fusion_nas.store import records
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store

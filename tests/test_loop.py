@@ -16,11 +16,14 @@ import optuna
 import pytest
 
 import fusion_nas.evaluation.trainer as evaluate_mod
-import fusion_nas.search.loop as search_mod
+import fusion_nas.search.session as session_mod
 from fusion_nas.evaluation.trainer import InlinePool, ProcessPool
 from fusion_nas.model.space import SearchSpace, load_space
-from fusion_nas.search.loop import USER_STOP, SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import run_search
+from fusion_nas.search.signals import USER_STOP
 from fusion_nas.search.strategies import Proposer, optuna_strategies
+from fusion_nas.search.workers import PROCESS_ENDED
 from fusion_nas.store.records import TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
@@ -119,7 +122,7 @@ def trainings(monkeypatch) -> list[int]:
             super().submit(key, task)
 
     monkeypatch.setattr(
-        search_mod, "_make_pool", lambda k, d: CountingProcess(k) if k > 1 else CountingInline()
+        session_mod, "_make_pool", lambda k, d: CountingProcess(k) if k > 1 else CountingInline()
     )
     return submitted
 
@@ -188,7 +191,7 @@ def test_two_slots_with_a_result_ready_tell_it_before_asking(store, log, monkeyp
         def free(self) -> int:
             return 2 - len(self._done)
 
-    monkeypatch.setattr(search_mod, "_make_pool", lambda k, d: TwoSlots())
+    monkeypatch.setattr(session_mod, "_make_pool", lambda k, d: TwoSlots())
     run_search(_config("ready", 3, workers=2), store)
     assert log["calls"] == ["ask#0", "tell#0", "ask#1", "tell#1", "ask#2", "tell#2"]
 
@@ -294,7 +297,7 @@ def test_resume_marks_a_running_trial_without_heartbeats_interrupted(tmp_path, m
     df = run_search(_config("stale", 3, strategy="optuna:random"), store)
     # it held a place until it was older than the grace period, then it was given up
     assert list(df.status) == ["complete", "complete", "interrupted", "complete"]
-    assert df.fail_reason[2] == search_mod.PROCESS_ENDED
+    assert df.fail_reason[2] == PROCESS_ENDED
 
 
 # --------------------------------------------------------------------------- dead worker
@@ -310,7 +313,7 @@ def test_a_dead_worker_fails_its_trial_and_the_search_goes_on(store, monkeypatch
                 os.kill(self.pid_of(key), signal.SIGKILL)
                 killed.append(key)
 
-    monkeypatch.setattr(search_mod, "_make_pool", lambda k, d: Killing(k))
+    monkeypatch.setattr(session_mod, "_make_pool", lambda k, d: Killing(k))
     df = run_search(_config("dead", 4, workers=2, strategy="optuna:random"), store)
     assert killed == [1] and len(df) == 4
     assert df.status[1] == "failed" and "worker process died (exit code -9)" in df.fail_reason[1]

@@ -17,7 +17,8 @@ from fusion_nas.cli.app import app
 from fusion_nas.errors import StrategyError
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.space import load_space
-from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import run_search
 from fusion_nas.search.strategies import make_strategy
 from fusion_nas.search.strategies import nni_strategies as ns
 from fusion_nas.store.records import TrialRecord, TrialStatus

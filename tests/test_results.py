@@ -55,7 +55,8 @@ def fill(store: Store, name: str, spec: list[tuple[TrialStatus, float, int]]) ->
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory) -> tuple[Store, pd.DataFrame]:
     from fusion_nas.model.space import load_space
-    from fusion_nas.search.loop import SearchConfig, run_search
+    from fusion_nas.search.config import SearchConfig
+    from fusion_nas.search.session import run_search
     from fusion_nas.training.loop import ProxyConfig
 
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('real')}/store.db")

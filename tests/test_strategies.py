@@ -1,6 +1,6 @@
 """Strategies are what they claim: their samplers, their use of feedback and of the budgets.
 
-The searches here run the real loop (:func:`fusion_nas.search.loop.run_search`) with training
+The searches here run the real loop (:func:`fusion_nas.search.session.run_search`) with training
 replaced by a deterministic score of the architecture, and an in-memory Optuna storage, so a
 100-trial search takes a fraction of a second.
 
@@ -27,12 +27,15 @@ from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.study._multi_objective import _dominates
 
 import fusion_nas.evaluation.trainer as evaluate_mod
-import fusion_nas.search.loop as search_mod
+import fusion_nas.search.loop as loop_mod
+import fusion_nas.search.session as session_mod
 from fusion_nas.evaluation.trainer import EvalTask, Outcome
 from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.cost import arch_cost
 from fusion_nas.model.space import SearchSpace, parse_space
-from fusion_nas.search.loop import Progress, SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.loop import Progress
+from fusion_nas.search.session import run_search
 from fusion_nas.search.strategies import make_strategy, optuna_strategies
 from fusion_nas.store.records import TrialStatus
 from fusion_nas.store.store import Store
@@ -128,7 +131,7 @@ def plant(monkeypatch) -> SearchSpace:
     )
     cost = arch_cost(few, space)
     assert arch_cost(many, space) == cost
-    monkeypatch.setattr(search_mod, "arch_cost", lambda arch, space: cost)
+    monkeypatch.setattr(loop_mod, "arch_cost", lambda arch, space: cost)
     monkeypatch.setattr(evaluate_mod, "evaluate", scored(planted_accuracy))
     return space
 
@@ -231,14 +234,14 @@ def test_the_search_runs_on_the_strategys_sampler(
     space, monkeypatch, strategy, sampler_type
 ) -> None:
     studies: list[optuna.Study] = []
-    real = search_mod.open_search
+    real = session_mod.open_search
 
     def spy(*args, **kwargs):
         study, done = real(*args, **kwargs)
         studies.append(study)
         return study, done
 
-    monkeypatch.setattr(search_mod, "open_search", spy)
+    monkeypatch.setattr(session_mod, "open_search", spy)
     monkeypatch.setattr(evaluate_mod, "evaluate", scored(lambda arch: 0.5))
     options = {"population": 3, "seed_trials": 2}
     config = SearchConfig(

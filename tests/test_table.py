@@ -28,7 +28,8 @@ from fusion_nas.evaluation.table import (
 from fusion_nas.evaluation.trainer import EvalTask
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.space import parse_space
-from fusion_nas.search.loop import SearchConfig, prepare, run_trials
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import prepare, run_trials
 from fusion_nas.search.strategies import nni_strategies
 from fusion_nas.store import records
 from fusion_nas.store.records import TrialRecord, TrialStatus

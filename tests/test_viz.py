@@ -36,7 +36,8 @@ from fusion_nas.evaluation import trainer as evaluate_module
 from fusion_nas.model.nets import OPS, register_op
 from fusion_nas.model.space import load_space
 from fusion_nas.pareto import hypervolume, knee_index, pareto_mask
-from fusion_nas.search.loop import SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import run_search
 from fusion_nas.store.queries import trials_frame
 from fusion_nas.store.records import SearchRecord, TrialStatus
 from fusion_nas.store.store import Store

@@ -26,7 +26,9 @@ from fusion_nas.errors import FusionNasError
 from fusion_nas.evaluation import trainer as evaluate_module
 from fusion_nas.model.nets import OPS, register_op
 from fusion_nas.model.space import load_space
-from fusion_nas.search.loop import USER_STOP, SearchConfig, run_search
+from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.session import run_search
+from fusion_nas.search.signals import USER_STOP
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.web import (

@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from fusion_nas.cli.app import app as cli_app
 from fusion_nas.errors import FusionNasError, StoreError
 from fusion_nas.model.space import parse_space
-from fusion_nas.search.loop import run_search
+from fusion_nas.search.session import run_search
 from fusion_nas.store.records import SEARCH_KEY
 from fusion_nas.store.store import Store
 from fusion_nas.web import background_server, create_app

@@ -34,8 +34,10 @@ from fusion_nas.cli.common import (
     user_errors,
 )
 from fusion_nas.model.space import load_space
+from fusion_nas.search.config import SearchConfig
 from fusion_nas.search.loop import Progress as SearchProgress
-from fusion_nas.search.loop import SearchConfig, Terminated, prepare, run_search
+from fusion_nas.search.session import prepare, run_search
+from fusion_nas.search.signals import Terminated
 from fusion_nas.search.strategies import STRATEGIES
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store, redact_url

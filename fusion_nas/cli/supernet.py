@@ -49,7 +49,7 @@ def _bar() -> Progress:
 
 def _search(*args, **kwargs):
     """:func:`search_supernet`; Ctrl-C or SIGTERM ends with the search's usual message."""
-    from fusion_nas.search.loop import Terminated, terminate_as_interrupt
+    from fusion_nas.search.signals import Terminated, terminate_as_interrupt
 
     try:
         with terminate_as_interrupt():

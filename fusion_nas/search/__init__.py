@@ -3,13 +3,15 @@
 from fusion_nas._lazy import lazy_exports
 
 _EXPORTS = {
-    "SearchConfig": ".loop",
-    "run_search": ".loop",
-    "run_trials": ".loop",
-    "prepare": ".loop",
-    "open_search": ".loop",
+    "SearchConfig": ".config",
+    "TableSpec": ".config",
+    "run_search": ".session",
+    "run_trials": ".session",
+    "prepare": ".session",
+    "open_search": ".session",
     "Progress": ".loop",
-    "Terminated": ".loop",
+    "Terminated": ".signals",
+    "terminate_as_interrupt": ".signals",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

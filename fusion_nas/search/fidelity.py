@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial
 
 from fusion_nas.errors import FusionNasError
 from fusion_nas.pareto import promotion_order
+from fusion_nas.store import records
 
 FIDELITY_FORMS = ("full", "sh", "sh:E1,E2,...", "sh:E1,E2,.../ETA")
 _SPEC = re.compile(r"^sh(?::(?P<rungs>[0-9, ]+))?(?:/(?P<eta>\d+))?$")
@@ -128,10 +129,10 @@ def rung_points(trials: Iterable[FrozenTrial], epochs: int) -> list[RungPoint]:
     """
     out = []
     for t in trials:
-        if t.user_attrs.get("duplicate_of") is not None:
+        if records.trial_duplicate_of(t) is not None:
             continue
-        macs = t.user_attrs.get("macs")
-        for entry in t.user_attrs.get("rungs") or []:
+        macs = records.trial_macs(t)
+        for entry in records.rung_history(t):
             if isinstance(entry, list) and len(entry) == 2 and entry[0] == epochs:
                 if isinstance(macs, int | float):
                     out.append(RungPoint(t.number, float(entry[1]), float(macs)))

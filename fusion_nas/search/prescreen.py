@@ -63,6 +63,25 @@ class Screened:
     seconds: float
 
 
+@dataclass(frozen=True)
+class PrescreenSpec:
+    """``--prescreen K:M`` with its proxy: score ``k`` candidates with ``proxy``, queue the best
+    ``m``; ``str()`` is ``K:M``."""
+
+    k: int
+    m: int
+    proxy: str = "naswot"
+
+    def __post_init__(self) -> None:
+        if not self.k >= self.m >= 1:
+            raise PrescreenError(
+                f"bad pre-screen sizes K={self.k}, M={self.m}; allowed: K >= M >= 1"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.k}:{self.m}"
+
+
 def parse_prescreen(value: str) -> tuple[int, int]:
     """Parse ``"K:M"`` (score K candidates, keep M) with K >= M >= 1; one-line error if not."""
     match = _KM.match(str(value))

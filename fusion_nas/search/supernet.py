@@ -617,7 +617,8 @@ def confirm_picks(
     ``strategy_options["proposed_by"] == "supernet"``; running it again trains only the picks
     it does not hold yet.
     """
-    from fusion_nas.search.loop import SearchConfig, open_search, prepare, run_trials
+    from fusion_nas.search.config import SearchConfig
+    from fusion_nas.search.session import open_search, prepare, run_trials
     from fusion_nas.store.store import Store
 
     config = SearchConfig(

@@ -145,6 +145,71 @@ RETRY_OF_KEY = "failed_trial"
 PRESCREEN_KEY = "prescreen"  # trial user attribute: why --prescreen queued it (proxy, score)
 RETRY_HISTORY_KEY = "retry_history"  # the numbers of every lost attempt before the retry
 LOST_WORKER = "worker lost: no heartbeat within the grace period (process killed or machine gone)"
+WORKER_KEY = "worker"  # trial user attribute: host:pid of the process that asked it
+
+
+def trial_worker(t: FrozenTrial) -> str | None:
+    """``host:pid`` of the worker that asked ``t``; ``None`` if asked outside a search loop."""
+    return t.user_attrs.get(WORKER_KEY)
+
+
+def write_worker(trial: optuna.Trial, worker: str) -> None:
+    """Record on ``trial`` the worker (``host:pid``) that asked it."""
+    trial.set_user_attr(WORKER_KEY, worker)
+
+
+def retry_of(t: FrozenTrial) -> int | None:
+    """The number of the lost trial that ``t`` runs again, or ``None`` if it is no retry."""
+    number = t.system_attrs.get(RETRY_OF_KEY)
+    return number if isinstance(number, int) else None
+
+
+def retry_history(t: FrozenTrial) -> list[int]:
+    """The numbers of every lost attempt that the retry ``t`` runs again (none: ``[]``)."""
+    return list(t.system_attrs.get(RETRY_HISTORY_KEY) or [])
+
+
+def proposed_arch(t: FrozenTrial) -> dict[str, Any] | None:
+    """The architecture dict recorded on ``t`` when it was proposed, or ``None``."""
+    arch = t.user_attrs.get("arch")
+    return arch if isinstance(arch, dict) else None
+
+
+def trial_arch_id(t: FrozenTrial) -> str | None:
+    """The ``arch_id`` recorded on ``t`` (``None`` before it was proposed)."""
+    return t.user_attrs.get("arch_id")
+
+
+def trial_val_acc(t: FrozenTrial) -> float | None:
+    """The validation accuracy recorded on ``t``, as stored (``None``: none recorded)."""
+    return t.user_attrs.get("val_acc")
+
+
+def trial_macs(t: FrozenTrial) -> Any:
+    """The MACs recorded on ``t``, as stored (callers check the type)."""
+    return t.user_attrs.get("macs")
+
+
+def trial_duplicate_of(t: FrozenTrial) -> Any:
+    """The trial whose result ``t`` repeats, as stored (``None``: ``t`` is no duplicate)."""
+    return t.user_attrs.get("duplicate_of")
+
+
+def rung_history(t: FrozenTrial) -> list[Any]:
+    """The ``[epochs, val_acc]`` pairs of the rungs ``t`` reached, as stored (none: ``[]``)."""
+    return t.user_attrs.get("rungs") or []
+
+
+def write_rungs(trial: optuna.Trial, rungs: list[tuple[int, float]]) -> None:
+    """Record the rungs ``trial`` reached so far, as ``[[epochs, val_acc], ...]``."""
+    trial.set_user_attr("rungs", [[e, a] for e, a in rungs])
+
+
+def enqueue_prescreened(
+    study: optuna.Study, params: Mapping[str, Any], note: Mapping[str, Any]
+) -> None:
+    """Queue a pre-screened network's ``params`` as a trial of ``study``, with why (``note``)."""
+    study.enqueue_trial(dict(params), user_attrs={PRESCREEN_KEY: dict(note)})
 
 
 # What each trial attribute must hold; a value of another type (a hand-edited or foreign
@@ -241,7 +306,6 @@ class TrialRecord:
             reason = LOST_WORKER  # failed by another worker's heartbeat check
         if status in (TrialStatus.FAILED, TrialStatus.INTERRUPTED) and not reason:
             reason = f"trial ended in state {t.state.name}"
-        retry_of = t.system_attrs.get(RETRY_OF_KEY)
         return cls(
             number=t.number,
             status=status,
@@ -257,7 +321,7 @@ class TrialRecord:
             device=ua.get("device"),
             fail_reason=reason,
             duplicate_of=ua.get("duplicate_of"),
-            retry_of=retry_of if isinstance(retry_of, int) else None,
+            retry_of=retry_of(t),
             rungs=[(int(e), float(a)) for e, a in ua.get("rungs") or []],
             prescreen=ua.get(PRESCREEN_KEY),
             latency_ms=ua.get("latency_ms"),
