@@ -1,8 +1,8 @@
 """End to end: a search over the user's own data and training function.
 
-``run_search(config, store, evaluator=..., data=..., train_fn=...)`` is wired in
-``fusion_nas/search/session.py``; these tests are enabled once it is. They are marked
-``xfail(run=False)`` rather than skipped: a skip fails the suite under FUSION_NAS_NO_SKIP=1.
+``run_search(config, store, evaluator=..., data=..., train_fn=...)``: the user's datasets with
+the built-in trainer, the user's training function with successive halving, two workers and a
+resume, and an evaluator object of the user's own.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from fusion_nas.store.records import TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.data import DataSplits
 from fusion_nas.training.loop import ProxyConfig
-
-pytestmark = pytest.mark.xfail(reason="wired in search/session.py", run=False, strict=True)
 
 
 def user_splits(n: int = 96) -> DataSplits:
@@ -102,3 +100,35 @@ def test_an_evaluator_object_replaces_the_training(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/byo.db")
     df = run_search(_config("byo-eval", trials=3), store, evaluator=Constant())
     assert df.val_acc.tolist() == [0.5, 0.5, 0.5]
+
+
+def test_data_of_the_wrong_shape_is_refused_before_the_store_is_written(tmp_path: Path) -> None:
+    from fusion_nas.errors import FusionNasError
+    from fusion_nas.search.session import run_search
+
+    x = torch.randn(40, 1, 9, 9)  # the digits space takes (1, 8, 8)
+    data = DataSplits(TensorDataset(x, torch.zeros(40, dtype=torch.long)), TensorDataset(x, x))
+    store = Store(f"sqlite:///{tmp_path}/byo.db")
+    with pytest.raises(FusionNasError, match=r"data.train samples have shape \(1, 9, 9\)"):
+        run_search(_config("byo-shape"), store, data=data)
+    assert not store.has_search("byo-shape")
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"evaluator": "x", "data": "d"}, "pass either an evaluator or data"),
+        ({"evaluator": object()}, "has no evaluate"),
+        ({"data": (1, 2)}, "data must be a DataSplits"),
+        ({"train_fn": 3}, "train_fn must be callable"),
+    ],
+)
+def test_evaluator_arguments_that_cannot_hold_get_one_line(kw: dict, message: str) -> None:
+    from fusion_nas.errors import FusionNasError
+    from fusion_nas.search.session import resolve_evaluator
+
+    if kw.get("data") == "d":
+        kw["data"] = user_splits()
+    with pytest.raises(FusionNasError, match=message) as info:
+        resolve_evaluator(_config("byo-bad"), **kw)
+    assert "\n" not in str(info.value)

@@ -191,7 +191,7 @@ def test_two_slots_with_a_result_ready_tell_it_before_asking(store, log, monkeyp
         def free(self) -> int:
             return 2 - len(self._done)
 
-    monkeypatch.setattr(session_mod, "_make_pool", lambda k, d: TwoSlots())
+    monkeypatch.setattr(session_mod, "_make_pool", lambda k, d, e=None: TwoSlots())
     run_search(_config("ready", 3, workers=2), store)
     assert log["calls"] == ["ask#0", "tell#0", "ask#1", "tell#1", "ask#2", "tell#2"]
 
@@ -313,7 +313,7 @@ def test_a_dead_worker_fails_its_trial_and_the_search_goes_on(store, monkeypatch
                 os.kill(self.pid_of(key), signal.SIGKILL)
                 killed.append(key)
 
-    monkeypatch.setattr(session_mod, "_make_pool", lambda k, d: Killing(k))
+    monkeypatch.setattr(session_mod, "_make_pool", lambda k, d, e=None: Killing(k))
     df = run_search(_config("dead", 4, workers=2, strategy="optuna:random"), store)
     assert killed == [1] and len(df) == 4
     assert df.status[1] == "failed" and "worker process died (exit code -9)" in df.fail_reason[1]

@@ -4,6 +4,11 @@
 so bad input leaves the store untouched. Then a :class:`~fusion_nas.search.loop.Search` runs
 the trials.
 
+What trains a trial is an :class:`~fusion_nas.evaluation.base.Evaluator`: the built-in proxy
+trainer by default; ``run_search(config, store, evaluator=...)`` takes any object with its one
+method, ``data=DataSplits(...)`` trains the built-in way on the user's own datasets and
+``train_fn=...`` runs the user's own training function (see :mod:`fusion_nas.evaluation`).
+
 With ``evaluator="table:PATH"`` (``--evaluator``) the pool is a
 :class:`~fusion_nas.evaluation.table.TablePool`: the same loop, but every result (and every cost)
 is looked up in a tabular benchmark, so hundreds of trials take seconds; the table is checked
@@ -26,9 +31,12 @@ from typing import TYPE_CHECKING
 import optuna
 import pandas as pd
 
-from fusion_nas.errors import StoreError, StrategyError, one_line
-from fusion_nas.evaluation.table import TablePool, load_table
-from fusion_nas.evaluation.trainer import InlinePool, Pool, ProcessPool, dataset_for
+from fusion_nas.errors import FusionNasError, StoreError, StrategyError, one_line
+from fusion_nas.evaluation.base import Evaluator
+from fusion_nas.evaluation.function import FunctionEvaluator, TrainFn
+from fusion_nas.evaluation.pools import Pool, make_pool
+from fusion_nas.evaluation.table import TableEvaluator, load_table
+from fusion_nas.evaluation.trainer import TrainingEvaluator, dataset_for
 from fusion_nas.model.cost import Cost
 from fusion_nas.search.config import SearchConfig, _check_resume
 from fusion_nas.search.loop import Progress, Search
@@ -37,14 +45,83 @@ from fusion_nas.search.strategies import STRATEGIES, Driver, Proposer, Strategy,
 from fusion_nas.search.workers import fail_stale, tally, worker_id
 from fusion_nas.store import records
 from fusion_nas.store.store import Store, redact_url
+from fusion_nas.training.data import DataSplits
 from fusion_nas.training.devices import worker_devices
 
 if TYPE_CHECKING:  # the pre-screen (zero-cost proxies) is imported only when used
     from fusion_nas.search.prescreen import Screened
 
 
-def prepare(config: SearchConfig) -> Strategy:
-    """Validate dataset, strategy and evaluator for ``config`` without touching any store."""
+def builds_own_data(evaluator: Evaluator | None) -> bool:
+    """Whether ``evaluator`` trains on data of its own (the user's splits, or anything a custom
+    evaluator does) rather than on the search's built-in dataset."""
+    if evaluator is None:
+        return False
+    if isinstance(evaluator, (TrainingEvaluator, FunctionEvaluator)):
+        return evaluator.data is not None
+    return True  # a custom evaluator: what it reads is its own business
+
+
+def resolve_evaluator(
+    config: SearchConfig,
+    evaluator: Evaluator | None = None,
+    data: DataSplits | None = None,
+    train_fn: TrainFn | None = None,
+) -> Evaluator | None:
+    """The evaluator of a search: the one given, else ``train_fn`` (on ``data`` or the built-in
+    dataset), else the built-in trainer on ``data``; ``None``: the built-in trainer on the
+    search's dataset. Refuses, in one line, combinations that cannot both hold."""
+    given = [n for n, v in (("data", data), ("train_fn", train_fn)) if v is not None]
+    if config.table is not None and (evaluator is not None or given):
+        what = ", ".join(["evaluator", *given] if evaluator is not None else given)
+        raise FusionNasError(
+            f"a search answered by a table (evaluator {config.evaluator!r}) takes no {what}; "
+            "allowed: the table alone, or evaluator 'train' with evaluator, data or train_fn"
+        )
+    if evaluator is not None and given:
+        raise FusionNasError(
+            f"pass either an evaluator or {' and '.join(given)}, not both: the evaluator "
+            "decides what it trains on"
+        )
+    if evaluator is not None and not callable(getattr(evaluator, "evaluate", None)):
+        raise FusionNasError(
+            f"evaluator {evaluator!r} has no evaluate(task) method; allowed: an object with "
+            "evaluate(task: EvalTask) -> Outcome (fusion_nas.evaluation.Evaluator)"
+        )
+    if data is not None and not isinstance(data, DataSplits):
+        raise FusionNasError(
+            f"data must be a DataSplits(train, val, test=None), not {type(data).__name__}"
+        )
+    if train_fn is not None:
+        if not callable(train_fn):
+            raise FusionNasError(f"train_fn must be callable, not {type(train_fn).__name__}")
+        return FunctionEvaluator(train_fn, data)
+    if data is not None:
+        return TrainingEvaluator(data=data)
+    return evaluator
+
+
+def _check_data(config: SearchConfig, data: DataSplits) -> None:
+    """One sample of the user's train and validation data has the space's input shape."""
+    want = tuple(config.space.input_shape(1))[1:]
+    for part in ("train", "val"):
+        split = getattr(data, part)
+        if split is None or len(split) == 0:
+            raise FusionNasError(f"data.{part} is empty; a search needs train and val samples")
+        x = split[0][0]
+        shape = tuple(getattr(x, "shape", ()))
+        if shape != want:
+            raise FusionNasError(
+                f"data.{part} samples have shape {shape}, but space {config.space.name!r} "
+                f"takes {want} (channels, *size)"
+            )
+
+
+def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strategy:
+    """Validate dataset, strategy and evaluator for ``config`` without touching any store.
+
+    ``evaluator`` (from :func:`resolve_evaluator`) decides whether the built-in dataset is
+    loaded: an evaluator with data of its own has that data's shape checked instead."""
     strategy = make_strategy(config.strategy, **config.strategy_options)
     strategy.check(config.space)
     if config.screening is not None and not isinstance(strategy, Proposer):
@@ -58,6 +135,11 @@ def prepare(config: SearchConfig) -> Strategy:
         load_table(table.path).check(config.space, config.dataset, p, table.seed)
         return strategy
     worker_devices(config.device, config.workers)  # a device this machine lacks: refused now
+    data = getattr(evaluator, "data", None)
+    if isinstance(data, DataSplits):
+        _check_data(config, data)
+    if builds_own_data(evaluator):
+        return strategy
     dataset_for(
         config.dataset,
         config.space.source,
@@ -153,34 +235,44 @@ def _wait_for_record(store: Store, name: str, timeout: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-def _make_pool(workers: int, device: str = "auto") -> Pool:
-    """One worker trains in this process; more train in worker processes, one GPU each
-    (round-robin) when ``device`` resolves to CUDA."""
-    devices = worker_devices(device, workers)
-    return ProcessPool(workers, devices=devices) if workers > 1 else InlinePool(devices[0])
+def _make_pool(workers: int, device: str = "auto", evaluator: Evaluator | None = None) -> Pool:
+    """One worker evaluates in this process; more in worker processes, one GPU each
+    (round-robin) when ``device`` resolves to CUDA (:func:`~fusion_nas.evaluation.make_pool`)."""
+    return make_pool(evaluator, workers, device)
 
 
-def _evaluator_pool(config: SearchConfig) -> tuple[Pool, dict[str, Cost]]:
-    """What answers the trials (the table of ``table:PATH``, else training) and known costs."""
+def _evaluator_pool(
+    config: SearchConfig, evaluator: Evaluator | None = None
+) -> tuple[Pool, dict[str, Cost]]:
+    """What answers the trials (the table of ``table:PATH``, else ``evaluator``, else the
+    built-in training) and the costs already known."""
     spec = config.table
     if spec is not None:
         table = load_table(spec.path)
-        return TablePool(table, spec.seed), table.costs()
-    return _make_pool(config.workers, config.device), {}
+        return make_pool(TableEvaluator(table, spec.seed)), table.costs()
+    return _make_pool(config.workers, config.device, evaluator), {}
 
 
 def run_search(
     config: SearchConfig,
     store: Store | None = None,
     *,
+    evaluator: Evaluator | None = None,
+    data: DataSplits | None = None,
+    train_fn: TrainFn | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) a search to ``config.trials`` finished trials; return all its trials.
 
+    What trains each trial: ``evaluator`` (any :class:`~fusion_nas.evaluation.Evaluator`), or
+    the built-in trainer on the user's ``data`` (``DataSplits(train, val, test)`` of torch
+    datasets), or the user's ``train_fn(model, data, device, report) -> val_acc``; by default
+    the built-in trainer on ``config.dataset``. ``config.dataset`` names what the store records.
     ``on_start(done, total)`` is called once the study is open; ``on_progress`` after each trial.
     """
-    strategy = prepare(config)
+    evaluator = resolve_evaluator(config, evaluator, data, train_fn)
+    strategy = prepare(config, evaluator)
     store = store if store is not None else Store()
     study, done = open_search(store, config, strategy)
     remaining = max(0, config.trials - done)
@@ -189,7 +281,13 @@ def run_search(
     if remaining:
         with terminate_as_interrupt():
             run_trials(
-                config, study, strategy, remaining, on_progress=on_progress, total=config.trials
+                config,
+                study,
+                strategy,
+                remaining,
+                evaluator=evaluator,
+                on_progress=on_progress,
+                total=config.trials,
             )
     return store.trials(config.name)
 
@@ -200,6 +298,7 @@ def run_trials(
     strategy: Strategy,
     n_trials: int,
     *,
+    evaluator: Evaluator | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     total: int | None = None,
 ) -> None:
@@ -210,7 +309,7 @@ def run_trials(
     study of its own (e.g. Optuna's in-memory storage, with :func:`records.write_search` done)
     to replay many table searches without database writes.
     """
-    pool, costs = _evaluator_pool(config)
+    pool, costs = _evaluator_pool(config, evaluator)
     search = Search(config, study, pool, on_progress, costs)
     try:
         if isinstance(strategy, Driver):

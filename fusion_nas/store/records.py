@@ -118,6 +118,14 @@ _SEARCH_TYPES = {
 }
 
 
+def study_attrs(study: Any, study_id: int | None = None) -> Mapping[str, Any]:
+    """The user attributes of a study: of a ``StudySummary``/``FrozenStudy``/``Study`` when
+    ``study_id`` is ``None``, else of study ``study_id`` in the storage ``study``."""
+    if study_id is None:
+        return study.user_attrs
+    return study.get_study_user_attrs(study_id)
+
+
 def search_record(user_attrs: Mapping[str, Any]) -> SearchRecord | None:
     """The search record in a study's user attributes; ``None`` for a foreign study, or for a
     record that lacks a field or holds one of the wrong type (a damaged store lists the

@@ -196,7 +196,7 @@ class Store:
         """Every fusion-nas search in the store and its record, oldest first (one query)."""
         out = {}
         for study in self.storage.get_all_studies():
-            record = records.search_record(study.user_attrs)
+            record = records.search_record(records.study_attrs(study))
             if record is not None:
                 out[study.study_name] = record
         return out
@@ -214,7 +214,7 @@ class Store:
         """Study id and record of search ``name``, or ``None`` (no such fusion-nas search)."""
         try:
             study_id = self.storage.get_study_id_from_name(name)
-            record = records.search_record(self.storage.get_study_user_attrs(study_id))
+            record = records.search_record(records.study_attrs(self.storage, study_id))
         except KeyError:
             return None
         return None if record is None else (study_id, record)
@@ -312,7 +312,7 @@ class Store:
         """Every baseline collection in the store and its record, oldest first (one query)."""
         out = {}
         for study in self.storage.get_all_studies():
-            record = records.baseline_set_record(study.user_attrs)
+            record = records.baseline_set_record(records.study_attrs(study))
             if record is not None:
                 out[study.study_name] = record
         return out
@@ -332,7 +332,7 @@ class Store:
         """The baselines stored in collection ``collection`` (``baselines:<space>:<dataset>``)."""
         try:
             study_id = self.storage.get_study_id_from_name(collection)
-            record = records.baseline_set_record(self.storage.get_study_user_attrs(study_id))
+            record = records.baseline_set_record(records.study_attrs(self.storage, study_id))
         except KeyError:
             record = None
         if record is None:
@@ -355,7 +355,7 @@ class Store:
         except KeyError:
             study_id = None
         if study_id is not None:
-            if records.baseline_set_record(self.storage.get_study_user_attrs(study_id)) is None:
+            if records.baseline_set_record(records.study_attrs(self.storage, study_id)) is None:
                 raise StoreError(
                     f"study {name!r} in {redact_url(self.url)} is not a baseline collection; "
                     "it is left as it is"
