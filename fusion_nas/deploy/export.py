@@ -1,4 +1,4 @@
-"""Architecture -> standalone PyTorch source: ``fusion_nas/nets.py`` pruned to what it uses.
+"""Architecture -> standalone PyTorch source: ``fusion_nas/model/nets.py`` pruned to what it uses.
 
 The exported module is the package's own network code. From :mod:`fusion_nas.model.nets` it keeps
 the
@@ -332,7 +332,7 @@ def export_code(
             (a password in it is hidden), ``note``, ``weights_file`` (the load hint's file name).
 
     Returns:
-        ``fusion_nas/nets.py`` pruned to what ``arch`` uses, ending with ``CONFIG``; it imports
+        ``fusion_nas/model/nets.py`` pruned to what ``arch`` uses, ending with ``CONFIG``; it imports
         only ``torch`` (and the standard library pieces nets.py uses), and
         ``FusionNet().state_dict()`` has the keys and shapes of ``build_model(arch, space)``.
 
