@@ -332,8 +332,8 @@ def export_code(
             (a password in it is hidden), ``note``, ``weights_file`` (the load hint's file name).
 
     Returns:
-        ``fusion_nas/model/nets.py`` pruned to what ``arch`` uses, ending with ``CONFIG``; it imports
-        only ``torch`` (and the standard library pieces nets.py uses), and
+        ``fusion_nas/model/nets.py`` pruned to what ``arch`` uses, ending with ``CONFIG``; it
+        imports only ``torch`` (and the standard library pieces nets.py uses), and
         ``FusionNet().state_dict()`` has the keys and shapes of ``build_model(arch, space)``.
 
     Raises:
