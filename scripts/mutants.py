@@ -123,16 +123,16 @@ MUTATIONS = (
         "threads-ignored",
         "thread count ignored: a trial and a worker train with whatever torch defaults to",
         (
-            Edit(
+            Edit(  # the built-in training evaluator, in-process or in a worker
                 "fusion_nas/evaluation/trainer.py",
-                "        if task.threads:\n            torch.set_num_threads(task.threads)\n",
+                "            if task.threads:\n"
+                "                torch.set_num_threads(task.threads)\n",
                 "",
             ),
-            Edit(
-                "fusion_nas/evaluation/trainer.py",
-                "def _worker_main(conn: Connection, threads: int) -> None:\n"
-                "    torch.set_num_threads(threads)\n",
-                "def _worker_main(conn: Connection, threads: int) -> None:\n",
+            Edit(  # the worker process entry of every pool's worker
+                "fusion_nas/evaluation/pools.py",
+                "    torch.set_num_threads(threads)\n    while True:\n",
+                "    while True:\n",
             ),
         ),
         ("tests/test_evaluate.py", *_SEARCH_TESTS),

@@ -15,9 +15,8 @@ import signal
 import optuna
 import pytest
 
-import fusion_nas.evaluation.trainer as evaluate_mod
 import fusion_nas.search.session as session_mod
-from fusion_nas.evaluation.trainer import InlinePool, ProcessPool
+from fusion_nas.evaluation import InlinePool, ProcessPool, TrainingEvaluator
 from fusion_nas.model.space import SearchSpace, load_space
 from fusion_nas.search.config import SearchConfig
 from fusion_nas.search.session import run_search
@@ -121,10 +120,19 @@ def trainings(monkeypatch) -> list[int]:
             submitted.append(key)
             super().submit(key, task)
 
-    monkeypatch.setattr(
-        session_mod, "_make_pool", lambda k, d: CountingProcess(k) if k > 1 else CountingInline()
-    )
+    def make_pool(evaluator=None, workers=1, device="auto", **kw):
+        if workers > 1:
+            return CountingProcess(workers, evaluator=evaluator)
+        return CountingInline(evaluator=evaluator)
+
+    use_pool(monkeypatch, make_pool)
     return submitted
+
+
+def use_pool(monkeypatch, make_pool) -> None:
+    """Searches get their pool from ``make_pool(evaluator, workers, device)``: a pool with
+    behaviour of its own (slots, dead workers) that an evaluator cannot stand in for."""
+    monkeypatch.setattr(session_mod, "make_pool", make_pool)
 
 
 def _config(name: str, trials: int, workers: int = 1, space: SearchSpace | None = None, **kw):
@@ -191,7 +199,7 @@ def test_two_slots_with_a_result_ready_tell_it_before_asking(store, log, monkeyp
         def free(self) -> int:
             return 2 - len(self._done)
 
-    monkeypatch.setattr(session_mod, "_make_pool", lambda k, d, e=None: TwoSlots())
+    use_pool(monkeypatch, lambda evaluator=None, *a, **kw: TwoSlots(evaluator=evaluator))
     run_search(_config("ready", 3, workers=2), store)
     assert log["calls"] == ["ask#0", "tell#0", "ask#1", "tell#1", "ask#2", "tell#2"]
 
@@ -271,18 +279,25 @@ def test_interrupt_keeps_finished_trials(store, workers) -> None:
     assert (df.status == "complete").sum() == 5 and (df.status != "running").all()
 
 
-def test_interrupt_inside_training_marks_only_that_trial(store, monkeypatch) -> None:
-    real, calls = evaluate_mod.train_proxy, []
+class InterruptedThird(TrainingEvaluator):
+    """The built-in training, with Ctrl-C pressed during the third network's training."""
 
-    def train(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def evaluate(self, task):
+        self.calls += 1
+        if self.calls == 3:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return super().evaluate(task)
 
-    monkeypatch.setattr(evaluate_mod, "train_proxy", train)
+
+def test_interrupt_inside_training_marks_only_that_trial(store) -> None:
     with pytest.raises(KeyboardInterrupt):
-        run_search(_config("ctrl-c", 5, strategy="optuna:random"), store)
+        run_search(
+            _config("ctrl-c", 5, strategy="optuna:random"), store, evaluator=InterruptedThird()
+        )
     df = store.trials("ctrl-c")
     assert list(df.status) == ["complete", "complete", "interrupted"]
     assert df.fail_reason[2] == USER_STOP and df.fail_reason[:2].isna().all()
@@ -313,7 +328,10 @@ def test_a_dead_worker_fails_its_trial_and_the_search_goes_on(store, monkeypatch
                 os.kill(self.pid_of(key), signal.SIGKILL)
                 killed.append(key)
 
-    monkeypatch.setattr(session_mod, "_make_pool", lambda k, d, e=None: Killing(k))
+    use_pool(
+        monkeypatch,
+        lambda evaluator=None, workers=1, *a, **kw: Killing(workers, evaluator=evaluator),
+    )
     df = run_search(_config("dead", 4, workers=2, strategy="optuna:random"), store)
     assert killed == [1] and len(df) == 4
     assert df.status[1] == "failed" and "worker process died (exit code -9)" in df.fail_reason[1]

@@ -24,7 +24,7 @@ from fusion_nas.search.strategies import nni_strategies as ns
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
-from tests.test_strategies import SEEDS, MemoryStore, plant, trials_to_optimum
+from tests.test_strategies import PLANTED, SEEDS, MemoryStore, plant, trials_to_optimum
 
 pytestmark = pytest.mark.nni
 
@@ -322,9 +322,8 @@ def test_evolution_breeds_from_the_results_it_was_told(workdir, monkeypatch) -> 
     space = plant(monkeypatch)
     built = _capture_strategies(monkeypatch)
     store = MemoryStore()
-    run_search(
-        _planted_config("evo", "nni:evolution", 7, space, population=3, sample_size=2), store
-    )
+    config = _planted_config("evo", "nni:evolution", 7, space, population=3, sample_size=2)
+    run_search(config, store, evaluator=PLANTED)
     (evo,) = built
     df = store.trials("evo")
     assert len(df) == 7 and (df.status == "complete").all()
@@ -354,7 +353,7 @@ def test_tpe_is_told_every_result_and_replays_the_stored_ones(workdir, monkeypat
     built = _capture_strategies(monkeypatch)
     store = MemoryStore()
     config = _planted_config("tpe", "nni:tpe", 2, space, seed_trials=2)
-    run_search(config, store)  # NNI's TPE strategy waits a second per trial
+    run_search(config, store, evaluator=PLANTED)  # NNI's TPE strategy waits a second per trial
     df = store.trials("tpe")
     losses = [-acc for acc in df.val_acc]  # the tuner minimises the negated accuracy
     history = built[0].tuner._history  # per stage, keyed the way NNI formats a space

@@ -26,10 +26,9 @@ from optuna.samplers.nsgaii._constraints_evaluation import _constrained_dominate
 from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.study._multi_objective import _dominates
 
-import fusion_nas.evaluation.trainer as evaluate_mod
 import fusion_nas.search.loop as loop_mod
 import fusion_nas.search.session as session_mod
-from fusion_nas.evaluation.trainer import EvalTask, Outcome
+from fusion_nas.evaluation import EvalTask, Outcome
 from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.cost import arch_cost
 from fusion_nas.model.space import SearchSpace, parse_space
@@ -100,22 +99,28 @@ def planted_accuracy(arch: Architecture) -> float:
     return hits / len(PLANTED_HEADS)
 
 
-def scored(score: Callable[[Architecture], float], trained: list[str] | None = None):
-    """A stand-in for :func:`fusion_nas.evaluation.trainer.evaluate` that scores instead of
-    training."""
+class Scored:
+    """An evaluator that scores instead of training: ``score(arch)`` is the accuracy, and the
+    id of each network it is given is appended to ``trained`` (when given)."""
 
-    def evaluate(task: EvalTask) -> Outcome:
+    def __init__(
+        self, score: Callable[[Architecture], float], trained: list[str] | None = None
+    ) -> None:
+        self.score, self.trained = score, trained
+
+    def evaluate(self, task: EvalTask) -> Outcome:
         arch = Architecture.from_json(task.arch_json)
-        if trained is not None:
-            trained.append(arch.arch_id)
-        acc = score(arch)
+        if self.trained is not None:
+            self.trained.append(arch.arch_id)
+        acc = self.score(arch)
         return Outcome(TrialStatus.COMPLETE, val_acc=acc, curve=[acc], seconds=0.01)
 
-    return evaluate
+
+PLANTED = Scored(planted_accuracy)  # the planted space's evaluator: no training
 
 
 def plant(monkeypatch) -> SearchSpace:
-    """The planted space, with training replaced by :func:`planted_accuracy`.
+    """The planted space; searches on it score with :data:`PLANTED` instead of training.
 
     Costing a network takes a tenth of a second; all 256 share one cost (checked here on the
     two extremes), so it is counted once.
@@ -132,7 +137,6 @@ def plant(monkeypatch) -> SearchSpace:
     cost = arch_cost(few, space)
     assert arch_cost(many, space) == cost
     monkeypatch.setattr(loop_mod, "arch_cost", lambda arch, space: cost)
-    monkeypatch.setattr(evaluate_mod, "evaluate", scored(planted_accuracy))
     return space
 
 
@@ -163,7 +167,7 @@ def trials_to_optimum(space: SearchSpace, strategy: str, options: dict, seed: in
         latency="off",  # the sampler is under test, not the cost of measuring
     )
     try:
-        run_search(config, MemoryStore(), on_progress=_stop_at_optimum)
+        run_search(config, MemoryStore(), evaluator=PLANTED, on_progress=_stop_at_optimum)
     except _Found as found:
         return found.args[0]
     return CAP + 1
@@ -171,7 +175,8 @@ def trials_to_optimum(space: SearchSpace, strategy: str, options: dict, seed: in
 
 @functools.cache
 def _random_mean() -> float:
-    """Random search's mean over :data:`SEEDS`, computed once (call it with :func:`plant` on)."""
+    """Random search's mean over :data:`SEEDS`, computed once (call it with :func:`plant` on:
+    costing is patched there)."""
     space = parse_space(PLANTED_SPACE, source="planted.toml")
     return statistics.mean(trials_to_optimum(space, "optuna:random", {}, s) for s in SEEDS)
 
@@ -242,7 +247,6 @@ def test_the_search_runs_on_the_strategys_sampler(
         return study, done
 
     monkeypatch.setattr(session_mod, "open_search", spy)
-    monkeypatch.setattr(evaluate_mod, "evaluate", scored(lambda arch: 0.5))
     options = {"population": 3, "seed_trials": 2}
     config = SearchConfig(
         name="s",
@@ -252,7 +256,7 @@ def test_the_search_runs_on_the_strategys_sampler(
         trials=2,
         strategy_options=options,
     )
-    run_search(config, MemoryStore())
+    run_search(config, MemoryStore(), evaluator=Scored(lambda arch: 0.5))
     (study,) = studies
     assert type(study.sampler) is sampler_type
     if strategy == "optuna:nsga2":
@@ -293,11 +297,10 @@ def _constraints(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
 
 
 def _budget_search(
-    space: SearchSpace, monkeypatch, strategy: str, trials: int = 8, **budgets
+    space: SearchSpace, strategy: str, trials: int = 8, **budgets
 ) -> tuple[optuna.Study, list[str]]:
     """Run ``strategy`` on the budget space; return the study and the networks it trained."""
     trained: list[str] = []
-    monkeypatch.setattr(evaluate_mod, "evaluate", scored(lambda a: 0.5, trained))
     store = MemoryStore()
     config = SearchConfig(
         name="b",
@@ -309,18 +312,16 @@ def _budget_search(
         strategy_options={"population": 2, "seed_trials": 2},
         **budgets,
     )
-    run_search(config, store)
+    run_search(config, store, evaluator=Scored(lambda a: 0.5, trained))
     return store.load_study("b"), trained
 
 
 @pytest.mark.parametrize("strategy", ["optuna:nsga2", "optuna:tpe", "optuna:grid"])
 def test_budgets_are_stored_as_constraints_and_over_budget_networks_never_train(
-    space, monkeypatch, strategy
+    space, strategy
 ) -> None:
     max_flops, max_params = 100_000, 2_000
-    study, trained = _budget_search(
-        space, monkeypatch, strategy, max_flops=max_flops, max_params=max_params
-    )
+    study, trained = _budget_search(space, strategy, max_flops=max_flops, max_params=max_params)
     trials = study.get_trials()
     assert len(trials) == 8
     kinds = set()
@@ -346,24 +347,22 @@ def test_budgets_are_stored_as_constraints_and_over_budget_networks_never_train(
     assert set(trained) == feasible_ids and len(trained) == len(feasible_ids)  # each once
 
 
-def test_without_budgets_every_trial_is_feasible(space, monkeypatch) -> None:
-    study, trained = _budget_search(space, monkeypatch, "optuna:grid", trials=4)
+def test_without_budgets_every_trial_is_feasible(space) -> None:
+    study, trained = _budget_search(space, "optuna:grid", trials=4)
     trials = study.get_trials()
     assert all(_constraints(t) == (0.0, 0.0) for t in trials)
     assert all(t.user_attrs["status"] == "complete" for t in trials)
     assert len(set(trained)) == len(trained) == space.num_architectures() == 4
 
 
-def test_nsga2_and_tpe_rank_a_feasible_trial_above_a_cheaper_infeasible_one(
-    space, monkeypatch
-) -> None:
+def test_nsga2_and_tpe_rank_a_feasible_trial_above_a_cheaper_infeasible_one(space) -> None:
     """Over the params budget by 22, parallel k3 has fewer MACs than conv k5 (feasible).
 
     Its objectives alone ([0, 83,024] against [0.5, 107,088]) leave the two unordered; the
     stored constraint values are what put the feasible trial first, in NSGA-II's constrained
     dominance and in TPE's split into good and bad trials.
     """
-    study, _ = _budget_search(space, monkeypatch, "optuna:grid", trials=4, max_params=1_900)
+    study, _ = _budget_search(space, "optuna:grid", trials=4, max_params=1_900)
     by_desc = {t.user_attrs["arch_desc"]: t for t in study.get_trials()}
     infeasible, feasible = by_desc["parallel(k3,h1,lin)@8"], by_desc["conv(k5)@8"]
     assert _constraints(infeasible) == (0.0, 22.0) and max(_constraints(feasible)) <= 0
