@@ -77,13 +77,11 @@ def _retrain_job(job: dict[str, Any]) -> RetrainRecord:
     Goes through :func:`fusion_nas.analysis.retrain.retrain`, as ``fusion-nas retrain`` does, so the
     result is stored with the search and its code and weights are written.
     """
-    store = Store(job["store"], create=False)
-    row = store.trial(job["search"], job["number"])
+    search = Store(job["store"], create=False).search(job["search"])
     f = job["final"]
     return retrain(
-        store,
-        job["search"],
-        row,
+        search,
+        search.trial(job["number"]),
         epochs=f["epochs"],
         threads=1,
         lr=f["lr"],
