@@ -15,15 +15,17 @@ from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.build import build_model
 from fusion_nas.model.nets import FusionNet
 from fusion_nas.model.space import parse_space
-from fusion_nas.search.supernet import (
+from fusion_nas.model.supernet import (
     SinglePath,
     SuperNet,
     SupernetError,
-    inherited_accuracy,
     plan_supernet,
+    supernet_params,
+)
+from fusion_nas.search.supernet import (
+    inherited_accuracy,
     recalibrate,
     search_supernet,
-    supernet_params,
     train_supernet,
 )
 from fusion_nas.store.store import Store

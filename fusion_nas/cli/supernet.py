@@ -29,7 +29,8 @@ from fusion_nas.cli.common import (
 )
 from fusion_nas.errors import FusionNasError
 from fusion_nas.model.space import load_space
-from fusion_nas.search.supernet import CALIB_BATCHES, MAX_PARAMS, search_supernet, train_supernet
+from fusion_nas.model.supernet import MAX_PARAMS
+from fusion_nas.search.supernet import CALIB_BATCHES, search_supernet, train_supernet
 from fusion_nas.training.loop import ProxyConfig
 
 _DEFAULTS = ProxyConfig()
