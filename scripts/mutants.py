@@ -58,7 +58,7 @@ class Mutation:
     tests: tuple[str, ...]
 
 
-_SEARCH_TESTS = ("tests/test_loop.py", "tests/test_search.py")
+_SEARCH_TESTS = ("tests/search/test_loop.py", "tests/search/test_search.py")
 
 MUTATIONS = (
     Mutation(
@@ -67,10 +67,10 @@ MUTATIONS = (
         "computes gradients and never applies them",
         (Edit("fusion_nas/training/loop.py", "            opt.step()\n", ""),),
         (
-            "tests/test_train.py",
-            "tests/test_evaluate.py",
-            "tests/test_baselines.py",
-            "tests/test_supernet.py",
+            "tests/training/test_train.py",
+            "tests/evaluation/test_evaluate.py",
+            "tests/analysis/test_baselines.py",
+            "tests/search/test_supernet.py",
             *_SEARCH_TESTS,
         ),
     ),
@@ -103,7 +103,11 @@ MUTATIONS = (
                 "        return strategy\n",
             ),
         ),
-        ("tests/test_strategies.py", "tests/test_nni.py", "tests/test_loop.py"),
+        (
+            "tests/search/test_strategies.py",
+            "tests/search/test_nni.py",
+            "tests/search/test_loop.py",
+        ),
     ),
     Mutation(
         "ask-all-first",
@@ -117,7 +121,7 @@ MUTATIONS = (
                 "            if True:  # ask while the search has room, whatever is open\n",
             ),
         ),
-        (*_SEARCH_TESTS, "tests/test_strategies.py"),
+        (*_SEARCH_TESTS, "tests/search/test_strategies.py"),
     ),
     Mutation(
         "threads-ignored",
@@ -135,7 +139,7 @@ MUTATIONS = (
                 "    while True:\n",
             ),
         ),
-        ("tests/test_evaluate.py", *_SEARCH_TESTS),
+        ("tests/evaluation/test_evaluate.py", *_SEARCH_TESTS),
     ),
     Mutation(
         "no-budget",
@@ -147,7 +151,7 @@ MUTATIONS = (
                 "        if False:\n",
             ),
         ),
-        (*_SEARCH_TESTS, "tests/test_strategies.py", "tests/test_cli.py"),
+        (*_SEARCH_TESTS, "tests/search/test_strategies.py", "tests/cli/test_cli.py"),
     ),
     Mutation(
         "loose-onnx",
@@ -159,7 +163,7 @@ MUTATIONS = (
                 "torch.allclose(got, expected, atol=1e-2)",
             ),
         ),
-        ("tests/test_export.py", "tests/test_cli_export.py"),
+        ("tests/deploy/test_export.py", "tests/cli/test_cli_export.py"),
     ),
 )
 

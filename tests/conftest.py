@@ -89,7 +89,8 @@ def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _no_latency(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trials skip the latency measurement (a second per network) unless a test asks for it
-    (--latency, or by clearing FUSION_NAS_LATENCY as tests/test_latency_objective.py does)."""
+    (--latency, or by clearing FUSION_NAS_LATENCY as
+    tests/search/test_latency_objective.py does)."""
     monkeypatch.setenv("FUSION_NAS_LATENCY", "off")
 
 

@@ -2,7 +2,7 @@
 
 Optuna gives no public way to reach a study's storage, an ask/tell trial's id or the RDB
 storage behind its cache, yet a search that beats for its own trials needs all three.
-``tests/test_optuna_adapter.py`` pins each behaviour used here, so an Optuna upgrade that
+``tests/store/test_optuna_adapter.py`` pins each behaviour used here, so an Optuna upgrade that
 changes one fails there, not deep inside a search.
 """
 

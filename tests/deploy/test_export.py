@@ -28,7 +28,7 @@ from fusion_nas.model.build import build_model
 from fusion_nas.model.registry import list_attentions, list_ops
 from fusion_nas.model.space import SearchSpace, load_space, parse_space
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NETS_SOURCE = Path(nets.__file__).read_text(encoding="utf-8")
 SMALL_SPACES = ("mnist1d", "digits", "fashion-mnist")
 # Exported and toolkit outputs differ by float rounding only (~1e-8 measured, ONNX included), so

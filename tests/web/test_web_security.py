@@ -3,7 +3,7 @@
 Host check from the bound address (DNS rebinding) and ``--allowed-host``; IPv6 loopback;
 operator names in the operators figure; store passwords in errors; malformed trials; control
 characters in search names; the model behind ``/download/code``; slow clients. Pages are
-checked in Chromium (the fixtures of :mod:`tests.test_browser`); every crafted store is a copy
+checked in Chromium (the fixtures of :mod:`tests.web.test_browser`); every crafted store is a copy
 of one filled by a real tiny search, changed through Optuna's storage API.
 """
 
@@ -35,8 +35,8 @@ from fusion_nas.search.session import run_search
 from fusion_nas.store.records import SEARCH_KEY
 from fusion_nas.store.store import Store
 from fusion_nas.web import background_server, create_app
-from tests import test_browser as browser
-from tests.test_browser import POLL_MS, config, count_points, url
+from tests.web import test_browser as browser
+from tests.web.test_browser import POLL_MS, config, count_points, url
 
 chromium = browser.chromium  # the fixtures of the Chromium tests, shared
 new_tab = browser.new_tab

@@ -13,7 +13,7 @@ import pytest
 from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.pareto import hypervolume
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "benchmarks" / "tables" / "digits.csv"
 
 

@@ -11,7 +11,7 @@ from fusion_nas.model.space import SearchSpace
 from fusion_nas.store.handles import StoredSearch, StoredTrial
 from fusion_nas.store.records import RetrainRecord, TrialStatus, write_retrain
 from fusion_nas.store.store import Store, space_input
-from tests.test_records import add_trial, new_study
+from tests.store.test_records import add_trial, new_study
 
 
 @pytest.fixture()

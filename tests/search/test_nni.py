@@ -24,7 +24,7 @@ from fusion_nas.search.strategies import nni_strategies as ns
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
-from tests.test_strategies import PLANTED, SEEDS, MemoryStore, plant, trials_to_optimum
+from tests.search.test_strategies import PLANTED, SEEDS, MemoryStore, plant, trials_to_optimum
 
 pytestmark = pytest.mark.nni
 

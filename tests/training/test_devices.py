@@ -283,7 +283,7 @@ def test_on_cpu():
 def test_gpu_tests_are_deselected_and_counted_without_cuda(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cuda: bool
 ) -> None:
-    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makeconftest((Path(__file__).parents[1] / "conftest.py").read_text())
     pytester.makeini("[pytest]\nmarkers =\n    gpu: needs CUDA\n")
     pytester.makepyfile(test_toy=GPU_SUITE)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)

@@ -22,7 +22,7 @@ from fusion_nas.model.cost import Cost, arch_cost
 from tests.helpers.op_configs import WINDOW, Cfg, op_configs
 from tests.helpers.op_configs import cfg as make_cfg
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------- analytic formulas
 

@@ -19,7 +19,7 @@ from fusion_nas.store.store import Store
 from tests.helpers.spaces import TINY
 from tests.helpers.table import plant
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

@@ -31,7 +31,7 @@ def test_builtin_space_loads(name: str) -> None:
     assert space.dim == (1 if space.kind == "sequence" else 2)
     assert all(min(size) >= 1 for size in space.stage_sizes())
     # Loading by path gives the same space as loading by name.
-    by_path = load_space(Path(__file__).parent.parent / "search_spaces" / f"{name}.toml")
+    by_path = load_space(Path(__file__).parents[2] / "search_spaces" / f"{name}.toml")
     assert (by_path.stages, by_path.size, by_path.stem) == (space.stages, space.size, space.stem)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from fusion_nas.evaluation.table import load_table
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 DIGITS = BENCHMARKS / "tables" / "digits.csv"
 
 
