@@ -30,6 +30,7 @@ from fusion_nas.errors import TrialFailed
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.space import SearchSpace
 from fusion_nas.store.records import TrialStatus
+from fusion_nas.training.data import DataSplits, dataset_for
 from fusion_nas.training.loop import ProxyConfig
 
 __all__ = ["EvalContext", "EvalTask", "Evaluator", "Outcome", "StopTraining"]
@@ -141,3 +142,14 @@ class EvalContext:
             raise StopTraining(f"stopped after epoch {epoch}")
 
     __call__ = report
+
+
+def task_splits(task: EvalTask, data: DataSplits | None = None) -> DataSplits:
+    """What a trial trains and scores on: ``data`` (the user's own), else the task's built-in
+    dataset split by the task's seed (loaded once per process)."""
+    if data is not None:
+        return data
+    p = task.proxy
+    return dataset_for(
+        task.dataset, task.space_source, task.data_dir, p.val_fraction, task.seed, p.train_subset
+    )

@@ -45,11 +45,11 @@ import numpy as np
 import torch
 
 from fusion_nas.errors import TrialFailed, one_line
-from fusion_nas.evaluation.base import EvalContext, EvalTask, Outcome, StopTraining
+from fusion_nas.evaluation.base import EvalContext, EvalTask, Outcome, StopTraining, task_splits
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.build import build_model
 from fusion_nas.store.records import TrialStatus
-from fusion_nas.training.data import DataSplits, dataset_for, stored_space
+from fusion_nas.training.data import DataSplits, stored_space
 from fusion_nas.training.devices import device_name
 
 __all__ = ["FunctionEvaluator", "TrainFn"]
@@ -86,17 +86,7 @@ class FunctionEvaluator:
 
     def splits(self, task: EvalTask) -> Any:
         """What ``train_fn`` gets as ``data``: the user's, else the task's built-in dataset."""
-        if self.data is not None:
-            return self.data
-        p = task.proxy
-        return dataset_for(
-            task.dataset,
-            task.space_source,
-            task.data_dir,
-            p.val_fraction,
-            task.seed,
-            p.train_subset,
-        )
+        return task_splits(task, self.data)
 
     def evaluate(self, task: EvalTask) -> Outcome:
         """Build the network from ``task.seed`` and run ``train_fn`` on it; never raises."""

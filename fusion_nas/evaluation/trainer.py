@@ -29,7 +29,7 @@ from fusion_nas.errors import one_line
 from fusion_nas.evaluation import pools
 
 # Old import paths (`from fusion_nas.evaluation.trainer import EvalTask, InlinePool, ...`).
-from fusion_nas.evaluation.base import EvalTask, Outcome
+from fusion_nas.evaluation.base import EvalTask, Outcome, task_splits
 from fusion_nas.evaluation.pools import InlinePool, Pool, ProcessPool
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.build import build_model
@@ -72,17 +72,7 @@ class TrainingEvaluator:
 
     def splits(self, task: EvalTask) -> DataSplits:
         """The splits ``task`` trains on: the user's, else its built-in dataset."""
-        if self.data is not None:
-            return self.data
-        p = task.proxy
-        return dataset_for(
-            task.dataset,
-            task.space_source,
-            task.data_dir,
-            p.val_fraction,
-            task.seed,
-            p.train_subset,
-        )
+        return task_splits(task, self.data)
 
     def evaluate(self, task: EvalTask) -> Outcome:
         """Proxy-train ``task``'s architecture on ``task.device``; never raises."""

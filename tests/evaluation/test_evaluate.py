@@ -18,6 +18,7 @@ from fusion_nas.evaluation import (
     TrainingEvaluator,
     make_pool,
 )
+from fusion_nas.evaluation import base as base_module
 from fusion_nas.evaluation import trainer as evaluate_module
 from fusion_nas.evaluation.trainer import EvalTask, InlinePool, ProcessPool, evaluate
 from fusion_nas.model.space import load_space
@@ -172,7 +173,7 @@ def test_training_evaluator_trains_on_the_users_dataset(monkeypatch) -> None:
     def no_builtin(*a, **k):
         raise AssertionError("a built-in dataset was loaded")
 
-    monkeypatch.setattr(evaluate_module, "dataset_for", no_builtin)
+    monkeypatch.setattr(base_module, "dataset_for", no_builtin)
     evaluator = TrainingEvaluator(data=user_splits())
     assert isinstance(evaluator, Evaluator)
     out = evaluator.evaluate(_digits_task())
