@@ -44,8 +44,14 @@ from fusion_nas.store.store import Store, redact_url
 from fusion_nas.training.loop import ProxyConfig
 
 _DEFAULTS = ProxyConfig()
-_DEFAULT_STRATEGY = next(iter(STRATEGIES))
 _STRATEGY_HELP = ", ".join(f"{name} ({spec.help})" for name, spec in STRATEGIES.items())
+
+
+def _default_strategy() -> str:
+    """The strategy of a new search that names none (see ``DEFAULT_STRATEGY``)."""
+    from fusion_nas.search.config import DEFAULT_STRATEGY
+
+    return DEFAULT_STRATEGY
 
 
 def _takes(option: str) -> str:
@@ -57,8 +63,16 @@ def search(
     space: SpaceArgument,
     dataset: DatasetOption = None,
     strategy: Annotated[
-        str, typer.Option("--strategy", "-s", help=f"One of: {_STRATEGY_HELP}.")
-    ] = _DEFAULT_STRATEGY,
+        str | None,
+        typer.Option(
+            "--strategy",
+            "-s",
+            help=f"One of: {_STRATEGY_HELP}. Default: {_default_strategy()} for a new search "
+            "(fewest trials to a good front, README 'Search efficiency'); an existing search "
+            "resumes with the strategy it began with.",
+            show_default=False,
+        ),
+    ] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Total trials of the search.")] = 20,
     epochs: Annotated[
         int, typer.Option(help="Proxy training epochs per trial.")
@@ -172,11 +186,14 @@ def search(
         sp = load_space(space)
         dataset = dataset_of(sp, dataset)
         given = {"population": population, "sample_size": sample_size, "macs_weight": macs_weight}
-        spec = STRATEGIES.get(strategy)  # unknown names are refused by the search, in one line
+        from fusion_nas.search.session import settle_strategy
+
+        method = strategy or _default_strategy()  # in the default name
+        spec = STRATEGIES.get(method)  # unknown names are refused by the search, in one line
         options = {k: v for k, v in given.items() if spec is not None and k in spec.options}
         config = SearchConfig(
             name=name
-            or f"{sp.name}-{dataset.replace(':', '_').replace('/', '_')}-{strategy.split(':')[-1]}",
+            or f"{sp.name}-{dataset.replace(':', '_').replace('/', '_')}-{method.split(':')[-1]}",
             space=sp,
             dataset=dataset,
             strategy=strategy,
@@ -205,6 +222,8 @@ def search(
             max_latency_ms=max_latency_ms,
             latency=latency,
         )
+        # No --strategy: an existing search goes on with its stored strategy and options.
+        config = settle_strategy(config, store)
         prepare(config)  # space, data, strategy and device first: bad input writes nothing
         st = Store(store)
         _run(config, st)

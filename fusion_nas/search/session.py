@@ -38,7 +38,7 @@ from fusion_nas.evaluation.pools import Pool, make_pool
 from fusion_nas.evaluation.table import TableEvaluator, load_table
 from fusion_nas.evaluation.trainer import TrainingEvaluator, dataset_for
 from fusion_nas.model.cost import Cost
-from fusion_nas.search.config import SearchConfig, _check_resume
+from fusion_nas.search.config import DEFAULT_STRATEGY, SearchConfig, _check_resume
 from fusion_nas.search.loop import Progress, Search
 from fusion_nas.search.signals import USER_STOP, Terminated, terminate_as_interrupt
 from fusion_nas.search.strategies import STRATEGIES, Driver, Proposer, Strategy, make_strategy
@@ -122,7 +122,7 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
 
     ``evaluator`` (from :func:`resolve_evaluator`) decides whether the built-in dataset is
     loaded: an evaluator with data of its own has that data's shape checked instead."""
-    strategy = make_strategy(config.strategy, **config.strategy_options)
+    strategy = make_strategy(config.strategy or DEFAULT_STRATEGY, **config.strategy_options)
     strategy.check(config.space)
     if config.screening is not None and not isinstance(strategy, Proposer):
         raise StrategyError(
@@ -149,6 +149,31 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
         p.train_subset,
     )
     return strategy
+
+
+def settle_strategy(config: SearchConfig, store: Store | str | None = None) -> SearchConfig:
+    """``config`` with its strategy settled: the one it names; when it names none
+    (``strategy=None``, no ``--strategy``), the stored strategy and options of the search of that
+    name in ``store`` (an existing search resumes as it began, whatever today's default), else
+    :data:`~fusion_nas.search.config.DEFAULT_STRATEGY`. ``store`` is a store or its URL; a
+    store that does not exist yet is not created here."""
+    if config.strategy is not None:
+        return config
+    old = _stored_record(store, config.name)
+    if old is None:
+        return dataclasses.replace(config, strategy=DEFAULT_STRATEGY)
+    return dataclasses.replace(
+        config, strategy=old.strategy, strategy_options=dict(old.strategy_options)
+    )
+
+
+def _stored_record(store: Store | str | None, name: str) -> records.SearchRecord | None:
+    """The record of search ``name`` in ``store`` (a store or a URL), or ``None``."""
+    try:
+        st = store if isinstance(store, Store) else Store(store, create=False)
+        return st.search_record(name) if st.has_search(name) else None
+    except StoreError:  # no store there yet: a new search
+        return None
 
 
 def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple[optuna.Study, int]:
@@ -272,6 +297,7 @@ def run_search(
     ``on_start(done, total)`` is called once the study is open; ``on_progress`` after each trial.
     """
     evaluator = resolve_evaluator(config, evaluator, data, train_fn)
+    config = settle_strategy(config, store)
     strategy = prepare(config, evaluator)
     store = store if store is not None else Store()
     study, done = open_search(store, config, strategy)
