@@ -230,6 +230,10 @@ def search(
 
 
 def _run(config: SearchConfig, store: Store) -> None:
+    import warnings
+
+    from fusion_nas.errors import FusionNasWarning
+
     start = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -274,7 +278,10 @@ def _run(config: SearchConfig, store: Store) -> None:
         )
 
     try:
-        df = run_search(config, store, on_progress=on_progress, on_start=on_start)
+        with warnings.catch_warnings():  # each fusion-nas warning: one line, before training
+            warnings.simplefilter("always", FusionNasWarning)
+            warnings.showwarning = _show_warning
+            df = run_search(config, store, on_progress=on_progress, on_start=on_start)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         progress.stop()
         by = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
@@ -307,6 +314,48 @@ def _run(config: SearchConfig, store: Store) -> None:
         f"View: [bold]fusion-nas results {quoted}[/] | [bold]fusion-nas pareto {quoted} --open[/]"
         " | [bold]fusion-nas serve[/] (http://127.0.0.1:8765)"
         f" | optuna-dashboard {url}"
+    )
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` of a search: each fusion-nas warning as one yellow line on
+    stderr; any other as Python shows it."""
+    import sys
+    import warnings
+
+    from fusion_nas.cli.common import err_console
+    from fusion_nas.errors import FusionNasWarning
+
+    if issubclass(category, FusionNasWarning) and isinstance(message, Warning):
+        err_console.print(f"[yellow]Warning:[/] {escape(_warning_text(message))}", soft_wrap=True)
+        return
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    (file if hasattr(file, "write") else sys.stderr).write(text)  # type: ignore[union-attr]
+
+
+def _warning_text(warning: Warning) -> str:
+    """One line for ``warning``; a short proxy with the CLI's options to change it."""
+    from fusion_nas.errors import ShortProxyWarning, one_line
+
+    if not isinstance(warning, ShortProxyWarning):
+        return one_line(str(warning))
+    i = warning.info
+    advice = i["advice"]
+    fix = f"--epochs {advice['epochs']}"
+    if advice["batch_size"] is not None:
+        fix = f"--batch-size {advice['batch_size']} or {fix}"
+    return (
+        f"each trial trains only {i['steps']} optimiser steps ({i['n_train']} training samples, "
+        f"batch size {i['batch_size']}, {i['epochs']} epochs; ceil(samples / batch) * epochs), "
+        f"fewer than {i['minimum']}: the networks may not learn and their scores may rank "
+        f"nothing; {fix} reaches {i['minimum']}."
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,7 +32,13 @@ from typing import TYPE_CHECKING
 import optuna
 import pandas as pd
 
-from fusion_nas.errors import FusionNasError, StoreError, StrategyError, one_line
+from fusion_nas.errors import (
+    FusionNasError,
+    ShortProxyWarning,
+    StoreError,
+    StrategyError,
+    one_line,
+)
 from fusion_nas.evaluation.base import Evaluator
 from fusion_nas.evaluation.function import FunctionEvaluator, TrainFn
 from fusion_nas.evaluation.pools import Pool, make_pool
@@ -47,6 +54,7 @@ from fusion_nas.store import records
 from fusion_nas.store.store import Store, redact_url
 from fusion_nas.training.data import DataSplits
 from fusion_nas.training.devices import worker_devices
+from fusion_nas.training.loop import MIN_PROXY_STEPS, proxy_steps, steps_advice
 
 if TYPE_CHECKING:  # the pre-screen (zero-cost proxies) is imported only when used
     from fusion_nas.search.prescreen import Screened
@@ -149,6 +157,45 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
         p.train_subset,
     )
     return strategy
+
+
+def warn_short_proxy(config: SearchConfig, evaluator: Evaluator | None = None) -> int | None:
+    """Warn (:class:`~fusion_nas.errors.ShortProxyWarning`) when a trial's proxy run takes
+    fewer than :data:`~fusion_nas.training.loop.MIN_PROXY_STEPS` optimiser steps; return the
+    steps (``None`` when the built-in trainer does not train: a table, a custom evaluator or
+    ``train_fn``)."""
+    if config.table is not None or not (
+        evaluator is None or isinstance(evaluator, TrainingEvaluator)
+    ):
+        return None
+    data = getattr(evaluator, "data", None)
+    if not isinstance(data, DataSplits):
+        p = config.proxy
+        src = config.space.source
+        data = dataset_for(
+            config.dataset, src, config.data_dir, p.val_fraction, config.seed, p.train_subset
+        )
+    n_train, p = len(data.train), config.proxy
+    steps = proxy_steps(n_train, p)
+    if steps < MIN_PROXY_STEPS:
+        advice = steps_advice(n_train, p)
+        by_batch = f"batch_size={advice['batch_size']} or " if advice["batch_size"] else ""
+        warnings.warn(
+            ShortProxyWarning(
+                f"each trial trains {steps} optimiser steps ({n_train} training samples, "
+                f"batch size {p.batch_size}, {p.epochs} epochs), fewer than {MIN_PROXY_STEPS}: "
+                f"networks may not learn and their scores rank nothing; {by_batch}"
+                f"epochs={advice['epochs']} reaches {MIN_PROXY_STEPS}",
+                n_train=n_train,
+                batch_size=p.batch_size,
+                epochs=p.epochs,
+                steps=steps,
+                minimum=MIN_PROXY_STEPS,
+                advice=advice,
+            ),
+            stacklevel=3,
+        )
+    return steps
 
 
 def settle_strategy(config: SearchConfig, store: Store | str | None = None) -> SearchConfig:
@@ -302,6 +349,8 @@ def run_search(
     store = store if store is not None else Store()
     study, done = open_search(store, config, strategy)
     remaining = max(0, config.trials - done)
+    if remaining:
+        warn_short_proxy(config, evaluator)
     if on_start is not None:
         on_start(done, config.trials)
     if remaining:
