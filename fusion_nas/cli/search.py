@@ -353,7 +353,8 @@ def _warning_text(warning: Warning) -> str:
         fix = f"--batch-size {advice['batch_size']} or {fix}"
     return (
         f"each trial trains only {i['steps']} optimiser steps ({i['n_train']} training samples, "
-        f"batch size {i['batch_size']}, {i['epochs']} epochs; ceil(samples / batch) * epochs), "
+        f"batch size {i['batch_size']}, {i['epochs']} epoch{'s' * (i['epochs'] != 1)}; "
+        "ceil(samples / batch) * epochs), "
         f"fewer than {i['minimum']}: the networks may not learn and their scores may rank "
         f"nothing; {fix} reaches {i['minimum']}."
     )

@@ -183,7 +183,8 @@ def warn_short_proxy(config: SearchConfig, evaluator: Evaluator | None = None) -
         warnings.warn(
             ShortProxyWarning(
                 f"each trial trains {steps} optimiser steps ({n_train} training samples, "
-                f"batch size {p.batch_size}, {p.epochs} epochs), fewer than {MIN_PROXY_STEPS}: "
+                f"batch size {p.batch_size}, {p.epochs} epoch{'s' * (p.epochs != 1)}), fewer than "
+                f"{MIN_PROXY_STEPS}: "
                 f"networks may not learn and their scores rank nothing; {by_batch}"
                 f"epochs={advice['epochs']} reaches {MIN_PROXY_STEPS}",
                 n_train=n_train,

@@ -44,7 +44,7 @@ def test_a_short_proxy_is_one_yellow_line_with_the_numbers_and_a_fix(url: str) -
     lines = [x for x in res.stderr.splitlines() if "Warning:" in x]
     assert len(lines) == 1, res.stderr
     line = lines[0]
-    assert "only 1 optimiser steps (64 training samples, batch size 128, 1 epochs" in line
+    assert "only 1 optimiser steps (64 training samples, batch size 128, 1 epoch;" in line
     assert f"fewer than {MIN_PROXY_STEPS}" in line
     assert "--epochs 100 reaches 100" in line and "--batch-size" not in line  # 64 < 100
     res = search(url, "--train-subset", "64", "--epochs", "2", "--batch-size", "16")
