@@ -41,6 +41,21 @@ class ExportError(FusionNasError):
     """An architecture cannot be exported as code."""
 
 
+class FusionNasWarning(UserWarning):
+    """Base class of the warnings fusion-nas gives (the CLI shows each as one yellow line)."""
+
+
+class ShortProxyWarning(FusionNasWarning):
+    """A trial's proxy run takes fewer optimiser steps than
+    :data:`~fusion_nas.training.loop.MIN_PROXY_STEPS`; ``info`` holds the numbers (``n_train``,
+    ``batch_size``, ``epochs``, ``steps``, ``minimum``) and what would reach the minimum
+    (``advice``: a ``batch_size`` or ``None``, and ``epochs``)."""
+
+    def __init__(self, message: str, **info: object) -> None:
+        super().__init__(message)
+        self.info = info
+
+
 def allowed(values: Iterable[object]) -> str:
     """Format a closed set of allowed values for an error message, e.g. ``'a', 'b'``."""
     return ", ".join(repr(v) for v in values)

@@ -44,8 +44,14 @@ from fusion_nas.store.store import Store, redact_url
 from fusion_nas.training.loop import ProxyConfig
 
 _DEFAULTS = ProxyConfig()
-_DEFAULT_STRATEGY = next(iter(STRATEGIES))
 _STRATEGY_HELP = ", ".join(f"{name} ({spec.help})" for name, spec in STRATEGIES.items())
+
+
+def _default_strategy() -> str:
+    """The strategy of a new search that names none (see ``DEFAULT_STRATEGY``)."""
+    from fusion_nas.search.config import DEFAULT_STRATEGY
+
+    return DEFAULT_STRATEGY
 
 
 def _takes(option: str) -> str:
@@ -57,8 +63,16 @@ def search(
     space: SpaceArgument,
     dataset: DatasetOption = None,
     strategy: Annotated[
-        str, typer.Option("--strategy", "-s", help=f"One of: {_STRATEGY_HELP}.")
-    ] = _DEFAULT_STRATEGY,
+        str | None,
+        typer.Option(
+            "--strategy",
+            "-s",
+            help=f"One of: {_STRATEGY_HELP}. Default: {_default_strategy()} for a new search "
+            "(fewest trials to a good front, README 'Search efficiency'); an existing search "
+            "resumes with the strategy it began with.",
+            show_default=False,
+        ),
+    ] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Total trials of the search.")] = 20,
     epochs: Annotated[
         int, typer.Option(help="Proxy training epochs per trial.")
@@ -172,11 +186,14 @@ def search(
         sp = load_space(space)
         dataset = dataset_of(sp, dataset)
         given = {"population": population, "sample_size": sample_size, "macs_weight": macs_weight}
-        spec = STRATEGIES.get(strategy)  # unknown names are refused by the search, in one line
+        from fusion_nas.search.session import settle_strategy
+
+        method = strategy or _default_strategy()  # in the default name
+        spec = STRATEGIES.get(method)  # unknown names are refused by the search, in one line
         options = {k: v for k, v in given.items() if spec is not None and k in spec.options}
         config = SearchConfig(
             name=name
-            or f"{sp.name}-{dataset.replace(':', '_').replace('/', '_')}-{strategy.split(':')[-1]}",
+            or f"{sp.name}-{dataset.replace(':', '_').replace('/', '_')}-{method.split(':')[-1]}",
             space=sp,
             dataset=dataset,
             strategy=strategy,
@@ -205,12 +222,18 @@ def search(
             max_latency_ms=max_latency_ms,
             latency=latency,
         )
+        # No --strategy: an existing search goes on with its stored strategy and options.
+        config = settle_strategy(config, store)
         prepare(config)  # space, data, strategy and device first: bad input writes nothing
         st = Store(store)
         _run(config, st)
 
 
 def _run(config: SearchConfig, store: Store) -> None:
+    import warnings
+
+    from fusion_nas.errors import FusionNasWarning
+
     start = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -255,7 +278,10 @@ def _run(config: SearchConfig, store: Store) -> None:
         )
 
     try:
-        df = run_search(config, store, on_progress=on_progress, on_start=on_start)
+        with warnings.catch_warnings():  # each fusion-nas warning: one line, before training
+            warnings.simplefilter("always", FusionNasWarning)
+            warnings.showwarning = _show_warning
+            df = run_search(config, store, on_progress=on_progress, on_start=on_start)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         progress.stop()
         by = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
@@ -288,6 +314,49 @@ def _run(config: SearchConfig, store: Store) -> None:
         f"View: [bold]fusion-nas results {quoted}[/] | [bold]fusion-nas pareto {quoted} --open[/]"
         " | [bold]fusion-nas serve[/] (http://127.0.0.1:8765)"
         f" | optuna-dashboard {url}"
+    )
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` of a search: each fusion-nas warning as one yellow line on
+    stderr; any other as Python shows it."""
+    import sys
+    import warnings
+
+    from fusion_nas.cli.common import err_console
+    from fusion_nas.errors import FusionNasWarning
+
+    if issubclass(category, FusionNasWarning) and isinstance(message, Warning):
+        err_console.print(f"[yellow]Warning:[/] {escape(_warning_text(message))}", soft_wrap=True)
+        return
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    (file if hasattr(file, "write") else sys.stderr).write(text)  # type: ignore[union-attr]
+
+
+def _warning_text(warning: Warning) -> str:
+    """One line for ``warning``; a short proxy with the CLI's options to change it."""
+    from fusion_nas.errors import ShortProxyWarning, one_line
+
+    if not isinstance(warning, ShortProxyWarning):
+        return one_line(str(warning))
+    i = warning.info
+    advice = i["advice"]
+    fix = f"--epochs {advice['epochs']}"
+    if advice["batch_size"] is not None:
+        fix = f"--batch-size {advice['batch_size']} or {fix}"
+    return (
+        f"each trial trains only {i['steps']} optimiser steps ({i['n_train']} training samples, "
+        f"batch size {i['batch_size']}, {i['epochs']} epoch{'s' * (i['epochs'] != 1)}; "
+        "ceil(samples / batch) * epochs), "
+        f"fewer than {i['minimum']}: the networks may not learn and their scores may rank "
+        f"nothing; {fix} reaches {i['minimum']}."
     )
 
 

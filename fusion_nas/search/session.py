@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,14 +32,20 @@ from typing import TYPE_CHECKING
 import optuna
 import pandas as pd
 
-from fusion_nas.errors import FusionNasError, StoreError, StrategyError, one_line
+from fusion_nas.errors import (
+    FusionNasError,
+    ShortProxyWarning,
+    StoreError,
+    StrategyError,
+    one_line,
+)
 from fusion_nas.evaluation.base import Evaluator
 from fusion_nas.evaluation.function import FunctionEvaluator, TrainFn
 from fusion_nas.evaluation.pools import Pool, make_pool
 from fusion_nas.evaluation.table import TableEvaluator, load_table
 from fusion_nas.evaluation.trainer import TrainingEvaluator, dataset_for
 from fusion_nas.model.cost import Cost
-from fusion_nas.search.config import SearchConfig, _check_resume
+from fusion_nas.search.config import DEFAULT_STRATEGY, SearchConfig, _check_resume
 from fusion_nas.search.loop import Progress, Search
 from fusion_nas.search.signals import USER_STOP, Terminated, terminate_as_interrupt
 from fusion_nas.search.strategies import STRATEGIES, Driver, Proposer, Strategy, make_strategy
@@ -47,6 +54,7 @@ from fusion_nas.store import records
 from fusion_nas.store.store import Store, redact_url
 from fusion_nas.training.data import DataSplits
 from fusion_nas.training.devices import worker_devices
+from fusion_nas.training.loop import MIN_PROXY_STEPS, proxy_steps, steps_advice
 
 if TYPE_CHECKING:  # the pre-screen (zero-cost proxies) is imported only when used
     from fusion_nas.search.prescreen import Screened
@@ -122,7 +130,7 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
 
     ``evaluator`` (from :func:`resolve_evaluator`) decides whether the built-in dataset is
     loaded: an evaluator with data of its own has that data's shape checked instead."""
-    strategy = make_strategy(config.strategy, **config.strategy_options)
+    strategy = make_strategy(config.strategy or DEFAULT_STRATEGY, **config.strategy_options)
     strategy.check(config.space)
     if config.screening is not None and not isinstance(strategy, Proposer):
         raise StrategyError(
@@ -149,6 +157,71 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
         p.train_subset,
     )
     return strategy
+
+
+def warn_short_proxy(config: SearchConfig, evaluator: Evaluator | None = None) -> int | None:
+    """Warn (:class:`~fusion_nas.errors.ShortProxyWarning`) when a trial's proxy run takes
+    fewer than :data:`~fusion_nas.training.loop.MIN_PROXY_STEPS` optimiser steps; return the
+    steps (``None`` when the built-in trainer does not train: a table, a custom evaluator or
+    ``train_fn``)."""
+    if config.table is not None or not (
+        evaluator is None or isinstance(evaluator, TrainingEvaluator)
+    ):
+        return None
+    data = getattr(evaluator, "data", None)
+    if not isinstance(data, DataSplits):
+        p = config.proxy
+        src = config.space.source
+        data = dataset_for(
+            config.dataset, src, config.data_dir, p.val_fraction, config.seed, p.train_subset
+        )
+    n_train, p = len(data.train), config.proxy
+    steps = proxy_steps(n_train, p)
+    if steps < MIN_PROXY_STEPS:
+        advice = steps_advice(n_train, p)
+        by_batch = f"batch_size={advice['batch_size']} or " if advice["batch_size"] else ""
+        warnings.warn(
+            ShortProxyWarning(
+                f"each trial trains {steps} optimiser steps ({n_train} training samples, "
+                f"batch size {p.batch_size}, {p.epochs} epoch{'s' * (p.epochs != 1)}), fewer than "
+                f"{MIN_PROXY_STEPS}: "
+                f"networks may not learn and their scores rank nothing; {by_batch}"
+                f"epochs={advice['epochs']} reaches {MIN_PROXY_STEPS}",
+                n_train=n_train,
+                batch_size=p.batch_size,
+                epochs=p.epochs,
+                steps=steps,
+                minimum=MIN_PROXY_STEPS,
+                advice=advice,
+            ),
+            stacklevel=3,
+        )
+    return steps
+
+
+def settle_strategy(config: SearchConfig, store: Store | str | None = None) -> SearchConfig:
+    """``config`` with its strategy settled: the one it names; when it names none
+    (``strategy=None``, no ``--strategy``), the stored strategy and options of the search of that
+    name in ``store`` (an existing search resumes as it began, whatever today's default), else
+    :data:`~fusion_nas.search.config.DEFAULT_STRATEGY`. ``store`` is a store or its URL; a
+    store that does not exist yet is not created here."""
+    if config.strategy is not None:
+        return config
+    old = _stored_record(store, config.name)
+    if old is None:
+        return dataclasses.replace(config, strategy=DEFAULT_STRATEGY)
+    return dataclasses.replace(
+        config, strategy=old.strategy, strategy_options=dict(old.strategy_options)
+    )
+
+
+def _stored_record(store: Store | str | None, name: str) -> records.SearchRecord | None:
+    """The record of search ``name`` in ``store`` (a store or a URL), or ``None``."""
+    try:
+        st = store if isinstance(store, Store) else Store(store, create=False)
+        return st.search_record(name) if st.has_search(name) else None
+    except StoreError:  # no store there yet: a new search
+        return None
 
 
 def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple[optuna.Study, int]:
@@ -272,10 +345,13 @@ def run_search(
     ``on_start(done, total)`` is called once the study is open; ``on_progress`` after each trial.
     """
     evaluator = resolve_evaluator(config, evaluator, data, train_fn)
+    config = settle_strategy(config, store)
     strategy = prepare(config, evaluator)
     store = store if store is not None else Store()
     study, done = open_search(store, config, strategy)
     remaining = max(0, config.trials - done)
+    if remaining:
+        warn_short_proxy(config, evaluator)
     if on_start is not None:
         on_start(done, config.trials)
     if remaining:

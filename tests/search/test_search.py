@@ -64,11 +64,11 @@ def test_cli_search_records_every_field_and_results_show_it(url: str) -> None:
     assert df.on_front.sum() >= 1
     record = Store(url).search_record("s1")
     assert record.dataset == "synthetic" and record.proxy["epochs"] == 1
-    assert record.strategy == "optuna:nsga2" and record.seed == 0 and record.version
+    assert record.strategy == "optuna:tpe" and record.seed == 0 and record.version  # default
     assert record.n_trials >= 1 and "[[stage]]" in record.space_toml
 
     listing = cli("results", "--store", url)
-    assert listing.exit_code == 0 and "s1" in listing.output and "optuna:nsga2" in listing.output
+    assert listing.exit_code == 0 and "s1" in listing.output and "optuna:tpe" in listing.output
     table = cli("results", "s1", "--store", url)
     assert table.exit_code == 0 and table.output.count("complete") == 4 and "*" in table.output
     rows = json.loads(cli("results", "s1", "--store", url, "--format", "json").output)
@@ -122,7 +122,7 @@ def changed_space(tmp_path: Path, edit: tuple[str, str]) -> str:
     [
         (["--epochs", "2"], "different proxy"),
         (["--seed", "3"], "different seed (0, now 3)"),
-        (["--strategy", "optuna:tpe"], "different strategy ('optuna:nsga2', now 'optuna:tpe')"),
+        (["--strategy", "optuna:nsga2"], "different strategy ('optuna:tpe', now 'optuna:nsga2')"),
         (["--max-flops", "5000000"], "different max_flops (10000000, now 5000000)"),
         (["--max-params", "7000"], "different max_params (1000000, now 7000)"),
         (["--max-params", None], "different max_params (1000000, now None)"),  # budget dropped
@@ -167,6 +167,35 @@ def test_a_resume_with_the_same_space_in_another_file_is_accepted(
     res = cli(*args)
     assert res.exit_code == 0 and "Resuming search m: 2 of 3 trials done" in res.output
     assert len(Store(url).trials("m")) == 3
+
+
+def test_an_nsga2_search_resumed_without_strategy_goes_on_as_nsga2(url: str) -> None:
+    # NSGA-II was the default before TPE: a search begun with it resumes with it (and its
+    # options) when no --strategy is given, and is refused only when another one is given.
+    base = ["search", "digits", "--dataset", "synthetic", "--epochs", "1", "--store", url]
+    res = cli(*base, "--trials", "2", "--strategy", "optuna:nsga2", "--population", "4")
+    assert res.exit_code == 0, res.output
+    name = "digits-synthetic-nsga2"  # the default name carries the strategy
+    assert Store(url).search_record(name).strategy_options == {"population": 4}
+    res = cli(*base, "--trials", "3", "--name", name)
+    assert res.exit_code == 0, res.output
+    assert f"Resuming search {name}: 2 of 3 trials done" in res.output
+    record = Store(url).search_record(name)
+    assert record.strategy == "optuna:nsga2" and record.strategy_options == {"population": 4}
+    assert len(Store(url).trials(name)) == 3
+    res = cli(*base, "--trials", "4", "--name", name, "--strategy", "optuna:tpe")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "different strategy ('optuna:nsga2', now 'optuna:tpe')" in res.stderr
+    # With neither --strategy nor --name, the search is a new one under the new default.
+    res = cli(*base, "--trials", "1")
+    assert res.exit_code == 0 and "Resuming" not in res.output, res.output
+    assert Store(url).search_record("digits-synthetic-tpe").strategy == "optuna:tpe"
+    # The Python API the same way: a config that names no strategy resumes the stored one.
+    space = load_space("digits")
+    proxy = ProxyConfig(epochs=1)
+    config = SearchConfig(name=name, space=space, dataset="synthetic", trials=4, proxy=proxy)
+    assert config.strategy is None and len(run_search(config, Store(url))) == 4
+    assert Store(url).search_record(name).strategy == "optuna:nsga2"
 
 
 def test_mismatched_dataset_is_refused(url: str) -> None:
