@@ -38,7 +38,7 @@ def register_strategy(
 
 
 def strategy_names() -> list[str]:
-    """Registered names, in registration order (the first is the default)."""
+    """Registered names, in registration order (the default is search.config.DEFAULT_STRATEGY)."""
     return list(STRATEGIES)
 
 
