@@ -36,7 +36,7 @@ stages included; ``block``: 0..depth-1):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from fusion_nas.model import nets
 from fusion_nas.model.cost import count_cost, count_params
 
 if TYPE_CHECKING:
+    from fusion_nas.model.arch import Architecture
     from fusion_nas.store.handles import StoredSearch, StoredTrial
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "explain_trial",
     "grad_cam",
     "stage_costs",
+    "stage_numbers",
 ]
 
 CLASS_ETA2 = 0.1  # "differs per class": the class explains >= 10% of the variance
@@ -213,19 +215,44 @@ class Explanation:
 # --------------------------------------------------------------------------- structure
 
 
-def _blocks(model: nets.FusionNet) -> list[tuple[int, int, nn.Module]]:
+def stage_numbers(arch: Architecture) -> list[int]:
+    """The number of every built stage: its position in the architecture string.
+
+    A skipped stage (``skip``) builds nothing but keeps its number, so the stage after a
+    skipped stage 1 is stage 2 in every view (``s2.b0``, "Grad-CAM on stage 2").
+    """
+    return [i for i, choice in enumerate(arch.stages) if choice.depth]
+
+
+def _live(model: nets.FusionNet, numbers: Sequence[int] | None) -> list[int]:
+    """The number of each of ``model.stages``: ``numbers``, else positions in ``model.cfg``."""
+    built = [i for i, st in enumerate(model.cfg.stages) if st.depth]
+    if numbers is None:
+        return built
+    numbers = [int(n) for n in numbers]
+    if len(numbers) != len(built):
+        raise ExplainError(
+            f"{len(numbers)} stage numbers given for a network of {len(built)} built stages"
+        )
+    return numbers
+
+
+def _blocks(
+    model: nets.FusionNet, numbers: Sequence[int] | None = None
+) -> list[tuple[int, int, nn.Module]]:
     """``(stage, block, module)`` of every block; ``stage`` counts skipped stages too."""
-    live = [i for i, st in enumerate(model.cfg.stages) if st.depth]
     out = []
-    for seq, stage in zip(model.stages, live):
+    for seq, stage in zip(model.stages, _live(model, numbers)):
         for b, module in enumerate(list(seq)[1:]):  # seq[0] is the transition
             out.append((stage, b, module))
     return out
 
 
-def _stage_module(model: nets.FusionNet, stage: int | None) -> tuple[int, nn.Module]:
-    """``(stage index, module)`` of ``stage`` (``None``: the last stage that is not skipped)."""
-    live = [i for i, st in enumerate(model.cfg.stages) if st.depth]
+def _stage_module(
+    model: nets.FusionNet, stage: int | None, numbers: Sequence[int] | None = None
+) -> tuple[int, nn.Module]:
+    """``(stage number, module)`` of ``stage`` (``None``: the last stage that is not skipped)."""
+    live = _live(model, numbers)
     if stage is None:
         stage = live[-1]
     if stage not in live:
@@ -236,8 +263,11 @@ def _stage_module(model: nets.FusionNet, stage: int | None) -> tuple[int, nn.Mod
 # --------------------------------------------------------------------------- cost
 
 
-def stage_costs(model: nets.FusionNet) -> list[StageCost]:
+def stage_costs(model: nets.FusionNet, numbers: Sequence[int] | None = None) -> list[StageCost]:
     """Exact MACs (batch of one) and parameters of the stem, every stage and the head.
+
+    ``numbers``: the number of each built stage (:func:`stage_numbers`); default its position
+    in ``model.cfg``.
 
     Runs a copy of the network on the ``meta`` device (shapes only); each part is counted by
     :func:`fusion_nas.model.cost.count_cost` on the input it received. The rows add up to the
@@ -269,8 +299,8 @@ def stage_costs(model: nets.FusionNet) -> list[StageCost]:
         return count_cost(m, inputs[m]).macs, count_params(m)
 
     rows = [StageCost("stem", "conv", *cost(net.stem))]
-    live = [i for i, st in enumerate(cfg.stages) if st.depth]
-    for seq, i in zip(net.stages, live):
+    built = [i for i, st in enumerate(cfg.stages) if st.depth]
+    for seq, i, number in zip(net.stages, built, _live(model, numbers)):
         macs, params = cost(seq)
         parts: dict[str, list[int]] = {}
         if any(cost(seq[0])):  # an identity transition costs nothing: no row
@@ -287,7 +317,7 @@ def stage_costs(model: nets.FusionNet) -> list[StageCost]:
             parts["fusion"] = [macs - counted[0], params - counted[1]]
         rows.append(
             StageCost(
-                f"stage {i}",
+                f"stage {number}",
                 cfg.stages[i].block.operator,
                 macs,
                 params,
@@ -397,13 +427,15 @@ def grad_cam(
     x: torch.Tensor,
     stage: int | None = None,
     target: torch.Tensor | None = None,
+    numbers: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Grad-CAM of ``x`` (B, C, *S) on the output map of ``stage`` (default: the last).
 
-    ``target``: the class per sample (default: the predicted one). Returns the maps (B, *S)
-    upsampled to the input and scaled to [0, 1] per sample, the logits, and the stage read.
+    ``target``: the class per sample (default: the predicted one); ``numbers``: the stage
+    numbers (:func:`stage_numbers`). Returns the maps (B, *S) upsampled to the input and
+    scaled to [0, 1] per sample, the logits, and the stage read.
     """
-    stage, module = _stage_module(model, stage)
+    stage, module = _stage_module(model, stage, numbers)
     kept: dict[str, torch.Tensor] = {}
 
     def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
@@ -566,12 +598,15 @@ def explain_model(
     stage: int | None = None,
     source: str = "",
     meta: dict[str, Any] | None = None,
+    numbers: Sequence[int] | None = None,
 ) -> Explanation:
     """Explain a trained ``model`` on validation data ``x`` (N, C, *S), ``y`` (N,).
 
     The fusion statistics read every given sample (pass at most a few thousand); saliency and
     attention maps the first ``samples``. ``stage`` picks the stage Grad-CAM reads (default the
-    last one with blocks). The model's train/eval mode is kept.
+    last one with blocks). ``numbers`` numbers the built stages as the architecture string
+    does (:func:`stage_numbers`; default: positions in ``model.cfg``), in every result and in
+    ``stage``. The model's train/eval mode is kept.
     """
     if not isinstance(model, nets.FusionNet):
         raise ExplainError(f"explain needs a FusionNet, got {type(model).__name__}")
@@ -580,8 +615,8 @@ def explain_model(
     if len(x) == 0:
         raise ExplainError("no validation samples to explain the network on")
     cfg = model.cfg
-    stage, _ = _stage_module(model, stage)  # checked before any work
-    blocks = _blocks(model)
+    stage, _ = _stage_module(model, stage, numbers)  # checked before any work
+    blocks = _blocks(model, numbers)
     was = model.training
     model.eval()
     probe = _FusionProbe(blocks)
@@ -603,7 +638,7 @@ def explain_model(
             model(xs)
     finally:
         attention.close()
-    cam, logits, stage = grad_cam(model, xs, stage)
+    cam, logits, stage = grad_cam(model, xs, stage, numbers=numbers)
     pred = logits.argmax(1)
     kind = "sequence" if len(cfg.size) == 1 else "image"
     saliency = Saliency(
@@ -621,7 +656,7 @@ def explain_model(
         classes=cfg.classes,
         val_samples=len(x),
         fusion=fusion,
-        costs=stage_costs(model),
+        costs=stage_costs(model, numbers),
         saliency=saliency,
         attention=attention.results(),
         accuracy=correct / len(x),
@@ -652,8 +687,10 @@ def explain_trial(
     from fusion_nas.model.build import build_model
 
     say = on_status or (lambda text: None)
-    model = build_model(trial.architecture(), search.space)
-    _stage_module(model, stage)  # a bad --stage fails before any training
+    arch = trial.architecture()
+    model = build_model(arch, search.space)
+    numbers = stage_numbers(arch)  # skipped stages keep their number
+    _stage_module(model, stage, numbers)  # a bad --stage fails before any training
     source = trial_weights(search, trial, model, weights=weights, on_status=say)
     val = search_protocol(search).proxy_splits().val  # never the test split
     x, y = val.tensors[0][:max_val], val.tensors[1][:max_val]
@@ -665,4 +702,6 @@ def explain_trial(
         "val_acc": trial.record.val_acc,
         "dataset": search.record.dataset,
     }
-    return explain_model(model, x, y, samples=samples, stage=stage, source=source, meta=meta)
+    return explain_model(
+        model, x, y, samples=samples, stage=stage, source=source, meta=meta, numbers=numbers
+    )

@@ -39,7 +39,7 @@ import plotly.graph_objects as go
 
 from fusion_nas.model.nets import OPS
 from fusion_nas.pareto import front_indices, hypervolume, knee_index
-from fusion_nas.store.queries import reference_macs
+from fusion_nas.store.queries import reference_macs, search_hypervolume, status_counts
 from fusion_nas.store.records import BaselineRecord, TrialStatus
 
 __all__ = [
@@ -72,18 +72,20 @@ PALETTE = (
 """Colours of the first ten searches in one figure (more get evenly spread hues)."""
 
 _COMPLETE = TrialStatus.COMPLETE.value
-RUG_ROWS = (TrialStatus.FAILED.value, TrialStatus.INFEASIBLE.value, TrialStatus.RUNNING.value)
-"""Rows of the strip under the Pareto plot: trials without an accuracy, by status.
+RUG_ROWS = tuple(s.value for s in TrialStatus if s is not TrialStatus.COMPLETE)
+"""Rows of the strip under the Pareto plot: trials without a plotted accuracy, one row per
+status (failed, infeasible, interrupted, stopped, running), each named by its status.
 
-Interrupted trials (and any status this version does not know) go to the ``failed`` row, with
-their own status and reason in the hover text.
+A status this version does not know goes to the ``failed`` row, its own status in the hover.
 """
 
 BASELINE_COLOR = "#222222"
 """Colour of the baselines' markers and labels (searches take :data:`PALETTE`)."""
 
-_RUG_LABEL = dict(zip(RUG_ROWS, ("failed", "over budget", "running")))
-_RUG_SYMBOL = dict(zip(RUG_ROWS, ("x", "triangle-down", "circle-open")))
+_RUG_LABEL = {s: s for s in RUG_ROWS}  # one vocabulary: a row is named by its status
+_RUG_SYMBOL = dict(
+    zip(RUG_ROWS, ("x", "triangle-down", "x-open", "square-open", "circle-open"), strict=True)
+)
 _TEMPLATE = "plotly_white"
 
 
@@ -222,10 +224,13 @@ def pareto_figure_data(
         None}``; a baseline is ``{"label", "name", "description", "val_acc", "test_acc",
         "macs", "params", "epochs", "proxy_epochs", "stages", "hover"}`` (those without a
         validation accuracy are left out; they do not change the reference). Each search
-        is ``{"name", "color", "n_trials", "points", "front", "knee", "failed", "infeasible",
-        "running", "hypervolume"}``. ``points`` holds the complete trials (accuracy and MACs),
-        the three :data:`RUG_ROWS` lists the others; together they hold every trial exactly
-        once. Each entry is ``{"number", "status", "val_acc", "macs", "params", "on_front",
+        is ``{"name", "color", "n_trials", "counts", "points", "front", "knee", one list per
+        :data:`RUG_ROWS` status, "hypervolume", "ref_macs"}``. ``points`` holds the complete
+        trials (accuracy and MACs), the :data:`RUG_ROWS` lists the others; together they hold
+        every trial exactly once. ``counts`` is
+        :func:`fusion_nas.store.queries.status_counts`; ``hypervolume`` is
+        :func:`fusion_nas.store.queries.search_hypervolume` at ``ref_macs``. Each entry is
+        ``{"number", "status", "val_acc", "macs", "params", "on_front",
         "knee", "stages", "hover"}`` (``stages``: :func:`stage_lines`, plain text).
         ``front`` lists the front's trial numbers by MACs ascending (accuracy
         non-decreasing); ``knee`` is ``{"number", "val_acc", "macs"}`` or ``None``.
@@ -263,19 +268,21 @@ def _search_data(index: int, name: str, df: pd.DataFrame, ref: float) -> dict[st
             continue
         status = str(r["status"])
         row = status if status in RUG_ROWS else TrialStatus.FAILED.value
-        note = _RUG_LABEL[row] if row == status else status  # "interrupted" names itself
-        rug[row].append(_entry(name, r, note=note))
+        rug[row].append(_entry(name, r, note=status))
+    hv, ref = search_hypervolume(df, ref)
     return {
         "name": name,
         "color": search_color(index),
         "n_trials": len(rows),
+        "counts": status_counts(df),
         "points": points,
         "front": [int(ok[i]["number"]) for i in front],
         "knee": None
         if knee is None
         else {"number": int(ok[knee]["number"]), "val_acc": acc[knee], "macs": macs[knee]},
         **rug,
-        "hypervolume": hypervolume(acc, macs, ref) if ok else 0.0,
+        "hypervolume": hv,
+        "ref_macs": ref,
     }
 
 
@@ -436,11 +443,14 @@ def pareto_figure(data: Mapping[str, Any], *, title: str | None = None) -> go.Fi
 
     Complete trials are markers (MACs on a log x axis, validation accuracy on y; front points
     outlined, the knee a star with an arrow), the front a step line (``line.shape = "hv"``),
-    and failed, over-budget and running trials sit in a strip below the plot at their MACs
-    (left edge when unknown). One colour per search. Every marker's ``customdata`` is
+    and the other trials sit in a strip below the plot at their MACs (left edge when unknown),
+    one row and legend entry per status (:data:`RUG_ROWS`: failed, infeasible, interrupted,
+    stopped, running). One colour per search. Every marker's ``customdata`` is
     ``[trial number]`` and its trace's ``meta`` is ``{"search": name, "role": ...}``, so a
     click handler can open the trial. Exactly one marker is drawn per trial. Baselines, if
     any, are one more trace of labelled diamonds (``meta = {"role": "baselines"}``).
+    The layout's ``meta`` carries each search's ``{"name", "counts", "hypervolume",
+    "ref_macs"}``, so a page holding the figure holds the numbers its table shows.
     """
     searches = data["searches"]
     lo = (data.get("macs_range") or [1.0, 1.0])[0]
@@ -458,6 +468,11 @@ def pareto_figure(data: Mapping[str, Any], *, title: str | None = None) -> go.Fi
         annotations=[_knee_note(s) for s in searches if s["knee"] is not None],
     )
     layout["margin"]["b"] = 40
+    layout["meta"] = {
+        "searches": [
+            {k: s.get(k) for k in ("name", "counts", "hypervolume", "ref_macs")} for s in searches
+        ]
+    }
     if has_rug:
         layout["xaxis"]["anchor"] = "y2"
         layout["yaxis2"] = {

@@ -1,23 +1,25 @@
-"""Shared CLI pieces: consoles, the user-error guard, the options several commands take."""
+"""Shared CLI pieces: consoles, the user-error guard, the options several commands take.
+
+Importing this module imports no torch: the options whose help or defaults come from the
+training stack (``DeviceOption``, ``DEFAULT_BATCH_SIZE``, ``DEFAULT_LR``,
+``DEFAULT_VAL_FRACTION``) are built on first access (module ``__getattr__``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from fusion_nas.errors import DatasetError, FusionNasError, allowed, one_line
-from fusion_nas.model.space import SearchSpace
 from fusion_nas.settings import HOME_ENV, STORE_ENV
-from fusion_nas.training.data import DATASETS
-from fusion_nas.training.devices import DEVICE_HELP
-from fusion_nas.training.loop import ProxyConfig
 
-_PROXY = ProxyConfig()  # the defaults the proxy options show
+if TYPE_CHECKING:
+    from fusion_nas.model.space import SearchSpace
 
 console = Console(highlight=False)
 if not console.is_terminal:  # pipes and files: wide tables instead of 80-column wrapping
@@ -61,18 +63,33 @@ DataDirOption = Annotated[
         help="Directory with the dataset's files (fashion-mnist idx files).", show_default=False
     ),
 ]
-DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP)]
-DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_VAL_FRACTION = (
-    _PROXY.batch_size,
-    _PROXY.lr,
-    _PROXY.val_fraction,
-)
+_TRAINING_NAMES = ("DeviceOption", "DEFAULT_BATCH_SIZE", "DEFAULT_LR", "DEFAULT_VAL_FRACTION")
+
+
+def __getattr__(name: str) -> Any:
+    """Build the training-stack options on first access (they import torch)."""
+    if name not in _TRAINING_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from fusion_nas.training.devices import DEVICE_HELP
+    from fusion_nas.training.loop import ProxyConfig
+
+    proxy = ProxyConfig()  # the defaults the proxy options show
+    values = {
+        "DeviceOption": Annotated[str, typer.Option(help=DEVICE_HELP)],
+        "DEFAULT_BATCH_SIZE": proxy.batch_size,
+        "DEFAULT_LR": proxy.lr,
+        "DEFAULT_VAL_FRACTION": proxy.val_fraction,
+    }
+    globals().update(values)
+    return values[name]
 
 
 def dataset_of(space: SearchSpace, dataset: str | None) -> str:
     """``--dataset``, else the dataset named like the space; one line when there is none."""
     if dataset is not None:
         return dataset
+    from fusion_nas.training.data import DATASETS
+
     if space.name not in DATASETS:
         raise DatasetError(
             f"space {space.name!r} has no default dataset; pass --dataset, one of: "

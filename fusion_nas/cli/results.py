@@ -13,7 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from fusion_nas.cli.common import StoreOption, console, user_errors
-from fusion_nas.store.queries import TABLE_COLUMNS, trial_note
+from fusion_nas.store.queries import (
+    STATUSES,
+    TABLE_COLUMNS,
+    hypervolume_text,
+    search_hypervolume,
+    status_counts,
+    trial_note,
+)
 from fusion_nas.store.store import Store, redact_url
 
 
@@ -25,7 +32,17 @@ class Format(str, Enum):
     json = "json"
 
 
-_COUNTS = ("number", "macs", "params", "threads", "duplicate_of", "done", "requested")
+_COUNTS = (
+    "number",
+    "macs",
+    "params",
+    "threads",
+    "duplicate_of",
+    "done",
+    "requested",
+    "ref_macs",
+    *STATUSES,
+)
 
 
 def _fmt(value: Any, count: bool = False) -> str:
@@ -40,7 +57,9 @@ def _fmt(value: Any, count: bool = False) -> str:
     return str(value)
 
 
-def _emit(df: pd.DataFrame, fmt: Format, title: str, columns: list[str]) -> None:
+def _emit(
+    df: pd.DataFrame, fmt: Format, title: str, columns: list[str], caption: str | None = None
+) -> None:
     if fmt is Format.csv:
         out = df.copy()
         for col in out.columns:
@@ -51,7 +70,7 @@ def _emit(df: pd.DataFrame, fmt: Format, title: str, columns: list[str]) -> None
     if fmt is Format.json:
         typer.echo(df.to_json(orient="records", date_format="iso", indent=2))
         return
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     for col in columns:
         table.add_column(col)
     for row in df[columns].itertuples(index=False):
@@ -72,11 +91,19 @@ def results(
         st = Store(store, create=False)
         if name is None:
             df = st.summary()
+            ref = df["ref_macs"].iloc[0] if len(df) else None
+            caption = (
+                f"hypervolume: accuracy x log10 MACs up to acc 0 and ref_macs {ref:,.0f} "
+                "(10x max MACs of all searches listed)"
+                if ref is not None and ref == ref
+                else None
+            )
             _emit(
                 df,
                 format,
                 f"Searches in {redact_url(st.url)}",
                 [c for c in df.columns if c != "created"],
+                caption,
             )
             return
         df = st.trials(name)
@@ -88,9 +115,12 @@ def results(
             note=[trial_note(row) for row in df.to_dict("records")],
         )
         number, *rest = TABLE_COLUMNS
+        counts = ", ".join(f"{s} {n}" for s, n in status_counts(df).items())
+        hv, ref = search_hypervolume(df)
         _emit(
             view,
             format,
             f"Search {name} ({len(df)} trials; * = Pareto-optimal: accuracy up, MACs down)",
             [number, "front", *rest, "note"],
+            f"{counts}; hypervolume {hypervolume_text(hv, ref)}",
         )

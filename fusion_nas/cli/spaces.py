@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from fusion_nas.cli.common import console, user_errors
-from fusion_nas.model.space import SearchSpace, builtin_spaces, load_space
+
+if TYPE_CHECKING:
+    from fusion_nas.model.space import SearchSpace
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 
@@ -21,6 +23,8 @@ def _input_text(space: SearchSpace) -> str:
 
 def list_spaces() -> None:
     """List the built-in search spaces: input, stages and number of architectures."""
+    from fusion_nas.model.space import builtin_spaces, load_space
+
     with user_errors():
         table = Table(title="Built-in search spaces (search_spaces/)")
         for col in ("name", "input", "stages", "architectures", "description"):
@@ -42,6 +46,8 @@ def show(
     space: Annotated[str, typer.Argument(help="Built-in space name or path to a .toml file.")],
 ) -> None:
     """Show a space's input, stem and the choices of every stage."""
+    from fusion_nas.model.space import load_space
+
     with user_errors():
         sp = load_space(space)
         console.print(f"[bold]{escape(sp.name)}[/]: {escape(sp.description)}")

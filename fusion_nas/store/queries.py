@@ -4,6 +4,10 @@
 - :func:`trial_row`: the one trial lookup by number; :func:`pick_trial`: by number or by a pick
   rule (``knee``, ``best``, ``max-flops:X``), on validation accuracy only;
 - :func:`reference_macs`: the one reference point for hypervolumes that are compared;
+- :func:`search_hypervolume`: the one hypervolume of a search's complete trials, with the
+  reference MACs it used; :func:`hypervolume_text` labels it with that reference;
+- :func:`status_counts`: trials per :class:`~fusion_nas.store.records.TrialStatus` (every view
+  counts the same statuses under the same names);
 - :func:`search_summary`: one search at a glance (the CLI's list, the dashboard's list);
 - :func:`safe_filename`, :func:`download_filename`: the one file-name sanitiser;
 
@@ -28,12 +32,16 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "TABLE_COLUMNS",
     "TRIAL_COLUMNS",
+    "STATUSES",
     "download_filename",
+    "hypervolume_text",
     "pick_trial",
     "reference_macs",
     "safe_filename",
     "search_state",
+    "search_hypervolume",
     "search_summary",
+    "status_counts",
     "trial_note",
     "trial_row",
     "trials_frame",
@@ -45,8 +53,10 @@ TRIAL_COLUMNS = (*(f for f in TRIAL_FIELDS if f not in _TIMES), "on_front", *_TI
 # What a trial table shows of each trial (the CLI and the dashboard add their own marks).
 TABLE_COLUMNS = ("number", "status", "val_acc", "macs", "params", "arch_desc", "train_seconds")
 PICKS = ("knee", "best", "max-flops:X")
-# Statuses a summary counts in their own column (complete trials are counted in ``done``).
-_COUNTED = tuple(s for s in TrialStatus if s is not TrialStatus.COMPLETE)
+STATUSES = tuple(s.value for s in TrialStatus)
+"""Every trial status, in the order views list them (complete, failed, infeasible, ...)."""
+# Statuses a summary counts in their own column besides ``done`` (the finished trials).
+_COUNTED = tuple(TrialStatus)
 SUMMARY_COLUMNS = (
     "name",
     "space",
@@ -54,10 +64,11 @@ SUMMARY_COLUMNS = (
     "strategy",
     "requested",
     "done",
-    *(s.value for s in _COUNTED),  # failed, infeasible, interrupted, running
+    *(s.value for s in _COUNTED),  # complete, failed, infeasible, interrupted, stopped, running
     "best_val_acc",
     "front_size",
     "hypervolume",
+    "ref_macs",
     "created",
 )
 _COMPLETE = TrialStatus.COMPLETE.value
@@ -190,6 +201,38 @@ def reference_macs(
     return default_ref_macs(macs)
 
 
+def status_counts(df: pd.DataFrame) -> dict[str, int]:
+    """Trials per status: every :data:`STATUSES` key (zero if none), then any unknown status."""
+    counts = {s: 0 for s in STATUSES}
+    for status, n in df["status"].astype(str).value_counts().items():
+        counts[str(status)] = counts.get(str(status), 0) + int(n)
+    return counts
+
+
+def search_hypervolume(df: pd.DataFrame, ref_macs: float | None = None) -> tuple[float, float]:
+    """``(hypervolume, ref_macs)`` of the complete trials of ``df`` (those with MACs).
+
+    The one hypervolume every view shows (:func:`fusion_nas.pareto.hypervolume`: accuracy x
+    log10 MACs up to ``(accuracy 0, ref_macs)``). ``ref_macs`` defaults to
+    :func:`reference_macs` of ``df`` (this search alone); pass a shared one to compare searches.
+    The reference used is returned alongside, so a view can label the value with it.
+    """
+    ref = float(ref_macs if ref_macs is not None else reference_macs(df))
+    ok = df[(df.status == _COMPLETE) & df.macs.notna() & df.val_acc.notna()]
+    if ok.empty:
+        return 0.0, ref
+    acc = [float(a) for a in ok.val_acc]
+    return hypervolume(acc, [float(m) for m in ok.macs], ref), ref
+
+
+def hypervolume_text(value: float, ref_macs: float, scope: str = "this search") -> str:
+    """``2.0483 (ref: acc 0, 10x max MACs of this search = 123,456)``: a labelled hypervolume.
+
+    ``scope`` names the trials whose largest MACs set the reference (:func:`reference_macs`).
+    """
+    return f"{value:.4f} (ref: acc 0, 10x max MACs of {scope} = {ref_macs:,.0f})"
+
+
 def search_state(done: int, requested: int | None, running: int) -> str:
     """``running`` (trials in flight), ``done`` (all requested trials finished) or ``stopped``."""
     if running:
@@ -205,12 +248,13 @@ def search_summary(
     """One search at a glance: progress per status, best accuracy, front size, hypervolume.
 
     ``ref_macs`` is the shared reference of :func:`reference_macs` when searches are compared;
-    ``None`` uses this search's own. Keys: :data:`SUMMARY_COLUMNS` plus ``status``, ``trials``,
-    ``epochs``, ``max_flops``, ``max_params`` and ``ref_macs``.
+    ``None`` uses this search's own. Keys: :data:`SUMMARY_COLUMNS` (a count per status, the
+    hypervolume of :func:`search_hypervolume` and its ``ref_macs``) plus ``status``,
+    ``trials``, ``epochs``, ``max_flops`` and ``max_params``.
     """
-    counts = df.status.value_counts().to_dict()
+    counts = status_counts(df)
     ok = df[df.status == _COMPLETE]
-    ref = ref_macs if ref_macs is not None else reference_macs(df)
+    hv, ref = search_hypervolume(df, ref_macs)
     done = int(sum(counts.get(s, 0) for s in _FINISHED))
     running = int(counts.get(TrialStatus.RUNNING.value, 0))
     return {
@@ -223,14 +267,14 @@ def search_summary(
         **{s.value: int(counts.get(s.value, 0)) for s in _COUNTED},
         "best_val_acc": float(ok.val_acc.max()) if len(ok) else None,
         "front_size": int(ok.on_front.sum()),
-        "hypervolume": hypervolume(list(ok.val_acc), list(ok.macs), ref) if len(ok) else 0.0,
+        "hypervolume": hv,
+        "ref_macs": ref,
         "created": record.created,
         "status": search_state(done, record.n_trials, running),
         "trials": len(df),
         "epochs": record.proxy.get("epochs") if isinstance(record.proxy, Mapping) else None,
         "max_flops": record.max_flops,
         "max_params": record.max_params,
-        "ref_macs": ref,
     }
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from fusion_nas.analysis.figures import pareto_figure, pareto_figure_data
+from fusion_nas.store.queries import STATUSES, hypervolume_text
 from fusion_nas.store.records import BaselineRecord, SearchRecord
 from fusion_nas.web.render import render
 from fusion_nas.web.security import REPORT_CSP
@@ -56,13 +57,15 @@ def report_data(
             (:meth:`fusion_nas.store.store.Store.baselines_for`); default none.
 
     Returns:
-        ``{"heading", "figure" (go.Figure), "ref_macs", "rows", "baselines"}``; a row per
-        search is ``{"name", "color", "strategy", "trials", "failed", "infeasible", "best",
-        "front", "hypervolume", "knee"}``, a baseline row ``{"label", "description", "macs",
-        "params", "val_acc", "test_acc"}``, numbers already formatted as text.
+        ``{"heading", "figure" (go.Figure), "ref_macs", "ref_scope", "statuses", "rows",
+        "baselines"}``; a row per search is ``{"name", "color", "strategy", "trials",
+        "counts" (status -> number, every status of ``statuses``), "best", "front",
+        "hypervolume", "hypervolume_label", "knee"}``, a baseline row ``{"label",
+        "description", "macs", "params", "val_acc", "test_acc"}``, numbers formatted as text.
     """
     data = pareto_figure_data(frames, baselines=baselines)
     heading = title or "Pareto front: " + ", ".join(frames)
+    scope = "this search" if len(frames) == 1 else "all searches in this report"
     rows = []
     for s in data["searches"]:
         record = (records or {}).get(s["name"])
@@ -73,11 +76,11 @@ def report_data(
                 "color": s["color"],
                 "strategy": record.strategy if record is not None else "-",
                 "trials": s["n_trials"],
-                "failed": len(s["failed"]),  # interrupted trials count as failed here
-                "infeasible": len(s["infeasible"]),
+                "counts": {status: s["counts"].get(status, 0) for status in STATUSES},
                 "best": "-" if best is None else f"{best:.4f}",
                 "front": len(s["front"]),
                 "hypervolume": f"{s['hypervolume']:.4f}",
+                "hypervolume_label": hypervolume_text(s["hypervolume"], s["ref_macs"], scope),
                 "knee": _knee_text(s),
             }
         )
@@ -96,6 +99,8 @@ def report_data(
         "heading": heading,
         "figure": pareto_figure(data, title=heading),
         "ref_macs": data["ref_macs"],
+        "ref_scope": scope,
+        "statuses": list(STATUSES),
         "rows": rows,
         "baselines": baseline_rows,
     }
@@ -128,6 +133,8 @@ def report_html(
         csp=REPORT_CSP,
         heading=data["heading"],
         ref_macs=f"{data['ref_macs']:,.0f}",
+        ref_scope=data["ref_scope"],
+        statuses=data["statuses"],
         rows=data["rows"],
         baselines=data["baselines"],
         # Both go into <script> elements as they are: the JSON has no "<", ">" or "&".

@@ -10,7 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fusion_nas.analysis.explain import _token_map, explain_model, grad_cam, stage_costs
+from fusion_nas.analysis.explain import (
+    ExplainError,
+    _token_map,
+    explain_model,
+    grad_cam,
+    stage_costs,
+)
 from fusion_nas.analysis.explain_figures import explain_figures
 from fusion_nas.cli.app import app
 from fusion_nas.model import nets
@@ -284,3 +290,48 @@ def test_cli_bad_input_is_one_line(searched: str, args: list[str], message: str)
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+SKIP_SPACE = (
+    TINY_SPACE.replace('name = "tiny-fused"', 'name = "tiny-skip"').replace(
+        'attention = ["window"]\nwidth = 8\n', 'attention = ["window"]\nwidth = 8\ndepth = [0]\n'
+    )
+    + '\n[[stage]]\noperator = ["gated"]\nkernel = [3]\nheads = [1]\n'
+    + 'attention = ["global"]\nwidth = 8\n'
+)
+
+
+def test_stage_numbers_follow_the_architecture_string() -> None:
+    model = fused_net()
+    numbers = [0, 2, 3]  # as if the architecture skipped stage 1
+    expl = explain_model(
+        model, torch.randn(6, 1, 8, 8), torch.arange(6) % 2, samples=2, numbers=numbers
+    )
+    assert [f.stage for f in expl.fusion] == [0, 2]
+    assert [r.name for r in expl.costs] == ["stem", "stage 0", "stage 2", "stage 3", "head"]
+    assert expl.saliency.stage == 3
+    assert {"attention:s0.b0", "attention:s2.b0"} <= set(explain_figures(expl))
+    with pytest.raises(ExplainError, match="stage 1 has no blocks; allowed: 0, 2, 3"):
+        grad_cam(model, torch.randn(2, 1, 8, 8), 1, numbers=numbers)
+
+
+def test_cli_keeps_the_number_of_a_stage_after_a_skipped_one(tmp_path) -> None:
+    space = tmp_path / "skip.toml"
+    space.write_text(SKIP_SPACE)
+    url = f"sqlite:///{tmp_path}/s.db"
+    res = runner.invoke(
+        app,
+        ["search", str(space), "--dataset", "synthetic", "--trials", "1", "--epochs", "1",
+         "--name", "sk", "--store", url],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "inside.html"
+    res = runner.invoke(
+        app, ["explain", "sk", "--trial", "0", "--samples", "2", "--out", str(out),
+              "--store", url],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "s2.b0 gated(global)" in res.output and "s1.b0" not in res.output
+    assert "Grad-CAM on stage 2" in res.output
+    data = json.loads(re.search(r'id="figure-data">(.*?)</script>', out.read_text(), re.S)[1])
+    assert "attention:s2.b0" in data and "stage 2" in json.dumps(data["saliency"])

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from fusion_nas.analysis.figures import (
+    RUG_ROWS,
     curve_figure,
     hypervolume_curve,
     hypervolume_figure,
@@ -172,15 +173,29 @@ def test_statuses_are_drawn_apart(df: pd.DataFrame) -> None:
     assert sum(len(t.x) for t in main) == (df.status == "complete").sum()
 
 
-def test_interrupted_trials_are_drawn_like_failed_ones_with_their_reason() -> None:
+def test_interrupted_trials_have_their_own_row_and_reason() -> None:
     df = make_frame([("complete", 0.5, 100_000), ("interrupted", None, 150_000)])
     assert list(df.status) == [TrialStatus.COMPLETE, TrialStatus.INTERRUPTED]
     (s,) = pareto_figure_data({"s": df})["searches"]
-    (entry,) = s["failed"]
+    assert s["failed"] == [] and s["counts"]["interrupted"] == 1 and s["counts"]["failed"] == 0
+    (entry,) = s["interrupted"]
     assert entry["number"] == 1 and entry["status"] == "interrupted"
     assert "(interrupted)" in entry["hover"] and "interrupted by the user" in entry["hover"]
-    (rug,) = [t for t in pareto_figure({"searches": [s]}).data if t.yaxis == "y2"]
-    assert rug.meta["role"] == "failed" and list(rug.customdata) == [[1]]
+    fig = pareto_figure({"searches": [s]})
+    (rug,) = [t for t in fig.data if t.yaxis == "y2"]
+    assert rug.meta["role"] == "interrupted" and list(rug.customdata) == [[1]]
+    assert rug.name == "s: interrupted" and list(rug.y) == ["interrupted"]
+    assert fig.layout.meta["searches"][0]["counts"]["interrupted"] == 1
+
+
+def test_every_status_has_its_own_strip_row() -> None:
+    spec = [("complete", 0.5, 100_000), ("running", None, 120_000), ("failed", None, 130_000)]
+    df = make_frame(spec)
+    df.loc[df.number == 1, "status"] = "stopped"  # stopped early by successive halving
+    (s,) = pareto_figure_data({"s": df})["searches"]
+    assert s["running"] == [] and s["counts"]["stopped"] == 1
+    assert RUG_ROWS == ("failed", "infeasible", "interrupted", "stopped", "running")
+    assert [e["number"] for e in s["stopped"]] == [1] and [e["number"] for e in s["failed"]] == [2]
 
 
 def test_front_equals_pareto_mask(df: pd.DataFrame) -> None:
@@ -479,7 +494,11 @@ def test_report_data_has_one_row_per_search(df: pd.DataFrame) -> None:
     assert data["heading"] == "<two>"  # plain data; the page escapes it
     assert isinstance(data["figure"], go.Figure)
     a, b = data["rows"]
-    assert (a["name"], a["trials"], a["failed"], a["infeasible"]) == ("a", len(df), 2, 1)
+    counts = a["counts"]
+    assert (a["name"], a["trials"], counts["failed"], counts["infeasible"]) == ("a", len(df), 2, 1)
+    assert list(counts) == [s.value for s in TrialStatus] and sum(counts.values()) == len(df)
+    assert a["hypervolume_label"].startswith(a["hypervolume"] + " (ref: acc 0, 10x max MACs")
+    assert "all searches in this report" in a["hypervolume_label"]
     assert (b["name"], b["trials"], b["front"], b["strategy"]) == ("b", 3, 2, "-")
     assert a["best"] == f"{df.val_acc.max():.4f}"
     assert a["knee"].startswith("#") and "stage 0:" in a["knee"]
