@@ -252,7 +252,7 @@ def test_a_registered_operator_shows_on_the_dashboard(client: TestClient) -> Non
     assert len(stages) == len(operators) == len(all_trials["y"]) == len(front["y"])
 
 
-def test_interrupted_trials_show_like_failed_ones(tmp_path: Path) -> None:
+def test_interrupted_trials_show_as_interrupted_not_failed(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/cut.db")
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C while trial 2 trains
         real_search(store, "cut short", 4, {1: RuntimeError("bad"), 2: KeyboardInterrupt()})
@@ -264,7 +264,8 @@ def test_interrupted_trials_show_like_failed_ones(tmp_path: Path) -> None:
     assert (row["number"], row["note"]) == (2, USER_STOP)
     assert data["summary"]["interrupted"] == 1 and data["summary"]["failed"] == 1
     strip = {t["meta"]["role"]: t for t in data["figures"]["pareto"]["data"]}
-    assert [2] in strip["failed"]["customdata"]  # drawn in the failed row
+    assert [2] in strip["interrupted"]["customdata"]  # its own row, not the failed one
+    assert [2] not in strip["failed"]["customdata"]
     trial = client.get(q("/api/trial", search="cut short", number=2)).json()
     assert trial["status"] == "interrupted" and trial["fail_reason"] == USER_STOP
     assert client.get(q("/trial", search="cut short", number=2)).status_code == 200
