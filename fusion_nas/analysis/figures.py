@@ -363,12 +363,18 @@ def _baseline_trace(points: Sequence[Mapping[str, Any]]) -> go.Scatter:
     )
 
 
-def _pareto_traces(s: Mapping[str, Any], group: str, lo: float) -> list[go.Scatter]:
+WEBGL_POINTS = 2000
+"""A marker trace of more points than this is drawn with WebGL (``go.Scattergl``)."""
+
+
+def _pareto_traces(s: Mapping[str, Any], group: str, lo: float) -> list[go.Scatter | go.Scattergl]:
     """Markers, front line and strip rows of one search of :func:`pareto_figure_data`."""
     name, color, pts = s["name"], s["color"], s["points"]
     label = html.escape(name)
 
-    def trace(role: str, text: str, entries: list[dict[str, Any]], **kw: Any) -> go.Scatter:
+    def trace(
+        role: str, text: str, entries: list[dict[str, Any]], **kw: Any
+    ) -> go.Scatter | go.Scattergl:
         # Entries sit at (MACs, accuracy) unless kw places them; markers carry the trial
         # numbers (for clicks) and hover texts.
         if kw["mode"] == "markers":
@@ -376,7 +382,8 @@ def _pareto_traces(s: Mapping[str, Any], group: str, lo: float) -> list[go.Scatt
             kw["hovertext"] = [p["hover"] for p in entries]
         kw.setdefault("x", [p["macs"] for p in entries])
         kw.setdefault("y", [p["val_acc"] for p in entries])
-        return go.Scatter(
+        many = kw["mode"] == "markers" and len(entries) > WEBGL_POINTS
+        return (go.Scattergl if many else go.Scatter)(
             name=f"{label}: {text}",
             legendgroup=group,
             meta={"search": name, "role": role},
@@ -392,7 +399,7 @@ def _pareto_traces(s: Mapping[str, Any], group: str, lo: float) -> list[go.Scatt
         "opacity": [1.0 if p["on_front"] else 0.55 for p in pts],
         "line": {"color": "#222222", "width": [1.5 if p["on_front"] else 0.0 for p in pts]},
     }
-    traces = [
+    traces: list[go.Scatter | go.Scattergl] = [
         trace("trials", "trials", pts, mode="markers", marker=marker),
         trace(
             "front",

@@ -16,6 +16,7 @@ searches stays quick.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ import pandas as pd
 
 from fusion_nas.errors import StoreError
 from fusion_nas.store import records
-from fusion_nas.store.queries import pick_trial, trial_row, trials_frame
+from fusion_nas.store.queries import pick_trial, trials_frame
 from fusion_nas.store.records import RetrainRecord, SearchRecord, TrialRecord, TrialStatus
 
 if TYPE_CHECKING:  # the model layer imports torch: only when a space or network is used
@@ -140,11 +141,33 @@ class StoredSearch:
         return trials_frame(self.records(), self.cost_column)
 
     def trial(self, number: int) -> StoredTrial:
-        """Trial ``number``; an unknown number names the valid range (:class:`StoreError`)."""
-        found = [rec for rec in self.records() if rec.number == number]
-        if not found:
-            trial_row(self.frame(), number, search=self.name)  # raises, naming the range
-        return StoredTrial(self.name, found[0])
+        """Trial ``number``, read alone (its id by number, then the trial).
+
+        An unknown number names the valid range (:class:`StoreError`).
+        """
+        storage = self.store.storage
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+            frozen = storage.get_trial(trial_id)
+        except KeyError:
+            raise StoreError(self._no_trial(number)) from None
+        return StoredTrial(self.name, TrialRecord.from_trial(frozen))
+
+    def _no_trial(self, number: int) -> str:
+        """The message of an unknown trial number: the search and its valid range."""
+        n = self.store.n_trials(self._study_id)
+        span = f"0..{n - 1}" if n else "none yet"
+        return f"trial {number} does not exist in search {self.name!r}; trials: {span}"
+
+    def trials_after(self, after: int = -1, running: Iterable[int] = ()) -> list[StoredTrial]:
+        """Trials numbered above ``after``, plus those of ``running`` (numbers), by number.
+
+        What a page that already holds trials ``0..after`` asks for: the new trials, and the
+        current state of the ones it shows as running. Reads only those trials.
+        """
+        wanted = sorted({int(n) for n in running if int(n) <= after})
+        recs = self.store.records_after(self._study_id, after, wanted)
+        return [StoredTrial(self.name, rec) for rec in recs]
 
     def pick(self, trial: int | None = None, pick: str | None = None) -> StoredTrial:
         """Trial ``trial``, or the one the ``pick`` rule chooses (one read of the store).

@@ -8,7 +8,11 @@ changes one fails there, not deep inside a search.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial
 
 
@@ -37,3 +41,86 @@ def heartbeats_enabled(storage: optuna.storages.BaseStorage) -> bool:
     """Whether ``storage`` keeps heartbeats (an RDB store; not Optuna's in-memory storage)."""
     rdb = rdb_of(storage)
     return rdb is not None and bool(rdb.get_heartbeat_interval())
+
+
+# --------------------------------------------------------------------------- Optuna's tables
+# Readers that must not load every trial ask Optuna's ``trials`` table directly (columns
+# ``trial_id``, ``number``, ``study_id``, ``state``, ``datetime_complete``; ``state`` holds the
+# ``TrialState`` name). The schema is Optuna's, so it lives here, pinned by a test.
+
+_STATS_SQL = sqlalchemy.text(
+    "SELECT study_id, state, COUNT(*), MAX(trial_id), MAX(number), MAX(datetime_complete) "
+    "FROM trials GROUP BY study_id, state"
+)
+
+
+def rdb_engine(storage: optuna.storages.BaseStorage) -> sqlalchemy.engine.Engine | None:
+    """The SQLAlchemy engine of the RDB storage behind ``storage``, else ``None``."""
+    rdb = rdb_of(storage)
+    return None if rdb is None else rdb.engine
+
+
+def trial_stats(storage: optuna.storages.BaseStorage) -> dict[int, tuple[Any, ...]] | None:
+    """Per study id: its trials' counts by state, largest id and number, last completion.
+
+    One aggregate query over every study, however many trials they hold. The value changes
+    whenever a trial is added or changes state (a finished Optuna trial never changes again),
+    so it keys caches of what was read from a study. ``None`` without an RDB storage.
+    """
+    engine = rdb_engine(storage)
+    if engine is None:
+        return None
+    rows: dict[int, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for study_id, state, count, max_id, max_number, last in conn.execute(_STATS_SQL):
+            key = (str(state).rpartition(".")[2], int(count), max_id, max_number, str(last))
+            rows.setdefault(int(study_id), []).append(key)
+    return {study_id: tuple(sorted(keys)) for study_id, keys in rows.items()}
+
+
+def trial_ids(
+    storage: optuna.storages.BaseStorage, study_id: int, after: int, numbers: Iterable[int] = ()
+) -> list[int] | None:
+    """Storage ids of ``study_id``'s trials numbered above ``after`` or in ``numbers``.
+
+    In trial-number order; one query. ``None`` without an RDB storage.
+    """
+    engine = rdb_engine(storage)
+    if engine is None:
+        return None
+    extra = sorted({int(n) for n in numbers})
+    sql = "SELECT trial_id FROM trials WHERE study_id = :study AND (number > :after"
+    params: dict[str, Any] = {"study": int(study_id), "after": int(after)}
+    if extra:
+        sql += " OR number IN :numbers"
+        params["numbers"] = extra
+    query = sqlalchemy.text(sql + ") ORDER BY number")
+    if extra:
+        query = query.bindparams(sqlalchemy.bindparam("numbers", expanding=True))
+    with engine.connect() as conn:
+        return [int(row[0]) for row in conn.execute(query, params)]
+
+
+_VALUES_SQL = sqlalchemy.text(
+    "SELECT t.number, v.objective, v.value FROM trials t "
+    "JOIN trial_values v ON v.trial_id = t.trial_id "
+    "WHERE t.study_id = :study AND t.state = 'COMPLETE'"
+)
+
+
+def complete_values(
+    storage: optuna.storages.BaseStorage, study_id: int
+) -> dict[int, tuple[float | None, ...]] | None:
+    """The objective values of ``study_id``'s COMPLETE trials, by trial number (one query).
+
+    Two numbers a trial, not its attributes: what a Pareto test of one trial needs. ``None``
+    without an RDB storage.
+    """
+    engine = rdb_engine(storage)
+    if engine is None:
+        return None
+    found: dict[int, dict[int, float | None]] = {}
+    with engine.connect() as conn:
+        for number, objective, value in conn.execute(_VALUES_SQL, {"study": int(study_id)}):
+            found.setdefault(int(number), {})[int(objective)] = value
+    return {n: tuple(vals.get(i) for i in range(max(vals) + 1)) for n, vals in found.items()}

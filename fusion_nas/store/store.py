@@ -21,8 +21,11 @@ URL, e.g. ``postgresql://user@host/db``).
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +37,7 @@ from optuna.storages import RetryFailedTrialCallback
 from fusion_nas import settings
 from fusion_nas.errors import SpaceError, StoreError, allowed, one_line
 from fusion_nas.settings import redact_url  # re-exported: store callers import it from here
-from fusion_nas.store import records
+from fusion_nas.store import optuna_adapter, records
 from fusion_nas.store.handles import StoredSearch
 from fusion_nas.store.queries import (
     SUMMARY_COLUMNS,
@@ -43,7 +46,13 @@ from fusion_nas.store.queries import (
     trial_row,
     trials_frame,
 )
-from fusion_nas.store.records import BaselineRecord, BaselineSetRecord, SearchRecord, TrialRecord
+from fusion_nas.store.records import (
+    BaselineRecord,
+    BaselineSetRecord,
+    SearchRecord,
+    TrialRecord,
+    TrialStatus,
+)
 
 if TYPE_CHECKING:
     from fusion_nas.model.space import SearchSpace
@@ -147,6 +156,16 @@ def _rdb_storage(url: str, connect: dict[str, Any]) -> optuna.storages.RDBStorag
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class _Cached:
+    """What :class:`Store` keeps of a study between reads (see :meth:`Store.search_frame`)."""
+
+    ident: tuple[str, str]  # search name and creation time: a study id reused is another search
+    key: tuple[Any, ...] | None  # trial_stats of the study when read
+    records: dict[int, TrialRecord]  # by trial number
+    frame: pd.DataFrame
+
+
 class Store:
     """A results store: open it once, then list searches, read trials, create/open studies."""
 
@@ -167,6 +186,8 @@ class Store:
         # SQLite: wait for a busy writer instead of failing at once (several workers); the
         # driver's own transaction handling is off so that _begin_immediate starts each one.
         connect = {"timeout": SQLITE_BUSY_S, "isolation_level": None} if path else {}
+        self._cache: dict[int, _Cached] = {}
+        self._cache_lock = threading.Lock()
         try:
             self.storage = _rdb_storage(self.url, connect)
             if path is not None:
@@ -276,27 +297,122 @@ class Store:
         """The trial records of search ``name``, in trial-number order."""
         return self._records(self._find(name)[0])
 
+    def records_after(
+        self, study_id: int, after: int, numbers: Iterable[int] = ()
+    ) -> list[TrialRecord]:
+        """Records of ``study_id``'s trials numbered above ``after`` or in ``numbers``.
+
+        In trial-number order. Reads only those trials (their ids in one query, then each
+        trial), however many the study holds.
+        """
+        ids = optuna_adapter.trial_ids(self.storage, study_id, after, numbers)
+        if ids is None:  # not an RDB storage: filter every trial
+            keep = {int(n) for n in numbers}
+            return [r for r in self._records(study_id) if r.number > after or r.number in keep]
+        return [TrialRecord.from_trial(self.storage.get_trial(i)) for i in ids]
+
+    def n_trials(self, study_id: int) -> int:
+        """How many trials study ``study_id`` holds, every state counted (one query)."""
+        stats = optuna_adapter.trial_stats(self.storage)
+        if stats is None:
+            return len(self.storage.get_all_trials(study_id, deepcopy=False))
+        return sum(count for _, count, *_ in stats.get(study_id, ()))
+
+    def _cached(
+        self, name: str, study_id: int, record: SearchRecord, key: tuple[Any, ...] | None
+    ) -> _Cached:
+        """The records and table of a study, read again only where they may have changed.
+
+        ``key`` (:func:`~fusion_nas.store.optuna_adapter.trial_stats` of the study) unchanged:
+        the cached table as it is. Changed: only the trials numbered above the last one read
+        and those that were running are read again (a finished Optuna trial never changes).
+        """
+        ident = (name, record.created)
+        with self._cache_lock:
+            entry = self._cache.get(study_id)
+            if entry is not None and entry.ident != ident:
+                entry = None
+            if entry is not None and key is not None and entry.key == key:
+                return entry
+            if entry is None or key is None:
+                recs = {r.number: r for r in self._records(study_id)}
+            else:
+                recs = dict(entry.records)
+                last = max(recs, default=-1)
+                running = [n for n, r in recs.items() if r.status == TrialStatus.RUNNING]
+                for rec in self.records_after(study_id, last, running):
+                    recs[rec.number] = rec
+            ordered = [recs[n] for n in sorted(recs)]
+            entry = _Cached(ident, key, recs, trials_frame(ordered, record.cost_column))
+            if key is not None:
+                self._cache[study_id] = entry
+            return entry
+
+    def search_frame(self, search: StoredSearch) -> pd.DataFrame:
+        """The trials table of a search handle (as :meth:`StoredSearch.frame`), cached.
+
+        Only trials added or running since the last call are read from the store.
+        """
+        stats = optuna_adapter.trial_stats(self.storage)
+        key = None if stats is None else stats.get(search._study_id, ())
+        return self._cached(search.name, search._study_id, search.record, key).frame.copy()
+
     def trials(self, name: str) -> pd.DataFrame:
         """All trials of search ``name``, one row each (see :func:`.results.trials_frame`)."""
         study_id, record = self._find(name)
         return trials_frame(self._records(study_id), record.cost_column)
 
     def trial(self, name: str, number: int) -> dict[str, Any]:
-        """One trial of search ``name`` as a dict; unknown numbers name the valid range."""
-        return trial_row(self.trials(name), number, search=name)
+        """One trial of search ``name`` as a dict; unknown numbers name the valid range.
+
+        Reads that trial alone, and for a complete trial the objective values of the other
+        complete ones (:meth:`on_front`), never every trial's attributes.
+        """
+        search = self.search(name)
+        rec = search.trial(number).record
+        row = trial_row(trials_frame([rec], search.cost_column), number, search=name)
+        row["on_front"] = self.on_front(search, rec)
+        return row
+
+    def on_front(self, search: StoredSearch, rec: TrialRecord) -> bool:
+        """Whether trial ``rec`` of ``search`` is on its Pareto front (accuracy up, cost down).
+
+        Tested against the stored objective values of the search's COMPLETE Optuna trials
+        (one query of two numbers a trial) rather than by reading every trial. Over-budget
+        trials are stored with accuracy 0, so they never dominate a trained one.
+        """
+        cost = getattr(rec, search.cost_column, None)
+        if rec.status != TrialStatus.COMPLETE or rec.val_acc is None or cost is None:
+            return False
+        values = optuna_adapter.complete_values(self.storage, search._study_id)
+        if values is None:
+            df = self.search_frame(search)
+            return bool(df.loc[df.number == rec.number, "on_front"].any())
+        acc, own = float(rec.val_acc), float(cost)
+        for number, vals in values.items():
+            if number == rec.number or len(vals) < 2 or None in vals[:2]:
+                continue
+            a, c = float(vals[0]), float(vals[1])
+            if a >= acc and c <= own and (a > acc or c < own):
+                return False
+        return True
 
     def summaries(self, ref_macs: float | None = None) -> list[dict[str, Any]]:
         """:func:`~fusion_nas.store.queries.search_summary` of every search, oldest first.
 
         Hypervolumes share one reference point (``ref_macs``, default
         :func:`~fusion_nas.store.queries.reference_macs` over every listed search) so rows compare.
-        A search deleted while it is being read is left out.
+        A search deleted while it is being read is left out. Each search's trials are read
+        again only where they changed since the last call (:meth:`search_frame`): a listing
+        of unchanged searches costs two queries, not a read of every trial.
         """
+        stats = optuna_adapter.trial_stats(self.storage)
         frames: dict[str, tuple[SearchRecord, pd.DataFrame]] = {}
         for name, record in self.searches().items():
             try:
                 study_id = self.storage.get_study_id_from_name(name)
-                frames[name] = (record, trials_frame(self._records(study_id), record.cost_column))
+                key = None if stats is None else stats.get(study_id, ())
+                frames[name] = (record, self._cached(name, study_id, record, key).frame)
             except KeyError:  # deleted since it was listed
                 continue
         ref = ref_macs if ref_macs is not None else reference_macs(df for _, df in frames.values())

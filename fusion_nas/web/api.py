@@ -4,7 +4,9 @@
 ``/api/searches``                   every search at a glance (:func:`results.search_summary`)
 ``/api/search?name=N``              summary, figures (baselines of the search's dataset on
                                     the Pareto plot), trial table, baselines
-                                    (``&since=VERSION``: ``unchanged`` while nothing changed)
+                                    (``&since=VERSION``: ``unchanged`` while nothing changed;
+                                    ``&after=N&running=3,7``: only newer and running trials;
+                                    ``&page=P&size=S``: one page of the table)
 ``/api/trial?search=N&number=K``    one trial: record, stages, validation-curve figure
 ``/api/explain?search=N&number=K``  inside the trial's network (:mod:`fusion_nas.analysis.explain`):
                                     its figures, computed on demand (it may re-run the
@@ -51,7 +53,9 @@ from fusion_nas.store.records import BaselineRecord, SearchRecord
 from fusion_nas.store.store import redact_url
 from fusion_nas.web.params import (
     NotFound,
+    int_param,
     link,
+    numbers_param,
     query_param,
     store_of,
     stored_search,
@@ -83,6 +87,9 @@ _TABLE_COLUMNS = (
     "on_front",
 )
 """Columns of the search page's trial table (plus ``note`` and ``url``)."""
+
+PAGE_SIZE = 100
+"""Rows of one page of the trial table, when ``/api/search`` is asked for a ``page``."""
 
 
 _BASELINE_COLUMNS = ("label", "description", "macs", "params", "val_acc", "test_acc", "epochs")
@@ -125,46 +132,72 @@ def api_searches(request: Request) -> Response:
     return SafeJSONResponse({"store": redact_url(store.url), "searches": rows})
 
 
-def api_search(request: Request) -> Response:
-    """Summary, figures and trial table of one search (``since``: skip if unchanged)."""
-    name = query_param(request, "name")
-    store = store_of(request)
-    search = stored_search(store, name)
-    df, record = search.frame(), search.record
-    baselines = store.baselines_for(search)
-    version = _version(df, record, baselines)
-    if request.query_params.get("since") == version:
-        return SafeJSONResponse({"name": name, "version": version, "unchanged": True})
-    summary = search_summary(name, record, df)
-    pareto = pareto_figure_data({name: df}, ref_macs=summary["ref_macs"], baselines=baselines)
-    curve = hypervolume_curve(df, ref_macs=summary["ref_macs"])
-    trials = []
+def _table_rows(name: str, df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The trial table's rows of the trials in ``df``, by number."""
+    rows = []
     for row in df.sort_values("number").to_dict("records"):
         item = {key: row.get(key) for key in _TABLE_COLUMNS}
         item["note"] = _note(row)
         item["url"] = link("/trial", search=name, number=int(row["number"]))
-        trials.append(item)
+        rows.append(item)
+    return rows
+
+
+def api_search(request: Request) -> Response:
+    """Summary, figures and trial table of one search.
+
+    Query parameters besides ``name``: ``since`` (a version: answer ``unchanged`` if it is
+    still current); ``after=N`` and ``running=3,7`` (the page holds trials ``0..N`` and shows
+    3 and 7 as running: only trials numbered above N and those two come back, ``partial`` is
+    true, and ``front`` lists the numbers now on the front, for the rows already held);
+    ``page`` and ``size`` (from 0: only that page of the table, ``total`` rows in all).
+    """
+    name = query_param(request, "name")
+    store = store_of(request)
+    search = stored_search(store, name)
+    df, record = store.search_frame(search), search.record
+    baselines = store.baselines_for(search)
+    version = _version(df, record, baselines)
+    if request.query_params.get("since") == version:
+        return SafeJSONResponse({"name": name, "version": version, "unchanged": True})
+    after = int_param(request, "after")
+    running = set(numbers_param(request, "running"))
+    page, size = int_param(request, "page"), int_param(request, "size", PAGE_SIZE)
+    if size is None or size < 1 or (page is not None and page < 0):
+        raise NotFound("'page' must be 0 or more and 'size' 1 or more")
+    summary = search_summary(name, record, df)
+    pareto = pareto_figure_data({name: df}, ref_macs=summary["ref_macs"], baselines=baselines)
+    curve = hypervolume_curve(df, ref_macs=summary["ref_macs"])
+    shown = df
+    if after is not None:
+        shown = df[(df.number > after) | df.number.isin(running)]
+    elif page is not None:
+        shown = df.sort_values("number").iloc[page * size : (page + 1) * size]
     knee = pareto["searches"][0]["knee"]
     figures = {
         "pareto": pareto_figure(pareto, title=f"{name}: validation accuracy vs. MACs"),
         "hypervolume": hypervolume_figure(curve),
         "operators": operator_figure(_escaped_operators(operator_frequencies(df))),
     }
-    return SafeJSONResponse(
-        {
-            "name": name,
-            "version": version,
-            "unchanged": False,
-            "summary": {
-                **summary,
-                "url": link("/search", name=name),
-                "knee": None if knee is None else knee["number"],
-            },
-            "figures": {key: fig.to_plotly_json() for key, fig in figures.items()},
-            "trials": trials,
-            "baselines": [{k: b[k] for k in _BASELINE_COLUMNS} for b in pareto["baselines"]],
-        }
-    )
+    body = {
+        "name": name,
+        "version": version,
+        "unchanged": False,
+        "partial": after is not None,
+        "total": len(df),
+        "summary": {
+            **summary,
+            "url": link("/search", name=name),
+            "knee": None if knee is None else knee["number"],
+        },
+        "figures": {key: fig.to_plotly_json() for key, fig in figures.items()},
+        "trials": _table_rows(name, shown),
+        "front": [int(n) for n in df.number[df.on_front.astype(bool)]],
+        "baselines": [{k: b[k] for k in _BASELINE_COLUMNS} for b in pareto["baselines"]],
+    }
+    if page is not None and after is None:
+        body.update(page=page, size=size)
+    return SafeJSONResponse(body)
 
 
 def _trial_record(name: str, row: Mapping[str, Any]) -> dict[str, Any]:

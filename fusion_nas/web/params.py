@@ -16,12 +16,14 @@ from starlette.requests import Request
 
 from fusion_nas.errors import StoreError
 from fusion_nas.store.handles import StoredSearch, StoredTrial
-from fusion_nas.store.queries import trial_row
+from fusion_nas.store.queries import trial_row, trials_frame
 from fusion_nas.store.store import Store
 
 __all__ = [
     "NotFound",
+    "int_param",
     "link",
+    "numbers_param",
     "number_param",
     "query_param",
     "stored_search",
@@ -63,9 +65,9 @@ def _unknown(name: str) -> NotFound:
 
 
 def search_trials(store: Store, name: str) -> pd.DataFrame:
-    """The trials of search ``name``."""
+    """The trials of search ``name`` (read again only where they changed since last asked)."""
     try:
-        return store.trials(name)
+        return store.search_frame(store.search(name))
     except StoreError:
         raise _unknown(name) from None
 
@@ -90,14 +92,41 @@ def stored_trial_of(request: Request) -> tuple[StoredSearch, StoredTrial]:
 
 
 def trial_of(request: Request) -> tuple[str, int, dict[str, Any]]:
-    """``(search, number, row)`` of the trial named by ``search=`` and ``number=``."""
+    """``(search, number, row)`` of the trial named by ``search=`` and ``number=``.
+
+    Reads that one trial (:meth:`Store.trial <fusion_nas.store.store.Store.trial>`), not the
+    whole search.
+    """
     name = query_param(request, "search")
     number = number_param(request)
-    df = search_trials(store_of(request), name)
+    store = store_of(request)
+    search = stored_search(store, name)
     try:
-        return name, number, trial_row(df, number, search=name)
+        rec = search.trial(number).record
     except StoreError as exc:
         raise NotFound(str(exc)) from None
+    row = trial_row(trials_frame([rec], search.cost_column), number, search=name)
+    row["on_front"] = store.on_front(search, rec)
+    return name, number, row
+
+
+def int_param(request: Request, key: str, default: int | None = None) -> int | None:
+    """The optional whole-number query parameter ``key`` (``default`` if absent or empty)."""
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"-?[0-9]{1,9}", raw):
+        raise NotFound(f"query parameter {key!r} must be a whole number, not {raw!r}")
+    return int(raw)
+
+
+def numbers_param(request: Request, key: str) -> list[int]:
+    """Trial numbers in the comma-separated query parameter ``key`` (empty if absent)."""
+    raw = request.query_params.get(key) or ""
+    parts = [p for p in raw.split(",") if p]
+    if not all(re.fullmatch(r"[0-9]{1,9}", p) for p in parts):
+        raise NotFound(f"query parameter {key!r} must list trial numbers, e.g. '3,7'")
+    return [int(p) for p in parts]
 
 
 def link(path: str, **params: Any) -> str:

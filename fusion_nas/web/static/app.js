@@ -153,9 +153,38 @@
     return a.number - b.number;
   }
 
+  // The table shows one page of rows at a time: a search of 10,000 trials stays quick.
+  const PAGE_ROWS = 100;
+  const pageState = { page: 0 };
+
+  function renderPager(name, trials, pages) {
+    const pager = byId("pager");
+    if (!pager) return;
+    pager.hidden = pages <= 1;
+    setText("page-text", "page " + (pageState.page + 1) + " of " + pages);
+    byId("page-prev").disabled = pageState.page === 0;
+    byId("page-next").disabled = pageState.page >= pages - 1;
+  }
+
+  function setupPager(getTrials, name) {
+    for (const [id, step] of [["page-prev", -1], ["page-next", 1]]) {
+      const button = byId(id);
+      if (!button) continue;
+      button.addEventListener("click", function () {
+        pageState.page += step;
+        renderTrials(name, getTrials());
+      });
+    }
+  }
+
   function renderTrials(name, trials) {
     const tbody = document.querySelector("#trials tbody");
-    const rows = trials.slice().sort(compare).map(function (t) {
+    const pages = Math.max(1, Math.ceil(trials.length / PAGE_ROWS));
+    pageState.page = Math.min(Math.max(0, pageState.page), pages - 1);
+    const start = pageState.page * PAGE_ROWS;
+    const shown = trials.slice().sort(compare).slice(start, start + PAGE_ROWS);
+    renderPager(name, trials, pages);
+    const rows = shown.map(function (t) {
       const tr = el("tr", null, { class: "clickable" });
       tr.dataset.number = String(t.number);
       if (t.on_front) tr.classList.add("on-front");
@@ -246,15 +275,34 @@
     const name = pageParam("name") ?? body.dataset.search;
     let version = null;
     let trials = [];
+    const byNumber = new Map();
     let clickBound = false;
     setupSorting(() => trials, name);
+    setupPager(() => trials, name);
     poll(async function () {
       const query = new URLSearchParams({ name: name });
-      if (version !== null) query.set("since", version);
+      if (version !== null) {
+        // Ask only for what the page lacks: trials above the last one it holds, and the
+        // current state of those it shows as running.
+        query.set("since", version);
+        let last = -1;
+        const running = [];
+        for (const t of trials) {
+          last = Math.max(last, t.number);
+          if (t.status === "running") running.push(t.number);
+        }
+        query.set("after", String(last));
+        if (running.length) query.set("running", running.join(","));
+      }
       const data = await getJSON("/api/search?" + query.toString());
       if (data.unchanged) return true;
       version = data.version;
-      trials = data.trials;
+      if (!data.partial) byNumber.clear();
+      for (const t of data.trials) byNumber.set(t.number, t);
+      const front = new Set(data.front || []);
+      for (const t of byNumber.values()) t.on_front = front.has(t.number);
+      trials = Array.from(byNumber.values());
+      const arrived = performance.now();
       renderSummary(data.summary);
       renderTrials(name, trials);
       renderBaselines(data.baselines || []);
@@ -271,6 +319,9 @@
         });
       }
       body.dataset.trials = String(trials.length); // for scripts waiting on an update
+      // for scripts timing the page: data in hand, and everything drawn
+      body.dataset.arrivedMs = String(arrived);
+      body.dataset.drawnMs = String(performance.now());
       return true;
     });
   }
