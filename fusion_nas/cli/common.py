@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -81,11 +82,59 @@ def dataset_of(space: SearchSpace, dataset: str | None) -> str:
     return space.name
 
 
+# What a database error's message says -> the cause a user can act on.
+_STORAGE_CAUSES = (
+    ("readonly database", "the store is read-only (attempt to write a readonly database)"),
+    ("read-only", "the store is read-only"),
+    ("disk is full", "the disk holding the store is full (database or disk is full)"),
+    ("no space left", "the disk holding the store is full (no space left on device)"),
+    ("database is locked", "the store is locked by another process (database is locked)"),
+    ("unable to open database", "the store's file cannot be opened (unable to open database)"),
+    ("disk i/o error", "the store's disk failed to read or write (disk I/O error)"),
+    ("malformed", "the store's file is damaged (database disk image is malformed)"),
+)
+STORAGE_EXIT = 1  # the store, not the command line, is at fault
+
+
+def storage_cause(exc: BaseException) -> str | None:
+    """The one-line cause of a database error (SQLAlchemy's, or sqlite3's under it), or ``None``
+    when ``exc`` is not one."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen and len(seen) < 10:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    db = [e for e in seen if type(e).__module__.split(".")[0] in ("sqlalchemy", "sqlite3")]
+    if not db:
+        return None
+    text = " ".join(str(getattr(e, "orig", None) or e) for e in db).lower()
+    for fragment, cause in _STORAGE_CAUSES:
+        if fragment in text:
+            return f"cannot write the results store: {cause}"
+    first = one_line(getattr(db[0], "orig", None) or db[0], lines=1, limit=160)
+    return f"the results store failed: {first}"
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a :class:`FusionNasError` into one red line on stderr and exit code 2."""
+    """Turn a :class:`FusionNasError` into one red line on stderr and exit code 2, and a
+    database error (read-only store, full disk, locked) into one line naming its cause and
+    exit code 1; a full disk or a read-only place met while writing outputs likewise."""
     try:
         yield
     except FusionNasError as exc:
         err_console.print(f"[bold red]Error:[/] {escape(one_line(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            raise
+        where = f" {exc.filename!r}" if exc.filename else ""
+        line = f"cannot write{where}: {exc.strerror or one_line(exc)}"
+        err_console.print(f"[bold red]Error:[/] {escape(one_line(line))}", soft_wrap=True)
+        raise typer.Exit(STORAGE_EXIT) from None
+    except Exception as exc:
+        cause = storage_cause(exc)
+        if cause is None:
+            raise
+        err_console.print(f"[bold red]Error:[/] {escape(one_line(cause))}", soft_wrap=True)
+        raise typer.Exit(STORAGE_EXIT) from None
