@@ -620,3 +620,27 @@ def test_error_lines_are_capped_and_keep_the_allowed_values() -> None:
     assert len(line) <= MAX_LINE and line.endswith("allowed: 'a', 'b'") and "\u2026" in line
     assert len(one_line(ValueError("y" * 1000))) <= MAX_LINE
     assert one_line("short") == "short"
+
+
+def test_optuna_warnings_show_once_per_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    import optuna
+
+    from fusion_nas.cli.common import quiet_optuna
+
+    quiet_optuna()
+    quiet_optuna()  # installed once
+    handlers = logging.getLogger("optuna").handlers
+    assert handlers
+    for handler in handlers:
+        assert sum(type(f).__name__ == "_OncePerKind" for f in handler.filters) == 1
+    seen = []
+    for handler in handlers:
+        for number in range(3):
+            record = logging.LogRecord(
+                "optuna.x", logging.WARNING, "", 0, "Trial %d lost", (number,), None
+            )
+            seen.append(handler.filter(record))
+    assert seen[:3] == [True, False, False]
+    optuna.logging.get_logger("optuna.y")  # the library keeps working

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import logging
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -113,6 +116,39 @@ def storage_cause(exc: BaseException) -> str | None:
             return f"cannot write the results store: {cause}"
     first = one_line(getattr(db[0], "orig", None) or db[0], lines=1, limit=160)
     return f"the results store failed: {first}"
+
+
+class _OncePerKind(logging.Filter):
+    """Let each kind of Optuna log message (its template, numbers aside) through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = re.sub(r"\d+", "N", str(record.msg))
+        if kind in self.seen:
+            return False
+        self.seen.add(kind)
+        return True
+
+
+_ONCE = _OncePerKind()
+
+
+def quiet_optuna() -> None:
+    """Show each known Optuna warning once per command, not once per trial (a resumed search
+    with successive halving repeats them); experimental-feature notices not at all. For the
+    commands that run trials (it imports Optuna)."""
+    warnings.filterwarnings("ignore", message=r".*is experimental.*")
+    warnings.filterwarnings("ignore", message=r"The reported value is ignored")
+    warnings.filterwarnings("once", module=r"optuna(\.|$)")
+    import optuna  # its handler is set up on import
+
+    optuna.logging.get_verbosity()
+    for handler in logging.getLogger("optuna").handlers:  # records of every optuna.* logger
+        if _ONCE not in handler.filters:
+            handler.addFilter(_ONCE)
 
 
 @contextmanager

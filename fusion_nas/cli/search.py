@@ -206,6 +206,9 @@ def search(
             latency=latency,
         )
         prepare(config)  # space, data, strategy and device first: bad input writes nothing
+        from fusion_nas.cli.common import quiet_optuna
+
+        quiet_optuna()
         st = Store(store)
         _run(config, st)
 
