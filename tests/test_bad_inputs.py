@@ -644,3 +644,20 @@ def test_optuna_warnings_show_once_per_kind(capsys: pytest.CaptureFixture[str]) 
             seen.append(handler.filter(record))
     assert seen[:3] == [True, False, False]
     optuna.logging.get_logger("optuna.y")  # the library keeps working
+
+
+def test_supernet_evaluations_beyond_the_space_are_capped_in_one_line(tmp_path: Path) -> None:
+    from tests.helpers.spaces import TINY
+
+    space = tmp_path / "tiny.toml"
+    space.write_text(TINY)
+    args = [
+        "supernet", str(space), "--dataset", "synthetic", "--epochs", "1", "--confirm", "0",
+        "--evaluations", str(10**20), "--train-subset", "32", "--batch-size", "16",
+        "--population", "2", "--calib-batches", "1", "--device", "cpu",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.stderr.splitlines() if "capped" in line]
+    assert len(notes) == 1 and "at 12" in notes[0], res.stderr
+    assert "12 distinct networks scored" in res.output or "distinct networks" in res.output
