@@ -661,3 +661,20 @@ def test_supernet_evaluations_beyond_the_space_are_capped_in_one_line(tmp_path: 
     notes = [line for line in res.stderr.splitlines() if "capped" in line]
     assert len(notes) == 1 and "at 12" in notes[0], res.stderr
     assert "12 distinct networks scored" in res.output or "distinct networks" in res.output
+
+
+def test_a_full_disk_while_writing_outputs_is_one_line(
+    tmp_path: Path, trained_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import fusion_nas.deploy.export as export_mod
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.py"))
+
+    monkeypatch.setattr(export_mod, "export_code", full)
+    res = _export(trained_store, "--out", str(tmp_path / "x.py"))
+    line = _check_refused(res, ["x.py", "the disk is full"])
+    assert res.exit_code == 1 and len(line) < 300
+    assert list(tmp_path.iterdir()) == []

@@ -164,8 +164,11 @@ def user_errors() -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             raise
-        where = f" {exc.filename!r}" if exc.filename else ""
-        line = f"cannot write{where}: {exc.strerror or one_line(exc)}"
+        where = f"{exc.filename!r}" if exc.filename else "a file"
+        cause = {errno.ENOSPC: "the disk is full", errno.EROFS: "read-only file system"}.get(
+            exc.errno or 0, exc.strerror or one_line(exc)
+        )
+        line = f"cannot use {where}: {cause}"
         err_console.print(f"[bold red]Error:[/] {escape(one_line(line))}", soft_wrap=True)
         raise typer.Exit(STORAGE_EXIT) from None
     except Exception as exc:
