@@ -604,10 +604,10 @@ def test_a_resumed_confirmation_never_goes_beyond_confirm() -> None:
     # Killed during the first: it counts; one more trial, for the pick it has not tried.
     _driver(picks).run(runner_with((a, TrialStatus.INTERRUPTED)), 2)
     assert ran == [b]
-    # A queued retry of a lost trial ("running") does not count.
+    # Lost with a heartbeat: failed, and a retry queued ("running"); both count.
     ran.clear()
-    _driver(picks).run(runner_with((a, TrialStatus.FAILED), (None, TrialStatus.RUNNING)), 2)
-    assert ran == [b]
+    _driver(picks).run(runner_with((a, TrialStatus.FAILED), (a, TrialStatus.RUNNING)), 2)
+    assert ran == []
 
 
 # ------------------------------------------------------------------------------- noise

@@ -236,7 +236,6 @@ class SupernetSearch:
 def _driver(picks: list[Architecture]) -> Any:
     """A :class:`~fusion_nas.search.strategies.Driver` that trains ``picks`` through the search."""
     from fusion_nas.search.strategies.base import Driver, TrialRunner
-    from fusion_nas.store.records import TrialStatus
 
     class Confirm(Driver):
         """Evaluates the picks the search does not hold yet (a resumed search skips the rest)."""
@@ -255,8 +254,9 @@ def _driver(picks: list[Architecture]) -> Any:
             a killed process included), so a resume never goes beyond ``--confirm``."""
             history = runner.history()
             held = {t.arch_id for t in history}
-            # Ended trials count (a queued retry of a lost one is still "running": it does not).
-            room = n_trials - sum(t.status != TrialStatus.RUNNING for t in history)
+            # Every trial there counts: ended ones, and a queued retry of a lost one (an
+            # evaluate runs that retry first, then a trial of its own).
+            room = n_trials - len(history)
             for arch in picks[:n_trials]:
                 if room <= 0:
                     break
