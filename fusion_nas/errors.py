@@ -76,14 +76,16 @@ def one_line(
     *,
     typed: bool = True,
     lines: int | None = None,
-    limit: int | None = MAX_LINE,
+    limit: int | None = None,
 ) -> str:
     """An exception (or text) as one line: whitespace collapsed, never empty.
 
     A :class:`FusionNasError` is its message; any other exception is prefixed with its type
     (``ValueError: ...``) unless ``typed`` is false. ``lines`` keeps only the first lines of a
-    long multi-line message (driver and torch errors). The line is cut to ``limit`` characters
-    (``None``: never) by :func:`shorten`, which keeps the allowed values readable.
+    long multi-line message (driver and torch errors). ``limit`` cuts the line to that many
+    characters (e.g. :data:`MAX_LINE`, as the CLI prints errors) by :func:`shorten`, which
+    keeps the allowed values readable; the default keeps it whole (stored reasons, and text
+    that is redacted afterwards).
     """
     text = str(error).strip()
     if lines is not None:

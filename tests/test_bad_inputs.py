@@ -616,10 +616,23 @@ def test_a_resumed_confirmation_never_goes_beyond_confirm() -> None:
 def test_error_lines_are_capped_and_keep_the_allowed_values() -> None:
     from fusion_nas.errors import MAX_LINE, FusionNasError, one_line
 
-    line = one_line(FusionNasError("bad value " + "x" * 700 + "; allowed: 'a', 'b'"))
+    line = one_line(
+        FusionNasError("bad value " + "x" * 700 + "; allowed: 'a', 'b'"), limit=MAX_LINE
+    )
     assert len(line) <= MAX_LINE and line.endswith("allowed: 'a', 'b'") and "\u2026" in line
-    assert len(one_line(ValueError("y" * 1000))) <= MAX_LINE
-    assert one_line("short") == "short"
+    assert len(one_line(ValueError("y" * 1000), limit=MAX_LINE)) <= MAX_LINE
+    assert one_line("short", limit=MAX_LINE) == "short"
+    assert len(one_line("z" * 1000)) == 1000  # stored reasons are kept whole
+
+
+def test_a_long_error_line_is_capped_at_the_cli(tmp_path: Path) -> None:
+    from fusion_nas.errors import MAX_LINE
+
+    db = tmp_path / "s.db"
+    res = _search("digits", db, "--dataset", "synthetic", "--name", "n" * 700)
+    line = _check_refused(res, ["search name", "\u2026"])
+    assert len(line) <= MAX_LINE + len("Error: ")
+    assert not db.exists()
 
 
 def test_optuna_warnings_show_once_per_kind(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fusion_nas.errors import DatasetError, FusionNasError, allowed, one_line
+from fusion_nas.errors import MAX_LINE, DatasetError, FusionNasError, allowed, one_line
 from fusion_nas.model.space import SearchSpace
 from fusion_nas.settings import HOME_ENV, STORE_ENV
 from fusion_nas.training.data import DATASETS
@@ -159,7 +159,9 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except FusionNasError as exc:
-        err_console.print(f"[bold red]Error:[/] {escape(one_line(exc))}", soft_wrap=True)
+        err_console.print(
+            f"[bold red]Error:[/] {escape(one_line(exc, limit=MAX_LINE))}", soft_wrap=True
+        )
         raise typer.Exit(2) from None
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
@@ -169,11 +171,15 @@ def user_errors() -> Iterator[None]:
             exc.errno or 0, exc.strerror or one_line(exc)
         )
         line = f"cannot use {where}: {cause}"
-        err_console.print(f"[bold red]Error:[/] {escape(one_line(line))}", soft_wrap=True)
+        err_console.print(
+            f"[bold red]Error:[/] {escape(one_line(line, limit=MAX_LINE))}", soft_wrap=True
+        )
         raise typer.Exit(STORAGE_EXIT) from None
     except Exception as exc:
         cause = storage_cause(exc)
         if cause is None:
             raise
-        err_console.print(f"[bold red]Error:[/] {escape(one_line(cause))}", soft_wrap=True)
+        err_console.print(
+            f"[bold red]Error:[/] {escape(one_line(cause, limit=MAX_LINE))}", soft_wrap=True
+        )
         raise typer.Exit(STORAGE_EXIT) from None
