@@ -56,26 +56,59 @@ class ShortProxyWarning(FusionNasWarning):
         self.info = info
 
 
+class ResourceError(FusionNasError):
+    """An option asks for more work or memory than this machine or the space allows."""
+
+
+class OutputError(FusionNasError):
+    """An output path cannot be written (read-only, a directory, the same as another output)."""
+
+
+MAX_LINE = 300  # characters of one error line; longer ones keep their head and allowed values
+_ELLIPSIS = " … "
+
+
 def allowed(values: Iterable[object]) -> str:
     """Format a closed set of allowed values for an error message, e.g. ``'a', 'b'``."""
     return ", ".join(repr(v) for v in values)
 
 
-def one_line(error: BaseException | str, *, typed: bool = True, lines: int | None = None) -> str:
+def shorten(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` cut to at most ``limit`` characters with an ellipsis in the middle; the
+    ``allowed ...`` tail (the values a user may pass) is kept whole where it fits."""
+    if len(text) <= limit:
+        return text
+    at = text.rfind("allowed")
+    tail = text[at:] if at >= 0 else ""
+    if tail and len(tail) <= limit // 2:
+        head = text[: limit - len(tail) - len(_ELLIPSIS)].rstrip()
+        return f"{head}{_ELLIPSIS}{tail}"
+    return text[: limit - 1].rstrip() + "\u2026"
+
+
+def one_line(
+    error: BaseException | str,
+    *,
+    typed: bool = True,
+    lines: int | None = None,
+    limit: int | None = None,
+) -> str:
     """An exception (or text) as one line: whitespace collapsed, never empty.
 
     A :class:`FusionNasError` is its message; any other exception is prefixed with its type
     (``ValueError: ...``) unless ``typed`` is false. ``lines`` keeps only the first lines of a
-    long multi-line message (driver and torch errors).
+    long multi-line message (driver and torch errors). ``limit`` cuts the line to that many
+    characters (e.g. :data:`MAX_LINE`, as the CLI prints errors) by :func:`shorten`, which
+    keeps the allowed values readable; the default keeps it whole (stored reasons, and text
+    that is redacted afterwards).
     """
     text = str(error).strip()
     if lines is not None:
         text = " ".join(text.splitlines()[:lines])
     text = " ".join(text.split())
-    if isinstance(error, str):
-        return text
-    if not text:
-        return type(error).__name__
-    if isinstance(error, FusionNasError) or not typed:
-        return text
-    return f"{type(error).__name__}: {text}"
+    if not isinstance(error, str):
+        if not text:
+            text = type(error).__name__
+        elif typed and not isinstance(error, FusionNasError):
+            text = f"{type(error).__name__}: {text}"
+    return shorten(text, limit) if limit is not None else text

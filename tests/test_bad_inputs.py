@@ -293,3 +293,401 @@ def test_missing_sqlite_store_is_not_created_by_a_reader(tmp_path: Path) -> None
     res = runner.invoke(app, ["results", "--store", f"sqlite:///{db}"])
     _check_refused(res, ["no results store", str(db)])
     assert not (tmp_path / "missing").exists()
+
+
+# ------------------------------------------------------------------------------- resource caps
+
+
+def test_workers_above_the_hard_maximum_are_refused(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    res = _search("digits", db, "--dataset", "synthetic", "--workers", "1000000")
+    _check_refused(res, ["--workers", "1000000", "allowed: 1..256"])
+    assert _searches(db) == []
+
+
+def test_workers_are_capped_at_the_trials_and_the_cores() -> None:
+    from fusion_nas.model.space import load_space
+    from fusion_nas.search.config import SearchConfig, cap_workers
+
+    space = load_space("digits")
+    assert SearchConfig("w", space, "synthetic", trials=1, workers=12).workers == 1
+    assert cap_workers(100, 1000, cores=2) == 8
+    assert cap_workers(3, 1000, cores=2) == 3
+
+
+def test_prescreen_beyond_the_memory_bound_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    res = _search("mnist1d", db, "--dataset", "synthetic", "--prescreen", "1000000000:1")
+    _check_refused(res, ["--prescreen", "1,000,000,000", "allowed: K <="])
+    assert _searches(db) == []
+
+
+def test_prescreen_is_capped_at_the_space_size() -> None:
+    from fusion_nas.model.space import parse_space
+    from fusion_nas.search.config import SearchConfig
+    from fusion_nas.search.prescreen import max_prescreen
+    from tests.helpers.spaces import TINY
+
+    space = parse_space(TINY)
+    config = SearchConfig("p", space, "synthetic", trials=2, prescreen="5000:2")
+    assert config.screening is not None and config.screening.k == space.num_architectures()
+    assert max_prescreen(memory_bytes=2**30) < max_prescreen(memory_bytes=2**40)
+
+
+def test_supernet_evaluations_are_capped_at_the_space_size() -> None:
+    from fusion_nas.model.space import parse_space
+    from fusion_nas.search.supernet import cap_evaluations
+    from tests.helpers.spaces import TINY
+
+    space = parse_space(TINY)
+    assert cap_evaluations(10**20, space) == space.num_architectures() == 12
+    assert cap_evaluations(5, space) == 5
+
+
+# ------------------------------------------------------------------------------- bad tables
+
+
+def _bad_table(tmp_path: Path, column: str, value: str) -> tuple[Path, Path]:
+    """A complete table of TINY with ``value`` in ``column`` of its third data row."""
+    import csv
+
+    from fusion_nas.model.space import parse_space
+    from tests.helpers.spaces import TINY
+    from tests.helpers.table import plant
+
+    table = tmp_path / "t.csv"
+    plant(table, parse_space(TINY))
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+        fields = list(rows[0])
+    rows[2][column] = value
+    with table.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    space = tmp_path / "tiny.toml"
+    space.write_text(TINY)
+    return table, space
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("val_acc", "7.5"),
+        ("val_acc", "-0.5"),
+        ("val_acc", "inf"),
+        ("val_acc", "nan"),
+        ("macs", "-5"),
+        ("params", "1.5"),
+        ("seconds", "inf"),
+        ("curve", "[0.5, 3]"),
+    ],
+)
+def test_a_table_with_bad_values_is_refused_naming_row_and_column(
+    tmp_path: Path, column: str, value: str
+) -> None:
+    table, space = _bad_table(tmp_path, column, value)
+    db = tmp_path / "s.db"
+    args = ["search", str(space), "--dataset", "synthetic", "--trials", "3"]
+    res = runner.invoke(app, [*args, "--evaluator", f"table:{table}", "--store", f"sqlite:///{db}"])
+    _check_refused(res, ["row 4", f"column {column!r}", value, "allowed"])
+    assert _searches(db) == []
+
+
+# ------------------------------------------------------------------------------- option pairs
+
+
+def test_prescreen_with_the_grid_strategy_is_refused_before_the_store(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    res = _search("digits", db, "--dataset", "synthetic", "-s", "optuna:grid", "--prescreen", "3:2")
+    _check_refused(res, ["--prescreen", "optuna:grid", "allowed"])
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--trial-timeout", "nan"], ["--trial-timeout", "nan", "finite"]),
+        (["--trial-timeout", "inf"], ["--trial-timeout", "inf", "finite"]),
+        (["--zero-cost", "foo"], ["--zero-cost", "'foo'", "'naswot'"]),
+        (["--max-latency-ms", "nan"], ["--max-latency-ms", "finite"]),
+        (["--lr", "nan"], ["learning rate", "finite"]),
+    ],
+    ids=["timeout-nan", "timeout-inf", "zero-cost-without-prescreen", "latency-nan", "lr-nan"],
+)
+def test_bad_values_are_refused_before_the_store(
+    tmp_path: Path, extra: list[str], fragments: list[str]
+) -> None:
+    db = tmp_path / "s.db"
+    _check_refused(_search("digits", db, "--dataset", "synthetic", *extra), fragments)
+    assert not db.exists()
+
+
+def test_negative_weight_decay_is_refused() -> None:
+    from fusion_nas.errors import FusionNasError
+    from fusion_nas.training.loop import ProxyConfig
+
+    with pytest.raises(FusionNasError, match="weight decay must be 0 or more.*allowed"):
+        ProxyConfig(weight_decay=-0.1)
+    with pytest.raises(FusionNasError, match="allowed"):
+        ProxyConfig(weight_decay=float("nan"))
+
+
+@pytest.mark.parametrize("only", ["", " , ,"])
+def test_an_empty_baseline_selection_is_refused(tmp_path: Path, only: str) -> None:
+    db = tmp_path / "s.db"
+    res = runner.invoke(app, ["baselines", "digits", "--only", only, "--store", f"sqlite:///{db}"])
+    _check_refused(res, ["--only", "selects no baseline", "allowed"])
+    assert _searches(db) == []
+
+
+# ------------------------------------------------------------------------------- outputs
+
+
+@pytest.fixture(scope="module")
+def trained_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store holding search 'one': one complete trial."""
+    db = tmp_path_factory.mktemp("store") / "s.db"
+    res = _search("digits", db, "--dataset", "synthetic", "--name", "one", "--trials", "1")
+    assert res.exit_code == 0, res.output
+    return f"sqlite:///{db}"
+
+
+def _export(store: str, *args: str):
+    return runner.invoke(app, ["export", "one", "--trial", "0", *args, "--store", store])
+
+
+def test_export_to_the_same_file_twice_is_refused(tmp_path: Path, trained_store: str) -> None:
+    out = tmp_path / "x.py"
+    res = _export(trained_store, "--out", str(out), "--weights", str(out))
+    _check_refused(res, ["--weights", "same file as --out", "allowed"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_to_a_folder_is_refused(tmp_path: Path, trained_store: str) -> None:
+    (tmp_path / "d.pt").mkdir()
+    res = _export(
+        trained_store, "--out", str(tmp_path / "x.py"), "--weights", str(tmp_path / "d.pt")
+    )
+    _check_refused(res, ["--weights", "is a folder", "allowed"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pt"]
+
+
+def test_export_to_a_read_only_place_is_refused(tmp_path: Path, trained_store: str) -> None:
+    res = _export(trained_store, "--out", "/proc/fusion-nas-x.py")
+    _check_refused(res, ["--out", "cannot be written", "allowed"])
+
+
+def test_retrain_to_a_read_only_place_is_refused_before_training(
+    tmp_path: Path, trained_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fusion_nas.analysis.retrain as retrain_mod
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained although the output cannot be written")
+
+    monkeypatch.setattr(retrain_mod.TrainingProtocol, "retrain", never)
+    for out in ("/proc/fusion-nas-retrain", str(tmp_path / "afile")):
+        (tmp_path / "afile").write_text("x")
+        res = runner.invoke(
+            app, ["retrain", "one", "--trial", "0", "--out", out, "--store", trained_store]
+        )
+        _check_refused(res, ["--out", "allowed"])
+
+
+def test_write_export_leaves_nothing_half_written(tmp_path: Path) -> None:
+    import torch
+
+    from fusion_nas.deploy.export import write_export
+    from fusion_nas.model.build import build_model
+    from fusion_nas.model.space import parse_space
+    from tests.helpers.spaces import TINY
+
+    space = parse_space(TINY)
+    arch = space.enumerate()[0]
+    state = build_model(arch, space).state_dict()
+    out, weights = tmp_path / "m.py", tmp_path / "m.pt"
+    out.write_text("old code\n")
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    real = torch.save
+    torch.save = boom
+    try:
+        with pytest.raises(OSError):
+            write_export(arch, space, out, state_dict=state, weights=weights)
+    finally:
+        torch.save = real
+    assert out.read_text() == "old code\n"  # the old file is kept whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.py"]  # no temporary left
+
+
+def test_retrain_stopped_by_sigterm_says_so_in_one_line(
+    trained_store: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import signal
+
+    import fusion_nas.analysis.retrain as retrain_mod
+    import fusion_nas.cli.export as export_cli
+    from fusion_nas.search.signals import Terminated
+
+    def stopped(*args, **kwargs):
+        raise Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(retrain_mod, "retrain", stopped)
+    monkeypatch.setattr(export_cli, "retrain", stopped, raising=False)
+    args = ["retrain", "one", "--trial", "0", "--out", str(tmp_path / "r")]
+    res = runner.invoke(app, [*args, "--store", trained_store])
+    assert res.exit_code == 143, res.output
+    assert "Traceback" not in res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SIGTERM" in lines[0], res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------- unwritable store
+
+
+@pytest.mark.parametrize(
+    ("message", "fragment"),
+    [
+        ("attempt to write a readonly database", "read-only"),
+        ("database or disk is full", "disk holding the store is full"),
+        ("database is locked", "locked by another process"),
+    ],
+)
+def test_a_store_that_cannot_be_written_names_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, message: str, fragment: str
+) -> None:
+    import sqlalchemy.exc
+
+    from fusion_nas.store.store import Store
+
+    def fail(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError(
+            "INSERT INTO studies", {}, sqlite3.OperationalError(message)
+        )
+
+    monkeypatch.setattr(Store, "create_study", fail)
+    db = tmp_path / "s.db"
+    res = _search("digits", db, "--dataset", "synthetic")
+    line = _check_refused(res, ["cannot write the results store", fragment])
+    assert res.exit_code == 1 and len(line) < 200
+    assert _searches(db) == []
+
+
+# ------------------------------------------------------------------------------- supernet resume
+
+
+def test_a_resumed_confirmation_never_goes_beyond_confirm() -> None:
+    from types import SimpleNamespace
+
+    from fusion_nas.model.space import parse_space
+    from fusion_nas.search.supernet import _driver
+    from fusion_nas.store.records import TrialStatus
+    from tests.helpers.spaces import TINY
+
+    picks = parse_space(TINY).enumerate()[:2]
+    ran: list[str] = []
+
+    def runner_with(*history):
+        return SimpleNamespace(
+            history=lambda: [SimpleNamespace(arch_id=a, status=s) for a, s in history],
+            evaluate=lambda arch: ran.append(arch.arch_id),
+        )
+
+    a, b = (p.arch_id for p in picks)
+    # Killed while training the second pick: two trials there already, none more.
+    _driver(picks).run(runner_with((a, TrialStatus.COMPLETE), (b, TrialStatus.INTERRUPTED)), 2)
+    assert ran == []
+    # Killed during the first: it counts; one more trial, for the pick it has not tried.
+    _driver(picks).run(runner_with((a, TrialStatus.INTERRUPTED)), 2)
+    assert ran == [b]
+    # Lost with a heartbeat: failed, and a retry queued ("running"); both count.
+    ran.clear()
+    _driver(picks).run(runner_with((a, TrialStatus.FAILED), (a, TrialStatus.RUNNING)), 2)
+    assert ran == []
+
+
+# ------------------------------------------------------------------------------- noise
+
+
+def test_error_lines_are_capped_and_keep_the_allowed_values() -> None:
+    from fusion_nas.errors import MAX_LINE, FusionNasError, one_line
+
+    line = one_line(
+        FusionNasError("bad value " + "x" * 700 + "; allowed: 'a', 'b'"), limit=MAX_LINE
+    )
+    assert len(line) <= MAX_LINE and line.endswith("allowed: 'a', 'b'") and "\u2026" in line
+    assert len(one_line(ValueError("y" * 1000), limit=MAX_LINE)) <= MAX_LINE
+    assert one_line("short", limit=MAX_LINE) == "short"
+    assert len(one_line("z" * 1000)) == 1000  # stored reasons are kept whole
+
+
+def test_a_long_error_line_is_capped_at_the_cli(tmp_path: Path) -> None:
+    from fusion_nas.errors import MAX_LINE
+
+    db = tmp_path / "s.db"
+    res = _search("digits", db, "--dataset", "synthetic", "--name", "n" * 700)
+    line = _check_refused(res, ["search name", "\u2026"])
+    assert len(line) <= MAX_LINE + len("Error: ")
+    assert not db.exists()
+
+
+def test_optuna_warnings_show_once_per_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    import optuna
+
+    from fusion_nas.cli.common import quiet_optuna
+
+    quiet_optuna()
+    quiet_optuna()  # installed once
+    handlers = logging.getLogger("optuna").handlers
+    assert handlers
+    for handler in handlers:
+        assert sum(type(f).__name__ == "_OncePerKind" for f in handler.filters) == 1
+    seen = []
+    for handler in handlers:
+        for number in range(3):
+            record = logging.LogRecord(
+                "optuna.x", logging.WARNING, "", 0, "Trial %d lost", (number,), None
+            )
+            seen.append(handler.filter(record))
+    assert seen[:3] == [True, False, False]
+    optuna.logging.get_logger("optuna.y")  # the library keeps working
+
+
+def test_supernet_evaluations_beyond_the_space_are_capped_in_one_line(tmp_path: Path) -> None:
+    from tests.helpers.spaces import TINY
+
+    space = tmp_path / "tiny.toml"
+    space.write_text(TINY)
+    args = [
+        "supernet", str(space), "--dataset", "synthetic", "--epochs", "1", "--confirm", "0",
+        "--evaluations", str(10**20), "--train-subset", "32", "--batch-size", "16",
+        "--population", "2", "--calib-batches", "1", "--device", "cpu",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.stderr.splitlines() if "capped" in line]
+    assert len(notes) == 1 and "at 12" in notes[0], res.stderr
+    assert "12 distinct networks scored" in res.output or "distinct networks" in res.output
+
+
+def test_a_full_disk_while_writing_outputs_is_one_line(
+    tmp_path: Path, trained_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import fusion_nas.deploy.export as export_mod
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.py"))
+
+    monkeypatch.setattr(export_mod, "export_code", full)
+    res = _export(trained_store, "--out", str(tmp_path / "x.py"))
+    line = _check_refused(res, ["x.py", "the disk is full"])
+    assert res.exit_code == 1 and len(line) < 300
+    assert list(tmp_path.iterdir()) == []

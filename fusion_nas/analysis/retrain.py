@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fusion_nas.deploy.export import write_export
-from fusion_nas.errors import one_line
+from fusion_nas.deploy.export import _atomic, check_outputs, write_export
+from fusion_nas.errors import OutputError, one_line
 from fusion_nas.model.build import build_model
 from fusion_nas.model.space import SearchSpace
 from fusion_nas.settings import retrain_dir
@@ -34,10 +34,21 @@ from fusion_nas.store.records import RetrainRecord
 from fusion_nas.training.devices import device_name
 from fusion_nas.training.protocol import RETRAIN_EPOCHS, TrainingProtocol
 
+OUT_FILES = ("model.py", "model.pt", "result.json")  # what retrain writes into its folder
+
 
 def default_out_dir(name: str, number: int) -> Path:
     """``<retrain dir>/<search>-trial<N>``: where ``retrain`` writes when no folder is given."""
     return retrain_dir() / f"{safe_filename(name)}-trial{int(number)}"
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse (one line) a retrain folder that is a file, holds folders where its files go, or
+    cannot be written; nothing is created."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {str(out)!r} is a file; allowed: a folder (new or existing)")
+    check_outputs({f"--out {out}/{f}": out / f for f in OUT_FILES})
 
 
 def search_protocol(search: StoredSearch) -> TrainingProtocol:
@@ -102,10 +113,11 @@ def retrain(
         device=device,
     )
     schedule = protocol.schedule(epochs)
+    out = Path(out_dir) if out_dir else default_out_dir(name, row.number)
+    check_out_dir(out)  # before the training: a place that cannot be written loses nothing
     model, final = protocol.retrain(lambda: build_model(arch, space), epochs)
     test_acc = final.test_acc
 
-    out = Path(out_dir) if out_dir else default_out_dir(name, row.number)
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "code": str(out / "model.py"),
@@ -148,7 +160,8 @@ def retrain(
         weight_decay=schedule.weight_decay,
         device=device_name(device),
     )
-    Path(files["record"]).write_text(json.dumps(record.to_attr(), indent=2) + "\n")
+    with _atomic(Path(files["record"])) as tmp:
+        tmp.write_text(json.dumps(record.to_attr(), indent=2) + "\n")
     search.save_retrain(record)
     return record
 

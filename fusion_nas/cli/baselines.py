@@ -50,10 +50,19 @@ _DEFAULTS = ProxyConfig()
 
 
 def _names(only: str | None) -> list[str] | None:
-    """``"a, b"`` -> ``["a", "b"]``; ``None`` for all."""
+    """``"a, b"`` -> ``["a", "b"]``; ``None`` for all; an empty selection is refused."""
     if only is None:
         return None
-    return [n.strip() for n in only.split(",") if n.strip()] or None
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    if not names:
+        from fusion_nas.analysis.baselines import BASELINES
+        from fusion_nas.errors import FusionNasError, allowed
+
+        raise FusionNasError(
+            f"--only {only!r} selects no baseline; allowed: a comma-separated list of "
+            f"{allowed(BASELINES)} (leave --only out for all)"
+        )
+    return names
 
 
 def _acc(value: float | None) -> str:

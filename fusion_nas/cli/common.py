@@ -7,6 +7,10 @@ training stack (``DeviceOption``, ``DEFAULT_BATCH_SIZE``, ``DEFAULT_LR``,
 
 from __future__ import annotations
 
+import errno
+import logging
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fusion_nas.errors import DatasetError, FusionNasError, allowed, one_line
+from fusion_nas.errors import MAX_LINE, DatasetError, FusionNasError, allowed, one_line
 from fusion_nas.settings import HOME_ENV, STORE_ENV
 
 if TYPE_CHECKING:
@@ -98,11 +102,101 @@ def dataset_of(space: SearchSpace, dataset: str | None) -> str:
     return space.name
 
 
+# What a database error's message says -> the cause a user can act on.
+_STORAGE_CAUSES = (
+    ("readonly database", "the store is read-only (attempt to write a readonly database)"),
+    ("read-only", "the store is read-only"),
+    ("disk is full", "the disk holding the store is full (database or disk is full)"),
+    ("no space left", "the disk holding the store is full (no space left on device)"),
+    ("database is locked", "the store is locked by another process (database is locked)"),
+    ("unable to open database", "the store's file cannot be opened (unable to open database)"),
+    ("disk i/o error", "the store's disk failed to read or write (disk I/O error)"),
+    ("malformed", "the store's file is damaged (database disk image is malformed)"),
+)
+STORAGE_EXIT = 1  # the store, not the command line, is at fault
+
+
+def storage_cause(exc: BaseException) -> str | None:
+    """The one-line cause of a database error (SQLAlchemy's, or sqlite3's under it), or ``None``
+    when ``exc`` is not one."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen and len(seen) < 10:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    db = [e for e in seen if type(e).__module__.split(".")[0] in ("sqlalchemy", "sqlite3")]
+    if not db:
+        return None
+    text = " ".join(str(getattr(e, "orig", None) or e) for e in db).lower()
+    for fragment, cause in _STORAGE_CAUSES:
+        if fragment in text:
+            return f"cannot write the results store: {cause}"
+    first = one_line(getattr(db[0], "orig", None) or db[0], lines=1, limit=160)
+    return f"the results store failed: {first}"
+
+
+class _OncePerKind(logging.Filter):
+    """Let each kind of Optuna log message (its template, numbers aside) through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = re.sub(r"\d+", "N", str(record.msg))
+        if kind in self.seen:
+            return False
+        self.seen.add(kind)
+        return True
+
+
+_ONCE = _OncePerKind()
+
+
+def quiet_optuna() -> None:
+    """Show each known Optuna warning once per command, not once per trial (a resumed search
+    with successive halving repeats them); experimental-feature notices not at all. For the
+    commands that run trials (it imports Optuna)."""
+    warnings.filterwarnings("ignore", message=r".*is experimental.*")
+    warnings.filterwarnings("ignore", message=r"The reported value is ignored")
+    warnings.filterwarnings("once", module=r"optuna(\.|$)")
+    import optuna  # its handler is set up on import
+
+    optuna.logging.get_verbosity()
+    for handler in logging.getLogger("optuna").handlers:  # records of every optuna.* logger
+        if _ONCE not in handler.filters:
+            handler.addFilter(_ONCE)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a :class:`FusionNasError` into one red line on stderr and exit code 2."""
+    """Turn a :class:`FusionNasError` into one red line on stderr and exit code 2, and a
+    database error (read-only store, full disk, locked) into one line naming its cause and
+    exit code 1; a full disk or a read-only place met while writing outputs likewise."""
     try:
         yield
     except FusionNasError as exc:
-        err_console.print(f"[bold red]Error:[/] {escape(one_line(exc))}", soft_wrap=True)
+        err_console.print(
+            f"[bold red]Error:[/] {escape(one_line(exc, limit=MAX_LINE))}", soft_wrap=True
+        )
         raise typer.Exit(2) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            raise
+        where = f"{exc.filename!r}" if exc.filename else "a file"
+        cause = {errno.ENOSPC: "the disk is full", errno.EROFS: "read-only file system"}.get(
+            exc.errno or 0, exc.strerror or one_line(exc)
+        )
+        line = f"cannot use {where}: {cause}"
+        err_console.print(
+            f"[bold red]Error:[/] {escape(one_line(line, limit=MAX_LINE))}", soft_wrap=True
+        )
+        raise typer.Exit(STORAGE_EXIT) from None
+    except Exception as exc:
+        cause = storage_cause(exc)
+        if cause is None:
+            raise
+        err_console.print(
+            f"[bold red]Error:[/] {escape(one_line(cause, limit=MAX_LINE))}", soft_wrap=True
+        )
+        raise typer.Exit(STORAGE_EXIT) from None

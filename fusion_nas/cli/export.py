@@ -72,6 +72,9 @@ def export(
                 raise ExportError("--quantize needs --weights FILE for the int8 weights")
             if onnx is not None:
                 raise ExportError("--quantize writes PyTorch int8 weights; drop --onnx")
+        from fusion_nas.deploy.export import check_outputs
+
+        check_outputs({"--out": out, "--weights": weights, "--onnx": onnx})  # before any work
         search = Store(store, create=False).search(name)
         chosen = search.pick(trial=trial, pick=pick)
         row = chosen.record
@@ -156,22 +159,49 @@ def retrain_command(
     stored with the search).
     """
     with user_errors():
+        import math
+
+        from fusion_nas.errors import FusionNasError
+
+        for flag, value, low in (("--lr", lr, 0.0), ("--weight-decay", weight_decay, 0.0)):
+            if value is not None and not (math.isfinite(value) and value >= low):
+                raise FusionNasError(f"{flag} {value} is not usable; allowed: a finite number >= 0")
+        if lr == 0:
+            raise FusionNasError("--lr 0.0 is not usable; allowed: a finite number > 0")
+        for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+            if value is not None and value < 1:
+                raise FusionNasError(f"{flag} {value} is too small; allowed: integers >= 1")
         where = resolve_device(device)
         search = Store(store, create=False).search(name)
         chosen = search.pick(trial=trial, pick=pick)
         chosen.architecture()  # no architecture: refused before any training
         out_dir = out or default_out_dir(name, chosen.number)
-        with console.status(f"Retraining trial {chosen.number} for {epochs} epochs..."):
-            rec = retrain(
-                search,
-                chosen,
-                epochs=epochs,
-                out_dir=out_dir,
-                lr=lr,
-                batch_size=batch_size,
-                weight_decay=weight_decay,
-                device=where,
+        from fusion_nas.analysis.retrain import check_out_dir
+        from fusion_nas.search.signals import Terminated, terminate_as_interrupt
+
+        check_out_dir(out_dir)  # before the training: an unwritable place loses nothing
+        try:
+            with (
+                terminate_as_interrupt(),
+                console.status(f"Retraining trial {chosen.number} for {epochs} epochs..."),
+            ):
+                rec = retrain(
+                    search,
+                    chosen,
+                    epochs=epochs,
+                    out_dir=out_dir,
+                    lr=lr,
+                    batch_size=batch_size,
+                    weight_decay=weight_decay,
+                    device=where,
+                )
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+            by = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
+            err_console.print(
+                f"[bold yellow]Stopped[/] by {by}: retraining of trial {chosen.number} "
+                "stopped; nothing was saved."
             )
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
         console.print(
             f"Trial {rec.trial}: {escape(rec.arch_desc)}\n"
             f"MACs {rec.macs:,}, params {rec.params:,}; proxy validation accuracy "

@@ -225,6 +225,9 @@ def search(
         # No --strategy: an existing search goes on with its stored strategy and options.
         config = settle_strategy(config, store)
         prepare(config)  # space, data, strategy and device first: bad input writes nothing
+        from fusion_nas.cli.common import quiet_optuna
+
+        quiet_optuna()
         st = Store(store)
         _run(config, st)
 

@@ -122,6 +122,16 @@ def supernet(
         ):
             if value < low:
                 raise FusionNasError(f"{flag} {value} is too small; allowed: integers >= {low}")
+        size = sp.num_architectures()
+        if evaluations > size:  # more would only repeat networks already scored
+            from fusion_nas.cli.common import err_console
+
+            err_console.print(
+                f"[yellow]Note:[/] --evaluations {evaluations:,} capped at {size:,}, the number "
+                f"of networks in space {escape(repr(sp.name))}.",
+                soft_wrap=True,
+            )
+            evaluations = size
         common = dict(
             batch_size=batch_size,
             lr=lr,

@@ -114,8 +114,16 @@ def write_quantized_export(
     The module docstring carries :data:`LOADER`. Returns ``max_abs_logit_change`` (int8 against
     float on a seeded batch of 8) for the caller to report.
     """
-    from fusion_nas.deploy.export import _load_module, export_code, write_export
+    from fusion_nas.deploy.export import (
+        _atomic,
+        _load_module,
+        check_outputs,
+        export_code,
+        write_export,
+    )
     from fusion_nas.model.build import build_model
+
+    check_outputs({"--out": out, "--weights": weights})
 
     meta = {**dict(meta or {}), "weights_file": Path(weights).name, "note": LOADER}
     float_model = build_model(arch, space)
@@ -131,10 +139,8 @@ def write_quantized_export(
         ref, got, fp = int8(x), reloaded(x), float_model.eval()(x)
     if not torch.equal(ref, got):
         raise ExportError("the exported module does not reproduce the int8 model")
-    write_export(arch, space, out, meta=meta)
-    path = Path(weights)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(tensors, tmp)
-    tmp.replace(path)
+    # The code and the int8 weights are both written to temporary names, then renamed.
+    with _atomic(Path(weights)) as tmp:
+        torch.save(tensors, tmp)
+        write_export(arch, space, out, meta=meta)
     return {"max_abs_logit_change": float((got - fp).abs().max())}

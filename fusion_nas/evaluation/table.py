@@ -30,6 +30,7 @@ import csv
 import functools
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -190,9 +191,50 @@ def read_rows(path: str | Path) -> list[TableRow]:
                     f"table {str(path)!r} is not a fusion-nas table: columns "
                     f"{allowed(missing)} missing"
                 )
-            return [TableRow.from_csv(cells) for cells in reader if cells.get("arch_id")]
+            rows = []
+            for cells in reader:
+                if cells.get("arch_id"):
+                    rows.append(_checked_row(cells, f"table {str(path)!r} row {reader.line_num}"))
+            return rows
     except (OSError, UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError) as exc:
         raise TableError(f"table {str(path)!r} cannot be read: {exc}") from None
+
+
+def _checked_row(cells: Mapping[str, str], where: str) -> TableRow:
+    """The row of ``cells``, refused in one line (naming ``where`` and the column) when a value
+    is not a number the table may hold."""
+
+    def bad(column: str, value: object, want: str) -> TableError:
+        return TableError(f"{where} column {column!r}: bad value {value!r}; allowed: {want}")
+
+    for column in ("macs", "params"):
+        text = (cells.get(column) or "").strip()
+        if not re.fullmatch(r"\d+", text):
+            raise bad(column, cells.get(column), "an integer >= 0")
+    for column in ("val_acc", "seconds"):
+        text = (cells.get(column) or "").strip()
+        if column == "val_acc" and text == "":
+            continue
+        try:
+            value = float(text or "0")
+        except ValueError:
+            value = math.nan
+        low_high = (0.0, 1.0) if column == "val_acc" else (0.0, math.inf)
+        if not (math.isfinite(value) and low_high[0] <= value <= low_high[1]):
+            want = "a number in [0, 1]" if column == "val_acc" else "a finite number >= 0"
+            raise bad(column, cells.get(column), want)
+    try:
+        curve = json.loads(cells.get("curve") or "[]")
+    except ValueError:
+        curve = None
+    if not isinstance(curve, list) or not all(
+        isinstance(a, (int, float)) and math.isfinite(a) and 0 <= a <= 1 for a in curve
+    ):
+        raise bad("curve", cells.get("curve"), "a JSON list of numbers in [0, 1]")
+    try:
+        return TableRow.from_csv(cells)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TableError(f"{where} cannot be read: {one_line(exc)}") from None
 
 
 def append_rows(path: str | Path, rows: Iterable[TableRow]) -> None:

@@ -10,12 +10,14 @@ stored :class:`~fusion_nas.store.records.SearchRecord`, in the format stores alr
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fusion_nas import settings
-from fusion_nas.errors import FusionNasError, StoreError
+from fusion_nas.errors import FusionNasError, ResourceError, StoreError, allowed
 from fusion_nas.evaluation.table import parse_evaluator
 from fusion_nas.model.space import SearchSpace, parse_space
 from fusion_nas.search.fidelity import SuccessiveHalving, parse_fidelity
@@ -47,6 +49,10 @@ OBJECTIVE_CHOICES = ("macs", "latency")
 # Optuna 5 made it its default multi-objective sampler). A search records its strategy, so an
 # older search (NSGA-II was the default before) resumes with the strategy it began with.
 DEFAULT_STRATEGY = "optuna:tpe"
+MAX_WORKERS = 256  # more --workers than this is refused: each is a process with its own data
+WORKERS_PER_CORE = 4  # --workers is capped at this many per CPU core (and at --trials)
+ZERO_COST_PROXIES = ("naswot", "synflow", "grad_norm", "snip")  # search.zero_cost.PROXIES
+NO_QUEUE_STRATEGIES = ("optuna:grid",)  # Optuna strategies that cannot take queued trials
 LATENCY_CHOICES = ("eager", "all", "off")
 
 
@@ -138,19 +144,33 @@ class SearchConfig:
             raise FusionNasError(f"search name {self.name!r} has control characters (CR, NUL)")
         if self.trials < 1:
             raise FusionNasError(f"--trials must be at least 1, got {self.trials}")
-        if self.workers < 1:
-            raise FusionNasError(f"--workers must be at least 1, got {self.workers}")
+        object.__setattr__(self, "workers", cap_workers(self.workers, self.trials))
         for flag, value in (("--max-flops", self.max_flops), ("--max-params", self.max_params)):
             if value is not None and value <= 0:
                 raise FusionNasError(f"{flag} must be positive, got {value}")
-        if self.trial_timeout is not None and self.trial_timeout <= 0:
-            raise FusionNasError(f"--trial-timeout must be positive, got {self.trial_timeout}")
+        if self.trial_timeout is not None and not (
+            math.isfinite(self.trial_timeout) and self.trial_timeout > 0
+        ):
+            raise FusionNasError(
+                f"--trial-timeout must be positive, got {self.trial_timeout}; allowed: a "
+                "finite number of seconds > 0"
+            )
+        if self.prescreen_proxy not in ZERO_COST_PROXIES:  # checked with or without --prescreen
+            raise FusionNasError(
+                f"unknown --zero-cost proxy {self.prescreen_proxy!r}; "
+                f"allowed: {allowed(ZERO_COST_PROXIES)}"
+            )
         if self.objective not in OBJECTIVE_CHOICES:
             raise FusionNasError(
                 f"unknown --objective {self.objective!r}; allowed: {', '.join(OBJECTIVE_CHOICES)}"
             )
-        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
-            raise FusionNasError(f"--max-latency-ms must be positive, got {self.max_latency_ms}")
+        if self.max_latency_ms is not None and not (
+            math.isfinite(self.max_latency_ms) and self.max_latency_ms > 0
+        ):
+            raise FusionNasError(
+                f"--max-latency-ms must be positive, got {self.max_latency_ms}; allowed: a "
+                "finite number of milliseconds > 0"
+            )
         if self.latency is None:
             default = "off" if self.table is not None else "eager"
             object.__setattr__(self, "latency", settings.default_latency() or default)
@@ -160,6 +180,14 @@ class SearchConfig:
             )
         if self.prescreen is not None:
             k, m, proxy = _prescreen(self.prescreen, self.prescreen_proxy)
+            if self.strategy in NO_QUEUE_STRATEGIES:
+                raise FusionNasError(
+                    f"--prescreen cannot queue networks for --strategy {self.strategy!r} (it "
+                    "tries a fixed grid); allowed: --prescreen with any other optuna strategy, "
+                    "or this strategy without --prescreen"
+                )
+            k = cap_prescreen(k, self.space)
+            m = min(m, k)
             if m > self.trials:
                 raise FusionNasError(
                     f"--prescreen {self.prescreen}: M={m} trials to queue, more than "
@@ -221,6 +249,33 @@ class SearchConfig:
         """The pre-screen (``--prescreen``), or ``None`` without one."""
         assert self.prescreen is None or not isinstance(self.prescreen, str)
         return self.prescreen
+
+
+def cap_workers(workers: int, trials: int, cores: int | None = None) -> int:
+    """``--workers`` as run: at most ``trials`` and :data:`WORKERS_PER_CORE` per core
+    (``cores``: this machine's); below 1 or above :data:`MAX_WORKERS` is refused in one line."""
+    if not 1 <= workers <= MAX_WORKERS:
+        what = "must be at least 1, got" if workers < 1 else "is too many processes:"
+        raise ResourceError(
+            f"--workers {what} {workers}; allowed: 1..{MAX_WORKERS} (capped at --trials and "
+            f"{WORKERS_PER_CORE} per CPU core)"
+        )
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, min(workers, trials, WORKERS_PER_CORE * cores))
+
+
+def cap_prescreen(k: int, space: SearchSpace) -> int:
+    """``--prescreen`` K as run: at most the networks of ``space``; above the memory-bounded
+    :data:`~fusion_nas.search.prescreen.MAX_PRESCREEN` is refused in one line."""
+    from fusion_nas.search.prescreen import max_prescreen
+
+    limit = max_prescreen()
+    if k > limit:
+        raise ResourceError(
+            f"--prescreen K={k:,} networks to score is too many for this machine; "
+            f"allowed: K <= {limit:,} (capped at the space's size)"
+        )
+    return min(k, space.num_architectures())
 
 
 def _halving(value: SuccessiveHalving | str | None, epochs: int) -> SuccessiveHalving | None:

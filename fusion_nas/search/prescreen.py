@@ -17,6 +17,7 @@ score and scoring seconds, so a search can record why it was chosen.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -32,6 +33,8 @@ from fusion_nas.search.zero_cost import Batch, check_proxy, score_arch
 _KM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 ENUMERATE_LIMIT = 100_000  # spaces up to this size are drawn from their full list
 MAX_DRAWS_FACTOR = 50  # draws allowed per wanted architecture before giving up on distinctness
+MAX_PRESCREEN = 100_000  # networks one pre-screen may score (about a second each)
+BYTES_PER_CANDIDATE = 64 * 1024  # memory one drawn, costed and scored candidate may hold
 
 
 class PrescreenError(FusionNasError):
@@ -80,6 +83,17 @@ class PrescreenSpec:
 
     def __str__(self) -> str:
         return f"{self.k}:{self.m}"
+
+
+def max_prescreen(memory_bytes: int | None = None) -> int:
+    """The most networks one pre-screen may score: :data:`MAX_PRESCREEN`, fewer where a tenth
+    of this machine's memory (``memory_bytes``) cannot hold that many candidates."""
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            memory_bytes = 8 * 2**30
+    return max(1, min(MAX_PRESCREEN, memory_bytes // 10 // BYTES_PER_CANDIDATE))
 
 
 def parse_prescreen(value: str) -> tuple[int, int]:
@@ -144,6 +158,10 @@ def prescreen(
     check_proxy(proxy)
     if not k >= m >= 1:
         raise PrescreenError(f"bad pre-screen sizes K={k}, M={m}; allowed: K >= M >= 1")
+    if k > max_prescreen():
+        raise PrescreenError(
+            f"pre-screen K={k:,} is too many networks to score; allowed: K <= {max_prescreen():,}"
+        )
     budget = budget or Budget()
     scored: list[Screened] = []
     for arch in draw(space, k, seed):

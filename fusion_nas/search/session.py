@@ -45,7 +45,12 @@ from fusion_nas.evaluation.pools import Pool, make_pool
 from fusion_nas.evaluation.table import TableEvaluator, load_table
 from fusion_nas.evaluation.trainer import TrainingEvaluator, dataset_for
 from fusion_nas.model.cost import Cost
-from fusion_nas.search.config import DEFAULT_STRATEGY, SearchConfig, _check_resume
+from fusion_nas.search.config import (
+    DEFAULT_STRATEGY,
+    NO_QUEUE_STRATEGIES,
+    SearchConfig,
+    _check_resume,
+)
 from fusion_nas.search.loop import Progress, Search
 from fusion_nas.search.signals import USER_STOP, Terminated, terminate_as_interrupt
 from fusion_nas.search.strategies import STRATEGIES, Driver, Proposer, Strategy, make_strategy
@@ -135,7 +140,12 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
     if config.screening is not None and not isinstance(strategy, Proposer):
         raise StrategyError(
             f"--prescreen needs a strategy that proposes through Optuna, not {config.strategy!r}; "
-            f"allowed: {', '.join(n for n in STRATEGIES if n.startswith('optuna:'))}"
+            f"allowed: {', '.join(_queueing_strategies())}"
+        )
+    if config.screening is not None and config.strategy in NO_QUEUE_STRATEGIES:
+        raise StrategyError(
+            f"--prescreen cannot queue networks for --strategy {config.strategy!r}; "
+            f"allowed: {', '.join(_queueing_strategies())}"
         )
     p = config.proxy
     table = config.table
@@ -222,6 +232,11 @@ def _stored_record(store: Store | str | None, name: str) -> records.SearchRecord
         return st.search_record(name) if st.has_search(name) else None
     except StoreError:  # no store there yet: a new search
         return None
+
+
+def _queueing_strategies() -> list[str]:
+    """The strategies ``--prescreen`` can queue networks for."""
+    return [n for n in STRATEGIES if n.startswith("optuna:") and n not in NO_QUEUE_STRATEGIES]
 
 
 def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple[optuna.Study, int]:

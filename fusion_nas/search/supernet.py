@@ -236,7 +236,6 @@ class SupernetSearch:
 def _driver(picks: list[Architecture]) -> Any:
     """A :class:`~fusion_nas.search.strategies.Driver` that trains ``picks`` through the search."""
     from fusion_nas.search.strategies.base import Driver, TrialRunner
-    from fusion_nas.store.records import TrialStatus
 
     class Confirm(Driver):
         """Evaluates the picks the search does not hold yet (a resumed search skips the rest)."""
@@ -250,13 +249,27 @@ def _driver(picks: list[Architecture]) -> Any:
             return optuna.samplers.RandomSampler(seed=seed)
 
         def run(self, runner: TrialRunner, n_trials: int) -> None:
-            """Train every pick not already complete in the search."""
-            held = {t.arch_id for t in runner.history() if t.status == TrialStatus.COMPLETE}
+            """Train the picks the search has no trial of, never more trials in all than
+            ``n_trials``: a trial already there counts, whatever its status (one cut short by
+            a killed process included), so a resume never goes beyond ``--confirm``."""
+            history = runner.history()
+            held = {t.arch_id for t in history}
+            # Every trial there counts: ended ones, and a queued retry of a lost one (an
+            # evaluate runs that retry first, then a trial of its own).
+            room = n_trials - len(history)
             for arch in picks[:n_trials]:
+                if room <= 0:
+                    break
                 if arch.arch_id not in held:
                     runner.evaluate(arch)
+                    room -= 1
 
     return Confirm()
+
+
+def cap_evaluations(evaluations: int, space: SearchSpace) -> int:
+    """``--evaluations`` as run: at most the number of networks of ``space``."""
+    return max(1, min(evaluations, space.num_architectures()))
 
 
 def search_supernet(
@@ -304,6 +317,7 @@ def search_supernet(
     if confirm and not name:
         raise SupernetError("confirming the front needs a search name (--name)")
     space = trained.supernet.space
+    evaluations = cap_evaluations(evaluations, space)
     seed = trained.seed if seed is None else seed
     start = time.perf_counter()
     scored: dict[str, Candidate] = {}

@@ -60,8 +60,20 @@ class ProxyConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise FusionNasError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise FusionNasError(f"learning rate must be positive, got {self.lr!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise FusionNasError(
+                f"learning rate must be positive, got {self.lr!r}; allowed: a finite number > 0"
+            )
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise FusionNasError(
+                f"weight decay must be 0 or more, got {self.weight_decay!r}; allowed: a finite "
+                "number >= 0"
+            )
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise FusionNasError(
+                f"warmup epochs must be 0 or more, got {self.warmup_epochs!r}; allowed: a "
+                "finite number >= 0"
+            )
         if not 0 < self.val_fraction < 1:
             raise FusionNasError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if self.train_subset is not None and self.train_subset < 1:
