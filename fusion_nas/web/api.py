@@ -48,7 +48,13 @@ from fusion_nas.analysis.figures import (
 )
 from fusion_nas.errors import one_line
 from fusion_nas.store.handles import StoredSearch, StoredTrial
-from fusion_nas.store.queries import TRIAL_COLUMNS, download_filename, search_summary, trial_note
+from fusion_nas.store.queries import (
+    TRIAL_COLUMNS,
+    download_filename,
+    hypervolume_text,
+    search_summary,
+    trial_note,
+)
 from fusion_nas.store.records import BaselineRecord, SearchRecord
 from fusion_nas.store.store import redact_url
 from fusion_nas.web.params import (
@@ -166,6 +172,8 @@ def api_search(request: Request) -> Response:
     if size is None or size < 1 or (page is not None and page < 0):
         raise NotFound("'page' must be 0 or more and 'size' 1 or more")
     summary = search_summary(name, record, df)
+    # the page shows which reference its hypervolume has (the list page's shares one)
+    summary["hypervolume_label"] = hypervolume_text(summary["hypervolume"], summary["ref_macs"])
     pareto = pareto_figure_data({name: df}, ref_macs=summary["ref_macs"], baselines=baselines)
     curve = hypervolume_curve(df, ref_macs=summary["ref_macs"])
     shown = df

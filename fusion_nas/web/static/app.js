@@ -113,8 +113,9 @@
       tr.appendChild(progress);
       tr.appendChild(el("td", fmtAcc(s.best_val_acc), { class: "num" }));
       tr.appendChild(el("td", s.front_size, { class: "num" }));
-      tr.appendChild(el("td", s.failed, { class: "num" }));
-      tr.appendChild(el("td", s.infeasible, { class: "num" }));
+      for (const status of ["failed", "interrupted", "stopped", "infeasible"]) {
+        tr.appendChild(el("td", s[status] ?? 0, { class: "num" }));
+      }
       tr.appendChild(el("td", s.strategy ?? "–"));
       tr.appendChild(el("td", s.space ?? "–"));
       tr.appendChild(el("td", s.dataset ?? "–"));
@@ -259,8 +260,10 @@
     setText("best", fmtAcc(s.best_val_acc));
     setText("front-size", s.front_size);
     setText("knee", s.knee === null ? "–" : "#" + s.knee);
-    setText("hv", Number(s.hypervolume).toFixed(4));
-    setText("failed", s.failed + " / " + s.infeasible);
+    // labelled with its reference point (the list page's numbers share one over all searches)
+    setText("hv", s.hypervolume_label ?? Number(s.hypervolume).toFixed(4));
+    setText("failed", [s.failed, s.interrupted, s.stopped, s.infeasible]
+      .map((n) => n ?? 0).join(" / "));
     setText("space", (s.space ?? "?") + " · " + (s.dataset ?? "?"));
     setText("strategy", (s.strategy ?? "?") + " · " + (s.epochs ?? "?") + " epochs");
   }
