@@ -9,6 +9,7 @@ changes one fails there, not deep inside a search.
 from __future__ import annotations
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial
 
 
@@ -37,3 +38,11 @@ def heartbeats_enabled(storage: optuna.storages.BaseStorage) -> bool:
     """Whether ``storage`` keeps heartbeats (an RDB store; not Optuna's in-memory storage)."""
     rdb = rdb_of(storage)
     return rdb is not None and bool(rdb.get_heartbeat_interval())
+
+
+def engine_of(storage: optuna.storages.BaseStorage) -> sqlalchemy.engine.Engine:
+    """The SQLAlchemy engine of the RDB storage behind ``storage`` (to count its commits)."""
+    rdb = rdb_of(storage)
+    if rdb is None:
+        raise TypeError(f"{type(storage).__name__} has no database engine")
+    return rdb.engine
