@@ -33,6 +33,7 @@ trials still open, as ``interrupted``; finished trials stay as they are.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -87,6 +88,10 @@ def _too_large(cost: Cost) -> str | None:
 LATENCY_RUNS = 10  # timed forward passes per batch size, after LATENCY_WARMUP untimed ones
 LATENCY_WARMUP = 2
 POLL_S = 1.0  # how often a worker with nothing to do looks at the store again
+# A look at the store this recent (seconds) is used again instead of a new read, where a
+# later check settles races anyway (the claim's check after the ask) or one ask's worth of
+# staleness changes nothing (finding another worker's copy of a network).
+FRESH_S = 0.1
 
 
 @dataclass
@@ -154,6 +159,7 @@ class Search:
         self._sh = config.halving
         # Every worker's trials as last read from the store, kept up to date incrementally.
         self._ledger = Ledger()
+        self._synced = -math.inf  # monotonic time of the last look at the store
         self._told: dict[int, TrialRecord] = {}  # records of the trials told in this run
         # Other workers may share the study (an RDB store): their results are read from it.
         self._shared = optuna_adapter.rdb_of(optuna_adapter.storage_of(study)) is not None
@@ -230,14 +236,21 @@ class Search:
 
     # ------------------------------------------------------------------ the store's count
 
-    def _sync(self) -> None:
+    def _sync(self, unless_within: float | None = None) -> None:
         """Bring the ledger up to date with the store: other workers' trials and this run's
-        (only trials new or still open since the last look are read into records)."""
+        (only trials new or still open since the last look are read into records).
+
+        With ``unless_within``, a look that recent (seconds) is enough: the store is not read.
+        """
+        now = time.monotonic()
+        if unless_within is not None and now - self._synced < unless_within:
+            return
         for record in self._ledger.update(self.study.get_trials(deepcopy=False)):
             self._note(record)
+        self._synced = now
 
-    def _tally(self) -> Tally:
-        self._sync()
+    def _tally(self, unless_within: float | None = None) -> Tally:
+        self._sync(unless_within)
         return self._ledger.tally()
 
     def _check_stale(self, force: bool) -> None:
@@ -257,7 +270,9 @@ class Search:
         interrupted, :data:`NOT_NEEDED`).
         """
         self._check_stale(force=False)
-        now = self._tally()
+        # A look at the store within FRESH_S (the one after the last tell) will do here: after
+        # the ask, the store is read again to settle a race for the last place.
+        now = self._tally(unless_within=FRESH_S)
         if now.waiting == 0 and now.taken >= target:  # no retry queued, every place taken
             return None
         trial = self._ask()
@@ -277,7 +292,7 @@ class Search:
 
     def _retry_arch(self, trial: optuna.Trial) -> Architecture | None:
         """The architecture of the lost trial that ``trial`` runs again, if it is a retry."""
-        frozen = optuna_adapter.frozen_trial(self.study, trial)
+        frozen = optuna_adapter.asked_trial(trial)  # as read by the ask: no store read
         if records.retry_of(frozen) is None:
             return None
         arch = records.proposed_arch(frozen)
@@ -350,7 +365,8 @@ class Search:
         network at once never wait for each other)."""
         if not self._shared:
             return None
-        self._sync()  # complete and stopped trials land in _seen and _stopped
+        self._sync(FRESH_S)  # read just after the ask; complete and stopped trials land in
+        # _seen and _stopped
         if arch_id in self._seen:
             return self._seen[arch_id]
         if arch_id in self._stopped:
@@ -516,6 +532,7 @@ class Search:
         self._beat.remove(optuna_adapter.trial_id(entry.trial))
         record = TrialRecord.from_trial(frozen)
         self._told[record.number] = record
+        self._ledger.told(record)  # counted at once, even before the store is read again
         self._note(record)
         self._progress(record)
         return record

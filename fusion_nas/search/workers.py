@@ -199,6 +199,8 @@ class Ledger:
             self.retried.update(records.retry_history(t))
             if t.state.is_finished():
                 self.open.pop(number, None)
+                if number in self.records:  # told by this worker: recorded already
+                    continue
                 record = TrialRecord.from_trial(t)
                 self._add(record)
                 new.append(record)
@@ -206,6 +208,12 @@ class Ledger:
                 self.open[number] = t
         self._next = max(self._next, last)
         return new
+
+    def told(self, record: TrialRecord) -> None:
+        """Take in a trial this worker has just told (its record, from the tell)."""
+        if record.number not in self.records:
+            self.open.pop(record.number, None)
+            self._add(record)
 
     def _add(self, record: TrialRecord) -> None:
         self.records[record.number] = record

@@ -31,6 +31,12 @@ def frozen_trial(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
     return storage_of(study).get_trial(trial_id(trial))
 
 
+def asked_trial(trial: optuna.Trial) -> FrozenTrial:
+    """An asked ``trial`` as the ask read it from the storage (system attributes included,
+    e.g. a retry's), and as written since through this process: no storage read."""
+    return trial._cached_frozen_trial
+
+
 def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:
     """The RDB storage behind ``storage`` (Optuna wraps it in a cache), else ``None``."""
     backend = getattr(storage, "_backend", storage)
