@@ -310,7 +310,10 @@ class Search:
             warnings.simplefilter("ignore", UserWarning)  # this loop beats for itself (Beat)
             trial = self.study.ask()
         self._open[trial.number] = _Open(trial)  # open from here on, even before it is costed
-        self._beat.add(optuna_adapter.trial_id(trial))  # its worker is written with the proposal
+        self._beat.add(optuna_adapter.trial_id(trial))
+        # At once, not with the proposal: a running trial without a worker is taken for one
+        # that no loop holds (fail_stale), and proposing may outlast the grace period.
+        records.write_worker(trial, self._worker)
         return trial
 
     def _start(self, trial: optuna.Trial, arch: Architecture) -> None:
@@ -326,7 +329,6 @@ class Search:
             arch.describe(),
             cost.macs,
             cost.params,
-            worker=self._worker,
             # NSGA-II/TPE rank a trial that violates a constraint (> 0) infeasible
             constraints={"macs_over_budget": over_macs, "params_over_budget": over_params},
         )
