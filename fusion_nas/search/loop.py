@@ -33,6 +33,7 @@ trials still open, as ``interrupted``; finished trials stay as they are.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -41,25 +42,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from fusion_nas.errors import FusionNasError
 from fusion_nas.evaluation.trainer import EvalTask, Outcome, Pool
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.cost import Cost, arch_cost
-from fusion_nas.pareto import pareto_mask
 from fusion_nas.search.config import SearchConfig
-from fusion_nas.search.fidelity import RungPoint, decide, rung_points
+from fusion_nas.search.fidelity import RungPoint, decide
 from fusion_nas.search.strategies import Proposer
 from fusion_nas.search.workers import (
     NOT_NEEDED,
     Beat,
+    Ledger,
     Tally,
     fail_stale,
-    has_room,
-    retried,
-    taken_before,
-    tally,
     worker_id,
 )
 from fusion_nas.store import optuna_adapter, records
@@ -91,6 +88,10 @@ def _too_large(cost: Cost) -> str | None:
 LATENCY_RUNS = 10  # timed forward passes per batch size, after LATENCY_WARMUP untimed ones
 LATENCY_WARMUP = 2
 POLL_S = 1.0  # how often a worker with nothing to do looks at the store again
+# A look at the store this recent (seconds) is used again instead of a new read, where a
+# later check settles races anyway (the claim's check after the ask) or one ask's worth of
+# staleness changes nothing (finding another worker's copy of a network).
+FRESH_S = 0.1
 
 
 @dataclass
@@ -156,15 +157,16 @@ class Search:
         self._stopped: dict[str, TrialRecord] = {}  # arch_id -> first trial stopped early
         self._latencies: dict[str, dict[str, Any]] = {}  # arch_id -> backend -> record
         self._sh = config.halving
-        self._finished: list[TrialRecord] = []  # finished trials, earlier runs included
+        # Every worker's trials as last read from the store, kept up to date incrementally.
+        self._ledger = Ledger()
+        self._synced = -math.inf  # monotonic time of the last look at the store
         self._told: dict[int, TrialRecord] = {}  # records of the trials told in this run
         # Other workers may share the study (an RDB store): their results are read from it.
         self._shared = optuna_adapter.rdb_of(optuna_adapter.storage_of(study)) is not None
         self._beat = Beat(study)
         self._worker = worker_id()
         self._stale_check = 0.0  # monotonic time of the last look for lost trials
-        for t in study.get_trials(deepcopy=False):
-            self._note(TrialRecord.from_trial(t))
+        self._sync()
 
     # ------------------------------------------------------------------ TrialRunner
 
@@ -234,11 +236,22 @@ class Search:
 
     # ------------------------------------------------------------------ the store's count
 
-    def _trials(self) -> list[FrozenTrial]:
-        return self.study.get_trials(deepcopy=False)
+    def _sync(self, unless_within: float | None = None) -> None:
+        """Bring the ledger up to date with the store: other workers' trials and this run's
+        (only trials new or still open since the last look are read into records).
 
-    def _tally(self) -> Tally:
-        return tally(self._trials())
+        With ``unless_within``, a look that recent (seconds) is enough: the store is not read.
+        """
+        now = time.monotonic()
+        if unless_within is not None and now - self._synced < unless_within:
+            return
+        for record in self._ledger.update(self.study.get_trials(deepcopy=False)):
+            self._note(record)
+        self._synced = now
+
+    def _tally(self, unless_within: float | None = None) -> Tally:
+        self._sync(unless_within)
+        return self._ledger.tally()
 
     def _check_stale(self, force: bool) -> None:
         """Fail and queue again trials of lost workers (at most once per heartbeat interval)."""
@@ -257,12 +270,17 @@ class Search:
         interrupted, :data:`NOT_NEEDED`).
         """
         self._check_stale(force=False)
-        if not has_room(self._trials(), target):
+        # A look at the store within FRESH_S (the one after the last tell) will do here: after
+        # the ask, the store is read again to settle a race for the last place.
+        now = self._tally(unless_within=FRESH_S)
+        if now.waiting == 0 and now.taken >= target:  # no retry queued, every place taken
             return None
         trial = self._ask()
-        if self._shared and taken_before(self._trials(), trial.number, target):
-            self._drop(trial)
-            return None
+        if self._shared:  # did trials numbered below this one take the last place first?
+            self._sync()
+            if self._ledger.tally(below=trial.number).taken >= target:
+                self._drop(trial)
+                return None
         return trial
 
     def _drop(self, trial: optuna.Trial) -> None:
@@ -274,7 +292,7 @@ class Search:
 
     def _retry_arch(self, trial: optuna.Trial) -> Architecture | None:
         """The architecture of the lost trial that ``trial`` runs again, if it is a retry."""
-        frozen = optuna_adapter.frozen_trial(self.study, trial)
+        frozen = optuna_adapter.asked_trial(trial)  # as read by the ask: no store read
         if records.retry_of(frozen) is None:
             return None
         arch = records.proposed_arch(frozen)
@@ -293,6 +311,8 @@ class Search:
             trial = self.study.ask()
         self._open[trial.number] = _Open(trial)  # open from here on, even before it is costed
         self._beat.add(optuna_adapter.trial_id(trial))
+        # At once, not with the proposal: a running trial without a worker is taken for one
+        # that no loop holds (fail_stale), and proposing may outlast the grace period.
         records.write_worker(trial, self._worker)
         return trial
 
@@ -301,18 +321,26 @@ class Search:
         entry = self._open[trial.number]
         cost = self._cost(arch)
         entry.arch, entry.cost = arch, cost
-        records.write_proposal(
-            trial, arch.to_dict(), arch.arch_id, arch.describe(), cost.macs, cost.params
-        )
         over_macs, over_params = self._violations(cost)
-        trial.set_constraint("macs_over_budget", over_macs)  # NSGA-II/TPE rank it infeasible
-        trial.set_constraint("params_over_budget", over_params)
+        records.write_proposal(  # one transaction
+            trial,
+            arch.to_dict(),
+            arch.arch_id,
+            arch.describe(),
+            cost.macs,
+            cost.params,
+            # NSGA-II/TPE rank a trial that violates a constraint (> 0) infeasible
+            constraints={"macs_over_budget": over_macs, "params_over_budget": over_params},
+        )
         over_latency = 0.0
         if self.config.measures_latency and _too_large(cost) is None:
-            entry.latency_ms = self._latency(trial, arch)
+            measured = self._latency(arch)
+            entry.latency_ms = records.latency_ms(measured)
+            budget = None
             if self.config.max_latency_ms is not None:
                 over_latency = entry.latency_ms - self.config.max_latency_ms
-                trial.set_constraint("latency_over_budget", over_latency)
+                budget = {"latency_over_budget": over_latency}
+            records.write_latency(trial, measured, budget)
         if max(over_macs, over_params, over_latency) > 0:
             reason = self._budget_reason(cost, entry.latency_ms)
             values = [0.0, self._second(entry)]
@@ -326,32 +354,31 @@ class Search:
         elif arch.arch_id in self._training:
             entry.twin = self._training[arch.arch_id]  # recorded when the twin finishes
         elif (other := self._elsewhere(arch.arch_id, trial.number)) is not None:
-            if other.state == TrialState.RUNNING:
-                entry.foreign = other.number  # another worker trains it: wait for its result
+            if isinstance(other, int):
+                entry.foreign = other  # another worker trains it: wait for its result
             else:
-                self._tell_duplicate(entry, TrialRecord.from_trial(other))
+                self._tell_duplicate(entry, other)
         else:
             self._submit(entry)
 
-    def _elsewhere(self, arch_id: str, number: int) -> FrozenTrial | None:
-        """A trial of another worker with this network: complete, or running with a lower
-        number (so two workers that propose one network at once never wait for each other)."""
+    def _elsewhere(self, arch_id: str, number: int) -> TrialRecord | int | None:
+        """Another worker's trial of this network: the record of a complete or stopped one,
+        or the number of one running with a lower number (so two workers that propose one
+        network at once never wait for each other)."""
         if not self._shared:
             return None
-        running = None
-        for t in self._trials():
-            if t.number == number or t.number in self._open or records.trial_arch_id(t) != arch_id:
+        self._sync(FRESH_S)  # read just after the ask; complete and stopped trials land in
+        # _seen and _stopped
+        if arch_id in self._seen:
+            return self._seen[arch_id]
+        if arch_id in self._stopped:
+            return self._stopped[arch_id]
+        for other, t in sorted(self._ledger.open.items()):  # a few: one per worker
+            if other == number or other in self._open or other > number:
                 continue
-            status = records.trial_status(t)
-            if status == TrialStatus.COMPLETE and records.trial_val_acc(t) is not None:
-                self._seen.setdefault(arch_id, TrialRecord.from_trial(t))
-                return t
-            if status == TrialStatus.STOPPED:
-                self._stopped.setdefault(arch_id, TrialRecord.from_trial(t))
-                return t
-            if t.state == TrialState.RUNNING and t.number < number and running is None:
-                running = t
-        return running
+            if t.state == TrialState.RUNNING and records.trial_arch_id(t) == arch_id:
+                return other
+        return None
 
     def _submit(self, entry: _Open) -> None:
         arch, c = entry.arch, self.config
@@ -389,13 +416,12 @@ class Search:
 
     def _collect_foreign(self, held: list[_Open]) -> None:
         """Record the trials that wait for another worker's result, once it is in."""
-        by_number = {t.number: t for t in self._trials()}
+        self._sync()
         for entry in held:
-            other = by_number.get(entry.foreign)  # type: ignore[arg-type]
-            if other is None or other.state in (TrialState.RUNNING, TrialState.WAITING):
+            record = self._ledger.records.get(entry.foreign)  # type: ignore[arg-type]
+            if record is None:  # still running or waiting
                 continue
             entry.foreign = None
-            record = TrialRecord.from_trial(other)
             if record.status == TrialStatus.COMPLETE and record.val_acc is not None:
                 self._seen.setdefault(record.arch_id or "", record)
                 self._tell_duplicate(entry, record)
@@ -461,7 +487,8 @@ class Search:
         records.write_rungs(entry.trial, entry.rungs)
         if entry.rung == len(sh.rungs) - 1:
             return False
-        points = [p for p in rung_points(self._trials(), epochs) if p.number != number]
+        self._sync()
+        points = [p for p in self._ledger.rung_points(epochs) if p.number != number]
         points.append(RungPoint(number, float(outcome.val_acc), float(entry.cost.macs)))
         decision = decide(points, number, sh)
         if not decision.promote:
@@ -507,6 +534,7 @@ class Search:
         self._beat.remove(optuna_adapter.trial_id(entry.trial))
         record = TrialRecord.from_trial(frozen)
         self._told[record.number] = record
+        self._ledger.told(record)  # counted at once, even before the store is read again
         self._note(record)
         self._progress(record)
         return record
@@ -527,9 +555,8 @@ class Search:
             return float(entry.latency_ms)
         return float(entry.cost.macs)
 
-    def _latency(self, trial: optuna.Trial, arch: Architecture) -> float:
-        """Measure ``arch``'s latency once per search run (one thread), record it on ``trial``,
-        and return its median batch-1 eager milliseconds."""
+    def _latency(self, arch: Architecture) -> dict[str, Any]:
+        """Measure ``arch``'s latency once per search run (one thread): backend -> record."""
         if arch.arch_id not in self._latencies:
             from fusion_nas.deploy.latency import arch_latency
 
@@ -547,9 +574,7 @@ class Search:
                 ).to_dict()
                 for b in backends
             }
-        measured = self._latencies[arch.arch_id]
-        records.write_latency(trial, measured)
-        return records.latency_ms(measured)
+        return self._latencies[arch.arch_id]
 
     def _violations(self, cost: Cost) -> tuple[float, float]:
         """Optuna constraint values: how far MACs and params exceed the budgets (<= 0: fine)."""
@@ -572,9 +597,7 @@ class Search:
     # ------------------------------------------------------------------ progress
 
     def _note(self, record: TrialRecord) -> None:
-        if not record.status.finished:
-            return
-        self._finished.append(record)
+        """Remember the first complete and the first stopped trial of each network."""
         if record.status == TrialStatus.COMPLETE and record.arch_id is not None:
             self._seen.setdefault(record.arch_id, record)
         if record.status == TrialStatus.STOPPED and record.arch_id is not None:
@@ -583,28 +606,19 @@ class Search:
     def _progress(self, record: TrialRecord) -> None:
         if self.on_progress is None:
             return
-        done = self._finished
-        if self._shared:  # every worker's trials, as the store counts them
-            trials = self._trials()
-            again = retried(trials)
-            done = [
-                r
-                for r in map(TrialRecord.from_trial, trials)
-                if r.status.finished and r.number not in again
-            ]
-        ok = [r for r in done if r.status == TrialStatus.COMPLETE]
-        accs, macs = [float(r.val_acc) for r in ok], [float(r.macs) for r in ok]
+        self._sync()  # every worker's trials, as the store counts them
+        counts = self._ledger.counts()
         self.on_progress(
             Progress(
-                done=len(done),
+                done=sum(n for status, n in counts.items() if status.finished),
                 total=self.config.trials,
-                failed=sum(r.status == TrialStatus.FAILED for r in done),
-                infeasible=sum(r.status == TrialStatus.INFEASIBLE for r in done),
-                best_val_acc=max(accs, default=None),
-                front_size=int(pareto_mask(accs, macs).sum()) if ok else 0,
+                failed=counts[TrialStatus.FAILED],
+                infeasible=counts[TrialStatus.INFEASIBLE],
+                best_val_acc=self._ledger.best_val_acc,
+                front_size=self._ledger.front_size,
                 last_status=record.status,
                 last_desc=record.arch_desc or "",
                 trial=record,
-                stopped=sum(r.status == TrialStatus.STOPPED for r in done),
+                stopped=counts[TrialStatus.STOPPED],
             )
         )

@@ -55,7 +55,7 @@ from fusion_nas.search.loop import Progress, Search
 from fusion_nas.search.signals import USER_STOP, Terminated, terminate_as_interrupt
 from fusion_nas.search.strategies import STRATEGIES, Driver, Proposer, Strategy, make_strategy
 from fusion_nas.search.workers import fail_stale, tally, worker_id
-from fusion_nas.store import records
+from fusion_nas.store import optuna_adapter, records
 from fusion_nas.store.store import Store, redact_url
 from fusion_nas.training.data import DataSplits
 from fusion_nas.training.devices import worker_devices
@@ -307,7 +307,7 @@ def enqueue(study: optuna.Study, config: SearchConfig, picks: list[Screened]) ->
 def joining_seed(seed: int, study_id: int, store: Store) -> int:
     """The sampler seed of a worker that opens an existing search: this process and the
     trials so far mixed into ``seed`` (a resumed search continues, it does not replay)."""
-    n = len(store.storage.get_all_trials(study_id, deepcopy=False))
+    n = optuna_adapter.count_trials(store.storage, study_id)  # one COUNT, no trials loaded
     return zlib.crc32(f"{seed}:{worker_id()}:{n}".encode()) % 2**31
 
 

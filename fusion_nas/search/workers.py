@@ -13,13 +13,16 @@ import os
 import socket
 import threading
 import warnings
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from fusion_nas.search.fidelity import RungPoint, rung_points
 from fusion_nas.store import optuna_adapter, records
+from fusion_nas.store.records import TrialRecord, TrialStatus
 
 PROCESS_ENDED = "the process running this trial ended"
 NOT_NEEDED = "not needed: other workers had already started the search's last trials"
@@ -156,3 +159,117 @@ class Beat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class Ledger:
+    """A search's trials as this worker last read them, brought up to date incrementally.
+
+    :meth:`update` takes the study's trials, all of them by number (Optuna's cached storage
+    re-reads only the unfinished ones from the database). A finished trial never changes, so
+    its record is built once, when it is first seen finished; only trials never seen before
+    and trials still open (running or waiting, a few: one per worker) are looked at again.
+    From that it keeps what the loop asks after every trial: the store-wide tally, the counts
+    and front of the progress line, and every network's results at each rung.
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[int, TrialRecord] = {}  # number -> record of a finished trial
+        self.open: dict[int, FrozenTrial] = {}  # number -> trial still running or waiting
+        self.retried: set[int] = set()  # lost trials that a retry runs again (they don't count)
+        self._next = 0  # every trial numbered below it has been seen
+        self._counts: Counter[TrialStatus] = Counter()  # finished records by status
+        self.best_val_acc: float | None = None
+        # The Pareto front of the complete trials as distinct (macs, val_acc) points, by MACs
+        # ascending (accuracy then strictly ascending): what pareto_mask counts.
+        self._front: list[tuple[float, float]] = []
+        self._rungs: dict[int, list[RungPoint]] = {}  # epochs -> finished trials' results
+
+    def update(self, trials: Sequence[FrozenTrial]) -> list[TrialRecord]:
+        """Take in the study's ``trials``; return the records of trials finished since the
+        last update, by number."""
+        dense = not trials or trials[-1].number == len(trials) - 1  # position == number
+        by_number = trials if dense else {t.number: t for t in trials}
+        last = len(trials) if dense else max(by_number, default=-1) + 1  # type: ignore[arg-type]
+        look = sorted({*self.open, *range(self._next, last)})
+        new = []
+        for number in look:
+            t = by_number[number] if dense else by_number.get(number)  # type: ignore[union-attr]
+            if t is None:
+                continue
+            self.retried.update(records.retry_history(t))
+            if t.state.is_finished():
+                self.open.pop(number, None)
+                if number in self.records:  # told by this worker: recorded already
+                    continue
+                record = TrialRecord.from_trial(t)
+                self._add(record)
+                new.append(record)
+            else:
+                self.open[number] = t
+        self._next = max(self._next, last)
+        return new
+
+    def told(self, record: TrialRecord) -> None:
+        """Take in a trial this worker has just told (its record, from the tell)."""
+        if record.number not in self.records:
+            self.open.pop(record.number, None)
+            self._add(record)
+
+    def _add(self, record: TrialRecord) -> None:
+        self.records[record.number] = record
+        self._counts[record.status] += 1
+        if record.status == TrialStatus.COMPLETE and record.val_acc is not None:
+            acc = float(record.val_acc)
+            if self.best_val_acc is None or acc > self.best_val_acc:
+                self.best_val_acc = acc
+            if record.macs is not None:
+                self._on_front(float(record.macs), acc)
+        if record.duplicate_of is None and isinstance(record.macs, int | float):
+            seen: set[int] = set()
+            for epochs, acc in record.rungs:  # the first result at each rung counts
+                if epochs not in seen:
+                    seen.add(epochs)
+                    point = RungPoint(record.number, float(acc), float(record.macs))
+                    self._rungs.setdefault(epochs, []).append(point)
+
+    def _on_front(self, macs: float, acc: float) -> None:
+        """Add a complete trial's point to the front unless a front point is at least as
+        good on both (an equal point counts once, as in pareto_mask)."""
+        if any(m <= macs and a >= acc for m, a in self._front):
+            return
+        self._front = [(m, a) for m, a in self._front if not (m >= macs and a <= acc)]
+        self._front.append((macs, acc))
+        self._front.sort()
+
+    def counts(self) -> Counter[TrialStatus]:
+        """Finished trials by status, lost trials that were retried left out."""
+        out = Counter(self._counts)
+        for number in self.retried:
+            if number in self.records:
+                out[self.records[number].status] -= 1
+        return out
+
+    @property
+    def front_size(self) -> int:
+        """How many complete trials' points are on the front (equal points once)."""
+        return len(self._front)
+
+    def tally(self, below: int | None = None) -> Tally:
+        """The store-wide :func:`tally` of the trials seen (below ``below``, if given)."""
+        counts = self.counts()
+        finished = sum(n for status, n in counts.items() if status.finished)
+        running = sum(t.state == TrialState.RUNNING for t in self.open.values())
+        waiting = sum(t.state == TrialState.WAITING for t in self.open.values())
+        if below is not None:  # take away the trials from ``below`` on (a few: the newest)
+            for number in range(below, self._next):
+                if number in self.open:
+                    running -= self.open[number].state == TrialState.RUNNING
+                    waiting -= self.open[number].state == TrialState.WAITING
+                elif number in self.records and number not in self.retried:
+                    finished -= self.records[number].status.finished
+        return Tally(finished, running, waiting)
+
+    def rung_points(self, epochs: int) -> list[RungPoint]:
+        """Every trial's result at the rung of ``epochs`` (as :func:`fidelity.rung_points`)."""
+        points = self._rungs.get(epochs, []) + rung_points(self.open.values(), epochs)
+        return sorted(points, key=lambda p: p.number)

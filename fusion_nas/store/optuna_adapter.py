@@ -8,7 +8,7 @@ changes one fails there, not deep inside a search.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import optuna
@@ -29,6 +29,12 @@ def trial_id(trial: optuna.Trial) -> int:
 def frozen_trial(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
     """The stored state of an asked ``trial``, system attributes included."""
     return storage_of(study).get_trial(trial_id(trial))
+
+
+def asked_trial(trial: optuna.Trial) -> FrozenTrial:
+    """An asked ``trial`` as the ask read it from the storage (system attributes included,
+    e.g. a retry's), and as written since through this process: no storage read."""
+    return trial._cached_frozen_trial
 
 
 def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:
@@ -124,3 +130,75 @@ def complete_values(
         for number, objective, value in conn.execute(_VALUES_SQL, {"study": int(study_id)}):
             found.setdefault(int(number), {})[int(objective)] = value
     return {n: tuple(vals.get(i) for i in range(max(vals) + 1)) for n, vals in found.items()}
+
+
+CONSTRAINT_PREFIX = "constraints:"  # Optuna's system attribute of Trial.set_constraint(key, ...)
+
+
+def write_attrs(
+    trial: optuna.Trial,
+    user: Mapping[str, Any],
+    constraints: Mapping[str, float] | None = None,
+) -> None:
+    """Set user attributes and constraints of an asked ``trial`` in ONE transaction.
+
+    ``trial.set_user_attr`` and ``trial.set_constraint`` commit once per attribute; an RDB
+    storage is written here through its own per-attribute upsert, in one session. Other
+    storages (Optuna's in-memory one) are written attribute by attribute. The trial's cached
+    copy is updated as Optuna's own setters update it.
+    """
+    system = {f"{CONSTRAINT_PREFIX}{k}": float(v) for k, v in (constraints or {}).items()}
+    storage, tid = trial.storage, trial._trial_id
+    rdb = rdb_of(storage)
+    if rdb is None:
+        for key, value in user.items():
+            storage.set_trial_user_attr(tid, key, value)
+        for key, value in system.items():
+            storage.set_trial_system_attr(tid, key, value)
+    else:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(rdb.scoped_session, True) as session:
+            for key, value in user.items():
+                rdb._set_trial_attr_without_commit(
+                    session, models.TrialUserAttributeModel, tid, key, value
+                )
+            for key, value in system.items():
+                rdb._set_trial_attr_without_commit(
+                    session, models.TrialSystemAttributeModel, tid, key, value
+                )
+    cached = trial._cached_frozen_trial
+    cached.user_attrs.update(user)
+    cached.system_attrs.update(system)
+
+
+def set_attrs(storage: optuna.storages.BaseStorage, trial_id: int, user: Mapping[str, Any]) -> None:
+    """Set user attributes of the stored trial ``trial_id`` in one transaction (RDB)."""
+    rdb = rdb_of(storage)
+    if rdb is None:
+        for key, value in user.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for key, value in user.items():
+            rdb._set_trial_attr_without_commit(
+                session, models.TrialUserAttributeModel, trial_id, key, value
+            )
+
+
+def count_trials(storage: optuna.storages.BaseStorage, study_id: int) -> int:
+    """How many trials study ``study_id`` has: one COUNT query on an RDB storage (Optuna's
+    ``get_n_trials`` loads every trial to count them)."""
+    rdb = rdb_of(storage)
+    if rdb is None:
+        return storage.get_n_trials(study_id)
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session) as session:
+        query = session.query(sqlalchemy.func.count(models.TrialModel.trial_id))
+        return int(query.filter(models.TrialModel.study_id == study_id).scalar())

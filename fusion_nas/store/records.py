@@ -21,6 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from fusion_nas.store import optuna_adapter
+
 SEARCH_KEY = "fusion_nas"  # study user attribute holding the search record
 RETRAIN_PREFIX = "retrain:"  # study user attributes holding retrain results, one per trial
 OBJECTIVES = ("val_acc (maximize)", "macs (minimize)")
@@ -366,18 +368,32 @@ def trial_status(t: FrozenTrial) -> TrialStatus:
 
 
 def write_proposal(
-    trial: optuna.Trial, arch: Mapping[str, Any], arch_id: str, desc: str, macs: int, params: int
+    trial: optuna.Trial,
+    arch: Mapping[str, Any],
+    arch_id: str,
+    desc: str,
+    macs: int,
+    params: int,
+    *,
+    worker: str | None = None,
+    constraints: Mapping[str, float] | None = None,
 ) -> None:
-    """A trial has its architecture and cost and is about to be trained (or recorded)."""
-    for key, value in (
-        ("arch", dict(arch)),
-        ("arch_id", arch_id),
-        ("arch_desc", desc),
-        ("macs", int(macs)),
-        ("params", int(params)),
-        ("status", TrialStatus.RUNNING.value),
-    ):
-        trial.set_user_attr(key, value)
+    """A trial has its architecture and cost and is about to be trained (or recorded).
+
+    One transaction: the fields, the ``worker`` that asked it and its Optuna constraints
+    (``name -> value``, <= 0 feasible; NSGA-II and TPE rank a violating trial infeasible).
+    """
+    attrs = {
+        "arch": dict(arch),
+        "arch_id": arch_id,
+        "arch_desc": desc,
+        "macs": int(macs),
+        "params": int(params),
+        "status": TrialStatus.RUNNING.value,
+    }
+    if worker is not None:
+        attrs[WORKER_KEY] = worker
+    optuna_adapter.write_attrs(trial, attrs, constraints)
 
 
 def write_result(
@@ -393,7 +409,8 @@ def write_result(
     duplicate_of: int | None = None,
     rungs: list[tuple[int, float]] | None = None,
 ) -> None:
-    """A trial's outcome (before it is told to the study). ``None`` fields are not written."""
+    """A trial's outcome, in one transaction (before it is told to the study). ``None``
+    fields are not written."""
     values = {
         "val_acc": val_acc,
         "curve": curve,
@@ -404,10 +421,9 @@ def write_result(
         "duplicate_of": duplicate_of,
         "rungs": [[int(e), float(a)] for e, a in rungs] if rungs is not None else None,
     }
-    for key, value in values.items():
-        if value is not None:
-            trial.set_user_attr(key, value)
-    trial.set_user_attr("status", TrialStatus(status).value)
+    attrs = {k: v for k, v in values.items() if v is not None}
+    attrs["status"] = TrialStatus(status).value
+    optuna_adapter.write_attrs(trial, attrs)
 
 
 def objectives_for(objective: str) -> tuple[str, ...]:
@@ -421,10 +437,13 @@ def latency_ms(measured: Mapping[str, Any]) -> float:
     return float(next(p for p in points if p["batch"] == 1)["median_ms"])
 
 
-def write_latency(trial: optuna.Trial, measured: Mapping[str, Any]) -> None:
-    """A trial's measured latencies (backend -> LatencyRecord dict) and its batch-1 median."""
-    trial.set_user_attr("latency", dict(measured))
-    trial.set_user_attr("latency_ms", latency_ms(measured))
+def write_latency(
+    trial: optuna.Trial, measured: Mapping[str, Any], constraints: Mapping[str, float] | None = None
+) -> None:
+    """A trial's measured latencies (backend -> LatencyRecord dict), its batch-1 median and
+    any latency constraints, in one transaction."""
+    attrs = {"latency": dict(measured), "latency_ms": latency_ms(measured)}
+    optuna_adapter.write_attrs(trial, attrs, constraints)
 
 
 def mark_interrupted(
@@ -433,8 +452,8 @@ def mark_interrupted(
     """Record a RUNNING trial as interrupted and end it (Optuna state FAIL), by public API."""
     study_id = storage.get_study_id_from_name(study_name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-    storage.set_trial_user_attr(trial_id, "status", TrialStatus.INTERRUPTED.value)
-    storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    attrs = {"status": TrialStatus.INTERRUPTED.value, "fail_reason": reason}
+    optuna_adapter.set_attrs(storage, trial_id, attrs)  # one transaction
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
@@ -101,3 +102,30 @@ def test_a_lost_trial_is_retried_with_the_keys_records_reads(tmp_path: Path) -> 
     asked = _ask(study)  # the retry is what the next ask hands out
     assert asked.number == retry.number
     assert records.retry_of(oa.frozen_trial(study, asked)) == lost.number
+    assert records.retry_of(oa.asked_trial(asked)) == lost.number  # as the ask read it
+
+
+def test_attributes_and_constraints_are_written_in_one_commit(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=store.storage, study_name="s")
+    trial = _ask(study)
+    commits = []
+    sqlalchemy.event.listen(oa.rdb_engine(store.storage), "commit", lambda c: commits.append(1))
+    oa.write_attrs(trial, {"a": 1, "b": [2]}, {"macs_over_budget": -1.0})
+    assert len(commits) == 1
+    stored = oa.frozen_trial(study, trial)
+    assert stored.user_attrs == {"a": 1, "b": [2]} == trial.user_attrs
+    assert stored.constraints == {"macs_over_budget": -1.0}  # as Trial.set_constraint stores it
+    commits.clear()  # reads commit too
+    oa.set_attrs(store.storage, oa.trial_id(trial), {"c": "x", "d": None})
+    assert len(commits) == 1 and oa.frozen_trial(study, trial).user_attrs["c"] == "x"
+    assert oa.count_trials(store.storage, store.storage.get_study_id_from_name("s")) == 1
+
+
+def test_attributes_go_one_by_one_into_an_in_memory_storage() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    oa.write_attrs(trial, {"a": 1}, {"k": 2.0})
+    (frozen,) = study.get_trials()
+    assert frozen.user_attrs == {"a": 1} and frozen.constraints == {"k": 2.0}
+    assert oa.count_trials(oa.storage_of(study), 0) == 1
