@@ -53,7 +53,7 @@ from fusion_nas.errors import FusionNasError, one_line
 from fusion_nas.evaluation.table import Table, load_table
 from fusion_nas.pareto import hypervolume
 from fusion_nas.search.config import SearchConfig
-from fusion_nas.search.session import enqueue, prepare, run_trials, screen
+from fusion_nas.search.session import prepare, run_trials
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import quiet_optuna
 
@@ -109,11 +109,9 @@ def run_lever(
         prescreen_proxy=proxy,
     )
     strategy = prepare(config)
-    study = open_memory_search(config, strategy)
     start = time.perf_counter()
-    picks = screen(config)  # empty without --prescreen
-    overhead = time.perf_counter() - start if picks else 0.0
-    enqueue(study, config, picks)
+    study = open_memory_search(config, strategy)  # screens and queues the picks, if any
+    overhead = time.perf_counter() - start if config.screening is not None else 0.0
     began = dt.datetime.now()
     run_trials(config, study, strategy, trials)
     trials_ = sorted(map(TrialRecord.from_trial, study.get_trials()), key=lambda t: t.number)

@@ -211,6 +211,21 @@ class Store:
                 f"cannot open the results store {redact_url(self.url)!r}: {detail}"
             ) from None
 
+    @classmethod
+    def in_memory(cls, storage: optuna.storages.BaseStorage | None = None) -> Store:
+        """A store over ``storage``, any Optuna ``BaseStorage`` (default: a new in-memory one).
+
+        Nothing is written to disk: for tests, notebooks and benchmarks that replay many
+        searches. Searches open, resume and list exactly as in a database store; heartbeats
+        and several processes on one search need an RDB store.
+        """
+        store = cls.__new__(cls)
+        store.url = "memory://"
+        store._cache = {}
+        store._cache_lock = threading.Lock()
+        store.storage = storage if storage is not None else optuna.storages.InMemoryStorage()
+        return store
+
     # ------------------------------------------------------------------ searches
 
     def searches(self) -> dict[str, SearchRecord]:

@@ -9,7 +9,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from typer.testing import CliRunner
 
@@ -29,9 +28,8 @@ from fusion_nas.evaluation.trainer import EvalTask
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.space import parse_space
 from fusion_nas.search.config import SearchConfig
-from fusion_nas.search.session import prepare, run_trials
+from fusion_nas.search.session import open_search, prepare, run_trials
 from fusion_nas.search.strategies import nni_strategies
-from fusion_nas.store import records
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
@@ -121,10 +119,7 @@ def test_hundreds_of_table_trials_tell_before_each_ask(tmp_path: Path) -> None:
         evaluator=f"table:{table}",
     )
     strategy = prepare(config)
-    study = optuna.create_study(
-        directions=list(records.DIRECTIONS), sampler=strategy.sampler(config.space, 0)
-    )
-    records.write_search(study, config.record())
+    study, _ = open_search(Store.in_memory(), config, strategy)  # in memory: nothing on disk
     run_trials(config, study, strategy, config.trials)
     trials = [TrialRecord.from_trial(t) for t in study.get_trials()]
     assert len(trials) == 200 and {t.status for t in trials} == {TrialStatus.COMPLETE}

@@ -21,8 +21,7 @@ from fusion_nas.search.fidelity import (
     default_rungs,
     parse_fidelity,
 )
-from fusion_nas.search.session import prepare, run_trials
-from fusion_nas.store import records
+from fusion_nas.search.session import open_search, prepare, run_trials
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
@@ -122,10 +121,7 @@ def table_search(table: Path, trials: int, fidelity: str, strategy: str = "optun
         fidelity=fidelity,
     )
     strategy_ = prepare(config)
-    study = optuna.create_study(
-        directions=list(records.DIRECTIONS), sampler=strategy_.sampler(config.space, 0)
-    )
-    records.write_search(study, config.record())
+    study, _ = open_search(Store.in_memory(), config, strategy_)  # in memory: nothing on disk
     run_trials(config, study, strategy_, trials)
     return [TrialRecord.from_trial(t) for t in study.get_trials()]
 

@@ -24,7 +24,7 @@ from fusion_nas.search.strategies import nni_strategies as ns
 from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
-from tests.search.test_strategies import PLANTED, SEEDS, MemoryStore, plant, trials_to_optimum
+from tests.search.test_strategies import PLANTED, SEEDS, plant, trials_to_optimum
 
 pytestmark = pytest.mark.nni
 
@@ -321,7 +321,7 @@ def _planted_config(name: str, strategy: str, trials: int, space, **options) -> 
 def test_evolution_breeds_from_the_results_it_was_told(workdir, monkeypatch) -> None:
     space = plant(monkeypatch)
     built = _capture_strategies(monkeypatch)
-    store = MemoryStore()
+    store = Store.in_memory()
     config = _planted_config("evo", "nni:evolution", 7, space, population=3, sample_size=2)
     run_search(config, store, evaluator=PLANTED)
     (evo,) = built
@@ -351,7 +351,7 @@ def test_evolution_finds_a_planted_optimum_sooner_than_random(workdir, monkeypat
 def test_tpe_is_told_every_result_and_replays_the_stored_ones(workdir, monkeypatch) -> None:
     space = plant(monkeypatch)
     built = _capture_strategies(monkeypatch)
-    store = MemoryStore()
+    store = Store.in_memory()
     config = _planted_config("tpe", "nni:tpe", 2, space, seed_trials=2)
     run_search(config, store, evaluator=PLANTED)  # NNI's TPE strategy waits a second per trial
     df = store.trials("tpe")

@@ -85,14 +85,6 @@ width = 8
 """
 
 
-class MemoryStore(Store):
-    """A results store on Optuna's in-memory storage (same API, no database round trips)."""
-
-    def __init__(self) -> None:
-        self.url = "memory"
-        self.storage = optuna.storages.InMemoryStorage()
-
-
 def planted_accuracy(arch: Architecture) -> float:
     """Fraction of stages with the planted head count: 1.0 only at the optimum."""
     hits = sum(s.heads == h for s, h in zip(arch.stages, PLANTED_HEADS, strict=True))
@@ -167,7 +159,7 @@ def trials_to_optimum(space: SearchSpace, strategy: str, options: dict, seed: in
         latency="off",  # the sampler is under test, not the cost of measuring
     )
     try:
-        run_search(config, MemoryStore(), evaluator=PLANTED, on_progress=_stop_at_optimum)
+        run_search(config, Store.in_memory(), evaluator=PLANTED, on_progress=_stop_at_optimum)
     except _Found as found:
         return found.args[0]
     return CAP + 1
@@ -256,7 +248,7 @@ def test_the_search_runs_on_the_strategys_sampler(
         trials=2,
         strategy_options=options,
     )
-    run_search(config, MemoryStore(), evaluator=Scored(lambda arch: 0.5))
+    run_search(config, Store.in_memory(), evaluator=Scored(lambda arch: 0.5))
     (study,) = studies
     assert type(study.sampler) is sampler_type
     if strategy == "optuna:nsga2":
@@ -301,7 +293,7 @@ def _budget_search(
 ) -> tuple[optuna.Study, list[str]]:
     """Run ``strategy`` on the budget space; return the study and the networks it trained."""
     trained: list[str] = []
-    store = MemoryStore()
+    store = Store.in_memory()
     config = SearchConfig(
         name="b",
         space=space,

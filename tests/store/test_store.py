@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
+from fusion_nas.model.space import load_space
 from fusion_nas.settings import HOME_ENV, STORE_ENV
 from fusion_nas.store.store import Store
 
@@ -182,3 +184,22 @@ def test_optuna_dashboard_opens_the_store_as_is(dashboard_store) -> None:
     # the search record shows as a study attribute (optuna-dashboard cuts long values)
     (record,) = [a["value"] for a in study["user_attrs"] if a["key"] == "fusion_nas"]
     assert record.startswith('{"space_name": "digits", "space_toml": ')
+
+
+def test_an_in_memory_store_runs_lists_and_resumes_a_search() -> None:
+    from fusion_nas.search.config import SearchConfig
+    from fusion_nas.search.session import run_search
+    from fusion_nas.training.loop import ProxyConfig
+
+    store = Store.in_memory()
+    config = SearchConfig(
+        name="mem",
+        space=load_space("digits"),
+        dataset="synthetic",
+        trials=2,
+        proxy=ProxyConfig(epochs=1, train_subset=64),
+    )
+    assert len(run_search(config, store)) == 2
+    assert store.search_names() == ["mem"] and len(store.search("mem").trials()) == 2
+    more = run_search(dataclasses.replace(config, trials=3), store)  # resumes in memory
+    assert more.number.tolist() == [0, 1, 2] and store.url == "memory://"
