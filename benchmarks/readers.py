@@ -32,22 +32,12 @@ import optuna
 from optuna.trial import TrialState
 
 from fusion_nas.model.space import load_space
-from fusion_nas.store.records import SearchRecord, TrialStatus, write_proposal, write_result
+from fusion_nas.store.records import SearchRecord, TrialStatus, proposal_attrs, result_attrs
 from fusion_nas.store.store import Store, quiet_optuna
 
 RESULTS = Path(__file__).resolve().parent / "results" / "readers.json"
 SIZES = (100, 10_000)
 CHROMIUM = "/usr/bin/chromium"
-
-
-class _Attrs:
-    """Stands in for an ``optuna.Trial`` while the records writers set its attributes."""
-
-    def __init__(self) -> None:
-        self.user_attrs: dict[str, Any] = {}
-
-    def set_user_attr(self, key: str, value: Any) -> None:
-        self.user_attrs[key] = value
 
 
 def fill_search(store: Store, name: str, n: int, *, running: int = 0, seed: int = 0) -> None:
@@ -73,20 +63,17 @@ def fill_search(store: Store, name: str, n: int, *, running: int = 0, seed: int 
         arch = archs[i % len(archs)]
         macs = rng.randint(10_000, 5_000_000)
         acc = min(0.99, 0.3 + 0.6 * (macs / 5_000_000) ** 0.3 + rng.gauss(0, 0.03))
-        attrs = _Attrs()
-        write_proposal(attrs, arch.to_dict(), arch.arch_id, arch.describe(), macs, 2 * macs)  # type: ignore[arg-type]
+        attrs = proposal_attrs(arch.to_dict(), arch.arch_id, arch.describe(), macs, 2 * macs)
         if i >= n:
             state, values = TrialState.RUNNING, None
         elif rng.random() < 0.1:
-            write_result(attrs, TrialStatus.FAILED, fail_reason="loss became NaN")  # type: ignore[arg-type]
+            attrs |= result_attrs(TrialStatus.FAILED, fail_reason="loss became NaN")
             state, values = TrialState.FAIL, None
         else:
             done = {"val_acc": acc, "curve": [acc / 2, acc], "train_seconds": 1.0}
-            write_result(attrs, TrialStatus.COMPLETE, **done)  # type: ignore[arg-type]
+            attrs |= result_attrs(TrialStatus.COMPLETE, **done)
             state, values = TrialState.COMPLETE, [acc, float(macs)]
-        batch.append(
-            optuna.trial.create_trial(state=state, values=values, user_attrs=attrs.user_attrs)
-        )
+        batch.append(optuna.trial.create_trial(state=state, values=values, user_attrs=attrs))
         if len(batch) == 1000:
             study.add_trials(batch)
             batch = []

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 console = Console(highlight=False)
 if not console.is_terminal:  # pipes and files: wide tables instead of 80-column wrapping
-    console = Console(highlight=False, width=200)
+    console = Console(highlight=False, width=1000)  # rows stay whole; tables keep their size
 err_console = Console(stderr=True, highlight=False, width=10_000)  # errors stay on one line
 
 StoreOption = Annotated[

@@ -367,6 +367,30 @@ def trial_status(t: FrozenTrial) -> TrialStatus:
 # --------------------------------------------------------------------------- writers
 
 
+def proposal_attrs(
+    arch: Mapping[str, Any],
+    arch_id: str,
+    desc: str,
+    macs: int,
+    params: int,
+    *,
+    worker: str | None = None,
+) -> dict[str, Any]:
+    """The user attributes that record a proposal (see :func:`write_proposal`); also what
+    ``optuna.trial.create_trial(user_attrs=...)`` takes to build a trial without asking one."""
+    attrs = {
+        "arch": dict(arch),
+        "arch_id": arch_id,
+        "arch_desc": desc,
+        "macs": int(macs),
+        "params": int(params),
+        "status": TrialStatus.RUNNING.value,
+    }
+    if worker is not None:
+        attrs[WORKER_KEY] = worker
+    return attrs
+
+
 def write_proposal(
     trial: optuna.Trial,
     arch: Mapping[str, Any],
@@ -383,21 +407,11 @@ def write_proposal(
     One transaction: the fields, the ``worker`` that asked it and its Optuna constraints
     (``name -> value``, <= 0 feasible; NSGA-II and TPE rank a violating trial infeasible).
     """
-    attrs = {
-        "arch": dict(arch),
-        "arch_id": arch_id,
-        "arch_desc": desc,
-        "macs": int(macs),
-        "params": int(params),
-        "status": TrialStatus.RUNNING.value,
-    }
-    if worker is not None:
-        attrs[WORKER_KEY] = worker
+    attrs = proposal_attrs(arch, arch_id, desc, macs, params, worker=worker)
     optuna_adapter.write_attrs(trial, attrs, constraints)
 
 
-def write_result(
-    trial: optuna.Trial,
+def result_attrs(
     status: TrialStatus,
     *,
     val_acc: float | None = None,
@@ -408,9 +422,9 @@ def write_result(
     fail_reason: str | None = None,
     duplicate_of: int | None = None,
     rungs: list[tuple[int, float]] | None = None,
-) -> None:
-    """A trial's outcome, in one transaction (before it is told to the study). ``None``
-    fields are not written."""
+) -> dict[str, Any]:
+    """The user attributes that record a trial's outcome (see :func:`write_result`); ``None``
+    fields are left out."""
     values = {
         "val_acc": val_acc,
         "curve": curve,
@@ -423,7 +437,13 @@ def write_result(
     }
     attrs = {k: v for k, v in values.items() if v is not None}
     attrs["status"] = TrialStatus(status).value
-    optuna_adapter.write_attrs(trial, attrs)
+    return attrs
+
+
+def write_result(trial: optuna.Trial, status: TrialStatus, **fields: Any) -> None:
+    """A trial's outcome (:func:`result_attrs` of ``status`` and ``fields``), in one
+    transaction, before it is told to the study."""
+    optuna_adapter.write_attrs(trial, result_attrs(status, **fields))
 
 
 def objectives_for(objective: str) -> tuple[str, ...]:

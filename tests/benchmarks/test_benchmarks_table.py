@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,6 +14,7 @@ from fusion_nas.evaluation.table import Table, meta_path, read_rows
 from fusion_nas.model.space import load_space, parse_space
 from fusion_nas.pareto import hypervolume
 from fusion_nas.store.store import Store
+from tests.helpers.benchmarks import load
 from tests.helpers.spaces import TINY
 from tests.helpers.table import plant
 
@@ -24,15 +23,9 @@ runner = CliRunner()
 
 
 def script(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` as a module (its ``main(argv)`` runs it in-process)."""
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{name}", ROOT / "benchmarks" / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import ``benchmarks/<name>.py`` as a module (its ``main(argv)`` runs it in-process),
+    with ``benchmarks/`` on the path so it imports its siblings (``_common``)."""
+    return load(name)
 
 
 def test_table_space_parses_and_is_enumerable() -> None:

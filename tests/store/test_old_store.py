@@ -93,6 +93,7 @@ from fusion_nas.evaluation.table import load_table
 from fusion_nas.model.space import load_space
 from fusion_nas.search.config import SearchConfig
 from fusion_nas.search.session import run_search
+from fusion_nas.store import records
 from fusion_nas.store.records import TrialStatus
 from fusion_nas.store.store import Store
 
@@ -102,10 +103,15 @@ OLD = ROOT / "tests" / "data" / "old_store.db"
 
 @pytest.fixture
 def old_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
-    """A copy of the old store (the table path it records is relative to the repository)."""
+    """A copy of the old store, its table search pointed at this checkout's table (the store
+    records the absolute path of the checkout that made it, as any moved table would be)."""
     shutil.copy(OLD, tmp_path / "old.db")
     monkeypatch.chdir(ROOT)
-    return Store(f"sqlite:///{tmp_path / 'old.db'}")
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    rec = store.search_record("table-sh")
+    table = f"table:{ROOT / 'benchmarks' / 'tables' / 'digits.csv'}"
+    records.write_search(store.load_study("table-sh"), dataclasses.replace(rec, evaluator=table))
+    return store
 
 
 def test_old_store_lists_every_status(old_store: Store) -> None:
