@@ -45,7 +45,8 @@ import optuna
 from optuna.trial import TrialState
 
 from fusion_nas.errors import FusionNasError
-from fusion_nas.evaluation.trainer import EvalTask, Outcome, Pool
+from fusion_nas.evaluation.base import EvalTask, Outcome
+from fusion_nas.evaluation.pools import Pool
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.cost import Cost, arch_cost
 from fusion_nas.search.config import SearchConfig

@@ -43,7 +43,7 @@ from fusion_nas.evaluation.base import Evaluator
 from fusion_nas.evaluation.function import FunctionEvaluator, TrainFn
 from fusion_nas.evaluation.pools import Pool, make_pool
 from fusion_nas.evaluation.table import TableEvaluator, load_table
-from fusion_nas.evaluation.trainer import TrainingEvaluator, dataset_for
+from fusion_nas.evaluation.trainer import TrainingEvaluator
 from fusion_nas.model.cost import Cost
 from fusion_nas.search.config import (
     DEFAULT_STRATEGY,
@@ -57,7 +57,7 @@ from fusion_nas.search.strategies import STRATEGIES, Driver, Proposer, Strategy,
 from fusion_nas.search.workers import fail_stale, tally, worker_id
 from fusion_nas.store import optuna_adapter, records
 from fusion_nas.store.store import Store, redact_url
-from fusion_nas.training.data import DataSplits
+from fusion_nas.training.data import DataSplits, dataset_for
 from fusion_nas.training.devices import worker_devices
 from fusion_nas.training.loop import MIN_PROXY_STEPS, proxy_steps, steps_advice
 
