@@ -89,3 +89,53 @@ def test_the_shell_script_names_a_bad_option() -> None:
     )
     assert proc.returncode == 2
     assert "unknown option '--fast'; allowed: --dry-run, --out, --tarball, --data" in proc.stderr
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for the GPU machine's python3: logs every call; its pip fails the resolved install
+# when FAIL_RESOLVE is set; 'import torch' answers the machine's torch version.
+echo "$*" >> "$LOG"
+if [ "$*" = "-c import torch; print(torch.__version__)" ]; then
+  echo "2.11.0+cu130"
+elif [[ "$*" == "-m pip install"*"-c "* ]]; then
+  for a in "$@"; do
+    if [ -f "$a" ] && grep -q torch "$a"; then cat "$a" >> "$LOG"; fi
+  done
+  [ -z "${FAIL_RESOLVE:-}" ]
+  exit
+fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize("fail_resolve", [False, True], ids=["resolved", "no-deps"])
+def test_the_install_pins_the_machines_torch_and_uses_only_carried_wheels(
+    tmp_path: Path, fail_resolve: bool
+) -> None:
+    root = tmp_path / "checkout"
+    (root / "benchmarks").mkdir(parents=True)
+    (root / "wheels").mkdir()
+    (root / "wheels" / "optuna-5.1.0-py3-none-any.whl").write_bytes(b"")
+    script = root / "benchmarks" / "gpu_check.sh"
+    script.write_text((BENCHMARKS / "gpu_check.sh").read_text())
+    script.chmod(0o755)
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    env = {**os.environ, "PYTHON": str(fake), "LOG": str(log)}
+    if fail_resolve:
+        env["FAIL_RESOLVE"] = "1"
+    proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    pip = [c for c in calls if c.startswith("-m pip install")]
+    assert all("--no-index" in c for c in pip)  # nothing is fetched: there is no network
+    assert pip[0].endswith("-e .") and "--find-links wheels" in pip[0]
+    assert "torch==2.11.0+cu130" in calls  # the constraint pip resolved under
+    if fail_resolve:
+        assert pip[1].endswith("wheels/optuna-5.1.0-py3-none-any.whl") and "--no-deps" in pip[1]
+        assert pip[2].endswith("-e .") and "--no-deps" in pip[2]
+    else:
+        assert len(pip) == 1
+    assert calls[-1].startswith("benchmarks/gpu_check.py --install-seconds")
