@@ -67,10 +67,11 @@ class Sizes:
     throughput_reps: int  # timed runs per loop and precision (the best counts)
     search_timeout: float
     trial_timeout: float
+    budget_s: float  # the whole check after the install: later steps get what is left
 
 
-REAL = Sizes("cuda", None, 24, 3, 256, 4, "bf16", 8, 20_000, 3, 2, 240, 120)
-DRY = Sizes("cpu", 12, 2, 1, 32, 2, "bf16", 1, 128, 1, 1, 240, 120)
+REAL = Sizes("cuda", None, 24, 3, 256, 4, "bf16", 8, 10_000, 2, 2, 240, 120, 400)
+DRY = Sizes("cpu", 12, 2, 1, 32, 2, "bf16", 1, 128, 1, 1, 240, 120, 600)
 
 
 class Report:
@@ -87,6 +88,10 @@ class Report:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.data, indent=2) + "\n")
         print(f"[gpu_check] {name}: {json.dumps(self.data['steps'][name])[:400]}", flush=True)
+
+    def left(self, budget: float, keep: float = 0.0) -> float:
+        """Seconds of ``budget`` left after ``keep`` more are set aside (at least 30)."""
+        return max(30.0, budget - (time.perf_counter() - self.start) - keep)
 
     def run(self, name: str, fn: Any, *args: Any) -> Any:
         """Run one step; a step that raises is recorded as failed and the check goes on."""
@@ -279,7 +284,7 @@ class UtilisationSampler:
         }
 
 
-def search_step(sizes: Sizes, data: Path, store: str, name: str) -> dict[str, Any]:
+def search_step(sizes: Sizes, data: Path, store: str, name: str, timeout: float) -> dict[str, Any]:
     sampler = UtilisationSampler()
     sampler.start()
     args = [
@@ -291,10 +296,10 @@ def search_step(sizes: Sizes, data: Path, store: str, name: str) -> dict[str, An
     ]  # fmt: skip
     start = time.perf_counter()
     try:
-        proc = _cli(*args, timeout=sizes.search_timeout)
+        proc = _cli(*args, timeout=timeout)
         code, tail = proc.returncode, _tail(proc.stdout + proc.stderr)
-    except subprocess.TimeoutExpired:
-        code, tail = None, f"stopped after {sizes.search_timeout:g} s"
+    except subprocess.TimeoutExpired:  # the trials finished by then are in the store
+        code, tail = None, f"stopped after {timeout:g} s (the check's time budget)"
     wall = time.perf_counter() - start
     utilisation = sampler.stop()
     from fusion_nas.store.store import Store
@@ -329,7 +334,9 @@ def search_step(sizes: Sizes, data: Path, store: str, name: str) -> dict[str, An
 # --------------------------------------------------------------------------- 5. retraining
 
 
-def retrain_step(sizes: Sizes, store: str, name: str, front: list[dict]) -> dict[str, Any]:
+def retrain_step(
+    sizes: Sizes, store: str, name: str, front: list[dict], timeout: float
+) -> dict[str, Any]:
     if not front:
         return {"ok": False, "error": "the search has no front to retrain"}
     best = max(front, key=lambda t: t["val_acc"])
@@ -343,7 +350,7 @@ def retrain_step(sizes: Sizes, store: str, name: str, front: list[dict]) -> dict
         proc = _cli(
             "retrain", name, "--trial", str(t["number"]), "--epochs", str(sizes.retrain_epochs),
             "--device", sizes.device, "--store", store, "--out", str(Path(tempfile.mkdtemp())),
-            timeout=300,
+            timeout=timeout / len(picks),
         )  # fmt: skip
         record = read_retrains(Store(store).load_study(name).user_attrs).get(t["number"])
         out.append(
@@ -494,14 +501,16 @@ def main(argv: list[str] | None = None) -> int:
         report.step("abort", {"ok": False, "error": "no CUDA device; use --dry-run"}, 0.0)
         return 2
     got = report.run("data", data_step, args.tarball, data, sizes.per_class)
-    report.run("gpu_tests", gpu_tests_step, 180.0)
+    report.run("gpu_tests", gpu_tests_step, report.left(sizes.budget_s, keep=270))
     store_dir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     store, name = f"sqlite:///{store_dir}/check.db", "cifar10-gpu-check"
     search: dict[str, Any] = {"front": []}
     if got.get("ok"):
-        search = report.run("search", search_step, sizes, data, store, name)
+        timeout = min(sizes.search_timeout, report.left(sizes.budget_s, keep=150))
+        search = report.run("search", search_step, sizes, data, store, name, timeout)
     front = search.get("front") or []
-    report.run("retrain", retrain_step, sizes, store, name, front)
+    timeout = report.left(sizes.budget_s, keep=60)
+    report.run("retrain", retrain_step, sizes, store, name, front, timeout)
     report.run("throughput", throughput_step, sizes, front, store, name)
     steps = report.data["steps"]
     report.data["ok"] = all(s.get("ok", True) for s in steps.values())

@@ -43,9 +43,9 @@ def _net() -> nn.Module:
 def test_each_precision_trains_on_the_gpu_in_channels_last(precision: str) -> None:
     check_precision(precision, "cuda:0")
     model = _net()
-    config = ProxyConfig(epochs=3, batch_size=32, precision=precision, channels_last=True)
+    config = ProxyConfig(epochs=10, batch_size=32, precision=precision, channels_last=True)
     result = train_proxy(model, _images(), _images(64), config, device="cuda:0")
-    assert result.val_acc is not None and result.val_acc > 0.5
+    assert result.val_acc is not None and result.val_acc > 0.6  # chance: 0.5
     assert model[0].weight.is_cuda
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
 
