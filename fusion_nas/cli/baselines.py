@@ -23,10 +23,13 @@ from fusion_nas.cli.common import (
     DEFAULT_LR,
     DEFAULT_VAL_FRACTION,
     BatchSizeOption,
+    ChannelsLastOption,
+    CompileOption,
     DataDirOption,
     DatasetOption,
     DeviceOption,
     LrOption,
+    PrecisionOption,
     SpaceArgument,
     StoreOption,
     TrainSubsetOption,
@@ -39,7 +42,7 @@ from fusion_nas.errors import FusionNasError
 from fusion_nas.model.space import SearchSpace, load_space
 from fusion_nas.store.records import BaselineRecord
 from fusion_nas.store.store import Store, redact_url
-from fusion_nas.training.devices import resolve_device
+from fusion_nas.training.devices import check_precision, resolve_device
 from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.training.protocol import RETRAIN_EPOCHS, TrainingProtocol
 
@@ -156,6 +159,9 @@ def baselines(
         ),
     ] = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    channels_last: ChannelsLastOption = False,
+    compile_: CompileOption = False,
     list_: Annotated[
         bool,
         typer.Option("--list", help="Show the baselines of SPACE and their cost; train nothing."),
@@ -186,6 +192,9 @@ def baselines(
                 lr=lr,
                 train_subset=train_subset,
                 val_fraction=val_fraction,
+                precision=precision,
+                channels_last=channels_last,
+                compile=compile_,
             ),
             seed=seed,
             data_dir=data_dir,
@@ -195,6 +204,7 @@ def baselines(
             device=resolve_device(device),
         )
         protocol.schedule(epochs)  # a bad --epochs fails here, not after the proxy runs
+        check_precision(precision, protocol.device)  # fp16 where it cannot run: one line now
         if threads is not None and threads < 1:
             raise FusionNasError(f"--threads must be a positive integer, got {threads!r}")
         protocol.proxy_splits()  # a bad dataset fails here, before the store is touched

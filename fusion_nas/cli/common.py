@@ -67,6 +67,32 @@ DataDirOption = Annotated[
         help="Directory with the dataset's files (fashion-mnist idx files).", show_default=False
     ),
 ]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        help="Training precision: 'fp32', 'bf16' (bfloat16 autocast) or 'fp16' (float16 "
+        "autocast with a gradient scaler). A device that cannot train in it is refused before "
+        "anything runs. Recorded; a search resumes only with the same.",
+    ),
+]
+ChannelsLastOption = Annotated[
+    bool,
+    typer.Option(
+        "--channels-last",
+        help="Networks with 2-D convolutions and their image batches in channels-last "
+        "(NHWC) memory layout; faster on GPUs and some CPUs. Recorded; a search may resume "
+        "without it.",
+    ),
+]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Train through torch.compile: a compile of seconds to minutes per network, "
+        "repaid only by long runs (benchmarks/compile_cost.py). Recorded; a search may "
+        "resume without it.",
+    ),
+]
 _TRAINING_NAMES = ("DeviceOption", "DEFAULT_BATCH_SIZE", "DEFAULT_LR", "DEFAULT_VAL_FRACTION")
 
 

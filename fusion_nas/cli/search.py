@@ -21,16 +21,20 @@ from fusion_nas.cli.common import (
     DEFAULT_LR,
     DEFAULT_VAL_FRACTION,
     BatchSizeOption,
+    ChannelsLastOption,
+    CompileOption,
     DataDirOption,
     DatasetOption,
     DeviceOption,
     LrOption,
+    PrecisionOption,
     SpaceArgument,
     StoreOption,
     TrainSubsetOption,
     ValFractionOption,
     console,
     dataset_of,
+    err_console,
     user_errors,
 )
 from fusion_nas.model.space import load_space
@@ -81,12 +85,24 @@ def search(
     lr: LrOption = DEFAULT_LR,
     train_subset: TrainSubsetOption = None,
     val_fraction: ValFractionOption = DEFAULT_VAL_FRACTION,
+    precision: PrecisionOption = "fp32",
     bf16: Annotated[
-        bool, typer.Option("--bf16", help="Train under bfloat16 autocast (mixed precision).")
+        bool, typer.Option("--bf16", help="Deprecated: the same as --precision bf16.")
     ] = False,
+    channels_last: ChannelsLastOption = False,
+    compile_: CompileOption = False,
     workers: Annotated[
         int, typer.Option("--workers", "-w", help="Trials trained at once (processes).")
     ] = 1,
+    trials_per_device: Annotated[
+        int | None,
+        typer.Option(
+            help="Trials trained at once on each GPU (CUDA only): at least GPUs x N worker "
+            "processes, N on each GPU; a small proxy network leaves most of a GPU idle. "
+            "Default: --workers alone decides.",
+            show_default=False,
+        ),
+    ] = None,
     max_flops: Annotated[
         int | None,
         typer.Option(
@@ -183,6 +199,8 @@ def search(
 ) -> None:
     """Search SPACE: sample architectures, proxy-train them, record every trial and the front."""
     with user_errors():
+        if bf16:
+            err_console.print("[yellow]Warning:[/] --bf16 is deprecated; use --precision bf16.")
         sp = load_space(space)
         dataset = dataset_of(sp, dataset)
         given = {"population": population, "sample_size": sample_size, "macs_weight": macs_weight}
@@ -204,7 +222,10 @@ def search(
                 lr=lr,
                 train_subset=train_subset,
                 val_fraction=val_fraction,
-                bf16=bf16,
+                precision=precision,
+                bf16=bf16 or None,  # the deprecated switch; a contradiction is one line
+                channels_last=channels_last,
+                compile=compile_,
             ),
             seed=seed,
             max_flops=max_flops,
@@ -215,6 +236,7 @@ def search(
             strategy_options=options,
             evaluator=evaluator,
             device=device,
+            trials_per_device=trials_per_device,
             fidelity=fidelity,
             prescreen=prescreen,
             prescreen_proxy=zero_cost,

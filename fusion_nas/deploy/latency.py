@@ -9,6 +9,9 @@ time but no MACs. :func:`measure_latency` times a model the same way every time:
 - ``backend="eager"``: the model in eval mode under ``torch.inference_mode`` with
   ``torch.set_num_threads(threads)`` (one thread by default, so trials measured while other
   jobs share the cores stay comparable); the previous thread count is restored afterwards;
+  a model on a CUDA device is timed with CUDA events recorded around each forward pass on its
+  stream after the warm-up (the GPU's own clock: host-side timers would count the launch
+  queue, not the kernels), synchronising once after all runs;
 - ``backend="onnxruntime"``: the model exported to ONNX (legacy exporter, opset
   :data:`fusion_nas.deploy.export.ONNX_OPSET`, dynamic batch axis) into a temporary file and run by
   an
@@ -147,6 +150,26 @@ def _time_runs(call: Callable[[], Any], warmup: int, runs: int) -> list[float]:
     return times
 
 
+def _time_runs_cuda(
+    call: Callable[[], Any], warmup: int, runs: int, device: torch.device
+) -> list[float]:
+    """``warmup`` untimed calls, then ``runs`` calls each between two CUDA events on the
+    current stream of ``device``; milliseconds each, read after one final synchronise."""
+    with torch.cuda.device(device):
+        for _ in range(warmup):
+            call()
+        torch.cuda.synchronize(device)  # the warm-up's kernels (and cuDNN's autotuning) done
+        pairs = []
+        for _ in range(runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            call()
+            end.record()
+            pairs.append((start, end))
+        torch.cuda.synchronize(device)
+    return [float(start.elapsed_time(end)) for start, end in pairs]
+
+
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise LatencyError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -163,7 +186,6 @@ def _eager(
     model: nn.Module, shape: tuple[int, ...], batches: Sequence[int], warmup: int, runs: int
 ) -> list[LatencyPoint]:
     device = _model_device(model)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     gen = torch.Generator().manual_seed(0)
     points = []
     for b in batches:
@@ -171,10 +193,13 @@ def _eager(
 
         def call(x: torch.Tensor = x) -> None:
             model(x)
-            sync()  # a GPU call returns before the kernels finish
 
         with torch.inference_mode():
-            points.append(_point(b, _time_runs(call, warmup, runs)))
+            if device.type == "cuda":  # a GPU call returns before its kernels finish
+                times = _time_runs_cuda(call, warmup, runs, device)
+            else:
+                times = _time_runs(call, warmup, runs)
+            points.append(_point(b, times))
     return points
 
 

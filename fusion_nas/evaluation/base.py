@@ -69,6 +69,9 @@ class Outcome:
         None  # name of the device it ran on (fusion_nas.training.devices.device_name)
     )
     state: bytes | None = None  # a run stopped early (EvalTask.stop_after): where it goes on
+    # Bytes of tensors at most on the GPU while it trained (torch.cuda.max_memory_allocated
+    # after a reset); None off CUDA and for evaluators that do not measure it.
+    peak_memory: int | None = None
 
 
 @runtime_checkable

@@ -259,12 +259,15 @@ def make_pool(
     *,
     cores: int | None = None,
     grace: float = 30.0,
+    trials_per_device: int | None = None,
 ) -> Pool:
     """The pool that runs ``evaluator`` (``None``: the built-in training) for a search.
 
     One worker evaluates in this process (:class:`InlinePool`); more evaluate in worker
     processes (:class:`ProcessPool`), one GPU each (round-robin) when ``device`` resolves to
-    CUDA. A :class:`~fusion_nas.evaluation.table.TableEvaluator` answers at once, so it always
+    CUDA. ``trials_per_device=N`` on CUDA: at least ``N`` workers per GPU, each a process
+    training its own trial on that GPU (a small proxy network leaves most of a GPU idle).
+    A :class:`~fusion_nas.evaluation.table.TableEvaluator` answers at once, so it always
     gets its :class:`~fusion_nas.evaluation.table.TablePool` (one slot, the table's threads).
     Raises :class:`~fusion_nas.errors.DeviceError` for a device this machine lacks.
     """
@@ -272,7 +275,7 @@ def make_pool(
 
     if isinstance(evaluator, TableEvaluator):
         return TablePool(evaluator.table, evaluator.seed)
-    devices = worker_devices(device, workers)
-    if workers > 1:
-        return ProcessPool(workers, cores, grace, devices=devices, evaluator=evaluator)
+    devices = worker_devices(device, workers, trials_per_device)  # one per worker
+    if len(devices) > 1:
+        return ProcessPool(len(devices), cores, grace, devices=devices, evaluator=evaluator)
     return InlinePool(devices[0], evaluator)

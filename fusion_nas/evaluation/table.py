@@ -33,7 +33,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,8 +262,7 @@ class Table:
         try:
             self.meta: dict[str, Any] = json.loads(side.read_text(encoding="utf-8"))
             self.space = parse_space(self.meta["space_toml"], source=f"<table {self.label}>")
-            known = {f.name for f in fields(ProxyConfig)}
-            self.proxy = ProxyConfig(**{k: v for k, v in self.meta["proxy"].items() if k in known})
+            self.proxy = ProxyConfig.from_dict(self.meta["proxy"])  # an old table's bf16 too
             self.dataset: str = self.meta["dataset"]
         except (OSError, ValueError, KeyError, TypeError, FusionNasError) as exc:
             raise TableError(
@@ -303,12 +302,9 @@ class Table:
                 f"{where} was trained on dataset {self.dataset!r}, not {dataset!r}; "
                 f"pass --dataset {self.dataset}"
             )
-        if proxy != self.proxy:
-            diff = [
-                f"{f.name}={getattr(self.proxy, f.name)!r}"
-                for f in fields(ProxyConfig)
-                if getattr(self.proxy, f.name) != getattr(proxy, f.name)
-            ]
+        mine, theirs = self.proxy.fingerprint(), proxy.fingerprint()  # throughput switches aside
+        if mine != theirs:
+            diff = [f"{k}={v!r}" for k, v in mine.items() if theirs.get(k) != v]
             raise TableError(
                 f"{where} was trained with other proxy settings; the table has "
                 f"{', '.join(diff)}: pass the same settings"

@@ -35,7 +35,12 @@ from fusion_nas.model.arch import Architecture
 from fusion_nas.model.build import build_model
 from fusion_nas.store.records import TrialStatus
 from fusion_nas.training.data import DataSplits, dataset_for, stored_space
-from fusion_nas.training.devices import device_name
+from fusion_nas.training.devices import (
+    device_name,
+    is_out_of_memory,
+    peak_memory,
+    reset_peak_memory,
+)
 from fusion_nas.training.loop import train_proxy
 
 __all__ = [
@@ -77,10 +82,11 @@ class TrainingEvaluator:
     def evaluate(self, task: EvalTask) -> Outcome:
         """Proxy-train ``task``'s architecture on ``task.device``; never raises."""
         start = time.perf_counter()
-        name = None
+        name, model = None, None
+        device = task.device or "cpu"
         try:
-            device = task.device or "cpu"
             name = device_name(device)
+            reset_peak_memory(device)  # this trial's peak, not an earlier trial's of the worker
             if task.threads:
                 torch.set_num_threads(task.threads)
             space = stored_space(task.space_source)
@@ -106,14 +112,24 @@ class TrainingEvaluator:
                 result.seconds,
                 device=name,
                 state=result.state,
+                peak_memory=peak_memory(device),
             )
         except Exception as exc:  # a trial's failure must not end the search
-            return Outcome(
-                TrialStatus.FAILED,
-                seconds=time.perf_counter() - start,
-                reason=one_line(exc),
-                device=name,
-            )
+            reason, oom = one_line(exc), is_out_of_memory(exc)
+        peak = None
+        if oom:  # the traceback (and the model it held) is gone now: give the memory back
+            reason = f"out of device memory on {name or device}: {reason}"
+            model = None  # noqa: F841 (its parameters on the device go with it)
+            if torch.device(device).type == "cuda":
+                peak = peak_memory(device)
+                torch.cuda.empty_cache()  # so the worker's next trial starts from a clean GPU
+        return Outcome(
+            TrialStatus.FAILED,
+            seconds=time.perf_counter() - start,
+            reason=reason,
+            device=name,
+            peak_memory=peak,
+        )
 
 
 _BUILTIN = TrainingEvaluator()

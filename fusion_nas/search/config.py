@@ -116,6 +116,8 @@ class SearchConfig:
     # Where trials train: "auto", "cpu", "cuda", "cuda:N" or "mps" (fusion_nas.training.devices).
     # Not in the resume fingerprint: a search may go on on another machine's device.
     device: str = "auto"
+    # Trials trained at once on each GPU (CUDA only): workers = GPUs x N at least. Not stored.
+    trials_per_device: int | None = None  # None: as `workers` says
     # None (every trial trains the whole proxy; from "full") or a SuccessiveHalving schedule,
     # from "sh[:E1,E2,...][/ETA]" (fusion_nas.search.fidelity); stored normalised, e.g.
     # "sh:1,3,10/3".
@@ -302,7 +304,8 @@ def _fingerprint(record: SearchRecord) -> dict[str, Any]:
     return {
         "space": {name: getattr(space, name) for name in fields},
         "dataset": record.dataset,
-        "proxy": record.proxy,
+        # An older search's `bf16` flag is its precision; channels-last and compile are left out.
+        "proxy": ProxyConfig.from_dict(record.proxy).fingerprint(),
         "strategy": record.strategy,
         "seed": record.seed,
         "max_flops": record.max_flops,

@@ -449,6 +449,7 @@ class Search:
             "train_seconds": round(entry.seconds, 3),
             "threads": self.pool.threads,  # accuracy depends on the thread count
             "device": outcome.device,  # and on the device (None: looked up, not trained)
+            "peak_memory": outcome.peak_memory,  # bytes on the GPU (None off CUDA)
             "rungs": list(entry.rungs) if self._sh is not None else None,
         }
         if outcome.status == TrialStatus.COMPLETE and entry.stop_note is not None:

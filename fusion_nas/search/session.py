@@ -58,7 +58,7 @@ from fusion_nas.search.workers import fail_stale, tally, worker_id
 from fusion_nas.store import optuna_adapter, records
 from fusion_nas.store.store import Store, redact_url
 from fusion_nas.training.data import DataSplits, dataset_for
-from fusion_nas.training.devices import worker_devices
+from fusion_nas.training.devices import check_precision, worker_devices
 from fusion_nas.training.loop import MIN_PROXY_STEPS, proxy_steps, steps_advice
 
 if TYPE_CHECKING:  # the pre-screen (zero-cost proxies) is imported only when used
@@ -152,7 +152,9 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
     if table is not None:  # nothing is trained: the table must answer every network
         load_table(table.path).check(config.space, config.dataset, p, table.seed)
         return strategy
-    worker_devices(config.device, config.workers)  # a device this machine lacks: refused now
+    # A device this machine lacks, or a precision it cannot train in: refused now.
+    devices = worker_devices(config.device, config.workers, config.trials_per_device)
+    check_precision(p.precision, devices)
     data = getattr(evaluator, "data", None)
     if isinstance(data, DataSplits):
         _check_data(config, data)
@@ -323,10 +325,16 @@ def _wait_for_record(store: Store, name: str, timeout: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-def _make_pool(workers: int, device: str = "auto", evaluator: Evaluator | None = None) -> Pool:
+def _make_pool(
+    workers: int,
+    device: str = "auto",
+    evaluator: Evaluator | None = None,
+    trials_per_device: int | None = None,
+) -> Pool:
     """One worker evaluates in this process; more in worker processes, one GPU each
-    (round-robin) when ``device`` resolves to CUDA (:func:`~fusion_nas.evaluation.make_pool`)."""
-    return make_pool(evaluator, workers, device)
+    (round-robin) when ``device`` resolves to CUDA, ``trials_per_device`` on each GPU at least
+    (:func:`~fusion_nas.evaluation.make_pool`)."""
+    return make_pool(evaluator, workers, device, trials_per_device=trials_per_device)
 
 
 def _evaluator_pool(
@@ -338,7 +346,8 @@ def _evaluator_pool(
     if spec is not None:
         table = load_table(spec.path)
         return make_pool(TableEvaluator(table, spec.seed)), table.costs()
-    return _make_pool(config.workers, config.device, evaluator), {}
+    pool = _make_pool(config.workers, config.device, evaluator, config.trials_per_device)
+    return pool, {}
 
 
 def run_search(

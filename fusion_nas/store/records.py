@@ -236,6 +236,7 @@ _ATTR_TYPES: dict[str, tuple[type, ...]] = {
     "train_seconds": _NUMBER,
     "threads": (int,),
     "device": (str,),
+    "peak_memory": (int,),
     "fail_reason": (str,),
     "duplicate_of": (int,),
     "rungs": (list,),
@@ -287,6 +288,7 @@ class TrialRecord:
     train_seconds: float | None = None
     threads: int | None = None
     device: str | None = None  # where it trained: "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)", ...
+    peak_memory: int | None = None  # bytes allocated at most on the GPU it trained on
     fail_reason: str | None = None
     duplicate_of: int | None = None
     retry_of: int | None = None  # the trial whose worker was lost; this one runs it again
@@ -329,6 +331,7 @@ class TrialRecord:
             train_seconds=ua.get("train_seconds"),
             threads=ua.get("threads"),
             device=ua.get("device"),
+            peak_memory=ua.get("peak_memory"),
             fail_reason=reason,
             duplicate_of=ua.get("duplicate_of"),
             retry_of=retry_of(t),
@@ -422,6 +425,7 @@ def result_attrs(
     fail_reason: str | None = None,
     duplicate_of: int | None = None,
     rungs: list[tuple[int, float]] | None = None,
+    peak_memory: int | None = None,
 ) -> dict[str, Any]:
     """The user attributes that record a trial's outcome (see :func:`write_result`); ``None``
     fields are left out."""
@@ -431,6 +435,7 @@ def result_attrs(
         "train_seconds": train_seconds,
         "threads": threads,
         "device": device,
+        "peak_memory": peak_memory,
         "fail_reason": fail_reason,
         "duplicate_of": duplicate_of,
         "rungs": [[int(e), float(a)] for e, a in rungs] if rungs is not None else None,

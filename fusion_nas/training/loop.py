@@ -18,6 +18,13 @@ shuffles them (so a CPU run gives exactly what it gave before devices existed); 
 dataset is read through a ``DataLoader`` shuffled by the same seeded generator, one batch at a
 time moved to the device. Both draw the same order for the same seed and length.
 
+Precision (``ProxyConfig.precision``): ``fp32``, or autocast to ``bf16`` or ``fp16``; fp16
+steps go through a gradient scaler (``torch.amp.GradScaler``), which skips a step whose
+gradients overflowed and lowers its scale. ``channels_last`` puts a network with 2-D
+convolutions and its image batches in ``torch.channels_last`` layout; ``compile`` trains
+through ``torch.compile(model)`` (evaluation runs the plain model). Neither changes what a
+score means, so a search may resume with them switched (see :meth:`ProxyConfig.fingerprint`).
+
 This is the one training loop of the toolkit: a search trial's proxy run
 (:func:`fusion_nas.evaluation.trainer.evaluate`), the final run and the baselines
 (:class:`fusion_nas.training.protocol.TrainingProtocol`) and the weight-sharing supernet
@@ -31,7 +38,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -40,6 +47,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from fusion_nas.errors import FusionNasError, TrialFailed
+from fusion_nas.training.devices import AUTOCAST_DTYPES, parse_precision
+
+# Settings that change how fast a run goes, not what its score means: a search may resume with
+# them switched, like --device.
+THROUGHPUT_FIELDS = ("channels_last", "compile")
 
 
 @dataclass(frozen=True)
@@ -53,9 +65,22 @@ class ProxyConfig:
     warmup_epochs: float = 1.0
     train_subset: int | None = None
     val_fraction: float = 0.2
-    bf16: bool = False
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast; fp16 with a gradient scaler)
+    channels_last: bool = False  # 2-D conv networks and image batches in channels-last layout
+    compile: bool = False  # train through torch.compile(model)
+    # The switch of older versions: `bf16=True` (a search stored before --precision, or the
+    # deprecated --bf16) means precision "bf16". Not a field: never stored again.
+    bf16: InitVar[bool | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, bf16: bool | None = None) -> None:
+        parse_precision(self.precision)
+        if bf16:
+            if self.precision not in ("fp32", "bf16"):
+                raise FusionNasError(
+                    f"--bf16 contradicts --precision {self.precision!r}; pass only "
+                    "--precision (allowed: 'fp32', 'bf16', 'fp16')"
+                )
+            object.__setattr__(self, "precision", "bf16")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -82,6 +107,18 @@ class ProxyConfig:
     def to_dict(self) -> dict:
         """Plain dict for the store."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> ProxyConfig:
+        """The settings of a stored dict: an older one's ``bf16`` flag read as its precision,
+        settings it predates at their defaults, keys this version does not know ignored."""
+        known = {f.name for f in fields(cls)} | {"bf16"}
+        return cls(**{k: v for k, v in stored.items() if k in known})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match when a search resumes: every setting but the throughput switches
+        (:data:`THROUGHPUT_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in THROUGHPUT_FIELDS}
 
 
 # The fewest optimiser steps a proxy run should take. Below it networks barely leave their
@@ -179,6 +216,11 @@ def _batches(
     return loader, move
 
 
+def _has_conv2d(model: nn.Module) -> bool:
+    """Whether ``model`` convolves in 2-D (channels-last helps only those)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Linear warm-up, then cosine decay to zero (multiplier of the base learning rate)."""
 
@@ -225,6 +267,12 @@ def train_proxy(
     start = time.perf_counter()
     dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
+    channels_last = config.channels_last and _has_conv2d(model)
+    if channels_last:  # NHWC weights: the layout tensor cores and oneDNN convolve fastest in
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if config.compile else model  # shares model's parameters
+    dtype = AUTOCAST_DTYPES.get(config.precision)  # None: fp32, no autocast
+    scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same order on any device
     loader, to_device = _batches(train, config.batch_size, generator, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -239,21 +287,26 @@ def train_proxy(
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         generator.set_state(saved["generator"])
+        if "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         first, curve = saved["epoch"], list(saved["curve"])
     last = config.epochs if stop_after is None else min(stop_after, config.epochs)
     for epoch in range(first, last):
         model.train()
         for step, batch in enumerate(loader):
             x, y = to_device(batch)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
-                loss = F.cross_entropy(model(x), y)
+            if channels_last and x.dim() == 4:  # (B, C, H, W) stored as (B, H, W, C)
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss = F.cross_entropy(forward(x), y)
             if not torch.isfinite(loss):
                 raise TrialFailed(
                     f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()  # scaled in fp16 only; otherwise loss.backward()
+            scaler.step(opt)  # skipped when fp16 gradients overflowed; otherwise opt.step()
+            scaler.update()
             sched.step()
             if on_step is not None:
                 on_step(epoch * len(loader) + step + 1, total, loss.item())
@@ -278,6 +331,8 @@ def train_proxy(
             "epoch": last,
             "curve": curve,
         }
+        if scaler.is_enabled():
+            saved["scaler"] = scaler.state_dict()
         torch.save(saved, buffer)
         state = buffer.getvalue()
     return TrainResult(val_acc=final, curve=curve, seconds=time.perf_counter() - start, state=state)

@@ -119,6 +119,9 @@ class TrainingProtocol:
             batch_size=pick(self.final_batch_size, p.batch_size),
             lr=pick(self.final_lr, p.lr),
             weight_decay=pick(self.final_weight_decay, p.weight_decay),
+            precision=p.precision,  # the final run trains as the proxy did
+            channels_last=p.channels_last,
+            compile=p.compile,
         )
 
     def retrain(

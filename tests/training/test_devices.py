@@ -296,3 +296,62 @@ def test_gpu_tests_are_deselected_and_counted_without_cuda(
         result.assert_outcomes(passed=1, deselected=1)
         result.stdout.fnmatch_lines(["1 GPU test(s) deselected: no CUDA device"])
     assert result.ret == 0
+
+
+# --------------------------------------------------------------------------- trials per GPU
+
+
+def test_trials_per_device_puts_n_workers_on_every_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_gpus(monkeypatch, 2)
+    assert worker_devices("cuda", 1, 3) == ["cuda:0", "cuda:1"] * 3
+    assert worker_devices("auto", 1, 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert worker_devices("cuda", 5, 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert worker_devices("cuda:1", 1, 3) == ["cuda:1"] * 3
+    assert worker_devices("cuda", 1) == ["cuda:0"]  # not given: --workers alone decides
+
+
+def test_trials_per_device_is_ignored_off_cuda_and_checked(no_accelerator: None) -> None:
+    assert worker_devices("cpu", 1, 4) == ["cpu"]
+    assert worker_devices("auto", 2, 4) == ["cpu", "cpu"]
+    for bad in (0, -1):
+        with pytest.raises(
+            DeviceError, match=f"--trials-per-device must be a positive integer, got {bad}"
+        ):
+            worker_devices("cpu", 1, bad)
+
+
+def test_a_pool_with_trials_per_device_has_a_process_per_trial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_gpus(monkeypatch, 2)
+    monkeypatch.setattr(ProcessPool, "_start", lambda self: _Worker(_Process(), _Conn()))
+    pool = _make_pool(1, "cuda", trials_per_device=2)
+    assert isinstance(pool, ProcessPool) and len(pool._workers) == 4
+    assert [w.device for w in pool._workers] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert pool.free == 4
+    one = _make_pool(1, "cuda:0", trials_per_device=1)
+    assert isinstance(one, InlinePool) and one.device == "cuda:0"
+
+
+def test_the_search_hands_its_trials_per_device_to_the_pool(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    import fusion_nas.search.session as session
+
+    asked: list[tuple[Any, ...]] = []
+    real = session.make_pool
+
+    def spy(evaluator: Any, workers: int, device: str, **kw: Any) -> Any:
+        asked.append((workers, device, kw.get("trials_per_device")))
+        return real(evaluator, workers, "cpu")  # trains here, on the CPU
+
+    monkeypatch.setattr(session, "make_pool", spy)
+    res = runner.invoke(
+        app, search_args(url, "per-gpu", "--device", "cpu", "--trials-per-device", "3")
+    )
+    assert res.exit_code == 0, res.output
+    assert asked == [(1, "cpu", 3)]
+    bad = runner.invoke(app, search_args(url, "per-gpu-0", "--trials-per-device", "0"))
+    assert (
+        bad.exit_code == 2 and "--trials-per-device must be a positive integer, got 0" in bad.output
+    )
