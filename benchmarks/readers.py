@@ -14,6 +14,11 @@ Then it times, wall and CPU, median of ``--repeat`` runs:
   a served app: from the data's arrival to the plots drawn and the table rendered
   (``body.dataset.arrivedMs`` / ``drawnMs``, set by ``static/app.js``).
 
+And the start-up of the light commands (``--help``, ``spaces``, ``space show mnist1d``,
+``results``, ``results NAME``): CPU seconds of a fresh interpreter (``resource.getrusage`` of
+the child), median of ``--repeat``, and whether it imported torch; with ``--before DIR`` also
+for the code in DIR (e.g. ``git archive <commit> | tar -x -C DIR``).
+
 Writes ``benchmarks/results/readers.json``. Run: ``python benchmarks/readers.py``.
 """
 
@@ -25,8 +30,10 @@ import inspect
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -213,6 +220,55 @@ def _browser(url: str, name: str, repeat: int) -> dict[str, Any]:
     return {"interactive_s": statistics.median(spans), "runs": spans, "webgl": webgl}
 
 
+_PROBE = """
+import json, sys
+sys.argv = ["fusion-nas", *json.loads(sys.argv[1])]
+from fusion_nas.cli.app import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps({"torch": "torch" in sys.modules}), file=sys.stderr)
+"""
+
+
+def _startup_one(code: Path, args: list[str]) -> tuple[float, bool]:
+    """CPU seconds (user + system) of ``fusion-nas ARGS`` run from ``code``, and whether it
+    imported torch."""
+    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=code,
+        timeout=300,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, bool(json.loads(proc.stderr.strip().splitlines()[-1])["torch"])
+
+
+def startup(code: Path, url: str, name: str, repeat: int) -> dict[str, Any]:
+    """:func:`_startup_one` of each light command, median CPU of ``repeat`` runs."""
+    commands = {
+        "--help": ["--help"],
+        "spaces": ["spaces"],
+        "space show mnist1d": ["space", "show", "mnist1d"],
+        "results": ["results", "--store", url],
+        "results NAME": ["results", name, "--store", url],
+    }
+    out: dict[str, Any] = {}
+    for label, args in commands.items():
+        runs = [_startup_one(code, args) for _ in range(repeat)]
+        out[label] = {
+            "cpu_s": statistics.median(cpu for cpu, _ in runs),
+            "torch": any(t for _, t in runs),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Build the stores, time every reader against both, write :data:`RESULTS`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -220,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--no-startup", action="store_true")
     args = parser.parse_args(argv)
     quiet_optuna()
     out: dict[str, Any] = {"repeat": args.repeat, "sizes": {}}
@@ -234,6 +292,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row["dashboard"] = _browser(url, name, args.repeat)
             out["sizes"][str(n)] = row
             print(json.dumps({n: row}, indent=1), file=sys.stderr)
+            if not args.no_startup and n == min(args.sizes):
+                here = Path(__file__).resolve().parents[1]
+                codes = {"after": here, **({"before": args.before} if args.before else {})}
+                out["startup"] = {k: startup(c, url, name, args.repeat) for k, c in codes.items()}
+                print(json.dumps(out["startup"], indent=1), file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     return out
