@@ -9,7 +9,7 @@ Then it times, wall and CPU, median of ``--repeat`` runs:
 
 - ``/api/trial`` (one trial), ``/api/search`` (first read and a repeat), ``/api/searches``
   (Starlette TestClient over a fresh app, then again over a warm one);
-- ``fusion-nas results NAME`` (in-process, Typer's CliRunner);
+- ``fusion-nas results NAME`` (in-process, Typer's CliRunner), as CSV and as the table;
 - the dashboard's search page in headless Chromium (Playwright, ``/usr/bin/chromium``) against
   a served app: from the data's arrival to the plots drawn and the table rendered
   (``body.dataset.arrivedMs`` / ``drawnMs``, set by ``static/app.js``).
@@ -166,7 +166,7 @@ def _api(url: str, repeat: int, name: str, n: int) -> dict[str, Any]:
     }
 
 
-def _results_cli(url: str, name: str, repeat: int) -> dict[str, float]:
+def _results_cli(url: str, name: str, repeat: int, fmt: str = "csv") -> dict[str, float]:
     from typer.testing import CliRunner
 
     from fusion_nas.cli.app import app
@@ -174,7 +174,7 @@ def _results_cli(url: str, name: str, repeat: int) -> dict[str, float]:
     runner = CliRunner()
 
     def run() -> None:
-        out = runner.invoke(app, ["results", name, "--store", url, "--format", "csv"])
+        out = runner.invoke(app, ["results", name, "--store", url, "--format", fmt])
         assert out.exit_code == 0, out.output[-300:]
 
     return _timed(run, repeat)
@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row: dict[str, Any] = {"build_s": built, "build_cached": cached}
             row.update(_api(url, args.repeat, name, n))
             row["results_cli"] = _results_cli(url, name, args.repeat)
+            row["results_cli_table"] = _results_cli(url, name, args.repeat, "table")
             if not args.no_browser:
                 row["dashboard"] = _browser(url, name, args.repeat)
             out["sizes"][str(n)] = row
