@@ -1,15 +1,23 @@
 """How the readers of a results store scale: 100 trials against 10,000.
 
-Builds two SQLite stores quickly (FrozenTrials written directly with ``optuna.trial.create_trial``
-and ``study.add_trials``, their attributes set by the records writers, so they read as real
-fusion-nas trials), then times, wall and CPU, median of ``--repeat`` runs:
+Builds two SQLite stores (FrozenTrials written directly with ``optuna.trial.create_trial`` and
+``study.add_trials``, their attributes those the records writers set, so they read as real
+fusion-nas trials; about 60 ms a trial on this machine). A built store is kept under
+``$TMPDIR/fusion_nas_readers/``, keyed by the code that writes it (this builder,
+``store/records.py``, the Optuna version) and the size, so the next run copies it in a second.
+Then it times, wall and CPU, median of ``--repeat`` runs:
 
 - ``/api/trial`` (one trial), ``/api/search`` (first read and a repeat), ``/api/searches``
   (Starlette TestClient over a fresh app, then again over a warm one);
-- ``fusion-nas results NAME`` (in-process, Typer's CliRunner);
+- ``fusion-nas results NAME`` (in-process, Typer's CliRunner), as CSV and as the table;
 - the dashboard's search page in headless Chromium (Playwright, ``/usr/bin/chromium``) against
   a served app: from the data's arrival to the plots drawn and the table rendered
   (``body.dataset.arrivedMs`` / ``drawnMs``, set by ``static/app.js``).
+
+And the start-up of the light commands (``--help``, ``spaces``, ``space show mnist1d``,
+``results``, ``results NAME``): CPU seconds of a fresh interpreter (``resource.getrusage`` of
+the child), median of ``--repeat``, and whether it imported torch; with ``--before DIR`` also
+for the code in DIR (e.g. ``git archive <commit> | tar -x -C DIR``).
 
 Writes ``benchmarks/results/readers.json``. Run: ``python benchmarks/readers.py``.
 """
@@ -17,9 +25,15 @@ Writes ``benchmarks/results/readers.json``. Run: ``python benchmarks/readers.py`
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
+import os
 import random
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +46,7 @@ import optuna
 from optuna.trial import TrialState
 
 from fusion_nas.model.space import load_space
+from fusion_nas.store import records
 from fusion_nas.store.records import SearchRecord, TrialStatus, proposal_attrs, result_attrs
 from fusion_nas.store.store import Store, quiet_optuna
 
@@ -81,6 +96,33 @@ def fill_search(store: Store, name: str, n: int, *, running: int = 0, seed: int 
         study.add_trials(batch)
 
 
+def _cache_key(n: int, running: int) -> str:
+    """What a built store depends on: the builder, the records module, Optuna, the size."""
+    parts = [inspect.getsource(fill_search), inspect.getsource(records), optuna.__version__]
+    parts += [str(n), str(running)]
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def built_store(path: Path, name: str, n: int, *, running: int = 2) -> tuple[str, float, bool]:
+    """A store at ``path`` holding search ``name`` of ``n`` trials (:func:`fill_search`).
+
+    Copied from the cache when the same code built one before; else built, then cached.
+    Returns ``(url, seconds, cached)``.
+    """
+    cache = Path(os.environ.get("TMPDIR", tempfile.gettempdir())) / "fusion_nas_readers"
+    cache.mkdir(parents=True, exist_ok=True)
+    kept = cache / f"{name}-{_cache_key(n, running)}.db"
+    t0 = time.perf_counter()
+    cached = kept.exists()
+    if not cached:
+        part = kept.with_suffix(f".{os.getpid()}.part")
+        part.unlink(missing_ok=True)
+        fill_search(Store(f"sqlite:///{part}"), name, n, running=running)
+        part.replace(kept)  # whole or not at all
+    shutil.copyfile(kept, path)
+    return f"sqlite:///{path}", time.perf_counter() - t0, cached
+
+
 def _timed(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
     """Median wall and CPU seconds of ``repeat`` calls of ``fn``."""
     walls, cpus = [], []
@@ -124,7 +166,7 @@ def _api(url: str, repeat: int, name: str, n: int) -> dict[str, Any]:
     }
 
 
-def _results_cli(url: str, name: str, repeat: int) -> dict[str, float]:
+def _results_cli(url: str, name: str, repeat: int, fmt: str = "csv") -> dict[str, float]:
     from typer.testing import CliRunner
 
     from fusion_nas.cli.app import app
@@ -132,7 +174,7 @@ def _results_cli(url: str, name: str, repeat: int) -> dict[str, float]:
     runner = CliRunner()
 
     def run() -> None:
-        out = runner.invoke(app, ["results", name, "--store", url, "--format", "csv"])
+        out = runner.invoke(app, ["results", name, "--store", url, "--format", fmt])
         assert out.exit_code == 0, out.output[-300:]
 
     return _timed(run, repeat)
@@ -178,6 +220,55 @@ def _browser(url: str, name: str, repeat: int) -> dict[str, Any]:
     return {"interactive_s": statistics.median(spans), "runs": spans, "webgl": webgl}
 
 
+_PROBE = """
+import json, sys
+sys.argv = ["fusion-nas", *json.loads(sys.argv[1])]
+from fusion_nas.cli.app import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps({"torch": "torch" in sys.modules}), file=sys.stderr)
+"""
+
+
+def _startup_one(code: Path, args: list[str]) -> tuple[float, bool]:
+    """CPU seconds (user + system) of ``fusion-nas ARGS`` run from ``code``, and whether it
+    imported torch."""
+    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=code,
+        timeout=300,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, bool(json.loads(proc.stderr.strip().splitlines()[-1])["torch"])
+
+
+def startup(code: Path, url: str, name: str, repeat: int) -> dict[str, Any]:
+    """:func:`_startup_one` of each light command, median CPU of ``repeat`` runs."""
+    commands = {
+        "--help": ["--help"],
+        "spaces": ["spaces"],
+        "space show mnist1d": ["space", "show", "mnist1d"],
+        "results": ["results", "--store", url],
+        "results NAME": ["results", name, "--store", url],
+    }
+    out: dict[str, Any] = {}
+    for label, args in commands.items():
+        runs = [_startup_one(code, args) for _ in range(repeat)]
+        out[label] = {
+            "cpu_s": statistics.median(cpu for cpu, _ in runs),
+            "torch": any(t for _, t in runs),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Build the stores, time every reader against both, write :data:`RESULTS`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -185,23 +276,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--no-startup", action="store_true")
     args = parser.parse_args(argv)
     quiet_optuna()
     out: dict[str, Any] = {"repeat": args.repeat, "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            url = f"sqlite:///{Path(tmp) / f'readers_{n}.db'}"
             name = f"readers-{n}"
-            t0 = time.perf_counter()
-            fill_search(Store(url), name, n, running=2)
-            built = time.perf_counter() - t0
-            row: dict[str, Any] = {"build_s": built}
+            url, built, cached = built_store(Path(tmp) / f"readers_{n}.db", name, n)
+            row: dict[str, Any] = {"build_s": built, "build_cached": cached}
             row.update(_api(url, args.repeat, name, n))
             row["results_cli"] = _results_cli(url, name, args.repeat)
+            row["results_cli_table"] = _results_cli(url, name, args.repeat, "table")
             if not args.no_browser:
                 row["dashboard"] = _browser(url, name, args.repeat)
             out["sizes"][str(n)] = row
             print(json.dumps({n: row}, indent=1), file=sys.stderr)
+            if not args.no_startup and n == min(args.sizes):
+                here = Path(__file__).resolve().parents[1]
+                codes = {"after": here, **({"before": args.before} if args.before else {})}
+                out["startup"] = {k: startup(c, url, name, args.repeat) for k, c in codes.items()}
+                print(json.dumps(out["startup"], indent=1), file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     return out

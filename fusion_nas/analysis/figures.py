@@ -16,8 +16,8 @@ Every figure is built in two steps, as in ``optuna.visualization``:
 Plotly renders a small HTML subset in trace names and hover text, so every user-provided string
 (search names, failure messages) is passed through :func:`html.escape` before it reaches a
 figure: Plotly then shows it literally, as text. The operators of the "operators per stage"
-chart are those of the registry (:data:`fusion_nas.model.nets.OPS`), so a new operator shows up
-without an edit here.
+chart are those of the registry (:func:`fusion_nas.model.registry.list_ops`), so a new operator
+shows up without an edit here.
 
 Baselines (:mod:`fusion_nas.analysis.baselines`) join the Pareto plot as labelled reference points:
 pass
@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from fusion_nas.model.nets import OPS
+from fusion_nas.model.registry import list_ops
 from fusion_nas.pareto import front_indices, hypervolume, knee_index
 from fusion_nas.store.queries import reference_macs, search_hypervolume, status_counts
 from fusion_nas.store.records import BaselineRecord, TrialStatus
@@ -169,14 +169,18 @@ def stage_lines(arch: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def _hover(search: str, row: Mapping[str, Any], note: str | None = None) -> str:
-    """Hover text of one trial (Plotly's HTML subset; user text escaped)."""
+def _hover(
+    search: str, row: Mapping[str, Any], note: str | None = None, stages: list[str] | None = None
+) -> str:
+    """Hover text of one trial (Plotly's HTML subset; user text escaped); ``stages``:
+    :func:`stage_lines` of its architecture, if already made."""
     e = html.escape
     acc = _num(row.get("val_acc"))
     lines = [f"<b>{e(search)}</b> trial #{_int(row.get('number'))}"]
     if note:
         lines[0] += f" ({e(note)})"
-    lines += [e(line) for line in stage_lines(row.get("arch"))]
+    stages = stage_lines(row.get("arch")) if stages is None else stages
+    lines += [e(line) for line in stages]
     lines.append(f"MACs {_fmt_int(row.get('macs'))}, params {_fmt_int(row.get('params'))}")
     lines.append(f"val acc {acc:.4f}" if acc is not None else f"status {e(str(row['status']))}")
     reason = row.get("fail_reason")
@@ -250,7 +254,7 @@ def pareto_figure_data(
 
 def _search_data(index: int, name: str, df: pd.DataFrame, ref: float) -> dict[str, Any]:
     """One search of :func:`pareto_figure_data`."""
-    rows = df.sort_values("number").to_dict("records")
+    rows = df[list(_POINT_COLUMNS)].sort_values("number").to_dict("records")
     ok = [r for r in rows if r["status"] == _COMPLETE and _num(r["macs"]) is not None]
     acc = [float(r["val_acc"]) for r in ok]
     macs = [float(r["macs"]) for r in ok]
@@ -286,6 +290,10 @@ def _search_data(index: int, name: str, df: pd.DataFrame, ref: float) -> dict[st
     }
 
 
+_POINT_COLUMNS = ("number", "status", "val_acc", "macs", "params", "arch", "fail_reason")
+"""The trial columns a point of the Pareto plot shows (:func:`_entry`, :func:`_hover`)."""
+
+
 def _entry(
     search: str,
     row: Mapping[str, Any],
@@ -294,6 +302,7 @@ def _entry(
     knee: bool = False,
     note: str | None = None,
 ) -> dict[str, Any]:
+    stages = stage_lines(row.get("arch"))
     return {
         "number": int(row["number"]),
         "status": str(row["status"]),
@@ -302,8 +311,8 @@ def _entry(
         "params": _int(row.get("params")),
         "on_front": on_front,
         "knee": knee,
-        "stages": stage_lines(row.get("arch")),
-        "hover": _hover(search, row, note),
+        "stages": stages,
+        "hover": _hover(search, row, note, stages),
     }
 
 
@@ -383,6 +392,10 @@ def _pareto_traces(s: Mapping[str, Any], group: str, lo: float) -> list[go.Scatt
         kw.setdefault("x", [p["macs"] for p in entries])
         kw.setdefault("y", [p["val_acc"] for p in entries])
         many = kw["mode"] == "markers" and len(entries) > WEBGL_POINTS
+        if many:
+            # Plotly checks every element of every per-point list (a second of CPU at 10,000
+            # points); these lists are built above, so the checks of small traces cover them.
+            kw["_validate"] = False
         return (go.Scattergl if many else go.Scatter)(
             name=f"{label}: {text}",
             legendgroup=group,
@@ -489,7 +502,8 @@ def pareto_figure(data: Mapping[str, Any], *, title: str | None = None) -> go.Fi
             "categoryarray": [_RUG_LABEL[s] for s in RUG_ROWS],
             "fixedrange": True,
         }
-    return go.Figure(data=traces, layout=layout)
+    big = any(isinstance(t, go.Scattergl) for t in traces)  # checked as built (see above)
+    return go.Figure(data=traces, layout=layout, _validate=not big)
 
 
 # --------------------------------------------------------------------------- hypervolume
@@ -505,27 +519,44 @@ def hypervolume_curve(df: pd.DataFrame, ref_macs: float | None = None) -> dict[s
         ``{"numbers": [...], "hypervolume": [...], "ref_macs": float}``, one entry per trial in
         trial-number order (a failed trial repeats the previous value).
     """
-    rows = df.sort_values("number")
+    rows = df[["number", "status", "val_acc", "macs"]].sort_values("number")
     ref = ref_macs if ref_macs is not None else reference_macs(df)
     numbers, values = [], []
+    # The front so far: the hypervolume of every trial so far is that of its front, and a
+    # trial some front point dominates (or equals) changes neither. Linear in the trials,
+    # not quadratic: 10,000 trials take milliseconds.
     acc: list[float] = []
     macs: list[float] = []
+    value = 0.0
     for row in rows.itertuples(index=False):
         if row.status == _COMPLETE and _num(row.macs) is not None:
-            acc.append(float(row.val_acc))
-            macs.append(float(row.macs))
+            a, m = float(row.val_acc), float(row.macs)
+            if not any(fa >= a and fm <= m for fa, fm in zip(acc, macs)):
+                acc.append(a)
+                macs.append(m)
+                keep = front_indices(acc, macs)
+                acc, macs = [acc[i] for i in keep], [macs[i] for i in keep]
+                value = hypervolume(acc, macs, ref)
         numbers.append(int(row.number))
-        values.append(hypervolume(acc, macs, ref) if acc else 0.0)
+        values.append(value)
     return {"numbers": numbers, "hypervolume": values, "ref_macs": float(ref)}
 
 
 def hypervolume_figure(curve: Mapping[str, Any]) -> go.Figure:
-    """Draw :func:`hypervolume_curve` as a step line over trial numbers."""
+    """Draw :func:`hypervolume_curve` as a step line over trial numbers.
+
+    Only the trials where the value changes (and the first and last) are drawn: the same
+    steps (``line.shape = "hv"``), without one SVG marker per trial of a long search.
+    """
     ref = curve["ref_macs"]
+    numbers, values = list(curve["numbers"]), list(curve["hypervolume"])
+    kept = [
+        i for i in range(len(values)) if i in (0, len(values) - 1) or values[i] != values[i - 1]
+    ]
     trace = go.Scatter(
         mode="lines+markers",
-        x=list(curve["numbers"]),
-        y=list(curve["hypervolume"]),
+        x=[numbers[i] for i in kept],
+        y=[values[i] for i in kept],
         line={"shape": "hv", "color": PALETTE[0]},
         marker={"size": 5},
         hovertemplate="after trial #%{x}: %{y:.4f}<extra></extra>",
@@ -548,23 +579,24 @@ def operator_frequencies(df: pd.DataFrame, n_stages: int | None = None) -> dict[
 
     "All trials" are those with a recorded architecture (any status); "front" the complete
     trials on the Pareto front (``df.on_front``). The operators are the registered ones
-    (:data:`fusion_nas.model.nets.OPS`, in registration order), then any other the trials name.
+    (:func:`fusion_nas.model.registry.list_ops`, in registration order), then any other the
+    trials name.
 
     Returns:
         ``{"operators": [...], "n_all": int, "n_front": int, "stages": [{"stage": i,
         "all": {op: count}, "front": {op: count}}, ...]}``; per stage, the ``all`` counts sum
         to the trials whose architecture has that stage, the ``front`` counts likewise.
     """
-    archs = [(r.arch, bool(r.on_front)) for r in df.itertuples(index=False) if _stages(r.arch)]
+    pairs = zip(df["arch"].tolist(), df["on_front"].tolist())
+    archs = [(st, bool(front)) for st, front in ((_stages(a), f) for a, f in pairs) if st]
     if n_stages is None:
-        n_stages = max((len(_stages(a)) for a, _ in archs), default=0)
-    seen = [str(st.get("operator")) for a, _ in archs for st in _stages(a)]
-    operators = list(dict.fromkeys([*OPS, *seen]))
+        n_stages = max((len(st) for st, _ in archs), default=0)
+    seen = [str(stage.get("operator")) for st, _ in archs for stage in st]
+    operators = list(dict.fromkeys([*list_ops(), *seen]))
     stages = []
     for i in range(n_stages):
         counts = {"all": dict.fromkeys(operators, 0), "front": dict.fromkeys(operators, 0)}
-        for arch, front in archs:
-            st = _stages(arch)
+        for st, front in archs:
             if i >= len(st):
                 continue
             op = str(st[i].get("operator"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import webbrowser
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.table import Table
 from fusion_nas.analysis.explain import DEFAULT_SAMPLES, Explanation
 from fusion_nas.cli.common import StoreOption, console, user_errors
 from fusion_nas.cli.export import PickOption, TrialOption
-from fusion_nas.errors import FusionNasError
+from fusion_nas.errors import FusionNasError, OutputError
 from fusion_nas.settings import home
 from fusion_nas.store.queries import safe_filename
 from fusion_nas.store.store import Store
@@ -108,6 +109,7 @@ def explain(
     and attention maps, on validation samples only.
     """
     from fusion_nas.analysis.explain import explain_trial
+    from fusion_nas.deploy.export import _atomic, check_outputs
     from fusion_nas.web.report import explain_html
 
     with user_errors():
@@ -115,16 +117,23 @@ def explain(
             raise FusionNasError(f"--out must name an .html file, got {str(out)!r}")
         search = Store(store, create=False).search(name)
         chosen = search.pick(trial=trial, pick=pick)
+        path = out if out is not None else default_explain_path(name, chosen.number)
+        # before the work (which may train the network): a folder, an unwritable place or
+        # the weights file itself is refused
+        check_outputs({"--out": path})
+        if weights is not None and os.path.realpath(weights) == os.path.realpath(path):
+            raise OutputError(
+                f"--out {str(path)!r} is the weights file (--weights); allowed: another path"
+            )
         with console.status("Explaining...") as status:
             expl = explain_trial(
                 search, chosen, weights=weights, samples=samples, stage=stage,
                 on_status=status.update,
             )  # fmt: skip
-        path = out if out is not None else default_explain_path(name, chosen.number)
         page = explain_html(expl, title=f"Inside trial {chosen.number} of {name}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(page, encoding="utf-8")
+            with _atomic(path) as part:  # whole or not at all
+                part.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise FusionNasError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     console.print(

@@ -68,20 +68,22 @@ def pareto(
     Baselines stored for the searches' dataset and input ('fusion-nas baselines') are drawn
     as labelled reference points.
     """
+    from fusion_nas.deploy.export import _atomic, check_outputs
     from fusion_nas.web.report import report_html
 
     with user_errors():
-        st = Store(store, create=False)
         unique = list(dict.fromkeys(names))
+        path = out if out is not None else default_report_path(unique)
+        check_outputs({"--out": path})  # a folder or an unwritable place: refused before reading
+        st = Store(store, create=False)
         searches = {name: st.search(name) for name in unique}
         frames = {name: search.frame() for name, search in searches.items()}
         records = {name: search.record for name, search in searches.items()}
         baselines = _baselines(st, searches)
-        path = out if out is not None else default_report_path(unique)
         page = report_html(frames, records, baselines=baselines)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(page, encoding="utf-8")
+            with _atomic(path) as part:  # whole or not at all
+                part.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise FusionNasError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     total = sum(len(df) for df in frames.values())

@@ -45,6 +45,19 @@ _COUNTS = (
 )
 
 
+TABLE_LIMIT = 200
+"""Trials the table format shows besides the Pareto-optimal ones: a terminal table of 10,000
+rows takes seconds to draw and cannot be read."""
+
+
+def _shown(df: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """The rows the table shows: every front trial and the last ``limit`` others (0: all)."""
+    if not limit or len(df) <= limit:
+        return df
+    recent = df.number >= df.number.sort_values().iloc[-limit]
+    return df[df.on_front.astype(bool) | recent]
+
+
 def _fmt(value: Any, count: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -84,6 +97,15 @@ def results(
         typer.Argument(help="A search name; omit to list every search.", show_default=False),
     ] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            min=0,
+            help="Table format: the Pareto-optimal trials and the last LIMIT others "
+            "(0: every trial). CSV and JSON hold every trial.",
+        ),
+    ] = TABLE_LIMIT,
     store: StoreOption = None,
 ) -> None:
     """List searches, or print the trials of NAME with the Pareto-optimal ones marked."""
@@ -110,17 +132,24 @@ def results(
         if format is not Format.table:
             _emit(df, format, "", list(df.columns))
             return
-        view = df.assign(
-            front=df.on_front.map(lambda f: "*" if f else ""),
-            note=[trial_note(row) for row in df.to_dict("records")],
+        shown = _shown(df, limit)
+        view = shown.assign(
+            front=shown.on_front.map(lambda f: "*" if f else ""),
+            note=[trial_note(row) for row in shown.to_dict("records")],
         )
         number, *rest = TABLE_COLUMNS
         counts = ", ".join(f"{s} {n}" for s, n in status_counts(df).items())
         hv, ref = search_hypervolume(df)
+        left = len(df) - len(shown)
+        more = (
+            f"; {left:,} earlier trials not shown (--limit 0 or --format csv shows every trial)"
+            if left
+            else ""
+        )
         _emit(
             view,
             format,
             f"Search {name} ({len(df)} trials; * = Pareto-optimal: accuracy up, MACs down)",
             [number, "front", *rest, "note"],
-            f"{counts}; hypervolume {hypervolume_text(hv, ref)}",
+            f"{counts}; hypervolume {hypervolume_text(hv, ref)}{more}",
         )

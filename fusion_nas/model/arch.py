@@ -8,8 +8,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fusion_nas.errors import ArchitectureError, allowed
-from fusion_nas.model.nets import SEARCHABLE, BlockCfg, CfgError, StageCfg, reads
+from fusion_nas.model.configs import cfg_errors, nets_view
 from fusion_nas.model.registry import get_op
+
+SEARCHABLE = nets_view().SEARCHABLE  # BlockCfg fields a search may choose per operator
 
 _ABBREV = {"global": "glob", "window": "win", "linear": "lin", "channel": "chan"}
 SKIP = "skip"  # the operator of a depth-0 stage: nothing of it is built
@@ -30,7 +32,7 @@ class StageChoice:
 
     operator: str
     width: int
-    depth: int = StageCfg.depth
+    depth: int = nets_view().StageCfg.depth
     kernel: int | None = None
     heads: int | None = None
     attention: str | None = None
@@ -42,7 +44,7 @@ class StageChoice:
         if self.depth == 0:
             return StageChoice(SKIP, 0, 0)
         get_op(self.operator)  # an unknown operator: a one-line error
-        uses = reads(self.operator, self.attention)
+        uses = nets_view().reads(self.operator, self.attention)
         ignored = {f: None for f in SEARCHABLE if f not in uses}
         ratio = self.mlp_ratio
         if isinstance(ratio, int) and not isinstance(ratio, bool):
@@ -133,9 +135,10 @@ class Architecture:
             try:
                 skipped = type(choice.depth) is int and choice.depth == 0
                 if not skipped:  # a skipped stage builds nothing: nothing else to check
-                    block = BlockCfg(choice.operator, choice.width, **choice.chosen())
-                    StageCfg(block, choice.depth, choice.downsample or "none")
-            except CfgError as exc:
+                    view = nets_view()
+                    block = view.BlockCfg(choice.operator, choice.width, **choice.chosen())
+                    view.StageCfg(block, choice.depth, choice.downsample or "none")
+            except cfg_errors() as exc:
                 raise ArchitectureError(f"stages[{i}].{exc.field}: {exc.reason}") from None
             parsed.append(choice)
         return cls(space=data["space"], stages=tuple(parsed))

@@ -31,15 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from fusion_nas.errors import ArchitectureError, SpaceError, allowed
 from fusion_nas.model.arch import OPTIONAL, SKIP, Architecture, StageChoice
-from fusion_nas.model.nets import (
-    DOWNSAMPLES,
-    SEARCHABLE,
-    BlockCfg,
-    CfgError,
-    NetCfg,
-    StageCfg,
-    reads,
-)
+from fusion_nas.model.configs import cfg_errors, nets_view
 from fusion_nas.model.registry import list_ops, op_uses
 
 if sys.version_info >= (3, 11):
@@ -48,6 +40,19 @@ else:  # pragma: no cover
     import tomli as tomllib
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
+
+    from fusion_nas.model.nets import BlockCfg, NetCfg, StageCfg
+
+# The configs of nets.py, read through the torch-free view until nets is imported
+# (fusion_nas.model.configs): parsing and listing spaces never imports torch.
+SEARCHABLE: tuple[str, ...] = nets_view().SEARCHABLE
+DOWNSAMPLES: tuple[str, ...] = nets_view().DOWNSAMPLES
+
+
+def reads(operator: str, attention: str | None = None) -> tuple[str, ...]:
+    """The searchable fields a block of ``operator`` with ``attention`` reads (``nets.reads``)."""
+    return nets_view().reads(operator, attention)
+
 
 T = TypeVar("T")
 
@@ -243,27 +248,32 @@ class SearchSpace:
         """The config of stage ``i`` for canonical ``choice``: fields the choice leaves
         ``None`` take the space's (window, fixed MLP ratio and downsampling) or the defaults."""
         spec = self.stages[i]
-        block = BlockCfg(
+        block = nets_view().BlockCfg(
             choice.operator,
             choice.width,
             window=spec.window,
             **{"mlp_ratio": spec.mlp_ratio[0], **choice.chosen()},  # ignored: defaults
         )
         down = choice.downsample if choice.downsample is not None else spec.downsample[0]
-        return StageCfg(block, choice.depth, down)
+        return nets_view().StageCfg(block, choice.depth, down)
 
     def _net(self, choices: Iterable[StageChoice]) -> NetCfg:
         """The network of canonical ``choices``; skipped stages are left out."""
         stages = tuple(self.stage_cfg(i, c) for i, c in enumerate(choices) if c.depth)
-        s = self.stem
-        return NetCfg(self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride)
+        s, view = self.stem, nets_view()
+        return view.NetCfg(
+            self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride
+        )
 
     def _sizes_net(self) -> NetCfg:
         """Every stage built, one block, its first downsampling choice: the sizes' network."""
-        block = BlockCfg(list_ops()[0], 1)
-        stages = tuple(StageCfg(block, 1, spec.downsample[0]) for spec in self.stages)
+        view = nets_view()
+        block = view.BlockCfg(list_ops()[0], 1)
+        stages = tuple(view.StageCfg(block, 1, spec.downsample[0]) for spec in self.stages)
         s = self.stem
-        return NetCfg(self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride)
+        return view.NetCfg(
+            self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride
+        )
 
 
 # --------------------------------------------------------------------------- loading
@@ -369,20 +379,21 @@ class _Validator:
         """``make()``, a config; its :class:`CfgError` becomes the error on ``prefix.field``."""
         try:
             return make()
-        except CfgError as exc:
+        except cfg_errors() as exc:
             raise self.fail(f"{prefix}.{exc.field}", exc.reason) from None
 
     def block(self, prefix: str, **values: Any) -> BlockCfg:
         """A :class:`BlockCfg` of ``values`` (the other fields valid), checked on ``prefix``."""
         return self.build(
-            prefix, lambda: BlockCfg(**{"operator": list_ops()[0], "width": 1, **values})
+            prefix,
+            lambda: nets_view().BlockCfg(**{"operator": list_ops()[0], "width": 1, **values}),
         )
 
     def net(self, kind: str, **values: Any) -> NetCfg:
         """A :class:`NetCfg` of ``values``, or the error on the file's field."""
         try:
-            return NetCfg(**values)
-        except CfgError as exc:
+            return nets_view().NetCfg(**values)
+        except cfg_errors() as exc:
             size = "input.length" if kind == "sequence" else "input.size"
             field = {**_NET_FIELDS, "size": size}.get(exc.field, exc.field)
             raise self.fail(field.replace("stages[", "stage["), exc.reason) from None
@@ -427,9 +438,11 @@ class _Validator:
         defaults = self.block(
             "network",
             mlp_ratio=self.capped(
-                net.get("mlp_ratio", BlockCfg.mlp_ratio), "network.mlp_ratio", MAX_MLP_RATIO
+                net.get("mlp_ratio", nets_view().BlockCfg.mlp_ratio),
+                "network.mlp_ratio",
+                MAX_MLP_RATIO,
             ),
-            window=self.capped(net.get("window", BlockCfg.window), "network.window"),
+            window=self.capped(net.get("window", nets_view().BlockCfg.window), "network.window"),
         )
 
         if "stem" not in data:
@@ -439,8 +452,8 @@ class _Validator:
             raise self.fail("stem.kernel", f"{stem_t['kernel']!r} must be one odd integer")
         stem = StemSpec(
             width=self.capped(self.required(stem_t, "width", "stem.width"), "stem.width"),
-            kernel=self.capped(stem_t.get("kernel", NetCfg.stem_kernel), "stem.kernel"),
-            stride=self.capped(stem_t.get("stride", NetCfg.stem_stride), "stem.stride"),
+            kernel=self.capped(stem_t.get("kernel", nets_view().NetCfg.stem_kernel), "stem.kernel"),
+            stride=self.capped(stem_t.get("stride", nets_view().NetCfg.stem_stride), "stem.stride"),
         )
         net_values = dict(
             in_channels=channels,
@@ -450,7 +463,9 @@ class _Validator:
             stem_kernel=stem.kernel,
             stem_stride=stem.stride,
         )
-        stem_cfg = self.net(kind, **net_values, stages=(StageCfg(defaults),))  # input and stem
+        stem_cfg = self.net(
+            kind, **net_values, stages=(nets_view().StageCfg(defaults),)
+        )  # input and stem
         grid = stem_cfg.stem_size()
         self.values("stem.width", math.prod(grid) * stem.width, f"{stem.width} at size {grid}")
 
@@ -478,7 +493,9 @@ class _Validator:
         # Enough input left for every downsampling stage, each built and shrinking the most
         # it may (pooling rounds down, the strided conv rounds up).
         most = tuple(
-            StageCfg(defaults, downsample=next(d for d in ("pool", "conv", "none") if d in ds))
+            nets_view().StageCfg(
+                defaults, downsample=next(d for d in ("pool", "conv", "none") if d in ds)
+            )
             for ds in (st.downsample for st in stages)
         )
         self.net(kind, **net_values, stages=most)
@@ -538,18 +555,20 @@ class _Validator:
         window = st.get("window", defaults.window)
         window = self.block(field, window=self.capped(window, f"{field}.window")).window
         depths = tuple(
-            self.build(field, lambda d=d: StageCfg(defaults, d)).depth
-            for d in values("depth", StageCfg.depth, MAX_DEPTH)
+            self.build(field, lambda d=d: nets_view().StageCfg(defaults, d)).depth
+            for d in values("depth", nets_view().StageCfg.depth, MAX_DEPTH)
         )
         downs = []
-        raw = st.get("downsample", StageCfg.downsample)
+        raw = st.get("downsample", nets_view().StageCfg.downsample)
         for d in self.choices(raw, f"{field}.downsample"):
             # one value: a name or true/false; a list of choices: names only
             ok = d in DOWNSAMPLES if isinstance(d, str) else isinstance(d, bool) and raw is d
             if not ok:
                 words = f"{allowed(DOWNSAMPLES)}, true, false" if raw is d else allowed(DOWNSAMPLES)
                 raise self.fail(f"{field}.downsample", f"{d!r} is not allowed; allowed: {words}")
-            downs.append(self.build(field, lambda d=d: StageCfg(defaults, 1, d)).downsample)
+            downs.append(
+                self.build(field, lambda d=d: nets_view().StageCfg(defaults, 1, d)).downsample
+            )
         spec = StageSpec(
             operator=ops,
             kernel=kernels,

@@ -129,8 +129,7 @@ class StoredSearch:
 
     def records(self) -> list[TrialRecord]:
         """The trial records, in trial-number order (read from the store on each call)."""
-        trials = self.store.storage.get_all_trials(self._study_id, deepcopy=False)
-        return [TrialRecord.from_trial(t) for t in trials]
+        return self.store._records(self._study_id)
 
     def trials(self) -> list[StoredTrial]:
         """The trials, typed, in trial-number order (read from the store on each call)."""

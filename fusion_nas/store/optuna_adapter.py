@@ -202,3 +202,111 @@ def count_trials(storage: optuna.storages.BaseStorage, study_id: int) -> int:
     with _create_scoped_session(rdb.scoped_session) as session:
         query = session.query(sqlalchemy.func.count(models.TrialModel.trial_id))
         return int(query.filter(models.TrialModel.study_id == study_id).scalar())
+
+
+# --------------------------------------------------------------------------- bulk readers
+# Optuna's ``get_all_trials`` builds each trial through the ORM with its parameters,
+# distributions and intermediate values: about 1 ms a trial of a search. Readers need none of
+# those: :func:`read_trials` reads the trials table, their values and attributes in a few
+# queries of plain rows, optionally only the attribute keys a summary needs.
+
+
+def _local(moment: Any) -> Any:
+    """A stored naive-UTC datetime as Optuna returns it (naive local time)."""
+    import datetime as dt
+
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=dt.timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def read_trials(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    *,
+    after: int | None = None,
+    numbers: Iterable[int] = (),
+    user_keys: Iterable[str] | None = None,
+    system_attrs: bool = True,
+) -> list[FrozenTrial] | None:
+    """Trials of ``study_id`` as ``FrozenTrial`` (state, values, times, attributes), by number.
+
+    ``after``: only trials numbered above it, plus those in ``numbers`` (``None``: every
+    trial). ``user_keys``: only these user attributes (``None``: all). ``system_attrs``:
+    read them, or leave them empty. Parameters, distributions and intermediate values are
+    left empty: no fusion-nas reader uses them. Four queries, however many trials;
+    ``None`` without an RDB storage.
+    """
+    import json
+
+    engine = rdb_engine(storage)
+    if engine is None:
+        return None
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    chosen = sqlalchemy.and_(trials.c.study_id == int(study_id))
+    if after is not None:
+        wanted = trials.c.number > int(after)
+        extra = sorted({int(n) for n in numbers})
+        if extra:
+            wanted = sqlalchemy.or_(wanted, trials.c.number.in_(extra))
+        chosen = sqlalchemy.and_(chosen, wanted)
+    ids = sqlalchemy.select(trials.c.trial_id).where(chosen).scalar_subquery()
+    values_t = models.TrialValueModel.__table__
+    user_t = models.TrialUserAttributeModel.__table__
+    system_t = models.TrialSystemAttributeModel.__table__
+    to_value = models.TrialValueModel.stored_repr_to_value
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sqlalchemy.select(
+                trials.c.trial_id,
+                trials.c.number,
+                trials.c.state,
+                trials.c.datetime_start,
+                trials.c.datetime_complete,
+            )
+            .where(chosen)
+            .order_by(trials.c.number)
+        ).all()
+        values: dict[int, dict[int, float]] = {}
+        query = sqlalchemy.select(
+            values_t.c.trial_id, values_t.c.objective, values_t.c.value, values_t.c.value_type
+        ).where(values_t.c.trial_id.in_(ids))
+        for tid, objective, value, kind in conn.execute(query):
+            values.setdefault(tid, {})[objective] = to_value(value, kind)
+        user: dict[int, dict[str, Any]] = {}
+        query = sqlalchemy.select(user_t.c.trial_id, user_t.c.key, user_t.c.value_json).where(
+            user_t.c.trial_id.in_(ids)
+        )
+        if user_keys is not None:
+            query = query.where(user_t.c.key.in_(sorted(set(user_keys))))
+        for tid, key, text in conn.execute(query):
+            user.setdefault(tid, {})[key] = json.loads(text)
+        system: dict[int, dict[str, Any]] = {}
+        if system_attrs:
+            query = sqlalchemy.select(
+                system_t.c.trial_id, system_t.c.key, system_t.c.value_json
+            ).where(system_t.c.trial_id.in_(ids))
+            for tid, key, text in conn.execute(query):
+                system.setdefault(tid, {})[key] = json.loads(text)
+    out = []
+    for tid, number, state, start, complete in rows:
+        vals = values.get(tid)
+        out.append(
+            FrozenTrial(
+                number=number,
+                state=state,
+                value=None,
+                values=[vals.get(i, 0.0) for i in range(max(vals) + 1)] if vals else None,
+                datetime_start=_local(start),
+                datetime_complete=_local(complete),
+                params={},
+                distributions={},
+                user_attrs=user.get(tid, {}),
+                system_attrs=system.get(tid, {}),
+                intermediate_values={},
+                trial_id=tid,
+            )
+        )
+    return out

@@ -29,6 +29,7 @@ from fusion_nas.store.records import TRIAL_FIELDS, SearchRecord, TrialRecord, Tr
 
 __all__ = [
     "PICKS",
+    "SUMMARY_ATTRS",
     "SUMMARY_COLUMNS",
     "TABLE_COLUMNS",
     "TRIAL_COLUMNS",
@@ -71,6 +72,10 @@ SUMMARY_COLUMNS = (
     "ref_macs",
     "created",
 )
+SUMMARY_ATTRS = ("status", "val_acc", "macs", "latency_ms")
+"""The trial attributes a summary (:func:`search_summary`) reads: the stored status (which
+tells infeasible from complete, interrupted from failed), and a complete trial's accuracy and
+costs. :meth:`Store.summaries <fusion_nas.store.store.Store.summaries>` reads only these."""
 _COMPLETE = TrialStatus.COMPLETE.value
 _FINISHED = tuple(s.value for s in TrialStatus if s.finished)
 
@@ -89,7 +94,11 @@ def trials_frame(records: Iterable[TrialRecord | FrozenTrial], cost: str = "macs
     for rec in records:
         if isinstance(rec, FrozenTrial):
             rec = TrialRecord.from_trial(rec)
-        rows.append({**rec.as_row(), "on_front": False})
+        # the record's fields as they are (a frozen record: no deep copy as ``as_row`` makes)
+        row = {f: getattr(rec, f) for f in TRIAL_FIELDS}
+        row["status"] = rec.status.value
+        row["on_front"] = False
+        rows.append(row)
     df = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
     ok = df.index[df.status == _COMPLETE]
     if len(ok):

@@ -40,6 +40,7 @@ from fusion_nas.settings import redact_url  # re-exported: store callers import 
 from fusion_nas.store import optuna_adapter, records
 from fusion_nas.store.handles import StoredSearch
 from fusion_nas.store.queries import (
+    SUMMARY_ATTRS,
     SUMMARY_COLUMNS,
     reference_macs,
     search_summary,
@@ -162,7 +163,7 @@ class _Cached:
 
     ident: tuple[str, str]  # search name and creation time: a study id reused is another search
     key: tuple[Any, ...] | None  # trial_stats of the study when read
-    records: dict[int, TrialRecord]  # by trial number
+    records: dict[int, TrialRecord]  # by trial number (narrow ones: summary fields only)
     frame: pd.DataFrame
 
 
@@ -186,7 +187,7 @@ class Store:
         # SQLite: wait for a busy writer instead of failing at once (several workers); the
         # driver's own transaction handling is off so that _begin_immediate starts each one.
         connect = {"timeout": SQLITE_BUSY_S, "isolation_level": None} if path else {}
-        self._cache: dict[int, _Cached] = {}
+        self._cache: dict[tuple[int, bool], _Cached] = {}  # by (study id, narrow)
         self._cache_lock = threading.Lock()
         try:
             self.storage = _rdb_storage(self.url, connect)
@@ -304,9 +305,35 @@ class Store:
 
     # ------------------------------------------------------------------ trials
 
-    def _records(self, study_id: int) -> list[TrialRecord]:
-        trials = self.storage.get_all_trials(study_id, deepcopy=False)
-        return [TrialRecord.from_trial(t) for t in trials]
+    def _records(self, study_id: int, *, narrow: bool = False) -> list[TrialRecord]:
+        """The records of every trial of ``study_id``, in trial-number order.
+
+        An RDB store is read in a few plain queries (:func:`.optuna_adapter.read_trials`);
+        ``narrow`` reads only the attributes a summary shows (:data:`.queries.SUMMARY_ATTRS`),
+        and then each complete trial that lacks its accuracy or cost is read whole, so its
+        status is the one a full read gives.
+        """
+        keys = SUMMARY_ATTRS if narrow else None
+        trials = optuna_adapter.read_trials(
+            self.storage, study_id, user_keys=keys, system_attrs=not narrow
+        )
+        if trials is None:  # not an RDB storage
+            trials = self.storage.get_all_trials(study_id, deepcopy=False)
+        recs = [TrialRecord.from_trial(t) for t in trials]
+        return self._whole(study_id, recs) if narrow else recs
+
+    def _whole(self, study_id: int, recs: list[TrialRecord]) -> list[TrialRecord]:
+        """Narrow ``recs`` with each complete one that lacks its accuracy or MACs read whole."""
+        suspect = [
+            r.number
+            for r in recs
+            if r.status == TrialStatus.COMPLETE and (r.val_acc is None or r.macs is None)
+        ]
+        if not suspect:
+            return recs
+        last = max(r.number for r in recs)
+        whole = {r.number: r for r in self.records_after(study_id, last, suspect)}
+        return [whole.get(r.number, r) for r in recs]
 
     def records(self, name: str) -> list[TrialRecord]:
         """The trial records of search ``name``, in trial-number order."""
@@ -317,14 +344,15 @@ class Store:
     ) -> list[TrialRecord]:
         """Records of ``study_id``'s trials numbered above ``after`` or in ``numbers``.
 
-        In trial-number order. Reads only those trials (their ids in one query, then each
-        trial), however many the study holds.
+        In trial-number order. Reads only those trials (a few queries), however many the
+        study holds.
         """
-        ids = optuna_adapter.trial_ids(self.storage, study_id, after, numbers)
-        if ids is None:  # not an RDB storage: filter every trial
+        numbers = list(numbers)
+        trials = optuna_adapter.read_trials(self.storage, study_id, after=after, numbers=numbers)
+        if trials is None:  # not an RDB storage: filter every trial
             keep = {int(n) for n in numbers}
             return [r for r in self._records(study_id) if r.number > after or r.number in keep]
-        return [TrialRecord.from_trial(self.storage.get_trial(i)) for i in ids]
+        return [TrialRecord.from_trial(t) for t in trials]
 
     def n_trials(self, study_id: int) -> int:
         """How many trials study ``study_id`` holds, every state counted (one query)."""
@@ -334,23 +362,30 @@ class Store:
         return sum(count for _, count, *_ in stats.get(study_id, ()))
 
     def _cached(
-        self, name: str, study_id: int, record: SearchRecord, key: tuple[Any, ...] | None
+        self,
+        name: str,
+        study_id: int,
+        record: SearchRecord,
+        key: tuple[Any, ...] | None,
+        *,
+        narrow: bool = False,
     ) -> _Cached:
         """The records and table of a study, read again only where they may have changed.
 
         ``key`` (:func:`~fusion_nas.store.optuna_adapter.trial_stats` of the study) unchanged:
         the cached table as it is. Changed: only the trials numbered above the last one read
         and those that were running are read again (a finished Optuna trial never changes).
+        ``narrow``: the summary's table (:meth:`_records`), cached apart from the full one.
         """
         ident = (name, record.created)
         with self._cache_lock:
-            entry = self._cache.get(study_id)
+            entry = self._cache.get((study_id, narrow))
             if entry is not None and entry.ident != ident:
                 entry = None
             if entry is not None and key is not None and entry.key == key:
                 return entry
             if entry is None or key is None:
-                recs = {r.number: r for r in self._records(study_id)}
+                recs = {r.number: r for r in self._records(study_id, narrow=narrow)}
             else:
                 recs = dict(entry.records)
                 last = max(recs, default=-1)
@@ -360,7 +395,7 @@ class Store:
             ordered = [recs[n] for n in sorted(recs)]
             entry = _Cached(ident, key, recs, trials_frame(ordered, record.cost_column))
             if key is not None:
-                self._cache[study_id] = entry
+                self._cache[(study_id, narrow)] = entry
             return entry
 
     def search_frame(self, search: StoredSearch) -> pd.DataFrame:
@@ -417,9 +452,10 @@ class Store:
 
         Hypervolumes share one reference point (``ref_macs``, default
         :func:`~fusion_nas.store.queries.reference_macs` over every listed search) so rows compare.
-        A search deleted while it is being read is left out. Each search's trials are read
-        again only where they changed since the last call (:meth:`search_frame`): a listing
-        of unchanged searches costs two queries, not a read of every trial.
+        A search deleted while it is being read is left out. Only what a summary shows is
+        read of each trial (its status, accuracy and cost: :data:`.queries.SUMMARY_ATTRS`), and
+        again only where it changed since the last call: a listing of unchanged searches costs
+        two queries, not a read of every trial.
         """
         stats = optuna_adapter.trial_stats(self.storage)
         frames: dict[str, tuple[SearchRecord, pd.DataFrame]] = {}
@@ -427,7 +463,12 @@ class Store:
             try:
                 study_id = self.storage.get_study_id_from_name(name)
                 key = None if stats is None else stats.get(study_id, ())
-                frames[name] = (record, self._cached(name, study_id, record, key).frame)
+                full = self._cache.get((study_id, False))
+                if full is not None and key is not None and full.key == key:
+                    frame = full.frame  # the whole table is at hand and current
+                else:
+                    frame = self._cached(name, study_id, record, key, narrow=True).frame
+                frames[name] = (record, frame)
             except KeyError:  # deleted since it was listed
                 continue
         ref = ref_macs if ref_macs is not None else reference_macs(df for _, df in frames.values())

@@ -138,13 +138,24 @@ def api_searches(request: Request) -> Response:
     return SafeJSONResponse({"store": redact_url(store.url), "searches": rows})
 
 
+_NOTE_COLUMNS = ("duplicate_of", "fail_reason", "retry_of", "prescreen")
+"""Columns :func:`fusion_nas.store.queries.trial_note` reads."""
+
+
 def _table_rows(name: str, df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The trial table's rows of the trials in ``df``, by number."""
+    """The trial table's rows of the trials in ``df``, by number.
+
+    Only the table's and the note's columns are read (10,000 rows in a fraction of a second).
+    """
+    df = df.sort_values("number")
+    shown = [df[key].tolist() for key in _TABLE_COLUMNS]
+    notes = [df[key].tolist() for key in _NOTE_COLUMNS]
+    trial_url = link("/trial", search=name, number=0)[: -len("0")]  # ...&number=
     rows = []
-    for row in df.sort_values("number").to_dict("records"):
-        item = {key: row.get(key) for key in _TABLE_COLUMNS}
-        item["note"] = _note(row)
-        item["url"] = link("/trial", search=name, number=int(row["number"]))
+    for values, extra in zip(zip(*shown), zip(*notes)):
+        item = dict(zip(_TABLE_COLUMNS, values))
+        item["note"] = _note(dict(zip(_NOTE_COLUMNS, extra)))
+        item["url"] = f"{trial_url}{int(item['number'])}"
         rows.append(item)
     return rows
 

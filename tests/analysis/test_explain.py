@@ -283,6 +283,7 @@ def test_cli_weights_file_is_used(searched: str, tmp_path) -> None:
         (["ex", "--trial", "0", "--stage", "5"], "stage 5 has no blocks; allowed: 0, 1"),
         (["ex", "--trial", "0", "--out", "x.png"], "--out must name an .html file"),
         (["ex", "--trial", "0", "--weights", "missing.pt"], "weights file 'missing.pt' does not"),
+        (["ex", "--trial", "0", "--out", "w.html", "--weights", "w.html"], "is the weights file"),
     ],
 )
 def test_cli_bad_input_is_one_line(searched: str, args: list[str], message: str) -> None:
@@ -290,6 +291,23 @@ def test_cli_bad_input_is_one_line(searched: str, args: list[str], message: str)
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_cli_refuses_an_unwritable_out_before_the_work(searched: str, tmp_path, monkeypatch):
+    import fusion_nas.analysis.explain as explain_module
+
+    def never(*args, **kw):
+        raise AssertionError("explained before the output was checked")
+
+    monkeypatch.setattr(explain_module, "explain_trial", never)
+    plain = tmp_path / "plain"
+    plain.write_text("a file, not a folder")
+    out = plain / "e.html"
+    res = runner.invoke(
+        app, ["explain", "ex", "--trial", "0", "--out", str(out), "--store", searched]
+    )
+    assert res.exit_code == 2, res.output
+    assert "is not a folder" in res.output and plain.read_text() == "a file, not a folder"
 
 
 SKIP_SPACE = (

@@ -92,3 +92,31 @@ def test_results_show_interrupted_trials_and_count_them(tmp_path) -> None:
     missing = runner.invoke(app, ["results", "nope", "--store", url])
     assert missing.exit_code == 2 and "no search named 'nope'" in missing.stderr
     assert "known searches: 'cut'" in missing.stderr
+
+
+def test_results_table_shows_the_front_and_the_last_trials(tmp_path) -> None:
+    import re
+
+    from fusion_nas.store.records import TrialStatus
+    from fusion_nas.store.store import Store
+    from tests.helpers.records import add_trial, new_study
+
+    url = f"sqlite:///{tmp_path}/store.db"
+    store = Store(url)
+    study = new_study(store, "long")
+    # trial 0 is the front alone (most accurate and cheapest); 1..5 are dominated
+    for seed in range(6):
+        acc, macs = (0.9, 100) if seed == 0 else (0.5, 1000 + seed)
+        add_trial(store, study, TrialStatus.COMPLETE, acc=acc, macs=macs, seed=seed)
+
+    def numbers(output: str) -> list[int]:
+        return [int(n) for n in re.findall(r"^│ (\d+) ", output, re.M)]
+
+    short = runner.invoke(app, ["results", "long", "--store", url, "--limit", "2"])
+    assert short.exit_code == 0, short.output
+    assert numbers(short.output) == [0, 4, 5]
+    assert "3 earlier trials not shown" in " ".join(short.output.split())
+    every = runner.invoke(app, ["results", "long", "--store", url, "--limit", "0"])
+    assert numbers(every.output) == list(range(6)) and "not shown" not in every.output
+    csv = runner.invoke(app, ["results", "long", "--store", url, "-f", "csv", "--limit", "2"])
+    assert len(csv.output.strip().splitlines()) == 1 + 6  # other formats hold every trial

@@ -1,4 +1,4 @@
-"""The light commands start without the training stack: no torch for help and results."""
+"""The light commands start without the training stack: no torch for help, spaces and results."""
 
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ def test_help_imports_nothing_heavy() -> None:
 )
 def test_results_imports_no_torch(args: tuple[str, ...]) -> None:
     assert not loaded(*args)["torch"]
+
+
+@pytest.mark.parametrize(
+    "args", [("--help",), ("spaces",), ("space", "show", "mnist1d"), ("space", "show", "digits")]
+)
+def test_space_commands_import_no_torch(args: tuple[str, ...]) -> None:
+    assert not loaded(*args)["torch"], args
 
 
 def test_help_lists_every_command() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from fusion_nas.errors import FusionNasError, StoreError
 from fusion_nas.pareto import hypervolume
+from fusion_nas.store import optuna_adapter
 from fusion_nas.store.queries import (
     SUMMARY_COLUMNS,
     TRIAL_COLUMNS,
@@ -280,6 +281,13 @@ def count_calls(store: Store, monkeypatch) -> Counter:
             return _original(*args, **kw)
 
         monkeypatch.setattr(store.storage, method, counted)
+    original_read = optuna_adapter.read_trials
+
+    def read(*args, **kw):  # the store's bulk reader: a full read unless user_keys narrow it
+        calls["read_trials" if kw.get("user_keys") is None else "read_narrow"] += 1
+        return original_read(*args, **kw)
+
+    monkeypatch.setattr(optuna_adapter, "read_trials", read)
     return calls
 
 
@@ -289,11 +297,14 @@ def test_listing_searches_costs_one_query_reading_one_costs_a_few(store: Store, 
     calls = count_calls(store, monkeypatch)
     summary = store.summary()
     assert len(summary) == 5
-    assert calls["get_all_studies"] == 1 and calls["get_all_trials"] == 5
+    # a summary reads only its attributes of each search's trials, never every attribute
+    assert calls["get_all_studies"] == 1 and calls["read_narrow"] == 5
+    assert calls["get_all_trials"] == calls["read_trials"] == 0
     assert sum(calls.values()) <= 1 + 2 * 5  # plus one id lookup per search
     calls.clear()
     store.trials("s3")
-    assert calls["get_all_studies"] == 0 and calls["get_all_trials"] == 1
+    assert calls["get_all_studies"] == calls["get_all_trials"] == 0
+    assert calls["read_trials"] == 1
     assert sum(calls.values()) <= 3
     calls.clear()
     assert store.has_search("s4") and store.search_record("s0").n_trials == 5
@@ -342,3 +353,47 @@ def test_safe_filename_and_download_names() -> None:
     assert len(safe_filename("a" * 500)) == 80 and len(safe_filename("a" * 500, limit=None)) == 500
     assert safe_filename("é ü ñ") == "search"
     assert download_filename("a/b c", 3, ".py") == "fusion_a_b_c_3.py"
+
+
+# --------------------------------------------------------------------------- narrow reads
+
+
+def test_a_summary_read_narrow_is_the_summary_of_the_whole_table(store: Store) -> None:
+    statuses = [OK, BAD, OVER, CUT, RUN, TrialStatus.STOPPED, OK, OK]
+    fill(store, "all", [(s, 0.4 + i / 20, 100 * (i + 3)) for i, s in enumerate(statuses)])
+    # a hand-edited complete trial without its accuracy: listed as the whole record reads it
+    study = store.load_study("all")
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE,
+        values=[0.9, 50.0],
+        user_attrs={"macs": 50, "curve": "not a list"},
+    )
+    study.add_trial(trial)
+    (narrow,) = store.summaries()
+    record = store.search_record("all")
+    whole = search_summary("all", record, store.trials("all"), narrow["ref_macs"])
+    assert narrow == whole
+    assert narrow["failed"] == 2 and narrow["complete"] == 3  # the edited trial: failed
+    assert narrow["interrupted"] == narrow["infeasible"] == narrow["stopped"] == 1
+
+
+def test_bulk_reads_return_what_optuna_returns(store: Store) -> None:
+    fill(store, "s", [(OK, 0.5, 100), (BAD, 0, 1), (CUT, 0, 1), (RUN, 0, 1), (OVER, 0, 7)])
+    study_id = store.storage.get_study_id_from_name("s")
+    ours = optuna_adapter.read_trials(store.storage, study_id)
+    theirs = store.storage.get_all_trials(study_id)
+    assert len(ours) == len(theirs) == 5
+    for a, b in zip(ours, theirs):
+        for field in ("number", "state", "values", "datetime_start", "datetime_complete"):
+            assert getattr(a, field) == getattr(b, field), field
+        assert (a.user_attrs, a.system_attrs, a._trial_id) == (
+            b.user_attrs,
+            b.system_attrs,
+            b._trial_id,
+        )
+    newer = optuna_adapter.read_trials(store.storage, study_id, after=2, numbers=[0])
+    assert [t.number for t in newer] == [0, 3, 4]
+    narrow = optuna_adapter.read_trials(
+        store.storage, study_id, user_keys=["status"], system_attrs=False
+    )
+    assert all(set(t.user_attrs) <= {"status"} and not t.system_attrs for t in narrow)

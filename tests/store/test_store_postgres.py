@@ -5,6 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from fusion_nas.cli.app import app
+from fusion_nas.store import optuna_adapter
 from fusion_nas.store.store import Store
 from tests.helpers.net import free_port
 
@@ -34,6 +35,17 @@ def test_search_resume_and_results_on_postgresql(postgres_url: str) -> None:
     row = store.summary().set_index("name").loc["pg"]
     assert (row.requested, row.done, row.interrupted, row.running) == (5, 5, 0, 0)
     assert store.search_record("pg").dataset == "synthetic" and store.trial("pg", 4)["number"] == 4
+    # the bulk readers on PostgreSQL: what Optuna reads, newer trials, summary attributes only
+    study_id = store.storage.get_study_id_from_name("pg")
+    ours = optuna_adapter.read_trials(store.storage, study_id)
+    theirs = store.storage.get_all_trials(study_id)
+    assert [(t.number, t.state, t.values, t.user_attrs, t.datetime_complete) for t in ours] == [
+        (t.number, t.state, t.values, t.user_attrs, t.datetime_complete) for t in theirs
+    ]
+    newer = optuna_adapter.read_trials(store.storage, study_id, after=3, numbers=[1])
+    assert [t.number for t in newer] == [1, 4]
+    narrow = optuna_adapter.read_trials(store.storage, study_id, user_keys=["status", "macs"])
+    assert all(set(t.user_attrs) == {"status", "macs"} for t in narrow)
 
 
 def test_unreachable_postgresql_is_one_line() -> None:

@@ -470,6 +470,42 @@ def test_pareto_default_path(store: Store, tmp_path: Path, monkeypatch) -> None:
     assert written.name == "pareto-real_search_1.html"
 
 
+def test_pareto_refuses_an_unwritable_out_before_reading(
+    store: Store, tmp_path: Path, monkeypatch
+) -> None:
+    import fusion_nas.web.report as report
+
+    def never(*args, **kw):
+        raise AssertionError("the report was made before its path was checked")
+
+    monkeypatch.setattr(report, "report_html", never)
+    plain = tmp_path / "plain"
+    plain.write_text("kept")
+    args = ["pareto", REAL, "--out", str(plain / "r.html"), "--store", store.url]
+    result = CliRunner().invoke(cli_app, args)  # (a folder as --out: Click refuses it)
+    assert result.exit_code == 2, result.output
+    assert "is not a folder" in result.output and len(result.output.strip().splitlines()) == 1
+    assert plain.read_text() == "kept"
+
+
+def test_pareto_writes_whole_or_nothing(store: Store, tmp_path: Path, monkeypatch) -> None:
+    import fusion_nas.web.report as report
+
+    out = tmp_path / "r.html"
+    out.write_text("old report")
+
+    def broken(*args, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "report_html", lambda *a, **kw: "<html>new</html>")
+    monkeypatch.setattr(Path, "write_text", broken)
+    result = CliRunner().invoke(cli_app, ["pareto", REAL, "--out", str(out), "--store", store.url])
+    monkeypatch.undo()
+    assert result.exit_code == 2 and "No space left on device" in result.output
+    assert out.read_text() == "old report"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no part file left behind
+
+
 def test_pareto_unknown_search_is_one_line(store: Store) -> None:
     result = CliRunner().invoke(cli_app, ["pareto", "missing", "--store", store.url])
     assert result.exit_code == 2
