@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fusion_nas.deploy.export import _atomic, check_outputs, write_export
+from fusion_nas.deploy.export import write_export
 from fusion_nas.errors import OutputError, one_line
 from fusion_nas.model.build import build_model
 from fusion_nas.model.space import SearchSpace
+from fusion_nas.outputs import atomic_output, check_outputs
 from fusion_nas.settings import retrain_dir
 from fusion_nas.store.handles import StoredSearch, StoredTrial
 from fusion_nas.store.queries import safe_filename
@@ -160,7 +161,7 @@ def retrain(
         weight_decay=schedule.weight_decay,
         device=device_name(device),
     )
-    with _atomic(Path(files["record"])) as tmp:
+    with atomic_output(Path(files["record"])) as tmp:
         tmp.write_text(json.dumps(record.to_attr(), indent=2) + "\n")
     search.save_retrain(record)
     return record

@@ -109,7 +109,7 @@ def explain(
     and attention maps, on validation samples only.
     """
     from fusion_nas.analysis.explain import explain_trial
-    from fusion_nas.deploy.export import _atomic, check_outputs
+    from fusion_nas.outputs import atomic_output, check_outputs
     from fusion_nas.web.report import explain_html
 
     with user_errors():
@@ -132,7 +132,7 @@ def explain(
             )  # fmt: skip
         page = explain_html(expl, title=f"Inside trial {chosen.number} of {name}")
         try:
-            with _atomic(path) as part:  # whole or not at all
+            with atomic_output(path) as part:  # whole or not at all
                 part.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise FusionNasError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None

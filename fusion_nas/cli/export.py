@@ -72,7 +72,7 @@ def export(
                 raise ExportError("--quantize needs --weights FILE for the int8 weights")
             if onnx is not None:
                 raise ExportError("--quantize writes PyTorch int8 weights; drop --onnx")
-        from fusion_nas.deploy.export import check_outputs
+        from fusion_nas.outputs import check_outputs
 
         check_outputs({"--out": out, "--weights": weights, "--onnx": onnx})  # before any work
         search = Store(store, create=False).search(name)

@@ -68,7 +68,7 @@ def pareto(
     Baselines stored for the searches' dataset and input ('fusion-nas baselines') are drawn
     as labelled reference points.
     """
-    from fusion_nas.deploy.export import _atomic, check_outputs
+    from fusion_nas.outputs import atomic_output, check_outputs
     from fusion_nas.web.report import report_html
 
     with user_errors():
@@ -82,7 +82,7 @@ def pareto(
         baselines = _baselines(st, searches)
         page = report_html(frames, records, baselines=baselines)
         try:
-            with _atomic(path) as part:  # whole or not at all
+            with atomic_output(path) as part:  # whole or not at all
                 part.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise FusionNasError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None

@@ -24,16 +24,14 @@ import ast
 import contextlib
 import importlib
 import math
-import os
 import re
 import secrets
 import sys
-import tempfile
 import textwrap
 import types
 import unicodedata
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +40,12 @@ import torch
 from torch import nn
 
 from fusion_nas.deploy.codegen import Piece, Program
-from fusion_nas.errors import ExportError, FusionNasError, OutputError, allowed, one_line
+from fusion_nas.errors import ExportError, FusionNasError, allowed, one_line
 from fusion_nas.model import nets
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.cost import Cost, arch_cost
 from fusion_nas.model.space import SearchSpace, load_space
+from fusion_nas.outputs import atomic_output, check_folder, check_outputs
 from fusion_nas.settings import redact_url
 
 __all__ = [
@@ -373,68 +372,6 @@ def _import_onnx() -> tuple[Any, Any]:
     return onnx, ort
 
 
-def _nearest_folder(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists."""
-    path = path.absolute()
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def check_folder(folder: Path, flag: str) -> None:
-    """Refuse (one line) an output folder that is not a folder or cannot be written, by
-    creating and removing a probe file in it (or in its nearest existing ancestor)."""
-    folder = Path(folder).expanduser()
-    base = _nearest_folder(folder)
-    if not base.is_dir():
-        raise OutputError(
-            f"{flag} {str(folder)!r}: {str(base)!r} is not a folder; allowed: a path in a "
-            "writable folder"
-        )
-    try:
-        fd, probe = tempfile.mkstemp(dir=base, prefix=".fusion-nas-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(
-            f"{flag} {str(folder)!r} cannot be written ({str(base)!r}: "
-            f"{exc.strerror or one_line(exc)}); allowed: a path in a writable folder"
-        ) from None
-
-
-def check_outputs(paths: Mapping[str, Path | str | None]) -> None:
-    """Refuse (one line), before any work, output files that are folders, lie in a folder
-    that cannot be written, or name the same file twice; ``paths`` maps option -> path."""
-    seen: dict[str, str] = {}
-    for flag, path in paths.items():
-        if path is None:
-            continue
-        p = Path(path).expanduser()
-        key = os.path.realpath(p)
-        if key in seen:
-            raise OutputError(
-                f"{flag} {str(p)!r} is the same file as {seen[key]}; allowed: a distinct "
-                "path for each output"
-            )
-        seen[key] = flag
-        if p.is_dir():
-            raise OutputError(f"{flag} {str(p)!r} is a folder; allowed: a file path")
-        check_folder(p.parent, flag)
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it over ``path`` if the body succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """Trace ``model`` on ``example`` (B, C, *S) to ONNX at ``path``, with a dynamic batch axis
     (input ``input``, output ``logits``; the legacy exporter, opset :data:`ONNX_OPSET`)."""
@@ -524,8 +461,8 @@ def write_export(
     # all were written (the stack's exits), so a failure leaves none of them half-written.
     with contextlib.ExitStack() as stack:
         if onnx is not None:
-            _export_onnx(model, space, stack.enter_context(_atomic(Path(onnx))), ort)
+            _export_onnx(model, space, stack.enter_context(atomic_output(Path(onnx))), ort)
         if weights is not None:
-            torch.save(tensors, stack.enter_context(_atomic(Path(weights))))
-        with open(stack.enter_context(_atomic(out)), "x", encoding="utf-8") as fh:
+            torch.save(tensors, stack.enter_context(atomic_output(Path(weights))))
+        with open(stack.enter_context(atomic_output(out)), "x", encoding="utf-8") as fh:
             fh.write(source)

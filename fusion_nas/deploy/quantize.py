@@ -114,14 +114,9 @@ def write_quantized_export(
     The module docstring carries :data:`LOADER`. Returns ``max_abs_logit_change`` (int8 against
     float on a seeded batch of 8) for the caller to report.
     """
-    from fusion_nas.deploy.export import (
-        _atomic,
-        _load_module,
-        check_outputs,
-        export_code,
-        write_export,
-    )
+    from fusion_nas.deploy.export import _load_module, export_code, write_export
     from fusion_nas.model.build import build_model
+    from fusion_nas.outputs import atomic_output, check_outputs
 
     check_outputs({"--out": out, "--weights": weights})
 
@@ -140,7 +135,7 @@ def write_quantized_export(
     if not torch.equal(ref, got):
         raise ExportError("the exported module does not reproduce the int8 model")
     # The code and the int8 weights are both written to temporary names, then renamed.
-    with _atomic(Path(weights)) as tmp:
+    with atomic_output(Path(weights)) as tmp:
         torch.save(tensors, tmp)
         write_export(arch, space, out, meta=meta)
     return {"max_abs_logit_change": float((got - fp).abs().max())}
