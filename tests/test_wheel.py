@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-BUILTINS = ("coatnet-like", "digits", "fashion-mnist", "mnist1d")
+BUILTINS = ("cifar10", "coatnet-like", "digits", "fashion-mnist", "mnist1d")
 _NOT_SHIPPED = (
     ".git",
     ".venv",

@@ -9,6 +9,14 @@ input shape and classes) and exact MACs and parameters (batch of one):
 - ``paper-gru``: the paper's GRU, bidirectional with hidden size 6 over the sequence, the
   outputs of every step flattened into a linear head. On MNIST-1D: 5,134 params, 14,880 MACs.
   Sequence spaces only.
+- ``resnet20``: He et al.'s CIFAR ResNet-20 ("Deep residual learning", 2016, section 4.2): a
+  3x3 conv of 16 channels, three stages of three basic blocks (two 3x3 convs with BN and ReLU)
+  at 16, 32 and 64 channels, the first conv of stages 2 and 3 of stride 2, global average
+  pooling and a linear head. Shortcuts are the paper's option A: identity, and where the size
+  halves the strided identity ``x[..., ::2, ::2]`` zero-padded to the new width (no parameters,
+  no MACs). On CIFAR-10 (3x32x32): 40,551,040 MACs and 269,722 params (published: 0.27M params;
+  the 40.8M MACs often quoted count BN and additions too). Image spaces only; its ``Conv2d``
+  takes the space's channels and size.
 - the article's designs as :class:`~fusion_nas.model.arch.Architecture` s of the space, so they are
   built, costed and exported like searched networks: ``all-conv``, ``all-attention``, ``can``
   (parallel conv and channel attention everywhere), ``gated`` (gated everywhere) and ``hvt``
@@ -40,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fusion_nas._version import __version__
@@ -64,6 +73,7 @@ __all__ = [
     "BaselineRun",
     "PaperCNN",
     "PaperGRU",
+    "ResNet20",
     "Unavailable",
     "baselines_for",
     "collection_record",
@@ -191,6 +201,92 @@ def paper_gru_cost(channels: int, length: int, classes: int) -> tuple[int, int]:
     return macs, params
 
 
+RESNET20_WIDTHS = (16, 32, 64)  # channels of the stem and of the three stages
+RESNET20_BLOCKS = 3  # basic blocks per stage: 6 * 3 + 2 = 20 weighted layers
+
+
+class _BasicBlock(nn.Module):
+    """``relu(bn(conv3x3(relu(bn(conv3x3_stride(x))))) + shortcut(x))``; the shortcut is the
+    identity, or (option A) the strided identity zero-padded in channels where the block
+    halves the map and widens it."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.stride, self.extra = stride, c_out - c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, ceil(H / s), ceil(W / s))."""
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x[:, :, :: self.stride, :: self.stride]  # ceil(H / s): as the padded conv
+        if self.extra:  # zero channels, half before and half after (no parameters)
+            half = self.extra // 2
+            short = F.pad(short, (0, 0, 0, 0, half, self.extra - half))
+        return torch.relu(out + short)
+
+
+class ResNet20(nn.Module):
+    """He et al.'s CIFAR ResNet-20 with option-A shortcuts: ``conv3x3(C, 16)``-BN-ReLU, three
+    stages of :data:`RESNET20_BLOCKS` basic blocks at :data:`RESNET20_WIDTHS` (stride 2 on
+    entering stages 2 and 3), global average pooling, ``Linear(64, classes)``. He (Kaiming
+    normal) initialisation of the convolutions, as in the paper."""
+
+    def __init__(self, channels: int, classes: int) -> None:
+        super().__init__()
+        w0 = RESNET20_WIDTHS[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU()
+        )
+        blocks: list[nn.Module] = []
+        c = w0
+        for i, width in enumerate(RESNET20_WIDTHS):
+            for j in range(RESNET20_BLOCKS):
+                blocks.append(_BasicBlock(c, width, 2 if i and not j else 1))
+                c = width
+        self.stages = nn.Sequential(*blocks)
+        self.head = nn.Linear(c, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, classes)."""
+        x = self.stages(self.stem(x))  # (B, 64, ceil(H / 4), ceil(W / 4))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def resnet20_cost(channels: int, size: tuple[int, int], classes: int) -> tuple[int, int]:
+    """``(MACs, params)`` of :class:`ResNet20` on ``channels x size`` images, counted by hand:
+    every 3x3 conv ``C_in * C_out * 9`` MACs per output pixel (no bias), two parameters per
+    BN channel, the head ``64 * classes`` MACs; the shortcuts cost nothing."""
+    pixels = math.prod(size)
+    c = RESNET20_WIDTHS[0]
+    macs = channels * c * 9 * pixels
+    params = channels * c * 9 + 2 * c
+    for i, width in enumerate(RESNET20_WIDTHS):
+        for j in range(RESNET20_BLOCKS):
+            if i and not j:  # the stride-2 conv: ceil(n / 2) per axis
+                size = (-(-size[0] // 2), -(-size[1] // 2))
+                pixels = math.prod(size)
+            weights = c * width * 9 + width * width * 9
+            macs += weights * pixels
+            params += weights + 2 * 2 * width
+            c = width
+    return macs + c * classes, params + c * classes + classes
+
+
+def _resnet20(space: SearchSpace) -> tuple[Architecture | None, Callable[[], nn.Module], int, int]:
+    if space.kind != "image":
+        raise _NotExpressible(f"image spaces only; space {space.name!r} takes {space.kind}s")
+    h, w = space.size
+    macs, params = resnet20_cost(space.channels, (h, w), space.classes)
+    return None, lambda: ResNet20(space.channels, space.classes), macs, params
+
+
 def _paper_cnn(space: SearchSpace) -> tuple[Architecture | None, Callable[[], nn.Module], int, int]:
     if min(paper_cnn_size(space.size)) < 1:
         raise _NotExpressible(f"input {space.size} is too small for three stride-2 convolutions")
@@ -301,6 +397,11 @@ BASELINES: dict[str, _Definition] = {
     "paper-gru": _Definition(
         "MNIST-1D paper GRU: bidirectional, hidden 6, all steps' outputs to a linear head",
         _paper_gru,
+    ),
+    "resnet20": _Definition(
+        "ResNet-20 (He et al. 2016, CIFAR): 3 stages of 3 basic blocks at 16/32/64 channels, "
+        "option-A shortcuts",
+        _resnet20,
     ),
     "all-conv": _Definition("conv blocks in every stage", _design(lambda n: ["conv"] * n)),
     "all-attention": _Definition(

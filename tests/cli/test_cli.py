@@ -43,7 +43,8 @@ def test_spaces_lists_builtin_spaces_with_sizes() -> None:
     for name, size in [
         ("mnist1d", "1,411,002,320"),
         ("digits", "416"),
-        ("fashion-mnist", "73,216"),
+        ("fashion-mnist", "179,827,776"),
+        ("cifar10", "757,755,648"),
     ]:
         assert name in res.output and size in res.output
     assert "coatnet-like" in res.output

@@ -48,9 +48,11 @@ def test_list_shows_the_baselines_of_a_space_and_trains_nothing(tmp_path, monkey
     assert "31,750" in lines["paper-cnn"] and "5,210" in lines["paper-cnn"]
     assert "14,880" in lines["paper-gru"] and "5,134" in lines["paper-gru"]
     assert "parallel(k5,chan" in lines["can"]
+    assert "not available: image spaces only" in lines["resnet20"]
     assert set(lines) == {
         "paper-cnn",
         "paper-gru",
+        "resnet20",
         "all-conv",
         "all-attention",
         "can",

@@ -559,8 +559,48 @@ def test_conv_only_architecture_has_no_attention_blocks() -> None:
     assert "FUSION_INIT" not in _names_read(source)  # only the fused blocks read it
 
 
+# The former built-in Fashion-MNIST space: a stride-2 stem, fixed MLP ratio, stages at 14x14,
+# 7x7 and 3x3 (the docstring below pins its sizes and its stem's stride).
+FM_STRIDE2 = """
+name = "fm-stride2"
+description = "Fashion-MNIST 28x28 grey images, stride-2 stem"
+[input]
+kind = "image"
+size = [28, 28]
+channels = 1
+classes = 10
+[network]
+mlp_ratio = 2.0
+window = 7
+[stem]
+width = 16
+kernel = 3
+stride = 2
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+kernel = [3, 5]
+heads = [1, 2]
+attention = ["window", "linear"]
+width = [16, 32]
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+kernel = [3, 5]
+heads = [2, 4]
+attention = ["global", "window", "linear"]
+width = [32, 48]
+downsample = true
+[[stage]]
+operator = ["conv", "attention", "parallel", "gated"]
+kernel = [3]
+heads = [2, 4]
+attention = ["global", "linear"]
+width = [64, 96]
+downsample = true
+"""
+
+
 def test_only_the_used_operators_and_variants_are_exported() -> None:
-    space = load_space("fashion-mnist")
+    space = parse_space(FM_STRIDE2)
     arch = Architecture(
         space.name,
         (
@@ -726,7 +766,7 @@ class ToyBlock(nn.Module):
 
 
 def test_docstring_describes_architecture_and_meta() -> None:
-    space = load_space("fashion-mnist")
+    space = parse_space(FM_STRIDE2)
     arch = Architecture(
         space.name,
         (
@@ -747,8 +787,8 @@ def test_docstring_describes_architecture_and_meta() -> None:
     flat = " ".join(doc.split())
     for text in (
         arch.arch_id,
-        "fashion-mnist",
-        "Fashion-MNIST 28x28 grey images",
+        "fm-stride2",
+        "Fashion-MNIST 28x28 grey images, stride-2 stem",
         "Input (B, 1, 28, 28) -> logits (B, 10)",
         "stage operator kernel heads attention mlp width depth down size",
         "stem conv 3 - - - 16 - s2 14x14",

@@ -18,7 +18,7 @@ FIXED = Architecture(
 
 def _sampled() -> list[Architecture]:
     out = []
-    for name in ("mnist1d", "digits", "fashion-mnist", "coatnet-like"):
+    for name in ("mnist1d", "digits", "fashion-mnist", "cifar10", "coatnet-like"):
         space = load_space(name)
         out += [space.sample(seed) for seed in range(25)]
     return out

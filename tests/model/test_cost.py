@@ -189,6 +189,7 @@ def model_cost(space, arch) -> tuple[int, int]:
 
 MODEL_CASES = [(name, seed) for name in ("mnist1d", "digits", "fashion-mnist") for seed in range(8)]
 MODEL_CASES += [("coatnet-like", seed) for seed in range(2)]
+MODEL_CASES += [("cifar10", seed) for seed in range(4)]
 
 
 @pytest.mark.parametrize(("space_name", "seed"), MODEL_CASES)

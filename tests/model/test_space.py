@@ -15,7 +15,7 @@ from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.nets import BlockCfg, NetCfg, StageCfg
 from tests.helpers.spaces import VOCAB
 
-BUILTINS = ("coatnet-like", "digits", "fashion-mnist", "mnist1d")
+BUILTINS = ("cifar10", "coatnet-like", "digits", "fashion-mnist", "mnist1d")
 
 
 def test_builtin_names() -> None:
@@ -72,6 +72,7 @@ def test_sampling_is_deterministic_per_seed() -> None:
 # --------------------------------------------------------------------------- build and run
 
 SMALL = [(name, seed) for name in ("digits", "fashion-mnist", "mnist1d") for seed in range(20)]
+SMALL += [("cifar10", seed) for seed in range(5)]
 
 
 def _check_grads(model: torch.nn.Module) -> None:
@@ -508,9 +509,10 @@ def test_every_architecture_config_is_valid(name: str) -> None:
 
 
 def test_stage_sizes_follow_stem_and_downsampling() -> None:
-    fm = load_space("fashion-mnist")
-    assert fm.stem_size() == (14, 14)
-    assert fm.stage_sizes() == [(14, 14), (7, 7), (3, 3)]
+    fm = load_space("fashion-mnist")  # stem stride 1; first choices: none, pooling, pooling
+    assert fm.stem_size() == (28, 28)
+    assert fm.stage_sizes() == [(28, 28), (14, 14), (7, 7)]
+    assert load_space("cifar10").stage_sizes() == [(32, 32), (16, 16), (8, 8)]
     coat = load_space("coatnet-like")
     assert coat.stage_sizes() == [(56, 56), (28, 28), (14, 14), (7, 7)]
     # stem stride 2; first choices: no downsampling, none, pooling
