@@ -262,8 +262,7 @@ class Table:
         try:
             self.meta: dict[str, Any] = json.loads(side.read_text(encoding="utf-8"))
             self.space = parse_space(self.meta["space_toml"], source=f"<table {self.label}>")
-            known = {f.name for f in fields(ProxyConfig)}
-            self.proxy = ProxyConfig(**{k: v for k, v in self.meta["proxy"].items() if k in known})
+            self.proxy = ProxyConfig.from_dict(self.meta["proxy"])  # old tables: no augmentation
             self.dataset: str = self.meta["dataset"]
         except (OSError, ValueError, KeyError, TypeError, FusionNasError) as exc:
             raise TableError(
@@ -303,11 +302,12 @@ class Table:
                 f"{where} was trained on dataset {self.dataset!r}, not {dataset!r}; "
                 f"pass --dataset {self.dataset}"
             )
-        if proxy != self.proxy:
+        mine, theirs = _settled(self.proxy, self.dataset), _settled(proxy, dataset)
+        if mine != theirs:
             diff = [
-                f"{f.name}={getattr(self.proxy, f.name)!r}"
+                f"{f.name}={getattr(mine, f.name)!r}"
                 for f in fields(ProxyConfig)
-                if getattr(self.proxy, f.name) != getattr(proxy, f.name)
+                if getattr(mine, f.name) != getattr(theirs, f.name)
             ]
             raise TableError(
                 f"{where} was trained with other proxy settings; the table has "
@@ -454,3 +454,12 @@ class TablePool(InlinePool):
     def threads(self) -> int:
         """Threads the table's runs trained with."""
         return self.table.threads
+
+
+def _settled(proxy: ProxyConfig, dataset: str) -> ProxyConfig:
+    """``proxy`` with augmentation ``None`` replaced by the dataset's default."""
+    if proxy.augment is not None:
+        return proxy
+    from fusion_nas.training.augment import default_augment
+
+    return replace(proxy, augment=default_augment(dataset))

@@ -50,6 +50,7 @@ from fusion_nas.search.config import (
     NO_QUEUE_STRATEGIES,
     SearchConfig,
     _check_resume,
+    settle_proxy,
 )
 from fusion_nas.search.loop import Progress, Search
 from fusion_nas.search.signals import USER_STOP, Terminated, terminate_as_interrupt
@@ -215,9 +216,12 @@ def settle_strategy(config: SearchConfig, store: Store | str | None = None) -> S
     name in ``store`` (an existing search resumes as it began, whatever today's default), else
     :data:`~fusion_nas.search.config.DEFAULT_STRATEGY`. ``store`` is a store or its URL; a
     store that does not exist yet is not created here."""
+    old = None
+    if config.strategy is None or config.proxy.augment is None:
+        old = _stored_record(store, config.name)
+    config = settle_proxy(config, old)  # augmentation likewise: stored, else the dataset's
     if config.strategy is not None:
         return config
-    old = _stored_record(store, config.name)
     if old is None:
         return dataclasses.replace(config, strategy=DEFAULT_STRATEGY)
     return dataclasses.replace(

@@ -70,7 +70,7 @@ def decode(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
                     f"image '{path}' is {w}x{h} ({w * h:,} pixels), too large; "
                     f"allowed: at most {MAX_IMAGE_PIXELS:,} pixels"
                 )
-            pixels = np.asarray(img.convert(mode), dtype=np.uint8)
+            pixels = np.array(img.convert(mode), dtype=np.uint8)  # a writable copy
     except Image.DecompressionBombError:  # past Pillow's own limit: not even opened
         raise DatasetError(
             f"image '{path}' is too large (over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
