@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from fusion_nas.errors import DatasetError
-from fusion_nas.training.data import builtin as data
 from fusion_nas.training.data import (
     DATASETS,
     FASHION_MNIST_DIR,
@@ -25,6 +24,7 @@ from fusion_nas.training.data import (
     load_dataset,
     read_idx,
 )
+from fusion_nas.training.data import builtin as data
 
 MNIST1D = dict(kind="sequence", channels=1, size=(40,), classes=10)
 DIGITS = dict(kind="image", channels=1, size=(8, 8), classes=10)

@@ -35,7 +35,7 @@ def make_pets(root: Path, n: int = 6, test: bool = True) -> Path:
     """cats dark, dogs bright: ``n`` RGB PNGs per class (10x10), and a test split."""
     rng = np.random.default_rng(0)
     for split, count in (("train", n), ("test", 2)) if test else (("train", n),):
-        for label, (cls, base) in enumerate((("cat", 30), ("dog", 220))):
+        for cls, base in (("cat", 30), ("dog", 220)):
             d = root / split / cls
             d.mkdir(parents=True, exist_ok=True)
             for i in range(count):
