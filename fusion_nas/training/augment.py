@@ -161,12 +161,12 @@ class BatchAugment:
                 f"{tuple(x.shape)}; allowed for sequences: mixup and label smoothing"
             )
         b = x.shape[0]
-        if self.crop:
-            x = random_crop(
-                x, self.padding, self._draw(self.rng.integers, b, 2 * self.padding + 1, x)
+        if self.crop or self.flip:  # one pass: the window's columns run backwards when flipped
+            offsets = (
+                self._draw(self.rng.integers, b, 2 * self.padding + 1, x) if self.crop else None
             )
-        if self.flip:
-            x = flip_some(x, self._draw(self.rng.integers, b, 2, x).bool())
+            flips = self._draw(self.rng.integers, b, 2, x).bool() if self.flip else None
+            x = crop_flip(x, self.padding if self.crop else 0, offsets, flips)
         if self.cutout > 0:
             x = cut_out(x, self.cutout, self._draw(self.rng.random, b, 2, x, floating=True))
         if self.mixup > 0:
@@ -209,20 +209,39 @@ class BatchAugment:
         self.rng.bit_generator.state = dict(state)
 
 
+def crop_flip(
+    x: torch.Tensor, padding: int, offsets: torch.Tensor | None, flips: torch.Tensor | None
+) -> torch.Tensor:
+    """Random crop and horizontal flip of ``x`` (B, C, H, W) in two gathers, no Python loop.
+
+    The crop pads with ``padding`` zeros per side and cuts the (H, W) window at ``offsets``
+    (2, B) = (top, left) in ``[0, 2 * padding]`` (``None``: no crop); the images where
+    ``flips`` (B,) is true are then mirrored left to right (``None``: none), by reading the
+    window's columns backwards.
+    """
+    b, c, h, w = x.shape
+    if offsets is not None and padding > 0:
+        x = F.pad(x, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
+        rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (B, H)
+        x = x.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
+        left = offsets[1][:, None]  # (B, 1)
+    else:
+        left = torch.zeros(b, 1, dtype=torch.long, device=x.device)
+    cols = torch.arange(w, device=x.device).expand(b, w)  # (B, W)
+    if flips is not None:
+        cols = torch.where(flips[:, None], w - 1 - cols, cols)
+    return x.gather(3, (left + cols)[:, None, None, :].expand(b, c, h, w))  # (B, C, H, W)
+
+
 def random_crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
     """Pad ``x`` (B, C, H, W) with ``padding`` zeros per side and cut the (H, W) window at
-    ``offsets`` (2, B) = (top, left) in ``[0, 2 * padding]``: two gathers, no Python loop."""
-    b, c, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
-    rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (B, H)
-    cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (B, W)
-    out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
-    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # (B, C, H, W)
+    ``offsets`` (2, B) = (top, left) in ``[0, 2 * padding]``."""
+    return crop_flip(x, padding, offsets, None)
 
 
 def flip_some(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
     """Mirror left to right the images of ``x`` (B, C, H, W) where ``which`` (B,) is true."""
-    return torch.where(which[:, None, None, None], x.flip(3), x)
+    return crop_flip(x, 0, None, which)
 
 
 def cut_out(x: torch.Tensor, side: int, centres: torch.Tensor) -> torch.Tensor:
