@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -196,9 +197,9 @@ _RESIDENT_SHARE = 0.5
 
 
 def _resident(data: ArrayImages, device: torch.device) -> ArrayImages:
-    """``data`` on ``device`` when it fits (moved once: the pixels are uint8), else as it is
-    (batches are then gathered where it is and copied)."""
-    if device.type == "cuda":
+    """``data`` on ``device`` when it fits (moved once, as uint8, and kept there for later
+    trials), else as it is (batches are then gathered where it is and copied)."""
+    if device.type == "cuda" and not data.on(device):
         free, _ = torch.cuda.mem_get_info(device)
         if data.nbytes > _RESIDENT_SHARE * free:
             return data
@@ -222,7 +223,8 @@ def _loader(
     """A loader over ``data`` (shuffled by ``generator``, else in order): the raw uint8 samples
     of an :class:`ImageDataset` (decoded in its workers, if it has any), pinned on CUDA."""
     source = data.raw_view() if isinstance(data, ImageDataset) else data
-    workers = getattr(data, "workers", 0)
+    # a pool's worker process is daemonic and may not start loader workers
+    workers = 0 if multiprocessing.current_process().daemon else getattr(data, "workers", 0)
     return DataLoader(
         source,
         batch_size=batch_size,

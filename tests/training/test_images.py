@@ -242,3 +242,32 @@ def test_all_training_data_joins_rows_not_pixels(tmp_path, monkeypatch):
     assert len(full) == 100
     assert torch.equal(full.labels, torch.cat([splits.train.labels, splits.val.labels]))
     assert concat(splits.train, TensorDataset(torch.zeros(1))) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA (deselected without a GPU)
+
+
+@pytest.mark.gpu
+def test_images_train_on_cuda_resident_and_streamed(tmp_path, monkeypatch):
+    root = make_cifar(tmp_path / "c10")
+    space = dict(kind="image", channels=3, size=(32, 32), classes=10)
+    splits = load_dataset(f"cifar10:{root}", **space)
+    config = ProxyConfig(epochs=2, batch_size=16, cutout=4, mixup=0.2)
+    curves = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+        result = train_proxy(model, splits.train, splits.val, config, device="cuda")
+        curves.append(result.curve)
+    assert curves[0] == curves[1]  # deterministic for a seed on the GPU too
+    assert splits.train.on(torch.device("cuda:0")) or splits.train.on(torch.device("cuda"))
+    assert 0 <= evaluate_accuracy(model, splits.test) <= 1
+    monkeypatch.setenv(CACHE_ENV, "off")  # decoded per read: the pinned loader path
+    pets = load_dataset(f"folder:{make_pets(tmp_path / 'pets', n=20)}", **RGB8)
+    assert isinstance(pets.train, FolderImages)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64, 2))
+    result = train_proxy(
+        model, pets.train, pets.val, ProxyConfig(epochs=1, batch_size=8), device="cuda"
+    )
+    assert len(result.curve) == 1

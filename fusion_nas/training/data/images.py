@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
@@ -165,6 +164,7 @@ class ArrayImages(ImageDataset):
         self.skipped = skipped
         self.source = source
         self._labels = all_labels if rows is None else all_labels[rows]
+        self._moved: dict[str, ArrayImages] = {}  # copies on devices (see ``to``)
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -199,23 +199,33 @@ class ArrayImages(ImageDataset):
             return self.pixels[start:stop], self._labels[start:stop]
         return self.batch(torch.arange(start, min(stop, len(self)), device=self.rows.device))
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> ArrayImages:
-        """This dataset with its own rows (only) on ``device``: ``self`` when already there."""
+    def on(self, device: torch.device) -> bool:
+        """Whether this dataset is on ``device`` already (its pixels, or a kept copy)."""
+        return self.pixels.device == device or str(device) in self._moved
+
+    def to(self, device: torch.device | str) -> ArrayImages:
+        """This dataset with its own rows (only) on ``device``: ``self`` when already there.
+
+        The copy is kept: every later trial and evaluation of this dataset in the process
+        finds it there (one copy per device; the pixels stay uint8).
+        """
         device = torch.device(device)
         if self.pixels.device == device or (device.type == "cpu" and self.device.type == "cpu"):
             return self
-        pixels = self.pixels if self.rows is None else self.pixels[self.rows]
-        if device.type == "cuda" and not pixels.is_pinned():
-            pixels = pixels.contiguous()
-        return ArrayImages(
-            pixels.to(device, non_blocking=non_blocking),
-            self._labels.to(device, non_blocking=non_blocking),
-            self.mean,
-            self.std,
-            self.channels,
-            natural=self.natural,
-            skipped=self.skipped,
-        )
+        moved = self._moved.get(str(device))
+        if moved is None:
+            pixels = self.pixels if self.rows is None else self.pixels[self.rows]
+            moved = ArrayImages(
+                pixels.to(device),
+                self._labels.to(device),
+                self.mean,
+                self.std,
+                self.channels,
+                natural=self.natural,
+                skipped=self.skipped,
+            )
+            self._moved[str(device)] = moved
+        return moved
 
     def subset(self, index: torch.Tensor) -> ArrayImages:
         """The samples ``index`` of this dataset (rows into the same pixels)."""
@@ -234,6 +244,7 @@ class ArrayImages(ImageDataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
+        state["_moved"] = {}
         if self.source is not None:  # mapped from a cache file: the path travels, not the pixels
             state["pixels"] = None
         return state
@@ -357,8 +368,3 @@ def concat(a: Dataset, b: Dataset) -> Dataset | None:
             workers=a.workers,
         )
     return None
-
-
-def as_numpy_rows(rows: torch.Tensor | None) -> np.ndarray | None:
-    """Row indices as numpy (``None`` stays ``None``)."""
-    return None if rows is None else rows.numpy()
