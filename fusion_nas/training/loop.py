@@ -14,9 +14,18 @@ Training runs on the model's device, or on ``device`` when given (``cpu``, ``cud
 see :mod:`fusion_nas.training.devices`). Any map-style :class:`~torch.utils.data.Dataset` of
 ``(x, y, ...)`` samples trains: a :class:`~torch.utils.data.TensorDataset` is moved to the
 device once and its batches are cut from the moved tensors in the order a seeded ``DataLoader``
-shuffles them (so a CPU run gives exactly what it gave before devices existed); any other
-dataset is read through a ``DataLoader`` shuffled by the same seeded generator, one batch at a
-time moved to the device. Both draw the same order for the same seed and length.
+shuffles them (so a CPU run gives exactly what it gave before devices existed). Image datasets
+(:class:`~fusion_nas.training.data.ImageDataset`) hold uint8 pixels: an
+:class:`~fusion_nas.training.data.ArrayImages` that fits on the device is moved there once (on
+a GPU, while it takes at most half the free memory) and its batches are gathered there in the
+same order; every batch is normalised on the device. Any other dataset is read through a
+``DataLoader`` shuffled by the same seeded generator (a folder's files decoded in its
+workers), pinned and copied to a CUDA device without blocking. All draw the same order for the
+same seed and length.
+
+The augmentation of :class:`ProxyConfig` (:mod:`fusion_nas.training.augment`) is applied to
+each batch on the device, from a generator of its own, so with augmentation off every number
+is what it was before augmentation existed.
 
 This is the one training loop of the toolkit: a search trial's proxy run
 (:func:`fusion_nas.evaluation.trainer.evaluate`), the final run and the baselines
