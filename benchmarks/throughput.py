@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # warm-up, untimed: the first optimiser step and forward of a process pay one-time costs
     warm = ProxyConfig(epochs=1, batch_size=args.batch_size, augment="crop,flip")
-    train_proxy(model(), data.subset(torch.arange(256)), None, warm)
-    plain_loop(model(), pixels[:256], labels[:256], warm, seed=0)
+    warm_n = min(256, args.images)
+    train_proxy(model(), data.subset(torch.arange(warm_n)), None, warm)
+    plain_loop(model(), pixels[:warm_n], labels[:warm_n], warm, seed=0)
     seconds: dict[str, list[float]] = {"trainer": [], "plain": []}
     data_seconds = []
     for r in range(args.repeats):  # alternating which goes first
