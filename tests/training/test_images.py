@@ -101,21 +101,38 @@ def test_folder_without_cache_decodes_lazily(tmp_path, monkeypatch):
     assert 0 <= evaluate_accuracy(model, splits.test) <= 1
 
 
-def test_corrupt_image_is_skipped_logged_and_counted(tmp_path, monkeypatch, caplog):
+class _Lines(logging.Handler):
+    """The messages logged to one logger (caplog misses them after another test's search has
+    reconfigured logging)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_corrupt_image_is_skipped_logged_and_counted(tmp_path, monkeypatch):
+    from fusion_nas.training.data import folder
+
     monkeypatch.delenv(CACHE_ENV, raising=False)
     root = make_pets(tmp_path / "pets")
     (root / "train" / "cat" / "broken.png").write_bytes(b"garbage")
     (root / "test" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    with caplog.at_level(logging.WARNING):
+    handler = _Lines()
+    folder.log.addHandler(handler)
+    try:
         splits = load_dataset(f"folder:{root}", **RGB8)
-    lines = [r.getMessage() for r in caplog.records if "skipped unreadable image" in r.message]
-    assert len(lines) == 2 and "broken.png" in lines[0] and "\n" not in lines[0]
-    assert splits.skipped == 2 == splits.train.skipped
-    assert len(splits.train) + len(splits.val) == 12 and len(splits.test) == 4
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):  # from the cache: still counted and said
-        assert load_dataset(f"folder:{root}", **RGB8).skipped == 2
-    assert any("2 unreadable image(s) skipped" in r.getMessage() for r in caplog.records)
+        lines = [m for m in handler.lines if "skipped unreadable image" in m]
+        assert len(lines) == 2 and "broken.png" in lines[0] and "\n" not in lines[0]
+        assert splits.skipped == 2 == splits.train.skipped
+        assert len(splits.train) + len(splits.val) == 12 and len(splits.test) == 4
+        handler.lines.clear()
+        assert load_dataset(f"folder:{root}", **RGB8).skipped == 2  # from the cache: still
+        assert handler.lines == [f"folder dataset '{root}': 2 unreadable image(s) skipped"]
+    finally:
+        folder.log.removeHandler(handler)
 
 
 def test_folder_dataset_pickles_as_its_cache_path(tmp_path, monkeypatch):
