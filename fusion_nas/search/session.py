@@ -214,8 +214,9 @@ def settle_strategy(config: SearchConfig, store: Store | str | None = None) -> S
     """``config`` with its strategy settled: the one it names; when it names none
     (``strategy=None``, no ``--strategy``), the stored strategy and options of the search of that
     name in ``store`` (an existing search resumes as it began, whatever today's default), else
-    :data:`~fusion_nas.search.config.DEFAULT_STRATEGY`. ``store`` is a store or its URL; a
-    store that does not exist yet is not created here."""
+    :data:`~fusion_nas.search.config.DEFAULT_STRATEGY`. The proxy's augmentation is settled
+    the same way when it names none (:func:`~fusion_nas.search.config.settle_proxy`).
+    ``store`` is a store or its URL; a store that does not exist yet is not created here."""
     old = None
     if config.strategy is None or config.proxy.augment is None:
         old = _stored_record(store, config.name)
