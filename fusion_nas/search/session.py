@@ -170,6 +170,23 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
     return strategy
 
 
+def skipped_files(config: SearchConfig, evaluator: Evaluator | None = None) -> int:
+    """Unreadable files left out of the data the search trains on (a folder's corrupt images,
+    each logged when loaded): ``DataSplits.skipped`` of the user's or the built-in data."""
+    if config.table is not None:
+        return 0
+    data = getattr(evaluator, "data", None)
+    if isinstance(data, DataSplits):
+        return data.skipped
+    if builds_own_data(evaluator):
+        return 0
+    p = config.proxy  # loaded by prepare(): read from the per-process cache
+    src = config.space.source
+    return dataset_for(
+        config.dataset, src, config.data_dir, p.val_fraction, config.seed, p.train_subset
+    ).skipped
+
+
 def warn_short_proxy(config: SearchConfig, evaluator: Evaluator | None = None) -> int | None:
     """Warn (:class:`~fusion_nas.errors.ShortProxyWarning`) when a trial's proxy run takes
     fewer than :data:`~fusion_nas.training.loop.MIN_PROXY_STEPS` optimiser steps; return the
@@ -244,9 +261,13 @@ def _queueing_strategies() -> list[str]:
     return [n for n in STRATEGIES if n.startswith("optuna:") and n not in NO_QUEUE_STRATEGIES]
 
 
-def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple[optuna.Study, int]:
-    """Create the study, or resume it after checking its settings; return it and its done count."""
-    record = config.record()
+def open_search(
+    store: Store, config: SearchConfig, strategy: Strategy, skipped_files: int = 0
+) -> tuple[optuna.Study, int]:
+    """Create the study, or resume it after checking its settings; return it and its done count.
+
+    ``skipped_files``: unreadable files left out of the data, recorded with a new search."""
+    record = dataclasses.replace(config.record(), skipped_files=skipped_files)
     if not store.has_search(config.name):
         picks = screen(config)  # before the study exists: slow, and it may fail
         try:
@@ -368,7 +389,7 @@ def run_search(
     config = settle_strategy(config, store)
     strategy = prepare(config, evaluator)
     store = store if store is not None else Store()
-    study, done = open_search(store, config, strategy)
+    study, done = open_search(store, config, strategy, skipped_files(config, evaluator))
     remaining = max(0, config.trials - done)
     if remaining:
         warn_short_proxy(config, evaluator)

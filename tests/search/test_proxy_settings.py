@@ -69,10 +69,14 @@ def test_new_searches_store_the_datasets_default_and_old_ones_resume(tmp_path, u
 
 
 def test_an_old_folder_search_keeps_training_without_augmentation(tmp_path, url) -> None:
-    folder = f"folder:{pets(tmp_path / 'pets')}"
+    root = pets(tmp_path / "pets")
+    (root / "train" / "c3" / "broken.png").write_bytes(b"garbage")
+    folder = f"folder:{root}"
     res = search(url, "digits", folder, "--batch-size", "4")
     assert res.exit_code == 0, res.output
-    assert Store(url).search_record("s").proxy["augment"] == "crop,flip"  # natural images
+    record = Store(url).search_record("s")
+    assert record.proxy["augment"] == "crop,flip"  # natural images
+    assert record.skipped_files == 1  # the corrupt file, recorded on the search
     forget_augmentation(url, "s")  # as stored before augmentation: it trained without
     res = search(url, "digits", folder, "--batch-size", "4", "--trials", "2")
     assert res.exit_code == 0, res.output
