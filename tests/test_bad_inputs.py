@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import fusion_nas.training.data as data_mod
+import fusion_nas.training.data.base as data_mod
 from fusion_nas.cli.app import app
 from tests.helpers.net import free_port
 
@@ -191,7 +191,7 @@ def test_data_bomb_is_refused_before_any_trial(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, dataset: str, fragments: list[str]
 ) -> None:
     # The same answer on any machine: 8 GiB of memory.
-    monkeypatch.setattr(data_mod, "_memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(data_mod, "memory_bytes", lambda: 8 * 2**30)
     path = tmp_path / "bomb.toml"
     path.write_text(text)
     if dataset.startswith("folder:"):

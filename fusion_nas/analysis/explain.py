@@ -693,7 +693,9 @@ def explain_trial(
     _stage_module(model, stage, numbers)  # a bad --stage fails before any training
     source = trial_weights(search, trial, model, weights=weights, on_status=say)
     val = search_protocol(search).proxy_splits().val  # never the test split
-    x, y = val.tensors[0][:max_val], val.tensors[1][:max_val]
+    from fusion_nas.training.data import take
+
+    x, y = take(val, torch.arange(min(max_val, len(val))))
     say("Measuring the network on the validation split...")
     meta = {
         "search": search.name,

@@ -22,13 +22,18 @@ from fusion_nas.cli.common import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LR,
     DEFAULT_VAL_FRACTION,
+    AugmentOption,
     BatchSizeOption,
     ChannelsLastOption,
     CompileOption,
+    CropPaddingOption,
+    CutoutOption,
     DataDirOption,
     DatasetOption,
     DeviceOption,
+    LabelSmoothingOption,
     LrOption,
+    MixupOption,
     PrecisionOption,
     SpaceArgument,
     StoreOption,
@@ -42,6 +47,7 @@ from fusion_nas.errors import FusionNasError
 from fusion_nas.model.space import SearchSpace, load_space
 from fusion_nas.store.records import BaselineRecord
 from fusion_nas.store.store import Store, redact_url
+from fusion_nas.training.augment import check_augment
 from fusion_nas.training.devices import check_precision, resolve_device
 from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.training.protocol import RETRAIN_EPOCHS, TrainingProtocol
@@ -124,6 +130,11 @@ def baselines(
     lr: LrOption = DEFAULT_LR,
     train_subset: TrainSubsetOption = None,
     val_fraction: ValFractionOption = DEFAULT_VAL_FRACTION,
+    augment: AugmentOption = None,
+    crop_padding: CropPaddingOption = _DEFAULTS.crop_padding,
+    cutout: CutoutOption = _DEFAULTS.cutout,
+    mixup: MixupOption = _DEFAULTS.mixup,
+    label_smoothing: LabelSmoothingOption = _DEFAULTS.label_smoothing,
     final_lr: Annotated[
         float | None,
         typer.Option(
@@ -195,6 +206,11 @@ def baselines(
                 precision=precision,
                 channels_last=channels_last,
                 compile=compile_,
+                augment=augment,
+                crop_padding=crop_padding,
+                cutout=cutout,
+                mixup=mixup,
+                label_smoothing=label_smoothing,
             ),
             seed=seed,
             data_dir=data_dir,
@@ -205,6 +221,7 @@ def baselines(
         )
         protocol.schedule(epochs)  # a bad --epochs fails here, not after the proxy runs
         check_precision(precision, protocol.device)  # fp16 where it cannot run: one line now
+        check_augment(protocol.proxy, sp.kind)  # image transforms on sequences: refused now
         if threads is not None and threads < 1:
             raise FusionNasError(f"--threads must be a positive integer, got {threads!r}")
         protocol.proxy_splits()  # a bad dataset fails here, before the store is touched

@@ -47,7 +47,8 @@ DatasetOption = Annotated[
     typer.Option(
         "--dataset",
         "-d",
-        help="mnist1d, fashion-mnist, digits, synthetic or folder:PATH. "
+        help="mnist1d, fashion-mnist, digits, synthetic, folder:PATH, cifar10:PATH or "
+        "cifar100:PATH. "
         "Default: the dataset named like the space.",
         show_default=False,
     ),
@@ -93,6 +94,25 @@ CompileOption = Annotated[
         "resume without it.",
     ),
 ]
+AugmentOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Random crop and horizontal flip of training images: 'crop,flip', 'crop', 'flip' "
+        "or 'none'. Default: 'crop,flip' for natural images (folder:, cifar10:, cifar100:), "
+        "'none' for the others; a resumed search keeps its own. Recorded.",
+        show_default=False,
+    ),
+]
+CropPaddingOption = Annotated[
+    int, typer.Option(help="Zero padding (pixels per side) of the random crop.")
+]
+CutoutOption = Annotated[
+    int, typer.Option(help="Side (pixels) of a square cut out of every training image; 0: off.")
+]
+MixupOption = Annotated[
+    float, typer.Option(help="Mixup: alpha of the Beta(alpha, alpha) blend of batches; 0: off.")
+]
+LabelSmoothingOption = Annotated[float, typer.Option(help="Label smoothing of the loss; 0: off.")]
 _TRAINING_NAMES = ("DeviceOption", "DEFAULT_BATCH_SIZE", "DEFAULT_LR", "DEFAULT_VAL_FRACTION")
 
 

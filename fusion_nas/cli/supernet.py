@@ -14,11 +14,16 @@ from fusion_nas.cli.common import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LR,
     DEFAULT_VAL_FRACTION,
+    AugmentOption,
     BatchSizeOption,
+    CropPaddingOption,
+    CutoutOption,
     DataDirOption,
     DatasetOption,
     DeviceOption,
+    LabelSmoothingOption,
     LrOption,
+    MixupOption,
     SpaceArgument,
     StoreOption,
     TrainSubsetOption,
@@ -31,6 +36,7 @@ from fusion_nas.errors import FusionNasError
 from fusion_nas.model.space import load_space
 from fusion_nas.model.supernet import MAX_PARAMS
 from fusion_nas.search.supernet import CALIB_BATCHES, search_supernet, train_supernet
+from fusion_nas.training.augment import check_augment
 from fusion_nas.training.loop import ProxyConfig
 
 _DEFAULTS = ProxyConfig()
@@ -87,6 +93,11 @@ def supernet(
     lr: LrOption = DEFAULT_LR,
     train_subset: TrainSubsetOption = None,
     val_fraction: ValFractionOption = DEFAULT_VAL_FRACTION,
+    augment: AugmentOption = None,
+    crop_padding: CropPaddingOption = _DEFAULTS.crop_padding,
+    cutout: CutoutOption = _DEFAULTS.cutout,
+    mixup: MixupOption = _DEFAULTS.mixup,
+    label_smoothing: LabelSmoothingOption = _DEFAULTS.label_smoothing,
     population: Annotated[int, typer.Option(help="NSGA-II population size.")] = 12,
     calib_batches: Annotated[
         int, typer.Option(help="Training batches that recalibrate BatchNorm before a score.")
@@ -137,8 +148,14 @@ def supernet(
             lr=lr,
             train_subset=train_subset,
             val_fraction=val_fraction,
+            augment=augment,
+            crop_padding=crop_padding,
+            cutout=cutout,
+            mixup=mixup,
+            label_smoothing=label_smoothing,
         )
         proxy = ProxyConfig(epochs=epochs, **common)
+        check_augment(proxy, sp.kind)  # image transforms on sequences: refused before training
         confirm_proxy = ProxyConfig(epochs=confirm_epochs, **common)
         name = name or f"{sp.name}-{dataset.replace(':', '_').replace('/', '_')}-supernet"
         from fusion_nas.store.store import Store, redact_url

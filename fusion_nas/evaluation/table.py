@@ -262,7 +262,8 @@ class Table:
         try:
             self.meta: dict[str, Any] = json.loads(side.read_text(encoding="utf-8"))
             self.space = parse_space(self.meta["space_toml"], source=f"<table {self.label}>")
-            self.proxy = ProxyConfig.from_dict(self.meta["proxy"])  # an old table's bf16 too
+            # an old table's bf16 as its precision; a setting it predates: its old value
+            self.proxy = ProxyConfig.from_dict(self.meta["proxy"])
             self.dataset: str = self.meta["dataset"]
         except (OSError, ValueError, KeyError, TypeError, FusionNasError) as exc:
             raise TableError(
@@ -302,7 +303,9 @@ class Table:
                 f"{where} was trained on dataset {self.dataset!r}, not {dataset!r}; "
                 f"pass --dataset {self.dataset}"
             )
-        mine, theirs = self.proxy.fingerprint(), proxy.fingerprint()  # throughput switches aside
+        # throughput switches aside, augmentation settled for the dataset
+        mine = _settled(self.proxy, self.dataset).fingerprint()
+        theirs = _settled(proxy, dataset).fingerprint()
         if mine != theirs:
             diff = [f"{k}={v!r}" for k, v in mine.items() if theirs.get(k) != v]
             raise TableError(
@@ -450,3 +453,12 @@ class TablePool(InlinePool):
     def threads(self) -> int:
         """Threads the table's runs trained with."""
         return self.table.threads
+
+
+def _settled(proxy: ProxyConfig, dataset: str) -> ProxyConfig:
+    """``proxy`` with augmentation ``None`` replaced by the dataset's default."""
+    if proxy.augment is not None:
+        return proxy
+    from fusion_nas.training.augment import default_augment
+
+    return replace(proxy, augment=default_augment(dataset))

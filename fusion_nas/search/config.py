@@ -23,6 +23,7 @@ from fusion_nas.model.space import SearchSpace, parse_space
 from fusion_nas.search.fidelity import SuccessiveHalving, parse_fidelity
 from fusion_nas.store import records
 from fusion_nas.store.records import SearchRecord
+from fusion_nas.training.augment import check_augment, default_augment
 from fusion_nas.training.devices import parse_device
 from fusion_nas.training.loop import ProxyConfig
 
@@ -140,6 +141,7 @@ class SearchConfig:
         object.__setattr__(self, "evaluator", parse_table_spec(self.evaluator))
         object.__setattr__(self, "fidelity", _halving(self.fidelity, self.proxy.epochs))
         object.__setattr__(self, "device", parse_device(self.device))
+        check_augment(self.proxy, self.space.kind)  # crop, flip, cutout: images only
         if not self.name or not isinstance(self.name, str) or len(self.name) > 200:
             raise FusionNasError(f"search name {self.name!r} must be 1 to 200 characters")
         if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in self.name):  # Unicode category Cc
@@ -304,8 +306,9 @@ def _fingerprint(record: SearchRecord) -> dict[str, Any]:
     return {
         "space": {name: getattr(space, name) for name in fields},
         "dataset": record.dataset,
-        # An older search's `bf16` flag is its precision; channels-last and compile are left out.
-        "proxy": ProxyConfig.from_dict(record.proxy).fingerprint(),
+        # An older search's `bf16` flag is its precision, a setting it predates its old value;
+        # channels-last and compile are left out.
+        "proxy": stored_proxy(record.proxy, record.dataset).fingerprint(),
         "strategy": record.strategy,
         "seed": record.seed,
         "max_flops": record.max_flops,
@@ -315,6 +318,27 @@ def _fingerprint(record: SearchRecord) -> dict[str, Any]:
         "objectives": list(record.objectives),
         "max_latency_ms": record.max_latency_ms,
     }
+
+
+def stored_proxy(stored: dict[str, Any], dataset: str) -> ProxyConfig:
+    """A stored proxy dict as the settings it trained with: a key stored before its setting
+    existed means that setting's old value (:meth:`ProxyConfig.from_dict`), and augmentation
+    ``None`` the dataset's default."""
+    proxy = ProxyConfig.from_dict(stored)
+    if proxy.augment is None:
+        proxy = dataclasses.replace(proxy, augment=default_augment(dataset))
+    return proxy
+
+
+def settle_proxy(config: SearchConfig, old: SearchRecord | None) -> SearchConfig:
+    """``config`` with its augmentation settled when it names none (``augment=None``): the
+    stored search's (an old search resumes as it trained) or, for a new search, the dataset's
+    default (:func:`~fusion_nas.training.augment.default_augment`); stored explicitly."""
+    if config.proxy.augment is not None:
+        return config
+    augment = stored_proxy(old.proxy, old.dataset).augment if old is not None else None
+    augment = augment or default_augment(config.dataset)
+    return dataclasses.replace(config, proxy=dataclasses.replace(config.proxy, augment=augment))
 
 
 def _check_resume(name: str, old: SearchRecord, new: SearchRecord) -> None:

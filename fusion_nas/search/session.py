@@ -50,6 +50,7 @@ from fusion_nas.search.config import (
     NO_QUEUE_STRATEGIES,
     SearchConfig,
     _check_resume,
+    settle_proxy,
 )
 from fusion_nas.search.loop import Progress, Search
 from fusion_nas.search.signals import USER_STOP, Terminated, terminate_as_interrupt
@@ -171,6 +172,23 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
     return strategy
 
 
+def skipped_files(config: SearchConfig, evaluator: Evaluator | None = None) -> int:
+    """Unreadable files left out of the data the search trains on (a folder's corrupt images,
+    each logged when loaded): ``DataSplits.skipped`` of the user's or the built-in data."""
+    if config.table is not None:
+        return 0
+    data = getattr(evaluator, "data", None)
+    if isinstance(data, DataSplits):
+        return data.skipped
+    if builds_own_data(evaluator):
+        return 0
+    p = config.proxy  # loaded by prepare(): read from the per-process cache
+    src = config.space.source
+    return dataset_for(
+        config.dataset, src, config.data_dir, p.val_fraction, config.seed, p.train_subset
+    ).skipped
+
+
 def warn_short_proxy(config: SearchConfig, evaluator: Evaluator | None = None) -> int | None:
     """Warn (:class:`~fusion_nas.errors.ShortProxyWarning`) when a trial's proxy run takes
     fewer than :data:`~fusion_nas.training.loop.MIN_PROXY_STEPS` optimiser steps; return the
@@ -215,11 +233,15 @@ def settle_strategy(config: SearchConfig, store: Store | str | None = None) -> S
     """``config`` with its strategy settled: the one it names; when it names none
     (``strategy=None``, no ``--strategy``), the stored strategy and options of the search of that
     name in ``store`` (an existing search resumes as it began, whatever today's default), else
-    :data:`~fusion_nas.search.config.DEFAULT_STRATEGY`. ``store`` is a store or its URL; a
-    store that does not exist yet is not created here."""
+    :data:`~fusion_nas.search.config.DEFAULT_STRATEGY`. The proxy's augmentation is settled
+    the same way when it names none (:func:`~fusion_nas.search.config.settle_proxy`).
+    ``store`` is a store or its URL; a store that does not exist yet is not created here."""
+    old = None
+    if config.strategy is None or config.proxy.augment is None:
+        old = _stored_record(store, config.name)
+    config = settle_proxy(config, old)  # augmentation likewise: stored, else the dataset's
     if config.strategy is not None:
         return config
-    old = _stored_record(store, config.name)
     if old is None:
         return dataclasses.replace(config, strategy=DEFAULT_STRATEGY)
     return dataclasses.replace(
@@ -241,9 +263,13 @@ def _queueing_strategies() -> list[str]:
     return [n for n in STRATEGIES if n.startswith("optuna:") and n not in NO_QUEUE_STRATEGIES]
 
 
-def open_search(store: Store, config: SearchConfig, strategy: Strategy) -> tuple[optuna.Study, int]:
-    """Create the study, or resume it after checking its settings; return it and its done count."""
-    record = config.record()
+def open_search(
+    store: Store, config: SearchConfig, strategy: Strategy, skipped_files: int = 0
+) -> tuple[optuna.Study, int]:
+    """Create the study, or resume it after checking its settings; return it and its done count.
+
+    ``skipped_files``: unreadable files left out of the data, recorded with a new search."""
+    record = dataclasses.replace(config.record(), skipped_files=skipped_files)
     if not store.has_search(config.name):
         picks = screen(config)  # before the study exists: slow, and it may fail
         try:
@@ -372,7 +398,7 @@ def run_search(
     config = settle_strategy(config, store)
     strategy = prepare(config, evaluator)
     store = store if store is not None else Store()
-    study, done = open_search(store, config, strategy)
+    study, done = open_search(store, config, strategy, skipped_files(config, evaluator))
     remaining = max(0, config.trials - done)
     if remaining:
         warn_short_proxy(config, evaluator)

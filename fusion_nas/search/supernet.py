@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
 from fusion_nas.errors import TrialFailed
 from fusion_nas.model.arch import Architecture
@@ -171,9 +171,7 @@ def train_supernet(
 
 
 @torch.no_grad()
-def recalibrate(
-    model: nn.Module, data: TensorDataset, batches: int, batch_size: int, seed: int
-) -> None:
+def recalibrate(model: nn.Module, data: Dataset, batches: int, batch_size: int, seed: int) -> None:
     """Reset every BatchNorm's running statistics and re-estimate them on ``batches`` batches.
 
     The batches are the first of a ``seed``-shuffled order of ``data``, forwarded in train mode
@@ -183,15 +181,16 @@ def recalibrate(
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
+    from fusion_nas.training.data import take
+
     dev = next(model.parameters()).device
-    x = data.tensors[0]
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     model.train()
     for b in range(batches):
         index = order[b * batch_size : (b + 1) * batch_size]
         if len(index) == 0:
             break
-        model(x[index].to(dev))
+        model(take(data, index)[0].to(dev))
     model.eval()
 
 

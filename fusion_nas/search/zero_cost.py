@@ -211,10 +211,10 @@ def train_batch(
     (``fusion_nas.evaluation.trainer``'s
     ``dataset_for``): validation and test data never reach a proxy.
     """
-    from fusion_nas.training.data import dataset_for
+    from fusion_nas.training.data import dataset_for, take
 
     splits = dataset_for(dataset, space.source, data_dir, val_fraction, seed, None)
-    x, y = splits.train.tensors
+    n = len(splits.train)
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(x), generator=gen)[: min(size, len(x))]
-    return x[idx], y[idx]
+    idx = torch.randperm(n, generator=gen)[: min(size, n)]
+    return take(splits.train, idx)  # normalised inputs; only these samples are read

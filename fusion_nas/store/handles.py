@@ -118,7 +118,7 @@ class StoredSearch:
         """The proxy training settings the search's trials were scored with."""
         from fusion_nas.training.loop import ProxyConfig
 
-        return ProxyConfig(**self.record.proxy)
+        return ProxyConfig.from_dict(self.record.proxy)  # keys stored before a setting existed
 
     @property
     def cost_column(self) -> str:

@@ -83,6 +83,7 @@ class SearchRecord:
     fidelity: str = "full"  # or successive halving, "sh:1,3,10/3" (fusion_nas.search.fidelity)
     prescreen: str | None = None  # "K:M:PROXY": the first M trials were pre-screened
     max_latency_ms: float | None = None  # --max-latency-ms
+    skipped_files: int = 0  # unreadable files left out of the dataset (a folder's corrupt images)
 
     @property
     def cost_column(self) -> str:

@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 from fusion_nas.errors import DatasetError
 from fusion_nas.model.space import SearchSpace
-from fusion_nas.training.data import DataSplits, dataset_for, load_dataset
+from fusion_nas.training.data import DataSplits, concat, dataset_for, load_dataset
 from fusion_nas.training.loop import ProxyConfig, TrainResult, evaluate_accuracy, train_proxy
 
 __all__ = ["RETRAIN_EPOCHS", "FinalResult", "TrainingProtocol", "all_training_data"]
@@ -29,12 +29,14 @@ def all_training_data(train: Dataset, val: Dataset) -> Dataset:
     """The full training split: the proxy's train and validation parts together (train first).
 
     Two :class:`TensorDataset` s are concatenated tensor by tensor (one dataset the loop moves
-    to the device at once); any other pair is a :class:`ConcatDataset`, the same samples in the
-    same order.
+    to the device at once), two image datasets of one dataset by their rows or files (still
+    uint8, normalised per batch); any other pair is a :class:`ConcatDataset`, the same samples
+    in the same order.
     """
     if isinstance(train, TensorDataset) and isinstance(val, TensorDataset):
         return TensorDataset(*(torch.cat(pair) for pair in zip(train.tensors, val.tensors)))
-    return ConcatDataset([train, val])
+    joined = concat(train, val)
+    return joined if joined is not None else ConcatDataset([train, val])
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class TrainingProtocol:
 
     def schedule(self, epochs: int) -> ProxyConfig:
         """The final schedule: ``epochs`` with the final (else the proxy's) batch size,
-        learning rate and weight decay."""
+        learning rate and weight decay, and the proxy's augmentation."""
         p = self.proxy
 
         def pick(final, proxy):
@@ -122,6 +124,11 @@ class TrainingProtocol:
             precision=p.precision,  # the final run trains as the proxy did
             channels_last=p.channels_last,
             compile=p.compile,
+            augment=p.augment,
+            crop_padding=p.crop_padding,
+            cutout=p.cutout,
+            mixup=p.mixup,
+            label_smoothing=p.label_smoothing,
         )
 
     def retrain(

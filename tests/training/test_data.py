@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from fusion_nas.errors import DatasetError
-from fusion_nas.training import data
 from fusion_nas.training.data import (
     DATASETS,
     FASHION_MNIST_DIR,
@@ -25,6 +24,7 @@ from fusion_nas.training.data import (
     load_dataset,
     read_idx,
 )
+from fusion_nas.training.data import builtin as data
 
 MNIST1D = dict(kind="sequence", channels=1, size=(40,), classes=10)
 DIGITS = dict(kind="image", channels=1, size=(8, 8), classes=10)
@@ -493,9 +493,11 @@ def test_folder_errors(tmp_path):
     message = folder_error(f"folder:{root}")
     assert "test classes ['cat', 'wolf'] do not match train classes ['cat', 'dog']" in message
 
-    root = make_folder(tmp_path / "broken", with_test=False)
-    (root / "train" / "cat" / "z.png").write_bytes(b"garbage")
-    assert "cannot read image" in folder_error(f"folder:{root}")
+    root = make_folder(tmp_path / "empty-test")
+    for f in (root / "test" / "dog").iterdir():
+        f.unlink()
+    message = folder_error(f"folder:{root}")
+    assert "class folder" in message and "holds no images" in message
 
     root = make_folder(tmp_path / "ok", with_test=False)
     assert "kind 'sequence'" in folder_error(f"folder:{root}", kind="sequence")
@@ -511,7 +513,7 @@ def test_unknown_dataset_message():
         load_dataset("cifar", **SYN_SEQ)
     assert str(info.value) == (
         "unknown dataset 'cifar'; allowed: 'mnist1d', 'fashion-mnist', 'digits', 'synthetic', "
-        "'folder:PATH'"
+        "'folder:PATH', 'cifar10:PATH', 'cifar100:PATH'"
     )
     assert DATASETS == ("mnist1d", "fashion-mnist", "digits", "synthetic")
 
