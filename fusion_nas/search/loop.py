@@ -165,6 +165,7 @@ class Search:
         # Other workers may share the study (an RDB store): their results are read from it.
         self._shared = optuna_adapter.rdb_of(optuna_adapter.storage_of(study)) is not None
         self._beat = Beat(study)
+        self._study_id = optuna_adapter.study_id(study)
         self._worker = worker_id()
         self._stale_check = 0.0  # monotonic time of the last look for lost trials
         self._sync()
@@ -172,8 +173,20 @@ class Search:
     # ------------------------------------------------------------------ TrialRunner
 
     def history(self) -> list[TrialRecord]:
-        """Every trial of the search so far (earlier runs included), oldest first."""
-        return [TrialRecord.from_trial(t) for t in self.study.get_trials(deepcopy=False)]
+        """Every trial of the search so far (earlier runs included), oldest first.
+
+        From the ledger: only trials new or still open since the last look are read, and only
+        the open ones (a few) get a record built afresh.
+        """
+        self._sync()
+        found, opened = self._ledger.records, self._ledger.open
+        out = []
+        for number in range(self._ledger.seen):
+            if number in found:
+                out.append(found[number])
+            elif number in opened:
+                out.append(TrialRecord.from_trial(opened[number]))
+        return out
 
     def evaluate(self, arch: Architecture) -> TrialRecord:
         """Record ``arch`` as a new trial, train it if needed (blocking); return its record.
@@ -246,7 +259,26 @@ class Search:
         now = time.monotonic()
         if unless_within is not None and now - self._synced < unless_within:
             return
-        for record in self._ledger.update(self.study.get_trials(deepcopy=False)):
+        storage = optuna_adapter.storage_of(self.study)
+        rows = optuna_adapter.trial_states(
+            storage, self._study_id, self._ledger.seen - 1, self._ledger.open
+        )
+        if rows is None:  # Optuna's in-memory storage: one process, its list of trials
+            new = self._ledger.update(self.study.get_trials(deepcopy=False))
+        else:  # one small query; a trial is read only when it is new or another's open one
+            ids = {number: trial_id for number, trial_id, _state in rows}
+
+            def load(number: int) -> optuna.trial.FrozenTrial:
+                mine = self._open.get(number)
+                if mine is not None and ids[number] == optuna_adapter.trial_id(mine.trial):
+                    frozen = optuna_adapter.asked_trial(mine.trial)  # as written: no read
+                    if frozen.state == states[number]:
+                        return frozen
+                return storage.get_trial(ids[number])
+
+            states = {number: state for number, _tid, state in rows}
+            new = self._ledger.take(((n, st) for n, _tid, st in rows), load)
+        for record in new:
             self._note(record)
         self._synced = now
 
@@ -311,10 +343,11 @@ class Search:
             warnings.simplefilter("ignore", UserWarning)  # this loop beats for itself (Beat)
             trial = self.study.ask()
         self._open[trial.number] = _Open(trial)  # open from here on, even before it is costed
-        self._beat.add(optuna_adapter.trial_id(trial))
         # At once, not with the proposal: a running trial without a worker is taken for one
-        # that no loop holds (fail_stale), and proposing may outlast the grace period.
-        records.write_worker(trial, self._worker)
+        # that no loop holds (fail_stale), and proposing may outlast the grace period. The
+        # trial's first heartbeat goes in the same transaction.
+        records.write_worker(trial, self._worker, heartbeat=self._beat.enabled)
+        self._beat.add(optuna_adapter.trial_id(trial), beaten=True)
         return trial
 
     def _start(self, trial: optuna.Trial, arch: Architecture) -> None:

@@ -50,6 +50,7 @@ from fusion_nas.search.config import (
     NO_QUEUE_STRATEGIES,
     SearchConfig,
     _check_resume,
+    cap_workers,
 )
 from fusion_nas.search.loop import Progress, Search
 from fusion_nas.search.signals import USER_STOP, Terminated, terminate_as_interrupt
@@ -366,6 +367,8 @@ def run_search(
     study, done = open_search(store, config, strategy)
     remaining = max(0, config.trials - done)
     if remaining:
+        # A resume runs only the trials left: no more workers than those (at least one).
+        config = dataclasses.replace(config, workers=cap_workers(config.workers, remaining))
         warn_short_proxy(config, evaluator)
     if on_start is not None:
         on_start(done, config.trials)

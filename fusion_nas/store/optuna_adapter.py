@@ -135,17 +135,103 @@ def complete_values(
 CONSTRAINT_PREFIX = "constraints:"  # Optuna's system attribute of Trial.set_constraint(key, ...)
 
 
+def study_id(study: optuna.Study) -> int:
+    """The storage id of ``study``."""
+    return study._study_id
+
+
+def _upsert(
+    conn: sqlalchemy.engine.Connection,
+    table: sqlalchemy.Table,
+    rows: list[dict[str, Any]],
+    unique: tuple[str, ...],
+    update: str,
+    value: Any = None,
+) -> None:
+    """Insert ``rows`` into ``table``; where a row matches one stored on the ``unique``
+    columns, set the stored row's column ``update`` to the new row's (or to ``value``, an SQL
+    expression): one ``INSERT ... ON CONFLICT`` on SQLite and PostgreSQL, else one DELETE and
+    one INSERT."""
+    import sqlite3
+
+    name = conn.dialect.name
+    if name == "postgresql" or (name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0)):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = (postgresql if name == "postgresql" else sqlite).insert(table)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[table.c[c] for c in unique],
+                set_={update: insert.excluded[update] if value is None else value},
+            ),
+            rows,
+        )
+        return
+    match = sqlalchemy.tuple_(*(table.c[c] for c in unique))
+    keys = [tuple(row[c] for c in unique) for row in rows]
+    conn.execute(sqlalchemy.delete(table).where(match.in_(keys)))
+    conn.execute(sqlalchemy.insert(table), rows)
+
+
+def _write_rdb(
+    rdb: optuna.storages.RDBStorage,
+    trial_id: int,
+    user: Mapping[str, Any],
+    system: Mapping[str, Any] | None = None,
+    heartbeat: bool = False,
+) -> None:
+    """Upsert attributes (and a first heartbeat) of an unfinished trial: one transaction.
+
+    A few SQLAlchemy Core statements, whatever the number of attributes: the trial's state (a
+    finished trial raises ``UpdateFinishedTrialError``, as Optuna's setters do), then one
+    multi-row upsert per attribute table (:func:`_upsert`). Optuna's own setters run three
+    ORM queries and a commit per attribute.
+    """
+    import json
+
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    with rdb.engine.begin() as conn:
+        query = sqlalchemy.select(trials.c.number, trials.c.state)
+        found = conn.execute(query.where(trials.c.trial_id == trial_id)).one_or_none()
+        if found is None:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.")
+        if found.state.is_finished():  # Optuna's own message (its check reads the trial again)
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"Trial#{found.number} has already finished and can not be updated."
+            )
+        for model, items in (
+            (models.TrialUserAttributeModel, user),
+            (models.TrialSystemAttributeModel, system or {}),
+        ):
+            if items:
+                rows = [
+                    {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                    for k, v in items.items()
+                ]
+                _upsert(conn, model.__table__, rows, ("trial_id", "key"), "value_json")
+        if heartbeat:  # the trial's first beat: the database's now, as Optuna writes it
+            now = sqlalchemy.func.current_timestamp()  # the column's default on insert
+            beats = models.TrialHeartbeatModel.__table__
+            _upsert(conn, beats, [{"trial_id": trial_id}], ("trial_id",), "heartbeat", now)
+
+
 def write_attrs(
     trial: optuna.Trial,
     user: Mapping[str, Any],
     constraints: Mapping[str, float] | None = None,
+    *,
+    heartbeat: bool = False,
 ) -> None:
     """Set user attributes and constraints of an asked ``trial`` in ONE transaction.
 
     ``trial.set_user_attr`` and ``trial.set_constraint`` commit once per attribute; an RDB
-    storage is written here through its own per-attribute upsert, in one session. Other
-    storages (Optuna's in-memory one) are written attribute by attribute. The trial's cached
-    copy is updated as Optuna's own setters update it.
+    storage is written here with a few statements in one transaction (see
+    :func:`_write_rdb`); with ``heartbeat`` the trial's first heartbeat goes in the same
+    transaction. Other storages (Optuna's in-memory one, which keeps no heartbeats) are
+    written attribute by attribute. The trial's cached copy is updated as Optuna's own setters
+    update it.
     """
     system = {f"{CONSTRAINT_PREFIX}{k}": float(v) for k, v in (constraints or {}).items()}
     storage, tid = trial.storage, trial._trial_id
@@ -156,18 +242,7 @@ def write_attrs(
         for key, value in system.items():
             storage.set_trial_system_attr(tid, key, value)
     else:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(rdb.scoped_session, True) as session:
-            for key, value in user.items():
-                rdb._set_trial_attr_without_commit(
-                    session, models.TrialUserAttributeModel, tid, key, value
-                )
-            for key, value in system.items():
-                rdb._set_trial_attr_without_commit(
-                    session, models.TrialSystemAttributeModel, tid, key, value
-                )
+        _write_rdb(rdb, tid, user, system, heartbeat=heartbeat)
     cached = trial._cached_frozen_trial
     cached.user_attrs.update(user)
     cached.system_attrs.update(system)
@@ -180,14 +255,36 @@ def set_attrs(storage: optuna.storages.BaseStorage, trial_id: int, user: Mapping
         for key, value in user.items():
             storage.set_trial_user_attr(trial_id, key, value)
         return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
+    _write_rdb(rdb, trial_id, user)
 
-    with _create_scoped_session(rdb.scoped_session, True) as session:
-        for key, value in user.items():
-            rdb._set_trial_attr_without_commit(
-                session, models.TrialUserAttributeModel, trial_id, key, value
-            )
+
+def trial_states(
+    storage: optuna.storages.BaseStorage, study_id: int, after: int, numbers: Iterable[int] = ()
+) -> list[tuple[int, int, optuna.trial.TrialState]] | None:
+    """``(number, trial id, state)`` of ``study_id``'s trials numbered above ``after`` or in
+    ``numbers``, by number: one indexed query, no attributes read. ``None`` without an RDB
+    storage.
+
+    What a loop that keeps its own copy of a search needs to find the trials new or changed
+    since its last look (a finished Optuna trial never changes again).
+    """
+    rdb = rdb_of(storage)
+    if rdb is None:
+        return None
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    wanted = trials.c.number > int(after)
+    extra = sorted({int(n) for n in numbers})
+    if extra:
+        wanted = sqlalchemy.or_(wanted, trials.c.number.in_(extra))
+    query = (
+        sqlalchemy.select(trials.c.number, trials.c.trial_id, trials.c.state)
+        .where(trials.c.study_id == int(study_id), wanted)
+        .order_by(trials.c.number)
+    )
+    with rdb.engine.connect() as conn:
+        return [(int(n), int(tid), state) for n, tid, state in conn.execute(query)]
 
 
 def count_trials(storage: optuna.storages.BaseStorage, study_id: int) -> int:
