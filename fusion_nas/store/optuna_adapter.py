@@ -140,36 +140,63 @@ def study_id(study: optuna.Study) -> int:
     return study._study_id
 
 
-def _upsert(
-    conn: sqlalchemy.engine.Connection,
-    table: sqlalchemy.Table,
-    rows: list[dict[str, Any]],
-    unique: tuple[str, ...],
-    update: str,
-    value: Any = None,
-) -> None:
-    """Insert ``rows`` into ``table``; where a row matches one stored on the ``unique``
-    columns, set the stored row's column ``update`` to the new row's (or to ``value``, an SQL
-    expression): one ``INSERT ... ON CONFLICT`` on SQLite and PostgreSQL, else one DELETE and
-    one INSERT."""
+def _state(name: Any) -> optuna.trial.TrialState:
+    """A ``trials.state`` column value (the ``TrialState`` name) as the ``TrialState``."""
+    return optuna.trial.TrialState[str(name).rpartition(".")[2]]
+
+
+# One statement per purpose, as text: SQLAlchemy caches each compiled, so a write costs a
+# few executions and no statement building. ``ON CONFLICT`` is SQLite's (3.24+) and
+# PostgreSQL's upsert; other databases get a DELETE and an INSERT (:func:`_upsert`).
+_TRIAL_STATE_SQL = sqlalchemy.text("SELECT number, state FROM trials WHERE trial_id = :trial_id")
+_UPSERT_SQL = {
+    table: sqlalchemy.text(
+        f"INSERT INTO {table} (trial_id, key, value_json) VALUES (:trial_id, :key, :value_json) "
+        "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json"
+    )
+    for table in ("trial_user_attributes", "trial_system_attributes")
+}
+_FIRST_BEAT_SQL = sqlalchemy.text(
+    "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (:trial_id, CURRENT_TIMESTAMP)"
+)
+_BEAT_SQL = sqlalchemy.text(
+    _FIRST_BEAT_SQL.text + " ON CONFLICT (trial_id) DO UPDATE SET heartbeat = CURRENT_TIMESTAMP"
+)
+_UNBEAT_SQL = sqlalchemy.text("DELETE FROM trial_heartbeats WHERE trial_id = :trial_id")
+
+
+def _has_upsert(conn: sqlalchemy.engine.Connection) -> bool:
+    """Whether the database of ``conn`` takes ``INSERT ... ON CONFLICT``."""
     import sqlite3
 
     name = conn.dialect.name
-    if name == "postgresql" or (name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0)):
-        from sqlalchemy.dialects import postgresql, sqlite
+    return name == "postgresql" or (name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24))
 
-        insert = (postgresql if name == "postgresql" else sqlite).insert(table)
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[table.c[c] for c in unique],
-                set_={update: insert.excluded[update] if value is None else value},
-            ),
-            rows,
-        )
+
+def _upsert(
+    conn: sqlalchemy.engine.Connection, kind: str, trial_id: int, items: Mapping[str, Any]
+) -> None:
+    """Set the ``kind`` (``trial_user_attributes``, ``trial_system_attributes``) attributes
+    ``items`` of trial ``trial_id``, replacing stored values of the same keys: one statement,
+    or a DELETE and an INSERT where the database has no upsert."""
+    import json
+
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in items.items()]
+    if _has_upsert(conn):
+        conn.execute(_UPSERT_SQL[kind], rows)
         return
-    match = sqlalchemy.tuple_(*(table.c[c] for c in unique))
-    keys = [tuple(row[c] for c in unique) for row in rows]
-    conn.execute(sqlalchemy.delete(table).where(match.in_(keys)))
+    from optuna.storages._rdb import models
+
+    model = (
+        models.TrialUserAttributeModel
+        if kind == "trial_user_attributes"
+        else models.TrialSystemAttributeModel
+    )
+    table = model.__table__
+    keys = list(items)
+    conn.execute(
+        sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(keys))
+    )
     conn.execute(sqlalchemy.insert(table), rows)
 
 
@@ -182,39 +209,30 @@ def _write_rdb(
 ) -> None:
     """Upsert attributes (and a first heartbeat) of an unfinished trial: one transaction.
 
-    A few SQLAlchemy Core statements, whatever the number of attributes: the trial's state (a
-    finished trial raises ``UpdateFinishedTrialError``, as Optuna's setters do), then one
-    multi-row upsert per attribute table (:func:`_upsert`). Optuna's own setters run three
-    ORM queries and a commit per attribute.
+    A few statements, whatever the number of attributes: the trial's state (a finished trial
+    raises ``UpdateFinishedTrialError``, as Optuna's setters do), then one multi-row upsert per
+    attribute table (:func:`_upsert`) and, with ``heartbeat``, one for the trial's heartbeat
+    (the database's now, as Optuna's ``record_heartbeat`` writes it). Optuna's own setters run
+    three ORM queries and a commit per attribute.
     """
-    import json
-
-    from optuna.storages._rdb import models
-
-    trials = models.TrialModel.__table__
     with rdb.engine.begin() as conn:
-        query = sqlalchemy.select(trials.c.number, trials.c.state)
-        found = conn.execute(query.where(trials.c.trial_id == trial_id)).one_or_none()
+        found = conn.execute(_TRIAL_STATE_SQL, {"trial_id": trial_id}).one_or_none()
         if found is None:
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
-        if found.state.is_finished():  # Optuna's own message (its check reads the trial again)
+        if _state(found.state).is_finished():  # Optuna's message (its check reads it again)
             raise optuna.exceptions.UpdateFinishedTrialError(
                 f"Trial#{found.number} has already finished and can not be updated."
             )
-        for model, items in (
-            (models.TrialUserAttributeModel, user),
-            (models.TrialSystemAttributeModel, system or {}),
-        ):
-            if items:
-                rows = [
-                    {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                    for k, v in items.items()
-                ]
-                _upsert(conn, model.__table__, rows, ("trial_id", "key"), "value_json")
-        if heartbeat:  # the trial's first beat: the database's now, as Optuna writes it
-            now = sqlalchemy.func.current_timestamp()  # the column's default on insert
-            beats = models.TrialHeartbeatModel.__table__
-            _upsert(conn, beats, [{"trial_id": trial_id}], ("trial_id",), "heartbeat", now)
+        if user:
+            _upsert(conn, "trial_user_attributes", trial_id, user)
+        if system:
+            _upsert(conn, "trial_system_attributes", trial_id, system)
+        if heartbeat:
+            if not _has_upsert(conn):
+                conn.execute(_UNBEAT_SQL, {"trial_id": trial_id})
+            conn.execute(
+                _BEAT_SQL if _has_upsert(conn) else _FIRST_BEAT_SQL, {"trial_id": trial_id}
+            )
 
 
 def write_attrs(
@@ -259,32 +277,36 @@ def set_attrs(storage: optuna.storages.BaseStorage, trial_id: int, user: Mapping
 
 
 def trial_states(
-    storage: optuna.storages.BaseStorage, study_id: int, after: int, numbers: Iterable[int] = ()
+    storage: optuna.storages.BaseStorage, study_id: int, after: int, ids: Iterable[int] = ()
 ) -> list[tuple[int, int, optuna.trial.TrialState]] | None:
-    """``(number, trial id, state)`` of ``study_id``'s trials numbered above ``after`` or in
-    ``numbers``, by number: one indexed query, no attributes read. ``None`` without an RDB
-    storage.
+    """``(number, trial id, state)`` of ``study_id``'s trials whose storage id is above
+    ``after`` or in ``ids``, by number: no attributes read, and a range of the primary key, so
+    the query costs the same at 100 trials as at 10,000 (a study's trial ids grow with its
+    trial numbers). ``None`` without an RDB storage.
 
     What a loop that keeps its own copy of a search needs to find the trials new or changed
     since its last look (a finished Optuna trial never changes again).
     """
-    rdb = rdb_of(storage)
-    if rdb is None:
+    engine = rdb_engine(storage)
+    if engine is None:
         return None
-    from optuna.storages._rdb import models
-
-    trials = models.TrialModel.__table__
-    wanted = trials.c.number > int(after)
-    extra = sorted({int(n) for n in numbers})
+    extra = sorted({int(n) for n in ids})
+    query = _STATES_SQL if extra else _NEW_STATES_SQL
+    params: dict[str, Any] = {"study": int(study_id), "after": int(after)}
     if extra:
-        wanted = sqlalchemy.or_(wanted, trials.c.number.in_(extra))
-    query = (
-        sqlalchemy.select(trials.c.number, trials.c.trial_id, trials.c.state)
-        .where(trials.c.study_id == int(study_id), wanted)
-        .order_by(trials.c.number)
-    )
-    with rdb.engine.connect() as conn:
-        return [(int(n), int(tid), state) for n, tid, state in conn.execute(query)]
+        params["ids"] = extra
+    with engine.connect() as conn:
+        return [(int(n), int(tid), _state(state)) for n, tid, state in conn.execute(query, params)]
+
+
+_NEW_STATES_SQL = sqlalchemy.text(
+    "SELECT number, trial_id, state FROM trials WHERE study_id = :study AND trial_id > :after "
+    "ORDER BY number"
+)
+_STATES_SQL = sqlalchemy.text(
+    "SELECT number, trial_id, state FROM trials WHERE study_id = :study "
+    "AND (trial_id > :after OR trial_id IN :ids) ORDER BY number"
+).bindparams(sqlalchemy.bindparam("ids", expanding=True))
 
 
 def count_trials(storage: optuna.storages.BaseStorage, study_id: int) -> int:

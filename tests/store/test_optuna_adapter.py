@@ -150,7 +150,7 @@ def test_attributes_are_replaced_a_heartbeat_is_written_and_a_finished_trial_ref
     assert oa.frozen_trial(study, trial).user_attrs["a"] == 3  # nothing half-written
 
 
-def test_trial_states_reads_the_new_and_the_named_trials(tmp_path: Path) -> None:
+def test_trial_states_reads_the_trials_after_an_id_and_the_named_ones(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(storage=store.storage, study_name="s")
     other = optuna.create_study(storage=store.storage, study_name="o")
@@ -159,8 +159,8 @@ def test_trial_states_reads_the_new_and_the_named_trials(tmp_path: Path) -> None
     study.tell(asked[0], 1.0)
     study.tell(asked[2], state=TrialState.FAIL)
     storage, sid = oa.storage_of(study), oa.study_id(study)
-    rows = oa.trial_states(storage, sid, after=2, numbers=[0, 1])
     ids = [oa.trial_id(t) for t in asked]
+    rows = oa.trial_states(storage, sid, after=ids[2], ids=[ids[0], ids[1]])
     assert rows == [
         (0, ids[0], TrialState.COMPLETE),
         (1, ids[1], TrialState.RUNNING),
