@@ -166,10 +166,13 @@ class Beat:
 class Ledger:
     """A search's trials as this worker last read them, brought up to date incrementally.
 
-    :meth:`update` takes the study's trials, all of them by number (Optuna's cached storage
-    re-reads only the unfinished ones from the database). A finished trial never changes, so
-    its record is built once, when it is first seen finished; only trials never seen before
-    and trials still open (running or waiting, a few: one per worker) are looked at again.
+    :meth:`take` takes the trials new or still open since the last look, as ``(number,
+    state)`` rows of one small query, and reads only those it has no record of (the loop, on
+    an RDB store); :meth:`update` takes the study's trials, all of them by number (Optuna's
+    in-memory storage, or a first look at a resumed search). A finished trial never changes,
+    so its record is built once, when it is first seen finished; only trials never seen
+    before and trials still open (running or waiting, a few: one per worker) are looked at
+    again.
     From that it keeps what the loop asks after every trial: the store-wide tally, the counts
     and front of the progress line, and every network's results at each rung.
     """
