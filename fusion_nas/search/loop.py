@@ -93,6 +93,9 @@ POLL_S = 1.0  # how often a worker with nothing to do looks at the store again
 # later check settles races anyway (the claim's check after the ask) or one ask's worth of
 # staleness changes nothing (finding another worker's copy of a network).
 FRESH_S = 0.1
+# More new or changed trials than this at one look (a resumed search's first) are read with
+# one read of the study's trials instead of one read each.
+BULK_READ = 64
 
 
 @dataclass
@@ -165,6 +168,9 @@ class Search:
         # Other workers may share the study (an RDB store): their results are read from it.
         self._shared = optuna_adapter.rdb_of(optuna_adapter.storage_of(study)) is not None
         self._beat = Beat(study)
+        self._study_id = optuna_adapter.study_id(study)
+        self._last_id = -1  # the largest storage id of a trial read (ids grow with numbers)
+        self._ids: dict[int, int] = {}  # number -> storage id of each trial still open
         self._worker = worker_id()
         self._stale_check = 0.0  # monotonic time of the last look for lost trials
         self._sync()
@@ -172,8 +178,20 @@ class Search:
     # ------------------------------------------------------------------ TrialRunner
 
     def history(self) -> list[TrialRecord]:
-        """Every trial of the search so far (earlier runs included), oldest first."""
-        return [TrialRecord.from_trial(t) for t in self.study.get_trials(deepcopy=False)]
+        """Every trial of the search so far (earlier runs included), oldest first.
+
+        From the ledger: only trials new or still open since the last look are read, and only
+        the open ones (a few) get a record built afresh.
+        """
+        self._sync()
+        found, opened = self._ledger.records, self._ledger.open
+        out = []
+        for number in range(self._ledger.seen):
+            if number in found:
+                out.append(found[number])
+            elif number in opened:
+                out.append(TrialRecord.from_trial(opened[number]))
+        return out
 
     def evaluate(self, arch: Architecture) -> TrialRecord:
         """Record ``arch`` as a new trial, train it if needed (blocking); return its record.
@@ -246,7 +264,31 @@ class Search:
         now = time.monotonic()
         if unless_within is not None and now - self._synced < unless_within:
             return
-        for record in self._ledger.update(self.study.get_trials(deepcopy=False)):
+        storage = optuna_adapter.storage_of(self.study)
+        open_ids = [self._ids[n] for n in self._ledger.open if n in self._ids]
+        rows = optuna_adapter.trial_states(storage, self._study_id, self._last_id, open_ids)
+        if rows is None or len(rows) > BULK_READ:
+            # Optuna's in-memory storage (one process), or many trials to read at once (the
+            # first look at a resumed search): the study's trials in one read
+            new = self._ledger.update(self.study.get_trials(deepcopy=False))
+        else:  # one small query; a trial is read only when it is new or another's open one
+            ids = {number: trial_id for number, trial_id, _state in rows}
+            states = {number: state for number, _tid, state in rows}
+
+            def load(number: int) -> optuna.trial.FrozenTrial:
+                mine = self._open.get(number)
+                if mine is not None and ids[number] == optuna_adapter.trial_id(mine.trial):
+                    frozen = optuna_adapter.asked_trial(mine.trial)  # as written: no read
+                    if frozen.state == states[number]:
+                        return frozen
+                return storage.get_trial(ids[number])
+
+            new = self._ledger.take(((n, st) for n, _tid, st in rows), load)
+        for number, trial_id, _state in rows or ():
+            self._last_id = max(self._last_id, trial_id)
+            self._ids[number] = trial_id
+        self._ids = {n: i for n, i in self._ids.items() if n in self._ledger.open}
+        for record in new:
             self._note(record)
         self._synced = now
 
@@ -311,22 +353,24 @@ class Search:
             warnings.simplefilter("ignore", UserWarning)  # this loop beats for itself (Beat)
             trial = self.study.ask()
         self._open[trial.number] = _Open(trial)  # open from here on, even before it is costed
-        self._beat.add(optuna_adapter.trial_id(trial))
         # At once, not with the proposal: a running trial without a worker is taken for one
-        # that no loop holds (fail_stale), and proposing may outlast the grace period.
-        records.write_worker(trial, self._worker)
+        # that no loop holds (fail_stale), and proposing may outlast the grace period. The
+        # trial's first heartbeat goes in the same transaction.
+        records.write_worker(trial, self._worker, heartbeat=self._beat.enabled)
+        self._beat.add(optuna_adapter.trial_id(trial), beaten=True)
         return trial
 
     def _start(self, trial: optuna.Trial, arch: Architecture) -> None:
         """Cost ``arch``; record it at once, hold it for its twin, or hand it to the pool."""
         entry = self._open[trial.number]
-        cost = self._cost(arch)
+        arch_id = arch.arch_id  # a hash of the architecture's JSON: computed once here
+        cost = self._cost(arch, arch_id)
         entry.arch, entry.cost = arch, cost
         over_macs, over_params = self._violations(cost)
         records.write_proposal(  # one transaction
             trial,
             arch.to_dict(),
-            arch.arch_id,
+            arch_id,
             arch.describe(),
             cost.macs,
             cost.params,
@@ -348,13 +392,13 @@ class Search:
             self._tell(entry, TrialStatus.INFEASIBLE, values, fail_reason=reason)
         elif (reason := _too_large(cost)) is not None:
             self._tell(entry, TrialStatus.FAILED, None, fail_reason=reason)
-        elif arch.arch_id in self._seen:
-            self._tell_duplicate(entry, self._seen[arch.arch_id])
-        elif arch.arch_id in self._stopped:
-            self._tell_duplicate(entry, self._stopped[arch.arch_id])
-        elif arch.arch_id in self._training:
-            entry.twin = self._training[arch.arch_id]  # recorded when the twin finishes
-        elif (other := self._elsewhere(arch.arch_id, trial.number)) is not None:
+        elif arch_id in self._seen:
+            self._tell_duplicate(entry, self._seen[arch_id])
+        elif arch_id in self._stopped:
+            self._tell_duplicate(entry, self._stopped[arch_id])
+        elif arch_id in self._training:
+            entry.twin = self._training[arch_id]  # recorded when the twin finishes
+        elif (other := self._elsewhere(arch_id, trial.number)) is not None:
             if isinstance(other, int):
                 entry.foreign = other  # another worker trains it: wait for its result
             else:
@@ -543,11 +587,13 @@ class Search:
 
     # ------------------------------------------------------------------ costs and budgets
 
-    def _cost(self, arch: Architecture) -> Cost:
-        """Exact MACs and params of ``arch`` (per sample), counted once, nothing allocated."""
-        if arch.arch_id not in self._costs:
-            self._costs[arch.arch_id] = arch_cost(arch, self.space)
-        return self._costs[arch.arch_id]
+    def _cost(self, arch: Architecture, arch_id: str | None = None) -> Cost:
+        """Exact MACs and params of ``arch`` (per sample), counted once, nothing allocated
+        (``arch_id``: ``arch.arch_id``, when known)."""
+        arch_id = arch.arch_id if arch_id is None else arch_id
+        if arch_id not in self._costs:
+            self._costs[arch_id] = arch_cost(arch, self.space)
+        return self._costs[arch_id]
 
     def _second(self, entry: _Open) -> float:
         """The second objective of ``entry``: its MACs, or its measured latency."""

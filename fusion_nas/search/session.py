@@ -50,6 +50,7 @@ from fusion_nas.search.config import (
     NO_QUEUE_STRATEGIES,
     SearchConfig,
     _check_resume,
+    cap_workers,
     settle_proxy,
 )
 from fusion_nas.search.loop import Progress, Search
@@ -401,6 +402,8 @@ def run_search(
     study, done = open_search(store, config, strategy, skipped_files(config, evaluator))
     remaining = max(0, config.trials - done)
     if remaining:
+        # A resume runs only the trials left: no more workers than those (at least one).
+        config = dataclasses.replace(config, workers=cap_workers(config.workers, remaining))
         warn_short_proxy(config, evaluator)
     if on_start is not None:
         on_start(done, config.trials)

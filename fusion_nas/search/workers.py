@@ -14,7 +14,7 @@ import socket
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -127,11 +127,13 @@ class Beat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, trial_id: int) -> None:
-        """Beat for ``trial_id`` now and from here on."""
+    def add(self, trial_id: int, *, beaten: bool = False) -> None:
+        """Beat for ``trial_id`` now (unless ``beaten``: its first beat is written) and from
+        here on."""
         if not self.enabled:
             return
-        self.storage.record_heartbeat(trial_id)
+        if not beaten:
+            self.storage.record_heartbeat(trial_id)
         with self._lock:
             self._ids.add(trial_id)
         if self._thread is None:
@@ -164,10 +166,13 @@ class Beat:
 class Ledger:
     """A search's trials as this worker last read them, brought up to date incrementally.
 
-    :meth:`update` takes the study's trials, all of them by number (Optuna's cached storage
-    re-reads only the unfinished ones from the database). A finished trial never changes, so
-    its record is built once, when it is first seen finished; only trials never seen before
-    and trials still open (running or waiting, a few: one per worker) are looked at again.
+    :meth:`take` takes the trials new or still open since the last look, as ``(number,
+    state)`` rows of one small query, and reads only those it has no record of (the loop, on
+    an RDB store); :meth:`update` takes the study's trials, all of them by number (Optuna's
+    in-memory storage, or a first look at a resumed search). A finished trial never changes,
+    so its record is built once, when it is first seen finished; only trials never seen
+    before and trials still open (running or waiting, a few: one per worker) are looked at
+    again.
     From that it keeps what the loop asks after every trial: the store-wide tally, the counts
     and front of the progress line, and every network's results at each rung.
     """
@@ -184,6 +189,11 @@ class Ledger:
         self._front: list[tuple[float, float]] = []
         self._rungs: dict[int, list[RungPoint]] = {}  # epochs -> finished trials' results
 
+    @property
+    def seen(self) -> int:
+        """Every trial numbered below this has been seen (finished, or in :attr:`open`)."""
+        return self._next
+
     def update(self, trials: Sequence[FrozenTrial]) -> list[TrialRecord]:
         """Take in the study's ``trials``; return the records of trials finished since the
         last update, by number."""
@@ -194,20 +204,40 @@ class Ledger:
         new = []
         for number in look:
             t = by_number[number] if dense else by_number.get(number)  # type: ignore[union-attr]
-            if t is None:
-                continue
-            self.retried.update(records.retry_history(t))
-            if t.state.is_finished():
-                self.open.pop(number, None)
-                if number in self.records:  # told by this worker: recorded already
-                    continue
-                record = TrialRecord.from_trial(t)
-                self._add(record)
-                new.append(record)
-            else:
-                self.open[number] = t
+            if t is not None:
+                new.extend(self._look(t))
         self._next = max(self._next, last)
         return new
+
+    def take(
+        self, rows: Iterable[tuple[int, TrialState]], load: Callable[[int], FrozenTrial]
+    ) -> list[TrialRecord]:
+        """Take in the trials new or still open since the last look, as ``(number, state)``
+        rows (:func:`~fusion_nas.store.optuna_adapter.trial_states` of the trials numbered
+        from :attr:`seen` on and of :attr:`open`); ``load(number)`` reads one trial, and is
+        called only for a trial not yet recorded finished. Returns the records of trials
+        finished since the last look, by number (as :meth:`update`)."""
+        new = []
+        for number, state in rows:
+            if state.is_finished() and number in self.records:  # told by this worker
+                self.open.pop(number, None)
+            else:
+                new.extend(self._look(load(number)))
+            self._next = max(self._next, number + 1)
+        return new
+
+    def _look(self, t: FrozenTrial) -> list[TrialRecord]:
+        """Take in one trial new or still open; its record if it has newly finished."""
+        self.retried.update(records.retry_history(t))
+        if not t.state.is_finished():
+            self.open[t.number] = t
+            return []
+        self.open.pop(t.number, None)
+        if t.number in self.records:  # told by this worker: recorded already
+            return []
+        record = TrialRecord.from_trial(t)
+        self._add(record)
+        return [record]
 
     def told(self, record: TrialRecord) -> None:
         """Take in a trial this worker has just told (its record, from the tell)."""

@@ -135,17 +135,121 @@ def complete_values(
 CONSTRAINT_PREFIX = "constraints:"  # Optuna's system attribute of Trial.set_constraint(key, ...)
 
 
+def study_id(study: optuna.Study) -> int:
+    """The storage id of ``study``."""
+    return study._study_id
+
+
+def _state(name: Any) -> optuna.trial.TrialState:
+    """A ``trials.state`` column value (the ``TrialState`` name) as the ``TrialState``."""
+    return optuna.trial.TrialState[str(name).rpartition(".")[2]]
+
+
+# One statement per purpose, as text: SQLAlchemy caches each compiled, so a write costs a
+# few executions and no statement building. ``ON CONFLICT`` is SQLite's (3.24+) and
+# PostgreSQL's upsert; other databases get a DELETE and an INSERT (:func:`_upsert`).
+_TRIAL_STATE_SQL = sqlalchemy.text("SELECT number, state FROM trials WHERE trial_id = :trial_id")
+_UPSERT_SQL = {
+    table: sqlalchemy.text(
+        f"INSERT INTO {table} (trial_id, key, value_json) VALUES (:trial_id, :key, :value_json) "
+        "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json"
+    )
+    for table in ("trial_user_attributes", "trial_system_attributes")
+}
+_FIRST_BEAT_SQL = sqlalchemy.text(
+    "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (:trial_id, CURRENT_TIMESTAMP)"
+)
+_BEAT_SQL = sqlalchemy.text(
+    _FIRST_BEAT_SQL.text + " ON CONFLICT (trial_id) DO UPDATE SET heartbeat = CURRENT_TIMESTAMP"
+)
+_UNBEAT_SQL = sqlalchemy.text("DELETE FROM trial_heartbeats WHERE trial_id = :trial_id")
+
+
+def _has_upsert(conn: sqlalchemy.engine.Connection) -> bool:
+    """Whether the database of ``conn`` takes ``INSERT ... ON CONFLICT``."""
+    import sqlite3
+
+    name = conn.dialect.name
+    return name == "postgresql" or (name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24))
+
+
+def _upsert(
+    conn: sqlalchemy.engine.Connection, kind: str, trial_id: int, items: Mapping[str, Any]
+) -> None:
+    """Set the ``kind`` (``trial_user_attributes``, ``trial_system_attributes``) attributes
+    ``items`` of trial ``trial_id``, replacing stored values of the same keys: one statement,
+    or a DELETE and an INSERT where the database has no upsert."""
+    import json
+
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in items.items()]
+    if _has_upsert(conn):
+        conn.execute(_UPSERT_SQL[kind], rows)
+        return
+    from optuna.storages._rdb import models
+
+    model = (
+        models.TrialUserAttributeModel
+        if kind == "trial_user_attributes"
+        else models.TrialSystemAttributeModel
+    )
+    table = model.__table__
+    keys = list(items)
+    conn.execute(
+        sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(keys))
+    )
+    conn.execute(sqlalchemy.insert(table), rows)
+
+
+def _write_rdb(
+    rdb: optuna.storages.RDBStorage,
+    trial_id: int,
+    user: Mapping[str, Any],
+    system: Mapping[str, Any] | None = None,
+    heartbeat: bool = False,
+) -> None:
+    """Upsert attributes (and a first heartbeat) of an unfinished trial: one transaction.
+
+    A few statements, whatever the number of attributes: the trial's state (a finished trial
+    raises ``UpdateFinishedTrialError``, as Optuna's setters do), then one multi-row upsert per
+    attribute table (:func:`_upsert`) and, with ``heartbeat``, one for the trial's heartbeat
+    (the database's now, as Optuna's ``record_heartbeat`` writes it). Optuna's own setters run
+    three ORM queries and a commit per attribute.
+    """
+    with rdb.engine.begin() as conn:
+        found = conn.execute(_TRIAL_STATE_SQL, {"trial_id": trial_id}).one_or_none()
+        if found is None:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.")
+        if _state(found.state).is_finished():  # Optuna's message (its check reads it again)
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"Trial#{found.number} has already finished and can not be updated."
+            )
+        if user:
+            _upsert(conn, "trial_user_attributes", trial_id, user)
+        if system:
+            _upsert(conn, "trial_system_attributes", trial_id, system)
+        if heartbeat:
+            if not _has_upsert(conn):
+                conn.execute(_UNBEAT_SQL, {"trial_id": trial_id})
+            conn.execute(
+                _BEAT_SQL if _has_upsert(conn) else _FIRST_BEAT_SQL, {"trial_id": trial_id}
+            )
+
+
 def write_attrs(
     trial: optuna.Trial,
     user: Mapping[str, Any],
     constraints: Mapping[str, float] | None = None,
+    *,
+    heartbeat: bool = False,
 ) -> None:
     """Set user attributes and constraints of an asked ``trial`` in ONE transaction.
 
     ``trial.set_user_attr`` and ``trial.set_constraint`` commit once per attribute; an RDB
-    storage is written here through its own per-attribute upsert, in one session. Other
-    storages (Optuna's in-memory one) are written attribute by attribute. The trial's cached
-    copy is updated as Optuna's own setters update it.
+    storage is written here with a few statements in one transaction (see
+    :func:`_write_rdb`); with ``heartbeat`` the trial's first heartbeat goes in the same
+    transaction. Other storages (Optuna's in-memory one, which keeps no heartbeats) are
+    written attribute by attribute. The trial's cached copy is updated as Optuna's own setters
+    update it.
     """
     system = {f"{CONSTRAINT_PREFIX}{k}": float(v) for k, v in (constraints or {}).items()}
     storage, tid = trial.storage, trial._trial_id
@@ -156,18 +260,7 @@ def write_attrs(
         for key, value in system.items():
             storage.set_trial_system_attr(tid, key, value)
     else:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(rdb.scoped_session, True) as session:
-            for key, value in user.items():
-                rdb._set_trial_attr_without_commit(
-                    session, models.TrialUserAttributeModel, tid, key, value
-                )
-            for key, value in system.items():
-                rdb._set_trial_attr_without_commit(
-                    session, models.TrialSystemAttributeModel, tid, key, value
-                )
+        _write_rdb(rdb, tid, user, system, heartbeat=heartbeat)
     cached = trial._cached_frozen_trial
     cached.user_attrs.update(user)
     cached.system_attrs.update(system)
@@ -180,14 +273,40 @@ def set_attrs(storage: optuna.storages.BaseStorage, trial_id: int, user: Mapping
         for key, value in user.items():
             storage.set_trial_user_attr(trial_id, key, value)
         return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
+    _write_rdb(rdb, trial_id, user)
 
-    with _create_scoped_session(rdb.scoped_session, True) as session:
-        for key, value in user.items():
-            rdb._set_trial_attr_without_commit(
-                session, models.TrialUserAttributeModel, trial_id, key, value
-            )
+
+def trial_states(
+    storage: optuna.storages.BaseStorage, study_id: int, after: int, ids: Iterable[int] = ()
+) -> list[tuple[int, int, optuna.trial.TrialState]] | None:
+    """``(number, trial id, state)`` of ``study_id``'s trials whose storage id is above
+    ``after`` or in ``ids``, by number: no attributes read, and a range of the primary key, so
+    the query costs the same at 100 trials as at 10,000 (a study's trial ids grow with its
+    trial numbers). ``None`` without an RDB storage.
+
+    What a loop that keeps its own copy of a search needs to find the trials new or changed
+    since its last look (a finished Optuna trial never changes again).
+    """
+    engine = rdb_engine(storage)
+    if engine is None:
+        return None
+    extra = sorted({int(n) for n in ids})
+    query = _STATES_SQL if extra else _NEW_STATES_SQL
+    params: dict[str, Any] = {"study": int(study_id), "after": int(after)}
+    if extra:
+        params["ids"] = extra
+    with engine.connect() as conn:
+        return [(int(n), int(tid), _state(state)) for n, tid, state in conn.execute(query, params)]
+
+
+_NEW_STATES_SQL = sqlalchemy.text(
+    "SELECT number, trial_id, state FROM trials WHERE study_id = :study AND trial_id > :after "
+    "ORDER BY number"
+)
+_STATES_SQL = sqlalchemy.text(
+    "SELECT number, trial_id, state FROM trials WHERE study_id = :study "
+    "AND (trial_id > :after OR trial_id IN :ids) ORDER BY number"
+).bindparams(sqlalchemy.bindparam("ids", expanding=True))
 
 
 def count_trials(storage: optuna.storages.BaseStorage, study_id: int) -> int:

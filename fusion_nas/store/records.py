@@ -164,9 +164,10 @@ def trial_worker(t: FrozenTrial) -> str | None:
     return t.user_attrs.get(WORKER_KEY)
 
 
-def write_worker(trial: optuna.Trial, worker: str) -> None:
-    """Record on ``trial`` the worker (``host:pid``) that asked it."""
-    trial.set_user_attr(WORKER_KEY, worker)
+def write_worker(trial: optuna.Trial, worker: str, *, heartbeat: bool = False) -> None:
+    """Record on ``trial`` the worker (``host:pid``) that asked it; with ``heartbeat``, its
+    first heartbeat too, in the same transaction (an RDB store)."""
+    optuna_adapter.write_attrs(trial, {WORKER_KEY: worker}, heartbeat=heartbeat)
 
 
 def retry_of(t: FrozenTrial) -> int | None:
@@ -213,7 +214,7 @@ def rung_history(t: FrozenTrial) -> list[Any]:
 
 def write_rungs(trial: optuna.Trial, rungs: list[tuple[int, float]]) -> None:
     """Record the rungs ``trial`` reached so far, as ``[[epochs, val_acc], ...]``."""
-    trial.set_user_attr("rungs", [[e, a] for e, a in rungs])
+    optuna_adapter.write_attrs(trial, {"rungs": [[e, a] for e, a in rungs]})
 
 
 def enqueue_prescreened(

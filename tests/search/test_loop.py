@@ -19,11 +19,12 @@ import fusion_nas.search.session as session_mod
 from fusion_nas.evaluation import InlinePool, ProcessPool, TrainingEvaluator
 from fusion_nas.model.space import SearchSpace, load_space
 from fusion_nas.search.config import SearchConfig
+from fusion_nas.search.loop import Search
 from fusion_nas.search.session import run_search
 from fusion_nas.search.signals import USER_STOP
 from fusion_nas.search.strategies import Proposer, optuna_strategies
 from fusion_nas.search.workers import PROCESS_ENDED
-from fusion_nas.store.records import TrialStatus
+from fusion_nas.store.records import TrialRecord, TrialStatus
 from fusion_nas.store.store import Store
 from fusion_nas.training.loop import ProxyConfig
 
@@ -354,3 +355,34 @@ def test_every_registered_strategy_is_offered_by_the_cli() -> None:
         takes = inspect.signature(type(strategy)).parameters
         assert strategy.name == name and set(spec.options) <= set(takes)
     assert isinstance(make_strategy("optuna:nsga2"), Proposer)
+
+
+# --------------------------------------------------------------------------- resume, history
+
+
+def test_a_resume_starts_no_more_workers_than_trials_left(store, monkeypatch) -> None:
+    sizes: list[int] = []
+
+    def make_pool(evaluator=None, workers=1, device="auto", **kw):
+        sizes.append(workers)
+        return InlinePool(evaluator=evaluator)
+
+    use_pool(monkeypatch, make_pool)
+    run_search(_config("left", 3, strategy="optuna:random"), store)
+    df = run_search(_config("left", 5, workers=8, strategy="optuna:random"), store)
+    assert sizes == [1, 2]  # 2 trials left: 2 workers, not min(8, --trials 5)
+    assert len(df) == 5 and (df.status == "complete").all()
+
+
+def test_history_is_every_trial_as_a_fresh_read_gives_it(store) -> None:
+    config = _config("hist", 3, strategy="optuna:random")
+    run_search(config, store)
+    study = store.load_study("hist")
+    study.ask()  # one still running
+    search = Search(config, study, InlinePool())
+    try:
+        fresh = [TrialRecord.from_trial(t) for t in study.get_trials()]
+        assert search.history() == fresh and [r.number for r in fresh] == [0, 1, 2, 3]
+        assert search.history()[3].status == TrialStatus.RUNNING
+    finally:
+        search.close()

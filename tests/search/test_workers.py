@@ -1,9 +1,10 @@
 """The loop's incremental ledger agrees with counting every trial afresh.
 
 Trials are made with ``optuna.trial.create_trial`` in the states and attributes a search
-writes; after each batch the ledger (fed the whole list, as the loop feeds it) must give the
-same tally, counts, best accuracy, front size and rung results as the functions that read
-every trial.
+writes; after each batch the ledger (fed the whole list, as the loop feeds it from Optuna's
+in-memory storage, or only the rows of trials new or still open, as it reads an RDB store) must
+give the same tally, counts, best accuracy, front size and rung results as the functions that
+read every trial.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 
 import optuna
+import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from fusion_nas.pareto import pareto_mask
@@ -43,7 +45,26 @@ def _trial(number: int, rng: random.Random) -> FrozenTrial:
     return t
 
 
-def test_the_ledger_counts_as_a_fresh_read_does() -> None:
+def _feed(ledger: Ledger, trials: list[FrozenTrial], how: str) -> list[int]:
+    """Give ``ledger`` the study's ``trials`` as the loop does; return the numbers loaded."""
+    if how == "update":
+        ledger.update(list(trials))
+        return [t.number for t in trials]
+    loaded: list[int] = []
+
+    def load(number: int) -> FrozenTrial:
+        loaded.append(number)
+        return trials[number]
+
+    rows = [
+        (t.number, t.state) for t in trials if t.number >= ledger.seen or t.number in ledger.open
+    ]
+    ledger.take(rows, load)
+    return loaded
+
+
+@pytest.mark.parametrize("how", ["update", "take"])
+def test_the_ledger_counts_as_a_fresh_read_does(how: str) -> None:
     rng = random.Random(0)
     trials: list[FrozenTrial] = []
     ledger = Ledger()
@@ -63,7 +84,10 @@ def test_the_ledger_counts_as_a_fresh_read_does() -> None:
             retry.number = len(trials)
             retry.system_attrs.update({RETRY_OF_KEY: lost.number, RETRY_HISTORY_KEY: [lost.number]})
             trials.append(retry)
-        ledger.update(list(trials))
+        seen, still_open = ledger.seen, set(ledger.open)
+        loaded = _feed(ledger, trials, how)
+        if how == "take":  # only trials new since the last look, or open at it, are read
+            assert all(n >= seen or n in still_open for n in loaded)
         assert ledger.tally() == tally(trials)
         for below in range(max(0, len(trials) - 5), len(trials) + 1):
             assert ledger.tally(below=below) == tally(trials, below=below)
@@ -82,12 +106,16 @@ def test_the_ledger_counts_as_a_fresh_read_does() -> None:
             assert ledger.rung_points(epochs) == rung_points(trials, epochs)
 
 
-def test_a_told_trial_counts_once() -> None:
+@pytest.mark.parametrize("how", ["update", "take"])
+def test_a_told_trial_counts_once_and_is_not_read_again(how: str) -> None:
     rng = random.Random(1)
     trials = [_trial(0, rng)]
     while trials[0].state != TrialState.COMPLETE:
         trials = [_trial(0, rng)]
     ledger = Ledger()
     ledger.told(TrialRecord.from_trial(trials[0]))  # told before the store is read
-    ledger.update(trials)
+    loaded = _feed(ledger, trials, how)
     assert ledger.tally() == tally(trials) and len(ledger.records) == 1
+    assert ledger.seen == 1
+    if how == "take":
+        assert loaded == []

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import pytest
 import sqlalchemy
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
@@ -120,6 +121,53 @@ def test_attributes_and_constraints_are_written_in_one_commit(tmp_path: Path) ->
     oa.set_attrs(store.storage, oa.trial_id(trial), {"c": "x", "d": None})
     assert len(commits) == 1 and oa.frozen_trial(study, trial).user_attrs["c"] == "x"
     assert oa.count_trials(store.storage, store.storage.get_study_id_from_name("s")) == 1
+
+
+def test_attributes_are_replaced_a_heartbeat_is_written_and_a_finished_trial_refuses(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=store.storage, study_name="s")
+    trial = _ask(study)
+    tid = oa.trial_id(trial)
+    commits = []
+    sqlalchemy.event.listen(oa.rdb_engine(store.storage), "commit", lambda c: commits.append(1))
+    oa.write_attrs(trial, {"a": 1, "b": [2]}, {"k": 1.0}, heartbeat=True)
+    oa.write_attrs(trial, {"a": 3, "c": "x"}, {"k": -1.0}, heartbeat=True)  # upserts
+    assert len(commits) == 2
+    stored = oa.frozen_trial(study, trial)
+    assert stored.user_attrs == {"a": 3, "b": [2], "c": "x"} == trial.user_attrs
+    assert stored.constraints == {"k": -1.0}
+    with oa.rdb_engine(store.storage).connect() as conn:
+        beats = conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats")).all()
+    assert [b[0] for b in beats] == [tid]  # one row a trial, as Optuna's record_heartbeat keeps
+    assert store.storage._get_stale_trial_ids(oa.study_id(study)) == []  # it is fresh
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        oa.write_attrs(trial, {"a": 4})
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        oa.set_attrs(store.storage, tid, {"a": 4})
+    assert oa.frozen_trial(study, trial).user_attrs["a"] == 3  # nothing half-written
+
+
+def test_trial_states_reads_the_trials_after_an_id_and_the_named_ones(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=store.storage, study_name="s")
+    other = optuna.create_study(storage=store.storage, study_name="o")
+    _ask(other)  # another study's trial is never listed
+    asked = [_ask(study) for _ in range(4)]
+    study.tell(asked[0], 1.0)
+    study.tell(asked[2], state=TrialState.FAIL)
+    storage, sid = oa.storage_of(study), oa.study_id(study)
+    ids = [oa.trial_id(t) for t in asked]
+    rows = oa.trial_states(storage, sid, after=ids[2], ids=[ids[0], ids[1]])
+    assert rows == [
+        (0, ids[0], TrialState.COMPLETE),
+        (1, ids[1], TrialState.RUNNING),
+        (3, ids[3], TrialState.RUNNING),
+    ]
+    assert [r[0] for r in oa.trial_states(storage, sid, after=-1)] == [0, 1, 2, 3]
+    assert oa.trial_states(optuna.storages.InMemoryStorage(), 0, after=-1) is None
 
 
 def test_attributes_go_one_by_one_into_an_in_memory_storage() -> None:
