@@ -132,6 +132,33 @@ def complete_values(
     return {n: tuple(vals.get(i) for i in range(max(vals) + 1)) for n, vals in found.items()}
 
 
+# Whether a COMPLETE trial other than ``number`` dominates (accuracy up, cost down) the point
+# (acc, cost): the database scans the study's two-number rows and stops at the first; a value
+# stored as +-inf or NaN is NULL there and dominates nothing, as in :func:`complete_values`.
+_DOMINATED_SQL = sqlalchemy.text(
+    "SELECT 1 FROM trials t "
+    "JOIN trial_values a ON a.trial_id = t.trial_id AND a.objective = 0 "
+    "JOIN trial_values c ON c.trial_id = t.trial_id AND c.objective = 1 "
+    "WHERE t.study_id = :study AND t.state = 'COMPLETE' AND t.number <> :number "
+    "AND a.value >= :acc AND c.value <= :cost AND (a.value > :acc OR c.value < :cost) "
+    "LIMIT 1"
+)
+
+
+def dominated(
+    storage: optuna.storages.BaseStorage, study_id: int, number: int, acc: float, cost: float
+) -> bool | None:
+    """Whether another COMPLETE trial of ``study_id`` dominates ``(acc, cost)`` (objectives 0
+    and 1), answered by one query that returns at most one row; ``None`` without an RDB
+    storage."""
+    engine = rdb_engine(storage)
+    if engine is None:
+        return None
+    params = {"study": int(study_id), "number": int(number), "acc": acc, "cost": cost}
+    with engine.connect() as conn:
+        return conn.execute(_DOMINATED_SQL, params).first() is not None
+
+
 CONSTRAINT_PREFIX = "constraints:"  # Optuna's system attribute of Trial.set_constraint(key, ...)
 
 

@@ -427,25 +427,20 @@ class Store:
     def on_front(self, search: StoredSearch, rec: TrialRecord) -> bool:
         """Whether trial ``rec`` of ``search`` is on its Pareto front (accuracy up, cost down).
 
-        Tested against the stored objective values of the search's COMPLETE Optuna trials
-        (one query of two numbers a trial) rather than by reading every trial. Over-budget
+        Asked of the database (:func:`.optuna_adapter.dominated`: one query over the COMPLETE
+        trials' objective values that stops at the first trial dominating this one) rather
+        than by reading every trial. Over-budget
         trials are stored with accuracy 0, so they never dominate a trained one.
         """
         cost = getattr(rec, search.cost_column, None)
         if rec.status != TrialStatus.COMPLETE or rec.val_acc is None or cost is None:
             return False
-        values = optuna_adapter.complete_values(self.storage, search._study_id)
-        if values is None:
+        acc, own = float(rec.val_acc), float(cost)
+        dominated = optuna_adapter.dominated(self.storage, search._study_id, rec.number, acc, own)
+        if dominated is None:  # not an RDB storage: the search's table knows
             df = self.search_frame(search)
             return bool(df.loc[df.number == rec.number, "on_front"].any())
-        acc, own = float(rec.val_acc), float(cost)
-        for number, vals in values.items():
-            if number == rec.number or len(vals) < 2 or None in vals[:2]:
-                continue
-            a, c = float(vals[0]), float(vals[1])
-            if a >= acc and c <= own and (a > acc or c < own):
-                return False
-        return True
+        return not dominated
 
     def summaries(self, ref_macs: float | None = None) -> list[dict[str, Any]]:
         """:func:`~fusion_nas.store.queries.search_summary` of every search, oldest first.

@@ -158,6 +158,22 @@ def test_trial_stats_and_ids_read_optunas_tables(store: Store) -> None:
     assert [r.number for r in store.records_after(study_id, 3, [1])] == [1, 4, 5]
 
 
+def test_one_trials_front_flag_is_the_whole_tables(tmp_path: Path) -> None:
+    """``on_front`` of one trial, asked of the database, equals the full table's for every
+    trial: ties, duplicates, dominated and failed trials alike."""
+    st = Store(f"sqlite:///{tmp_path / 'front.db'}")
+    study = new_study(st, NAME, n_trials=9)
+    points = [(0.5, 1000), (0.7, 3000), (0.7, 3000), (0.6, 5000), (0.7, 2000), (0.9, 9000)]
+    points += [(0.9, 9500), (0.4, 1000)]
+    for i, (acc, macs) in enumerate(points):
+        add_trial(st, study, TrialStatus.COMPLETE, acc=acc, macs=macs, seed=i)
+    add_trial(st, study, TrialStatus.FAILED, seed=len(points))
+    table = st.search_frame(st.search(NAME)).set_index("number").on_front
+    flags = {n: st.trial(NAME, n)["on_front"] for n in range(len(points) + 1)}
+    assert flags == {n: bool(table[n]) for n in flags}
+    assert [n for n, on in flags.items() if on] == [0, 4, 5]
+
+
 def test_pareto_markers_use_webgl_above_the_threshold(tmp_path: Path) -> None:
     readers = load("readers")
     st = Store(f"sqlite:///{tmp_path / 'big.db'}")
