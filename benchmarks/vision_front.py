@@ -18,11 +18,13 @@
    against MACs, published figures beside). Every finished training is appended to
    ``.runs.jsonl`` and reused by a rerun with the same settings, so a killed run goes on.
 
-Augmentation and other proxy settings go through as :class:`ProxyConfig` fields, checked
-against ``dataclasses.fields(ProxyConfig)`` at run time: ``--augment``, ``--cutout``, ``--mixup``
-and ``--label-smoothing`` set the fields of those names, ``--proxy-extra KEY=VALUE`` any field.
-A field this version of ProxyConfig lacks is refused in one line, naming the fields it has. The
-final protocol trains with the same extra fields as the proxy.
+Augmentation and other proxy settings go through as :class:`ProxyConfig` fields:
+``--augment`` (``crop,flip``, ``crop``, ``flip``, ``none``; default: the dataset's, crop and flip
+for CIFAR-10, none for Fashion-MNIST), ``--crop-padding``, ``--cutout``, ``--mixup`` and
+``--label-smoothing`` set the fields of those names, ``--proxy-extra KEY=VALUE`` any field (a
+field ProxyConfig lacks is refused in one line, naming the fields it has). The final run
+trains with what :meth:`TrainingProtocol.schedule` carries over from the proxy: its
+augmentation and precision settings.
 
 The CIFAR-10 data is ``../shared/data/cifar10-jpeg.tar.gz`` extracted to ``--data`` (default
 ``/tmp/cifar10``): a public JPEG (quality 75) re-encoding of CIFAR-10, so absolute accuracies come
@@ -65,6 +67,7 @@ from fusion_nas.model.space import SearchSpace, load_space, parse_space
 from fusion_nas.search.config import SearchConfig
 from fusion_nas.search.session import run_search
 from fusion_nas.store.store import Store, quiet_optuna
+from fusion_nas.training.augment import default_augment
 from fusion_nas.training.data import FASHION_MNIST_DIR, IDX_FILES, read_idx
 from fusion_nas.training.loop import ProxyConfig
 from fusion_nas.training.protocol import TrainingProtocol
@@ -98,8 +101,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         ],
     },
 }
-# ProxyConfig fields the named options set, where this version of ProxyConfig has them.
-AUG_OPTIONS = ("augment", "cutout", "mixup", "label_smoothing")
+# ProxyConfig fields the named options set (the augmentation the final run carries over too).
+AUG_OPTIONS = ("augment", "crop_padding", "cutout", "mixup", "label_smoothing")
 
 
 # --------------------------------------------------------------------------- proxy settings
@@ -121,9 +124,12 @@ def _bool(name: str, text: str) -> bool:
 
 def parse_value(name: str, text: str) -> Any:
     """``text`` as a value of ProxyConfig field ``name``, by the type of the field's default
-    (an optional field: a number, a boolean or ``none`` where it reads as one, else text)."""
+    (an optional field: a number, a boolean or ``none`` where it reads as one, else text; a text
+    field such as ``augment`` keeps its text, ``none`` included, for ProxyConfig to check)."""
     field = proxy_fields()[name]
     default = None if field.default is dataclasses.MISSING else field.default
+    if str(field.type).startswith("str"):  # "str" or "str | None": augment="none" is a value
+        return text
     if text.strip().lower() in ("none", "null"):
         return None
     if isinstance(default, bool):
@@ -173,17 +179,6 @@ def named_options(args: argparse.Namespace) -> list[str]:
 def make_proxy(base: dict[str, Any], extra: dict[str, Any]) -> ProxyConfig:
     """A ProxyConfig of ``base`` settings and ``extra`` fields (its own checks apply)."""
     return ProxyConfig(**{**base, **extra})
-
-
-@dataclasses.dataclass(frozen=True)
-class Protocol(TrainingProtocol):
-    """The one protocol, whose final schedule keeps the proxy's extra fields (augmentation)."""
-
-    extra: tuple[tuple[str, Any], ...] = ()
-
-    def schedule(self, epochs: int) -> ProxyConfig:
-        """The final schedule, with ``extra`` (the proxy's augmentation fields) carried over."""
-        return dataclasses.replace(super().schedule(epochs), **dict(self.extra))
 
 
 # --------------------------------------------------------------------------- data
@@ -297,19 +292,20 @@ def mean_ranks(scores: list[float], heavy: list[bool]) -> dict[str, float | None
 # --------------------------------------------------------------------------- training jobs
 
 
-def _protocol(job: dict[str, Any], proxy: dict[str, Any] | None = None) -> Protocol:
+def _protocol(job: dict[str, Any]) -> TrainingProtocol:
+    """The job's protocol: its proxy with its extra fields; the final schedule keeps the
+    proxy's augmentation and precision (:meth:`TrainingProtocol.schedule`)."""
     space = parse_space(job["space_toml"], source=f"<{job['dataset']} space>")
-    final, extra = job["final"], job["extra"]
-    return Protocol(
+    final = job["final"]
+    return TrainingProtocol(
         dataset=job["dataset"],
         space=space,
-        proxy=make_proxy(proxy or job["proxy"], extra),
+        proxy=make_proxy(job["proxy"], job["extra"]),
         seed=job["seed"],
         data_dir=job["data_dir"],
         final_lr=final["lr"],
         final_batch_size=final["batch_size"],
         final_weight_decay=final["weight_decay"],
-        extra=tuple(sorted(extra.items())),
     )
 
 
@@ -599,7 +595,10 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += [
         "",
         f"Final protocol: {f['epochs']} epochs, AdamW lr {f['lr']}, batch {f['batch_size']}, "
-        f"weight decay {f['weight_decay']}, extra fields {doc['extra'] or 'none'}; trained on "
+        f"weight decay {f['weight_decay']}, augmentation {f['augment']} (crop padding "
+        f"{f['crop_padding']}, cutout {f['cutout']}, mixup {f['mixup']}, label smoothing "
+        f"{f['label_smoothing']}), {f['precision']}, other proxy fields "
+        f"{ {k: v for k, v in doc['extra'].items() if k not in f} or 'none' }; trained on "
         f"{doc['train_samples']:,} images, tested on {doc['test_samples']:,}.",
     ]
     if doc.get("tau_study"):
@@ -669,8 +668,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     space = load_space(args.dataset)
     extra = parse_extra(named_options(args) + args.proxy_extra)
-    aug_on = parse_extra(args.aug_on or ["augment=true"]) if args.tau else {}
-    aug_off = parse_extra(args.aug_off or ["augment=false"]) if args.tau else {}
+    aug_on = parse_extra(args.aug_on or ["augment=crop,flip"]) if args.tau else {}
+    aug_off = parse_extra(args.aug_off or ["augment=none"]) if args.tau else {}
     if args.dataset == "cifar10":
         data_dir = None
         dataset = cifar_data(args.data or CIFAR_DIR, args.train_per_class, args.test_per_class)
@@ -760,6 +759,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = run_jobs(jobs, args.workers, stem.with_suffix(".runs.jsonl"))
     train_seconds = time.perf_counter() - start
     front = [r for r in results if r.get("kind") == "front"]
+    # What the final run carries over from the proxy (augment None: the dataset's default).
+    carried = {k: getattr(proxy, k) for k in (*AUG_OPTIONS, "precision")}
+    carried["augment"] = proxy.augment or default_augment(dataset)
     base_rows = [r for j, r in zip(jobs, results) if j["baseline"]]
     doc: dict[str, Any] = {
         "dataset": args.dataset,
@@ -771,7 +773,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "budgets": caps,
         "proxy": proxy.to_dict(),
         "extra": extra,
-        "final_protocol": final,
+        "final_protocol": {**final, **carried},
         "train_samples": next((r["train_samples"] for r in results if "train_samples" in r), 0),
         "test_samples": next((r["test_samples"] for r in results if "test_samples" in r), 0),
         "searched_front": sorted(front, key=lambda r: r["macs"]),

@@ -3,7 +3,6 @@ a smoke run on a generated CIFAR-10-shaped folder."""
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import random
@@ -17,17 +16,16 @@ from PIL import Image
 from fusion_nas.errors import FusionNasError
 from fusion_nas.model.space import load_space
 from fusion_nas.training.data import read_idx
-from fusion_nas.training.loop import ProxyConfig
 from tests.helpers.benchmarks import load
 
 vf = load("vision_front")
 
 
 def test_extra_fields_are_checked_against_proxy_config() -> None:
-    assert vf.parse_extra(["lr=0.003", "epochs=4", "bf16=true", "train-subset=none"]) == {
+    assert vf.parse_extra(["lr=0.003", "epochs=4", "compile=true", "train-subset=none"]) == {
         "lr": 0.003,
         "epochs": 4,
-        "bf16": True,
+        "compile": True,
         "train_subset": None,
     }
     with pytest.raises(FusionNasError, match=r"no field 'mixupp' .*allowed: 'epochs'"):
@@ -38,20 +36,41 @@ def test_extra_fields_are_checked_against_proxy_config() -> None:
         vf.parse_extra(["lr"])
 
 
-def test_final_schedule_keeps_the_proxys_extra_fields() -> None:
-    space = load_space("cifar10")
-    proxy = ProxyConfig(epochs=2, warmup_epochs=0.5, bf16=True)
-    extra = (("warmup_epochs", 0.5), ("bf16", True))
-    protocol = vf.Protocol("synthetic", space, proxy, final_lr=0.05, extra=extra)
-    schedule = protocol.schedule(7)
-    assert (schedule.epochs, schedule.lr, schedule.warmup_epochs, schedule.bf16) == (
+def test_text_fields_keep_their_text_so_augment_none_is_not_the_default() -> None:
+    assert vf.parse_extra(["augment=none", "cutout=8", "label-smoothing=0.1"]) == {
+        "augment": "none",  # not None, which would mean the dataset's default (crop,flip)
+        "cutout": 8,
+        "label_smoothing": 0.1,
+    }
+    assert vf.make_proxy({}, vf.parse_extra(["augment=none"])).augment == "none"
+    assert vf.make_proxy({}, vf.parse_extra(["augment=flip,crop"])).augment == "crop,flip"
+    with pytest.raises(FusionNasError, match="augment 'sideways' is not allowed"):
+        vf.make_proxy({}, vf.parse_extra(["augment=sideways"]))
+
+
+def test_final_schedule_keeps_the_proxys_augmentation() -> None:
+    job = {
+        "dataset": "synthetic",
+        "space_toml": load_space("cifar10").source,
+        "proxy": {"epochs": 2, "lr": 0.003, "batch_size": 64, "train_subset": None},
+        "extra": vf.parse_extra(["augment=crop", "cutout=8", "mixup=0.2", "precision=bf16"]),
+        "seed": 0,
+        "data_dir": None,
+        "final": {"epochs": 7, "lr": 0.05, "batch_size": 32, "weight_decay": 0.01},
+    }
+    schedule = vf._protocol(job).schedule(7)
+    assert (schedule.epochs, schedule.lr, schedule.batch_size, schedule.weight_decay) == (
         7,
         0.05,
-        0.5,
-        True,
+        32,
+        0.01,
     )
-    plain = dataclasses.replace(protocol, extra=()).schedule(7)
-    assert (plain.warmup_epochs, plain.bf16) == (1.0, False)  # what the protocol alone keeps
+    assert (schedule.augment, schedule.cutout, schedule.mixup, schedule.precision) == (
+        "crop",
+        8,
+        0.2,
+        "bf16",
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
