@@ -8,6 +8,9 @@ in a database store.
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import optuna
 
 from fusion_nas.search.config import SearchConfig
@@ -22,3 +25,20 @@ def open_memory_search(config: SearchConfig, strategy: Strategy) -> optuna.Study
     study, done = open_search(Store.in_memory(), config, strategy)
     assert done == 0  # a new store holds no trials
     return study
+
+
+def add_proxy_run_args(p: argparse.ArgumentParser, networks: int) -> None:
+    """The options of a benchmark that proxy-trains ``--networks`` sampled networks of a space
+    under different training settings (``compile_cost.py``, ``precision_branch.py``)."""
+    from fusion_nas.training.loop import ProxyConfig
+
+    p.add_argument("--space", default="digits")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--networks", type=int, default=networks)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=ProxyConfig().lr)
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)

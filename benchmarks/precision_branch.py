@@ -35,6 +35,7 @@ from statistics import mean
 from typing import Any
 
 import torch
+from _common import add_proxy_run_args
 from torch import nn
 
 from fusion_nas.model.build import build_model
@@ -149,16 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--space", default="digits")
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--networks", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=ProxyConfig().lr)
-    p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None)
+    add_proxy_run_args(p, networks=4)
     args = p.parse_args(argv)
     out = args.out or RESULTS / f"precision_branch_{args.space}.json"
     report = run(args)
