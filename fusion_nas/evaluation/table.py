@@ -304,8 +304,8 @@ class Table:
                 f"pass --dataset {self.dataset}"
             )
         # throughput switches aside, augmentation settled for the dataset
-        mine = _settled(self.proxy, self.dataset).fingerprint()
-        theirs = _settled(proxy, dataset).fingerprint()
+        mine = self.proxy.settled(self.dataset).fingerprint()
+        theirs = proxy.settled(dataset).fingerprint()
         if mine != theirs:
             diff = [f"{k}={v!r}" for k, v in mine.items() if theirs.get(k) != v]
             raise TableError(
@@ -453,12 +453,3 @@ class TablePool(InlinePool):
     def threads(self) -> int:
         """Threads the table's runs trained with."""
         return self.table.threads
-
-
-def _settled(proxy: ProxyConfig, dataset: str) -> ProxyConfig:
-    """``proxy`` with augmentation ``None`` replaced by the dataset's default."""
-    if proxy.augment is not None:
-        return proxy
-    from fusion_nas.training.augment import default_augment
-
-    return replace(proxy, augment=default_augment(dataset))

@@ -324,10 +324,7 @@ def stored_proxy(stored: dict[str, Any], dataset: str) -> ProxyConfig:
     """A stored proxy dict as the settings it trained with: a key stored before its setting
     existed means that setting's old value (:meth:`ProxyConfig.from_dict`), and augmentation
     ``None`` the dataset's default."""
-    proxy = ProxyConfig.from_dict(stored)
-    if proxy.augment is None:
-        proxy = dataclasses.replace(proxy, augment=default_augment(dataset))
-    return proxy
+    return ProxyConfig.from_dict(stored).settled(dataset)
 
 
 def settle_proxy(config: SearchConfig, old: SearchRecord | None) -> SearchConfig:

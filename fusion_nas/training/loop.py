@@ -48,7 +48,7 @@ import math
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import InitVar, asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -135,6 +135,15 @@ class ProxyConfig:
         the one those searches trained with, else the field's default; unknown keys ignored."""
         known = {f.name for f in fields(cls)} | {"bf16"}
         return cls(**{**STORED_DEFAULTS, **{k: v for k, v in stored.items() if k in known}})
+
+    def settled(self, dataset: str) -> ProxyConfig:
+        """These settings with augmentation ``None`` replaced by ``dataset``'s default
+        (:func:`~fusion_nas.training.augment.default_augment`): what a run on it trains with."""
+        if self.augment is not None:
+            return self
+        from fusion_nas.training.augment import default_augment
+
+        return replace(self, augment=default_augment(dataset))
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match when a search resumes: every setting but the throughput switches
