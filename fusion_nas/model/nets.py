@@ -43,7 +43,7 @@ SETTINGS = (
 DOWNSAMPLES = ("none", "pool", "conv", "patch", "block")
 ACTS = ("gelu", "relu", "hardswish", "silu")
 NORMS = ("bn", "ln")  # BatchNorm, or LayerNorm over the channels of a map
-POSITIONS = ("learned", "none", "cpe", "bias")  # absolute, none, conv encoding, relative bias
+POSITIONS = ("learned", "none", "cpe", "bias", "fourier")  # absolute, none, conv, rel. bias, sdta
 SE_REDUCTION = 4  # channel attention: hidden width C // 4 (at least 1)
 
 OPS: dict[str, type[nn.Module]] = {}  # operator name -> block class
@@ -268,6 +268,7 @@ class BlockCfg:
         _whole(self.patch, "patch")
         _whole(self.scales, "scales")
         _number(self.split, "split", 1e-9, 1.0, "numbers in (0, 1)")
+        _edgenext_checks(self)
 
 
 @dataclass(frozen=True)
@@ -726,6 +727,316 @@ class GatedBlock(nn.Module):
         g = torch.sigmoid(self.gate(pooled)).view(*pooled.shape, *([1] * self.dim))  # (B, C, 1..)
         fused = g * self.conv(x) + (1.0 - g) * self.attn(x)
         x = x + channel_view(self.scale, self.dim) * fused
+        return x if self.mlp is None else x + self.mlp(x)
+
+
+# --------------------------------------------------------------------------- edgenext
+# EdgeNeXt (timm edgenext.py): the ConvNeXt-style conv encoder ``convnext``, the split depthwise
+# transposed attention block ``sdta`` with its Fourier position encoding, cross-covariance
+# attention as the variant ``xca``, and the channel-split conv/attention block ``split``.
+
+EDGENEXT_EPS = 1e-6  # LayerNorm eps of EdgeNeXt's blocks (timm)
+FOURIER_FEATURES = 32  # sine/cosine features per axis of the Fourier position encoding
+FOURIER_TEMPERATURE = 10000.0
+SDTA_KERNEL = 3  # the depthwise convs of a split depthwise transposed attention block
+SDTA_POSITIONS = ("none", "fourier", "learned", "cpe")  # position encodings an sdta block takes
+
+
+def split_widths(width: int, scales: int) -> list[int]:
+    """Channel groups of an ``sdta`` block: ``scales - 1`` groups of ``ceil(width / scales)``
+    channels and the rest (``Tensor.chunk``'s sizes, as timm splits)."""
+    w = -(-width // scales)
+    return [w] * (scales - 1) + [width - w * (scales - 1)]
+
+
+def fourier_features(size: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
+    """Sine/cosine features of every position: (FOURIER_FEATURES * len(size), *size).
+
+    timm's PositionalEncodingFourier before its projection, axis by axis (first axis first):
+    position ``p = 2 pi i / n`` (``i = 1..n``), feature ``j`` is ``sin(p / t_j)`` at even and
+    ``cos(p / t_j)`` at odd ``j``, ``t_j = FOURIER_TEMPERATURE ** (2 * (j // 2) / F)``.
+    """
+    j = torch.arange(FOURIER_FEATURES, device=device, dtype=torch.float32)
+    t = FOURIER_TEMPERATURE ** (2 * torch.div(j, 2, rounding_mode="floor") / FOURIER_FEATURES)
+    out = []
+    for axis, n in enumerate(size):
+        pos = torch.arange(1, n + 1, device=device, dtype=torch.float32)
+        p = (pos / (n + 1e-6) * (2 * math.pi))[:, None] / t  # (n, F)
+        p = torch.stack((p[:, 0::2].sin(), p[:, 1::2].cos()), dim=2).flatten(1)  # (n, F)
+        shape = [1] * len(size)
+        shape[axis] = n
+        out.append(p.t().reshape(FOURIER_FEATURES, *shape).expand(FOURIER_FEATURES, *size))
+    return torch.cat(out)  # (F * len(size), *size)
+
+
+class FourierPosition(nn.Module):
+    """Adds fixed Fourier features of each position (:func:`fourier_features`), projected to
+    the C channels by a 1x1 conv with bias (timm's PositionalEncodingFourier)."""
+
+    def __init__(self, size: tuple[int, ...], channels: int) -> None:
+        super().__init__()
+        self.size = tuple(size)
+        self.proj = conv_nd(len(size))(FOURIER_FEATURES * len(size), channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        w = self.proj.weight
+        feats = fourier_features(self.size, w.device).to(w.dtype)  # (F * dim, *S)
+        return x + self.proj(feats[None])  # (1, C, *S), the same for every sample
+
+
+class LearnedPosition(nn.Module):
+    """Adds a learned vector per position (the attention mixers' ``"learned"`` encoding)."""
+
+    def __init__(self, size: tuple[int, ...], channels: int) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(1, channels, *size))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        return x + self.pos
+
+
+class ConvPosition(nn.Module):
+    """Conditional position encoding ``x + dw3(x)`` (the attention mixers' ``"cpe"``)."""
+
+    def __init__(self, dim: int, channels: int) -> None:
+        super().__init__()
+        self.conv = conv_nd(dim)(channels, channels, 3, padding=1, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        return x + self.conv(x)
+
+
+def position(pos: str, size: tuple[int, ...], channels: int) -> nn.Module | None:
+    """The module that adds encoding ``pos`` (``SDTA_POSITIONS``) to a map; None for "none"."""
+    if pos == "fourier":
+        return FourierPosition(size, channels)
+    if pos == "learned":
+        return LearnedPosition(size, channels)
+    if pos == "cpe":
+        return ConvPosition(len(size), channels)
+    return None
+
+
+class LayerScale(nn.Module):
+    """Learned per-channel scale of a channels-last tensor, every entry starting at ``init``."""
+
+    def __init__(self, channels: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *S, C) -> (B, *S, C)."""
+        return x * self.gamma
+
+
+class PointMlp(nn.Module):
+    """Channels-last MLP: Linear(C, int(expand * C)) -> act -> Linear back, both with bias."""
+
+    def __init__(self, channels: int, expand: float, act: str) -> None:
+        super().__init__()
+        hidden = int(expand * channels)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = make_act(act)
+        self.fc2 = nn.Linear(hidden, channels)
+        for fc in (self.fc1, self.fc2):
+            nn.init.trunc_normal_(fc.weight, std=0.02)
+            nn.init.zeros_(fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *S, C) -> (B, *S, C)."""
+        return self.fc2(self.act(self.fc1(x)))
+
+
+@register_op("convnext", uses=("kernel", "act", "norm", "expand"))
+class ConvNextBlock(nn.Module):
+    """EdgeNeXt's conv encoder (timm ConvBlock): ``x + gamma * mlp(norm(dw_k(x)))``.
+
+    Depthwise ``kernel`` conv with bias, ``norm`` (``"ln"``: LayerNorm over channels, eps 1e-6),
+    pointwise MLP of ``expand * C`` hidden channels and ``act``, per-channel ``layer_scale``.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        C, k = cfg.width, cfg.kernel
+        self.conv = conv_nd(len(size))(C, C, k, padding=k // 2, groups=C)
+        self.norm = make_norm(cfg.norm, len(size), C, eps=EDGENEXT_EPS)
+        self.mlp = PointMlp(C, cfg.expand, cfg.act)
+        self.scale = LayerScale(C, cfg.layer_scale) if cfg.layer_scale else None
+        nn.init.trunc_normal_(self.conv.weight, std=0.02)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        y = self.mlp(self.norm(self.conv(x)).movedim(1, -1))  # (B, *S, C)
+        if self.scale is not None:
+            y = self.scale(y)
+        return x + y.movedim(-1, 1)
+
+
+def xca_attend(qkv: torch.Tensor, heads: int, temperature: torch.Tensor) -> torch.Tensor:
+    """Cross-covariance attention (XCiT): (B, N, 3C) -> (B, N, C).
+
+    Per head, a (hd, hd) softmax map between the channels of queries and keys, each channel
+    L2-normalised over the tokens, times a learned temperature per head (``temperature``:
+    (heads, 1, 1)); cost linear in tokens.
+    """
+    B, N, C3 = qkv.shape
+    qkv = qkv.reshape(B, N, 3, heads, C3 // (3 * heads)).permute(2, 0, 3, 4, 1)
+    q, k, v = qkv.unbind(0)  # (B, h, hd, N) each
+    attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (B, h, hd, hd)
+    attn = (attn * temperature).softmax(dim=-1)
+    return (attn @ v).permute(0, 3, 1, 2).reshape(B, N, C3 // 3)  # (B, h, hd, N) -> (B, N, C)
+
+
+class CrossCovariance(nn.Module):
+    """timm's CrossCovarianceAttn on tokens: qkv Linear with bias, :func:`xca_attend`, output
+    Linear; the temperature per head starts at 1."""
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, N, C)."""
+        return self.proj(xca_attend(self.qkv(t), self.heads, self.temperature))
+
+
+@register_op("sdta", uses=("heads", "act", "expand", "pos"))
+class SdtaBlock(nn.Module):
+    """EdgeNeXt's split depthwise transposed attention (timm SplitTransposeBlock).
+
+    The channels split into ``scales`` groups (:func:`split_widths`); group ``i < scales - 1``
+    goes through a depthwise 3x3 conv after adding the previous group's output (Res2Net style),
+    the last group passes (``scales`` 1: no conv). Then the ``pos`` encoding is added
+    (``SDTA_POSITIONS``; ``"fourier"``: timm's), ``y = y + g1 * xca(LN(y))`` over ``heads``
+    heads, and the block returns ``x + g2 * mlp(LN(y))`` (MLP: ``expand``, ``act``): the input,
+    not ``y``, is the residual. ``g1``, ``g2``: per-channel ``layer_scale`` (0: none).
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        C, dim, ls = cfg.width, len(size), cfg.layer_scale
+        self.widths = split_widths(C, cfg.scales)
+        self.convs = nn.ModuleList(
+            conv_nd(dim)(w, w, SDTA_KERNEL, padding=SDTA_KERNEL // 2, groups=w)
+            for w in self.widths[:-1]
+        )
+        self.pos = position(cfg.pos, size, C)
+        self.norm_xca = nn.LayerNorm(C, eps=EDGENEXT_EPS)
+        self.scale_xca = LayerScale(C, ls) if ls else None
+        self.xca = CrossCovariance(C, cfg.heads)
+        self.norm = nn.LayerNorm(C, eps=EDGENEXT_EPS)
+        self.mlp = PointMlp(C, cfg.expand, cfg.act)
+        self.scale = LayerScale(C, ls) if ls else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        groups = x.split(self.widths, dim=1)  # (B, w_i, *S)
+        outs, y = [], groups[0]
+        for i, conv in enumerate(self.convs):
+            y = conv(y if i == 0 else y + groups[i])
+            outs.append(y)
+        y = torch.cat([*outs, groups[-1]], dim=1)  # (B, C, *S)
+        if self.pos is not None:
+            y = self.pos(y)
+        t = to_tokens(y)  # (B, N, C)
+        a = self.xca(self.norm_xca(t))
+        t = t + (a if self.scale_xca is None else self.scale_xca(a))
+        t = self.mlp(self.norm(t))
+        if self.scale is not None:
+            t = self.scale(t)
+        return x + from_tokens(t, tuple(x.shape[2:]))
+
+
+@register_attention("xca")
+class XcaAttention(AttentionMixer):
+    """Cross-covariance attention (XCiT, EdgeNeXt) as an attention variant: the mixer's
+    position encoding, LayerNorm and qkv projection, then :func:`xca_attend` (attention between
+    the channels of each head, a learned temperature per head, cost linear in tokens)."""
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__(cfg, size)
+        self.temperature = nn.Parameter(torch.ones(cfg.heads, 1, 1))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) -> (B, N, C)."""
+        return xca_attend(qkv, self.heads, self.temperature)
+
+
+def split_share(width: int, split: float) -> int:
+    """Channels of the conv branch of a ``split`` block: ``round(split * width)``; the
+    attention branch takes the rest."""
+    return round(split * width)
+
+
+def _edgenext_checks(cfg: BlockCfg) -> None:
+    """The rules of ``sdta`` and ``split`` blocks that read several fields together."""
+    C = cfg.width
+    if cfg.operator == "sdta":
+        if cfg.pos not in SDTA_POSITIONS:
+            raise CfgError(
+                "pos",
+                f"{cfg.pos!r} is not supported by operator 'sdta'; "
+                f"allowed: {_allowed(SDTA_POSITIONS)}",
+            )
+        if split_widths(C, cfg.scales)[-1] < 1:  # e.g. 5 channels in 4 groups: 2, 2, 2, -1
+            able = [s for s in range(1, min(C, 64) + 1) if split_widths(C, s)[-1] >= 1]
+            raise CfgError(
+                "scales",
+                f"{cfg.scales} groups of {-(-C // cfg.scales)} channels do not fit width {C}; "
+                f"allowed: {_allowed(able[:16])}",
+            )
+    if cfg.operator == "split":
+        conv = split_share(C, cfg.split)
+        if not 0 < conv < C:
+            raise CfgError(
+                "split",
+                f"{cfg.split!r} of width {C} leaves {conv} conv and {C - conv} attention "
+                f"channels; allowed: shares that leave both at least one, {1 / C:.4g} to "
+                f"{(C - 1) / C:.4g}",
+            )
+        if "heads" in ATTENTIONS[cfg.attention].uses and (C - conv) % cfg.heads:
+            able = [h for h in _divisors(C - conv) if C % h == 0]
+            raise CfgError(
+                "heads",
+                f"{cfg.heads} heads do not divide the attention share {C - conv} of width {C} "
+                f"(split {cfg.split!r}); allowed: {_allowed(able)}",
+            )
+
+
+@register_op("split", uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"))
+class SplitBlock(nn.Module):
+    """Channel-split fusion (EdgeNeXt, Next-ViT): the first ``round(split * C)`` channels go
+    through the conv branch (:class:`ConvMixer`: ``kernel``, ``act``, ``norm``), the rest through
+    the attention variant (``heads`` must divide that share); the two outputs are concatenated
+    and mixed by a 1x1 conv ``fuse``: ``x + fuse(cat(conv(x_c), attn(x_a)))``, then
+    ``x + mlp(x)`` as in the parallel block (no MLP at ``mlp_ratio`` 0).
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        C, dim = cfg.width, len(size)
+        self.share = split_share(C, cfg.split)  # conv channels; the attention takes the rest
+        self.conv = ConvMixer(dim, self.share, cfg.kernel, cfg.act, cfg.norm)
+        rest = BlockCfg(**{**cfg.__dict__, "operator": "attention", "width": C - self.share})
+        self.attn = ATTENTIONS[cfg.attention](rest, size)
+        self.fuse = conv_nd(dim)(C, C, 1)
+        self.mlp = Mlp(C, cfg.mlp_ratio) if cfg.mlp_ratio else None  # 0: lean
+        nn.init.xavier_uniform_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        c = self.share
+        y = torch.cat([self.conv(x[:, :c]), self.attn(x[:, c:])], dim=1)  # (B, C, *S)
+        x = x + self.fuse(y)
         return x if self.mlp is None else x + self.mlp(x)
 
 
