@@ -19,6 +19,9 @@ stages included; ``block``: 0..depth-1):
   input, so it is collected with forward hooks on every validation sample (mean over channels
   per sample; mean and spread over samples, per channel and per class), the scale ``s``, and the
   conv share as above;
+- ``split`` (``x + fuse(cat(conv(x_c), attn(x_a)))``): the conv branch's share of the
+  channels ``conv_channels`` (fixed), the branch output norms ``conv_norm`` and ``attn_norm``
+  (L2 over channels and positions, per sample), and the conv share as above;
 - per class: the class means and ``eta2``, the share of the sample-to-sample variance that the
   class explains (one-way ANOVA); ``differs`` when it reaches :data:`CLASS_ETA2`;
 - cost: exact MACs (batch of one) and parameters of the stem, every stage and the head, and per
@@ -30,7 +33,8 @@ stages included; ``block``: 0..depth-1):
   maps placed in the full token matrix, zero across windows); for ``linear`` the implicit map
   ``phi(q) . phi(k)`` normalised per query (the model never forms it, but its output is exactly
   this map times V); for ``channel`` (squeeze-excitation) the per-channel weights, as there is
-  no token map. Means over heads and the saliency samples.
+  no token map; for ``xca`` (cross-covariance) the attention each channel receives from the
+  channels of its head. Means over heads and the saliency samples.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ DEFAULT_SAMPLES = 4  # saliency and attention samples
 MAX_VAL = 2048  # validation samples the fusion statistics read (the first ones)
 _BATCH = 256
 _PARTS = {"mixer": "conv", "conv": "conv", "attn": "attention", "mlp": "mlp", "gate": "gate"}
+_PARTS |= {"convs": "conv", "xca": "attention", "fuse": "fusion"}  # sdta and split blocks
 
 
 class ExplainError(FusionNasError):
@@ -105,7 +110,7 @@ class Stat:
 
 @dataclass(frozen=True)
 class BlockFusion:
-    """The fusion of one ``parallel`` or ``gated`` block (see the module docstring).
+    """The fusion of one ``parallel``, ``gated`` or ``split`` block (see the module docstring).
 
     ``weights``: name -> statistic over channels (``a``, ``b``) or over validation samples
     (``g``, ``conv_share``; ``s`` over channels); ``channels``: name -> per-channel values (the
@@ -351,7 +356,9 @@ class _FusionProbe:
 
     def __init__(self, blocks: list[tuple[int, int, nn.Module]]) -> None:
         self.fused = [
-            (s, b, m) for s, b, m in blocks if isinstance(m, (nets.ParallelBlock, nets.GatedBlock))
+            (s, b, m)
+            for s, b, m in blocks
+            if isinstance(m, (nets.ParallelBlock, nets.GatedBlock, nets.SplitBlock))
         ]
         self.data: dict[int, dict[str, list[torch.Tensor]]] = {}
         self.handles = []
@@ -389,6 +396,14 @@ class _FusionProbe:
                 channels["a"], channels["b"] = a.tolist(), b.tolist()
                 conv_part = (a.abs() * conv_mag).sum(1)  # (N,)
                 attn_part = (b.abs() * attn_mag).sum(1)
+            elif isinstance(m, nets.SplitBlock):  # the branches see different channels
+                share = torch.tensor([m.share / (conv.shape[1] + attn.shape[1])])
+                weights["conv_channels"] = Stat.of(share)
+                samples["conv_norm"] = conv.flatten(1).norm(dim=1)  # (N,)
+                samples["attn_norm"] = attn.flatten(1).norm(dim=1)
+                weights["conv_norm"] = Stat.of(samples["conv_norm"])
+                weights["attn_norm"] = Stat.of(samples["attn_norm"])
+                conv_part, attn_part = conv_mag.sum(1), attn_mag.sum(1)
             else:
                 g = torch.sigmoid(torch.cat(d["g"]))  # (N, C): gate logits -> gate
                 s = m.scale.detach()
@@ -551,6 +566,19 @@ class _AttentionProbe:
             data = torch.cat(self.kept[k])
             op = getattr(m, "op_name", type(m).__name__)
             variant = getattr(mixer, "variant", type(mixer).__name__)
+            if isinstance(mixer, nets.XcaAttention):  # a (hd, hd) map per head, no token map
+                B, N, _ = data.shape
+                qc, kc, _ = data.reshape(B, N, 3, mixer.heads, -1).permute(2, 0, 3, 4, 1)
+                a = F.normalize(qc, dim=-1) @ F.normalize(kc, dim=-1).transpose(-2, -1)
+                a = (a * mixer.temperature.detach()).softmax(-1).mean(0)  # (h, hd, hd)
+                w = a.mean(1).flatten()  # (C,): what each channel receives within its head
+                note = "cross-covariance attention each channel receives in its head (mean "
+                note += "over queries, samples); no token map"
+                h, size = mixer.heads, (w.numel(),)
+                out.append(
+                    AttentionMap(stage, block, op, variant, h, size, "channels", note, _round(w))
+                )
+                continue
             if not hasattr(mixer, "qkv"):  # squeeze-excitation: (B, C) excitation logits
                 w = torch.sigmoid(data).mean(0)
                 note = "squeeze-excitation weight per channel (mean over samples); no token map"

@@ -268,7 +268,7 @@ class BlockCfg:
         _whole(self.patch, "patch")
         _whole(self.scales, "scales")
         _number(self.split, "split", 1e-9, 1.0, "numbers in (0, 1)")
-        _edgenext_checks(self)
+        _sdta_checks(self)
 
 
 @dataclass(frozen=True)
@@ -976,39 +976,43 @@ def split_share(width: int, split: float) -> int:
     return round(split * width)
 
 
-def _edgenext_checks(cfg: BlockCfg) -> None:
-    """The rules of ``sdta`` and ``split`` blocks that read several fields together."""
+def _sdta_checks(cfg: BlockCfg) -> None:
+    """The rules of ``sdta`` blocks that read several fields together."""
+    if cfg.operator != "sdta":
+        return
+    if cfg.pos not in SDTA_POSITIONS:
+        raise CfgError(
+            "pos",
+            f"{cfg.pos!r} is not supported by operator 'sdta'; allowed: {_allowed(SDTA_POSITIONS)}",
+        )
     C = cfg.width
-    if cfg.operator == "sdta":
-        if cfg.pos not in SDTA_POSITIONS:
-            raise CfgError(
-                "pos",
-                f"{cfg.pos!r} is not supported by operator 'sdta'; "
-                f"allowed: {_allowed(SDTA_POSITIONS)}",
-            )
-        if split_widths(C, cfg.scales)[-1] < 1:  # e.g. 5 channels in 4 groups: 2, 2, 2, -1
-            able = [s for s in range(1, min(C, 64) + 1) if split_widths(C, s)[-1] >= 1]
-            raise CfgError(
-                "scales",
-                f"{cfg.scales} groups of {-(-C // cfg.scales)} channels do not fit width {C}; "
-                f"allowed: {_allowed(able[:16])}",
-            )
-    if cfg.operator == "split":
-        conv = split_share(C, cfg.split)
-        if not 0 < conv < C:
-            raise CfgError(
-                "split",
-                f"{cfg.split!r} of width {C} leaves {conv} conv and {C - conv} attention "
-                f"channels; allowed: shares that leave both at least one, {1 / C:.4g} to "
-                f"{(C - 1) / C:.4g}",
-            )
-        if "heads" in ATTENTIONS[cfg.attention].uses and (C - conv) % cfg.heads:
-            able = [h for h in _divisors(C - conv) if C % h == 0]
-            raise CfgError(
-                "heads",
-                f"{cfg.heads} heads do not divide the attention share {C - conv} of width {C} "
-                f"(split {cfg.split!r}); allowed: {_allowed(able)}",
-            )
+    if split_widths(C, cfg.scales)[-1] < 1:  # e.g. 5 channels in 4 groups: 2, 2, 2, -1
+        able = [s for s in range(1, min(C, 64) + 1) if split_widths(C, s)[-1] >= 1]
+        raise CfgError(
+            "scales",
+            f"{cfg.scales} groups of {-(-C // cfg.scales)} channels do not fit width {C}; "
+            f"allowed: {_allowed(able[:16])}",
+        )
+
+
+def _split_checks(cfg: BlockCfg) -> None:
+    """The rules of a ``split`` block: both branches get channels, ``heads`` divide the
+    attention share. Checked when the block is built, not in :class:`BlockCfg`: the attention
+    branch's own config (the share as its width) must pass BlockCfg's checks as any block's."""
+    C, conv = cfg.width, split_share(cfg.width, cfg.split)
+    if not 0 < conv < C:
+        raise CfgError(
+            "split",
+            f"{cfg.split!r} of width {C} leaves {conv} conv and {C - conv} attention channels; "
+            f"allowed: shares that leave both at least one, {1 / C:.4g} to {(C - 1) / C:.4g}",
+        )
+    if "heads" in ATTENTIONS[cfg.attention].uses and (C - conv) % cfg.heads:
+        able = [h for h in _divisors(C - conv) if C % h == 0]
+        raise CfgError(
+            "heads",
+            f"{cfg.heads} heads do not divide the attention share {C - conv} of width {C} "
+            f"(split {cfg.split!r}); allowed: {_allowed(able)}",
+        )
 
 
 @register_op("split", uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"))
@@ -1023,9 +1027,11 @@ class SplitBlock(nn.Module):
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
         C, dim = cfg.width, len(size)
+        _split_checks(cfg)
         self.share = split_share(C, cfg.split)  # conv channels; the attention takes the rest
         self.conv = ConvMixer(dim, self.share, cfg.kernel, cfg.act, cfg.norm)
-        rest = BlockCfg(**{**cfg.__dict__, "operator": "attention", "width": C - self.share})
+        heads = cfg.heads if "heads" in ATTENTIONS[cfg.attention].uses else 1
+        rest = BlockCfg(**{**cfg.__dict__, "width": C - self.share, "heads": heads})
         self.attn = ATTENTIONS[cfg.attention](rest, size)
         self.fuse = conv_nd(dim)(C, C, 1)
         self.mlp = Mlp(C, cfg.mlp_ratio) if cfg.mlp_ratio else None  # 0: lean

