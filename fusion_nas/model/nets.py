@@ -810,7 +810,7 @@ class ConvPosition(nn.Module):
         return x + self.conv(x)
 
 
-def position(pos: str, size: tuple[int, ...], channels: int) -> nn.Module | None:
+def sdta_position(pos: str, size: tuple[int, ...], channels: int) -> nn.Module | None:
     """The module that adds encoding ``pos`` (``SDTA_POSITIONS``) to a map; None for "none"."""
     if pos == "fourier":
         return FourierPosition(size, channels)
@@ -821,7 +821,7 @@ def position(pos: str, size: tuple[int, ...], channels: int) -> nn.Module | None
     return None
 
 
-class LayerScale(nn.Module):
+class ChannelsLastScale(nn.Module):
     """Learned per-channel scale of a channels-last tensor, every entry starting at ``init``."""
 
     def __init__(self, channels: int, init: float) -> None:
@@ -865,7 +865,7 @@ class ConvNextBlock(nn.Module):
         self.conv = conv_nd(len(size))(C, C, k, padding=k // 2, groups=C)
         self.norm = make_norm(cfg.norm, len(size), C, eps=EDGENEXT_EPS)
         self.mlp = PointMlp(C, cfg.expand, cfg.act)
-        self.scale = LayerScale(C, cfg.layer_scale) if cfg.layer_scale else None
+        self.scale = ChannelsLastScale(C, cfg.layer_scale) if cfg.layer_scale else None
         nn.init.trunc_normal_(self.conv.weight, std=0.02)
         nn.init.zeros_(self.conv.bias)
 
@@ -928,13 +928,13 @@ class SdtaBlock(nn.Module):
             conv_nd(dim)(w, w, SDTA_KERNEL, padding=SDTA_KERNEL // 2, groups=w)
             for w in self.widths[:-1]
         )
-        self.pos = position(cfg.pos, size, C)
+        self.pos = sdta_position(cfg.pos, size, C)
         self.norm_xca = nn.LayerNorm(C, eps=EDGENEXT_EPS)
-        self.scale_xca = LayerScale(C, ls) if ls else None
+        self.scale_xca = ChannelsLastScale(C, ls) if ls else None
         self.xca = CrossCovariance(C, cfg.heads)
         self.norm = nn.LayerNorm(C, eps=EDGENEXT_EPS)
         self.mlp = PointMlp(C, cfg.expand, cfg.act)
-        self.scale = LayerScale(C, ls) if ls else None
+        self.scale = ChannelsLastScale(C, ls) if ls else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
