@@ -908,26 +908,44 @@ class CrossCovariance(nn.Module):
         return self.proj(xca_attend(self.qkv(t), self.heads, self.temperature))
 
 
+class SplitConvs(nn.Module):
+    """The first part of an ``sdta`` block: the channels split into ``scales`` groups
+    (:func:`split_widths`); group ``i < scales - 1`` goes through a depthwise 3x3 conv with
+    bias after adding the previous group's output (Res2Net style), the last group passes
+    (``scales`` 1: no conv)."""
+
+    def __init__(self, dim: int, channels: int, scales: int) -> None:
+        super().__init__()
+        self.widths = split_widths(channels, scales)
+        self.convs = nn.ModuleList(
+            conv_nd(dim)(w, w, SDTA_KERNEL, padding=SDTA_KERNEL // 2, groups=w)
+            for w in self.widths[:-1]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        groups = x.split(self.widths, dim=1)  # (B, w_i, *S)
+        outs, y = [], groups[0]
+        for i, conv in enumerate(self.convs):
+            y = conv(y if i == 0 else y + groups[i])
+            outs.append(y)
+        return torch.cat([*outs, groups[-1]], dim=1)
+
+
 @register_op("sdta", uses=("heads", "act", "expand", "pos"))
 class SdtaBlock(nn.Module):
     """EdgeNeXt's split depthwise transposed attention (timm SplitTransposeBlock).
 
-    The channels split into ``scales`` groups (:func:`split_widths`); group ``i < scales - 1``
-    goes through a depthwise 3x3 conv after adding the previous group's output (Res2Net style),
-    the last group passes (``scales`` 1: no conv). Then the ``pos`` encoding is added
-    (``SDTA_POSITIONS``; ``"fourier"``: timm's), ``y = y + g1 * xca(LN(y))`` over ``heads``
-    heads, and the block returns ``x + g2 * mlp(LN(y))`` (MLP: ``expand``, ``act``): the input,
-    not ``y``, is the residual. ``g1``, ``g2``: per-channel ``layer_scale`` (0: none).
+    ``y = convs(x)`` (:class:`SplitConvs` over ``scales`` channel groups), plus the ``pos``
+    encoding (``SDTA_POSITIONS``; ``"fourier"``: timm's); ``y = y + g1 * xca(LN(y))`` over
+    ``heads`` heads; the block returns ``x + g2 * mlp(LN(y))`` (MLP: ``expand``, ``act``): the
+    input, not ``y``, is the residual. ``g1``, ``g2``: per-channel ``layer_scale`` (0: none).
     """
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
         C, dim, ls = cfg.width, len(size), cfg.layer_scale
-        self.widths = split_widths(C, cfg.scales)
-        self.convs = nn.ModuleList(
-            conv_nd(dim)(w, w, SDTA_KERNEL, padding=SDTA_KERNEL // 2, groups=w)
-            for w in self.widths[:-1]
-        )
+        self.convs = SplitConvs(dim, C, cfg.scales)
         self.pos = sdta_position(cfg.pos, size, C)
         self.norm_xca = nn.LayerNorm(C, eps=EDGENEXT_EPS)
         self.scale_xca = ChannelsLastScale(C, ls) if ls else None
@@ -938,12 +956,7 @@ class SdtaBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
-        groups = x.split(self.widths, dim=1)  # (B, w_i, *S)
-        outs, y = [], groups[0]
-        for i, conv in enumerate(self.convs):
-            y = conv(y if i == 0 else y + groups[i])
-            outs.append(y)
-        y = torch.cat([*outs, groups[-1]], dim=1)  # (B, C, *S)
+        y = self.convs(x)  # (B, C, *S)
         if self.pos is not None:
             y = self.pos(y)
         t = to_tokens(y)  # (B, N, C)

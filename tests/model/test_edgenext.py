@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_nas.analysis.explain import explain_model
 from fusion_nas.deploy.export import export_code
 from fusion_nas.model import nets
 from fusion_nas.model.build import build_model
@@ -83,10 +84,10 @@ def _convnext_timm(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _sdta_timm(block: nn.Module, x: torch.Tensor, heads: int) -> torch.Tensor:
     """SplitTransposeBlock.forward, CrossCovarianceAttn.forward inlined."""
     shortcut = x
-    spx = x.chunk(len(block.convs) + 1, dim=1)
+    spx = x.chunk(len(block.convs.convs) + 1, dim=1)
     spo = []
     sp = spx[0]
-    for i, conv in enumerate(block.convs):
+    for i, conv in enumerate(block.convs.convs):
         if i > 0:
             sp = sp + spx[i]
         sp = conv(sp)
@@ -123,7 +124,7 @@ def test_convnext_is_timms_conv_block() -> None:
 def test_sdta_is_timms_split_transpose_block(width: int, scales: int, pos: str) -> None:
     # 10 channels in 4 groups: 3, 3, 3 and the last 1 (Tensor.chunk's sizes)
     block = _block("sdta", width, (5, 7), heads=2, scales=scales, pos=pos, layer_scale=1e-6)
-    assert block.widths == nets.split_widths(width, scales)
+    assert block.convs.widths == nets.split_widths(width, scales)
     x = torch.randn(2, width, 5, 7)
     with torch.no_grad():
         torch.testing.assert_close(block(x), _sdta_timm(block, x, 2), rtol=1e-5, atol=1e-5)
@@ -235,12 +236,7 @@ def test_xca_variant_hand_count() -> None:
 
 def _drop_xca(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """SdtaBlock.forward without the attention branch."""
-    groups = x.split(self.widths, dim=1)
-    outs, y = [], groups[0]
-    for i, conv in enumerate(self.convs):
-        y = conv(y if i == 0 else y + groups[i])
-        outs.append(y)
-    t = nets.to_tokens(torch.cat([*outs, groups[-1]], dim=1))
+    t = nets.to_tokens(self.convs(x))
     t = self.scale(self.mlp(self.norm(t)))
     return x + nets.from_tokens(t, tuple(x.shape[2:]))
 
@@ -349,6 +345,11 @@ attention = "xca"
 width = 12
 heads = 2
 pos = "none"
+[[stage]]
+operator = "gated"
+attention = "xca"
+width = 12
+heads = 4
 """
 
 SMALL_2D = """
@@ -387,6 +388,17 @@ operator = "gated"
 attention = "xca"
 width = 16
 heads = 4
+[[stage]]
+operator = "attention"
+attention = "xca"
+width = 16
+heads = 2
+pos = "none"
+[[stage]]
+operator = "parallel"
+attention = "xca"
+width = 16
+heads = 8
 """
 
 
@@ -415,6 +427,31 @@ def _round_trip(space: SearchSpace, batch: int) -> None:
 
 def test_export_round_trip_1d() -> None:
     _round_trip(parse_space(SMALL_1D), batch=3)
+
+
+def test_xca_blocks_in_every_fused_operator_and_dimension() -> None:
+    covered = set()
+    for text in (SMALL_1D, SMALL_2D):
+        space = parse_space(text)
+        covered |= {(space.dim, s.operator) for s in _single(space).stages if s.attention == "xca"}
+    assert covered == {(d, op) for d in (1, 2) for op in ("attention", "parallel", "gated")}
+
+
+def test_explain_shows_xca_as_a_channel_map() -> None:
+    space = parse_space(SMALL_1D)
+    torch.manual_seed(0)
+    model = build_model(_single(space), space).eval()
+    expl = explain_model(model, torch.randn(6, 2, 24), torch.arange(6) % 3, samples=2)
+    maps = [a for a in expl.attention if a.variant == "xca"]
+    assert [(a.stage, a.operator, a.heads, a.what) for a in maps] == [
+        (2, "attention", 3, "channels"),
+        (3, "parallel", 2, "channels"),
+        (4, "gated", 4, "channels"),
+    ]
+    for a in maps:  # per head, each query channel's softmax sums to 1 over the key channels
+        assert len(a.received) == 12 and sum(a.received) == pytest.approx(a.heads, abs=1e-3)
+    stages = {c.name: c.parts for c in expl.costs}
+    assert set(stages["stage 1"]) >= {"transition", "conv", "attention", "mlp"}  # sdta parts
 
 
 def test_export_round_trip_2d() -> None:
