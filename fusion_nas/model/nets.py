@@ -953,6 +953,10 @@ class SdtaBlock(nn.Module):
         self.norm = nn.LayerNorm(C, eps=EDGENEXT_EPS)
         self.mlp = PointMlp(C, cfg.expand, cfg.act)
         self.scale = ChannelsLastScale(C, ls) if ls else None
+        for m in self.modules():  # timm's EdgeNeXt init: every conv and Linear
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
