@@ -335,12 +335,12 @@ class NetCfg:
         _whole(self.in_channels, "in_channels")
         _whole(self.classes, "classes", minimum=2)
         _whole(self.stem_width, "stem_width")
+        _word(self.stem, "stem", STEMS)
         if _whole(self.stem_kernel, "stem_kernel") % 2 == 0 and self.stem != "patch":
             raise CfgError(
                 "stem_kernel", f"{self.stem_kernel} is even; allowed: odd integers (1, 3, 5, 7...)"
             )
         _whole(self.stem_stride, "stem_stride")
-        _word(self.stem, "stem", STEMS)
         if self.stem == "patch" and self.stem_kernel != self.stem_stride:
             raise CfgError(
                 "stem_kernel",
