@@ -544,7 +544,7 @@ class GlobalAttention(AttentionMixer):
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C)."""
         q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
-        bias = None if self.rel is None else self.rel()  # (h, N, N) added to the logits
+        bias = None if self.rel is None else self.rel.matrix()  # (h, N, N) added to the logits
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, N, hd)
         return o.transpose(1, 2).flatten(2)
 
@@ -623,7 +623,7 @@ class WindowAttention(AttentionMixer):
             # (B * nW, 1, 1, T): True where the key is a real token; broadcast over heads, queries.
             mask = valid[:, None, None, :].repeat(B, 1, 1, 1)
         if self.rel is not None:  # (1, h, T, T) float bias; masked keys get -inf
-            bias = self.rel()[None]
+            bias = self.rel.matrix()[None]
             mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
         windows = partition(self.arrange(grid), self.win)  # (B * nW, T, 3C), T = prod(win)
         q, k, v = (split_heads(t, self.heads) for t in windows.chunk(3, dim=-1))  # (B*nW,h,T,hd)
@@ -823,8 +823,8 @@ class RelPosBias(nn.Module):
             index = index * (2 * w - 1) + (pos[None, :] - pos[:, None] + w - 1)  # (T, T)
         self.register_buffer("index", index, persistent=False)  # rebuilt, not saved
 
-    def forward(self) -> torch.Tensor:
-        """() -> (heads, T, T): the bias of every query/key pair."""
+    def matrix(self) -> torch.Tensor:
+        """The bias of every query/key pair: (heads, T, T)."""
         return self.table[:, self.index]
 
 
