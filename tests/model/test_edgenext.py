@@ -296,10 +296,15 @@ def test_bad_values_are_one_line_errors(fields: dict, match: str) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_xca_and_the_other_mixers_refuse_the_fourier_encoding() -> None:
-    cfg = BlockCfg("attention", 8, heads=2, attention="xca", pos="fourier")
-    with pytest.raises(CfgError, match=r"^pos: 'fourier' is not supported by attention variant"):
-        nets.ATTENTIONS["xca"](cfg, (4, 4))
+@pytest.mark.parametrize("variant", ["xca", "global", "window", "linear"])
+@pytest.mark.parametrize("operator", ["attention", "parallel", "split"])
+def test_only_sdta_takes_the_fourier_encoding(operator: str, variant: str) -> None:
+    # the attention variants have no Fourier encoding: refused, never silently ignored
+    with pytest.raises(CfgError, match=r"^pos: 'fourier' is only supported by operator 'sdta'"):
+        BlockCfg(operator, 8, heads=2, attention=variant, pos="fourier")
+    # where the block reads no position (conv, squeeze-excitation), the field is ignored
+    BlockCfg("conv", 8, pos="fourier")
+    BlockCfg(operator, 8, attention="channel", pos="fourier")
 
 
 # --------------------------------------------------------------------------- export
