@@ -85,13 +85,4 @@ def op_configs() -> list[Cfg]:
         lean += [("gated", 8, 3, 2, "window", 0), ("parallel", 8, 5, 4, "linear", 0)]
         for i, (op, c, k, h, v, r) in enumerate(lean):
             out.append(cfg(op, SIZES[dim][i % 3], c, kernel=k, heads=h, attention=v, mlp_ratio=r))
-        # EdgeNeXt-style blocks: conv encoder, split transposed attention, channel split.
-        edge = [cfg("convnext", SIZES[dim][0], 8, kernel=5, norm="ln", layer_scale=1e-6)]
-        edge += [cfg("convnext", SIZES[dim][1], 12, kernel=3, act="relu", expand=2.0)]
-        edge += [cfg("sdta", SIZES[dim][2], 12, heads=2, scales=3, pos="fourier", layer_scale=0.5)]
-        edge += [cfg("sdta", SIZES[dim][0], 8, heads=4, pos="none")]
-        edge += [cfg("split", SIZES[dim][1], 8, heads=2, attention="window", norm="ln")]
-        edge += [cfg("split", SIZES[dim][2], 12, kernel=5, heads=3, attention="xca", split=0.25)]
-        edge += [cfg("split", SIZES[dim][0], 12, kernel=3, attention="channel", mlp_ratio=0)]
-        out += edge
     return out

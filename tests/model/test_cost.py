@@ -104,8 +104,7 @@ def op_params(op: str, C, size, k=None, ratio=2.0, variant="global") -> int:
 
 
 def _configs() -> list[Cfg]:
-    # the operators whose formulas live here; later ones count theirs in their own test files
-    out = [c for c in op_configs() if c.op in ("conv", "attention", "parallel", "gated")]
+    out = op_configs()
     # Windows that divide evenly, a window larger than the map, and a 2-D window shorter on
     # one axis only.
     for size in ((12,), (2,), (8, 12), (4, 2), (9, 9)):

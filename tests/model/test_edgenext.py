@@ -487,3 +487,33 @@ def test_zoo_network_has_timms_params_and_stage_shapes() -> None:
         model(torch.empty(space.input_shape(1)))
     timm_stages = [(24, 56, 56), (48, 28, 28), (88, 14, 14), (168, 7, 7)]
     assert [shapes[i] for i in space.zoo["stage_ends"]] == timm_stages
+
+
+# --------------------------------------------------------------------------- every block
+
+
+@pytest.mark.parametrize(
+    ("operator", "size", "fields"),
+    [
+        ("convnext", (10,), {"kernel": 5, "norm": "ln", "layer_scale": 1e-6}),
+        ("convnext", (7, 5), {"kernel": 3, "act": "relu", "expand": 2.0}),
+        ("sdta", (3,), {"heads": 2, "scales": 3, "pos": "fourier", "layer_scale": 0.5}),
+        ("sdta", (3, 6), {"heads": 4, "scales": 2, "pos": "cpe"}),
+        ("sdta", (8, 8), {"heads": 2, "pos": "learned"}),
+    ],
+)
+def test_blocks_keep_the_shape_and_every_parameter_learns(
+    operator: str, size: tuple[int, ...], fields: dict
+) -> None:
+    torch.manual_seed(0)
+    block = nets.OPS[operator](BlockCfg(operator, 12, **fields), size).train()
+    x = torch.randn(3, 12, *size, requires_grad=True)
+    y = block(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    (y * torch.randn_like(y)).sum().backward()
+    for name, p in block.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # samples stay independent: a sample's output does not depend on the others
+    block.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x[:1]), block(x)[:1], rtol=1e-5, atol=1e-6)

@@ -311,3 +311,28 @@ def test_explain_reports_channel_shares_and_branch_norms() -> None:
     parts = {c.name: c.parts for c in expl.costs}
     assert set(parts["stage 0"]) == {"conv", "attention", "fusion", "mlp"}
     assert parts["stage 0"]["fusion"] == (2 * 18 * 12 * 12, 2 * (12 * 12 + 12))  # 2 fuse convs
+
+
+@pytest.mark.parametrize(
+    ("size", "fields"),
+    [
+        ((10,), {"heads": 2, "attention": "window", "norm": "ln"}),
+        ((3, 6), {"kernel": 5, "heads": 3, "attention": "xca", "split": 0.25}),
+        ((7, 5), {"attention": "channel", "mlp_ratio": 0}),
+        ((16,), {"heads": 3, "attention": "linear", "act": "silu", "split": 0.75}),
+    ],
+)
+def test_split_keeps_the_shape_and_every_parameter_learns(
+    size: tuple[int, ...], fields: dict
+) -> None:
+    torch.manual_seed(0)
+    block = nets.SplitBlock(BlockCfg("split", 12, window=4, **fields), size).train()
+    x = torch.randn(3, 12, *size, requires_grad=True)
+    y = block(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    (y * torch.randn_like(y)).sum().backward()
+    for name, p in block.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    block.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x[:1]), block(x)[:1], rtol=1e-5, atol=1e-6)
