@@ -60,7 +60,8 @@ def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False):
     ``uses`` names the :class:`BlockCfg` fields a search chooses for this operator (some of
     ``SEARCHABLE``); the others keep their defaults. ``downsamples``: the operator takes a
     stage's ``downsample="block"``, its first block built as
-    ``cls(cfg, size, in_width=..., stride=2)`` to halve the map and change the width itself.
+    ``cls(cfg, size, in_width=..., stride=2)`` to halve the map and change the width itself
+    (and ``in_size=``, the size of the map it gets, if the class has a ``takes_in_size``).
     """
 
     def wrap(cls):
@@ -1165,7 +1166,7 @@ class FusionNet(nn.Module):
             block = OPS[st.block.operator]
             layers = [transition(dim, width, st.block.width, st.downsample)]
             if st.downsample == "block":  # the first block halves the map, changes the width
-                seen = {"in_size": prev} if getattr(block, "takes_in_size", False) else {}
+                seen = {"in_size": prev} if hasattr(block, "takes_in_size") else {}
                 layers.append(block(st.block, size, in_width=width, stride=2, **seen))
             layers += [block(st.block, size) for _ in range(len(layers) - 1, st.depth)]
             stages.append(nn.Sequential(*layers))
