@@ -23,7 +23,7 @@ IDS = [c.id for c in CONFIGS]
 
 
 def test_config_spread_covers_the_matrix() -> None:
-    for op in list_ops():
+    for op in ("conv", "attention", "parallel", "gated"):  # families: in their own test files
         for dim in (1, 2):
             assert any(c.op == op and c.dim == dim for c in CONFIGS)
     assert {c.block.kernel for c in CONFIGS if c.op == "conv"} == {1, 3, 5, 7}
@@ -419,7 +419,7 @@ def test_conv_weights_are_kaiming(op_name: str, dim: int) -> None:
 
 
 def test_registry_lists_the_four_operators() -> None:
-    assert set(list_ops()) == {"conv", "attention", "parallel", "gated"}
+    assert {"conv", "attention", "parallel", "gated"} <= set(list_ops())
     for name in list_ops():
         assert get_op(name).op_name == name
 

@@ -153,10 +153,10 @@ def test_block_downsampling_needs_an_operator_that_downsamples() -> None:
         (
             'kind = "patch"',
             'kind = "fancy"',
-            r"stem\.kind: 'fancy' is not allowed; allowed: 'conv'",
+            r"stem\.kind: 'fancy' is not allowed; allowed: .*'conv'",
         ),
         ("kernel = 2\n", "kernel = 3\n", r"stem\.kernel: a patch stem's kernel 3 must equal"),
-        ("distill = true", 'kind = "nope"', r"head\.kind: 'nope' is not allowed; allowed: 'ln'"),
+        ("distill = true", 'kind = "nope"', r"head\.kind: 'nope' is not allowed; allowed: .*'ln'"),
         ("distill = true", "distill = 1", r"head\.distill: 1 is not allowed; allowed: true, false"),
         ('pos = "none"', 'pos = ["none"]', r"network\.pos: .*one value, not a list"),
     ],
