@@ -5,6 +5,7 @@ export round trips (1-D and 2-D), mutations the tests must catch, one-line error
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_nas import build_model, load_space, parse_space
-from fusion_nas.deploy.export import export_code
+from fusion_nas.deploy.export import export_code, write_export
 from fusion_nas.errors import SpaceError
 from fusion_nas.model import nets
 from fusion_nas.model.cost import arch_cost, count_cost
@@ -448,3 +449,18 @@ def test_downsample_needs_heads_and_value_channels() -> None:
         nets.LevitBlock(cfg, (2, 2), in_width=8, stride=2)
     with pytest.raises(ValueError, match="stride 3 is not allowed by a levit block"):
         nets.LevitBlock(cfg, (2, 2), in_width=8, stride=3)
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
+    reason="onnx and onnxruntime not installed",
+)
+@pytest.mark.parametrize("text", [SPACE_2D, SPACE_1D])
+def test_onnx_export_matches_pytorch(text: str, tmp_path: Path) -> None:
+    # write_export checks onnxruntime's output against the PyTorch model (atol 1e-4)
+    space = parse_space(text)
+    arch = space.enumerate()[-1]
+    torch.manual_seed(0)
+    state = _randomize(build_model(arch, space)).state_dict()
+    write_export(arch, space, tmp_path / "net.py", state_dict=state, onnx=tmp_path / "net.onnx")
+    assert (tmp_path / "net.onnx").stat().st_size > 0
