@@ -777,7 +777,8 @@ class LevitConvNorm(nn.Module):
 
 @register_stem("levit")
 class LevitStem(nn.Sequential):
-    """timm's Stem16 / Stem8: log2(stride) convs 3x3 stride 2 + BN, the act between them.
+    """timm's Stem16 / Stem8: log2(stride) convs (``stem_kernel``, timm 3) of stride 2 + BN,
+    the act (``NetCfg.act``) between them.
 
     Widths ramp up to ``stem_width``: ``stem_width / 2**(m-1), ..., stem_width / 2, stem_width``
     for ``m = log2(stem_stride)`` convs (16: W/8, W/4, W/2, W). Each conv halves the size
@@ -816,8 +817,9 @@ def levit_bias_index(size: tuple[int, ...], step: int = 1) -> torch.Tensor:
     """
     keys = torch.stack(torch.meshgrid(*(torch.arange(n) for n in size), indexing="ij"))
     queries = torch.meshgrid(*(torch.arange(0, n, step) for n in size), indexing="ij")
+    # (d, N_q, N_k): |query - key| along each of the d axes
     rel = (torch.stack(queries).flatten(1)[:, :, None] - keys.flatten(1)[:, None, :]).abs()
-    index = rel[0]  # (N_q, N_k) per axis below
+    index = rel[0]  # (N_q, N_k), raveled with the later axes below
     for axis in range(1, len(size)):
         index = index * size[axis] + rel[axis]
     return index
@@ -1002,7 +1004,8 @@ def fold_conv_bn(weight: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, tor
 
 @register_op("repconv", uses=("kernel", "act"))
 class RepConvBlock(nn.Module):
-    """``x + act(BN(conv_k(x)) + BN(conv_1(x)) + BN(x))``: RepVGG's training-time branches.
+    """``x + act(BN(conv_k(x)) + BN(conv_1(x)) + BN(x))``: RepVGG's training-time branches
+    (dense convs, same padding; 1-D and 2-D), reading ``kernel`` and ``act``.
 
     :meth:`fuse` folds the three branches into one ``k``-conv with bias (deployment), equal to
     them in eval mode (BN running statistics); after it the block is ``x + act(conv(x))``.
@@ -1039,16 +1042,16 @@ class RepConvBlock(nn.Module):
             return
         C, k, pad = self.identity.num_features, self.kernel, self.kernel // 2
         centre = (slice(None), slice(None), *[slice(pad, pad + 1)] * self.dim)  # the 1x1 tap
-        w3, b3 = fold_conv_bn(self.conv[0].weight, self.conv[1])
-        one = torch.zeros_like(w3)
+        wk, bk = fold_conv_bn(self.conv[0].weight, self.conv[1])  # (C, C, *k), (C,)
+        one = torch.zeros_like(wk)  # the 1x1 conv as a k-conv: its weight at the centre tap
         one[centre] = self.scale[0].weight
         w1, b1 = fold_conv_bn(one, self.scale[1])
-        eye = torch.zeros_like(w3)
-        eye[centre] = torch.eye(C, dtype=w3.dtype, device=w3.device).view(C, C, *[1] * self.dim)
+        eye = torch.zeros_like(wk)  # the identity as a k-conv: 1 at the centre, channel c -> c
+        eye[centre] = torch.eye(C, dtype=wk.dtype, device=wk.device).view(C, C, *[1] * self.dim)
         wi, bi = fold_conv_bn(eye, self.identity)
-        fused = conv_nd(self.dim)(C, C, k, padding=pad, device=w3.device, dtype=w3.dtype)
-        fused.weight.copy_(w3 + w1 + wi)
-        fused.bias.copy_(b3 + b1 + bi)
+        fused = conv_nd(self.dim)(C, C, k, padding=pad, device=wk.device, dtype=wk.dtype)
+        fused.weight.copy_(wk + w1 + wi)
+        fused.bias.copy_(bk + b1 + bi)
         self.fused = fused
         del self.conv, self.scale, self.identity
 
