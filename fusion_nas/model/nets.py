@@ -542,12 +542,20 @@ class AttentionMixer(nn.Module):
 
 @register_attention("global")
 class GlobalAttention(AttentionMixer):
-    """Every token attends to every token: cost quadratic in tokens."""
+    """Every token attends to every token: cost quadratic in tokens. ``pos="bias"``: a
+    relative position bias over the whole map (:class:`RelPosBias`, CoAtNet)."""
+
+    positions = POSITIONS
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__(cfg, size)
+        self.rel = RelPosBias(cfg.heads, self.size) if cfg.pos == "bias" else None
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C)."""
         q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
-        o = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, hd)
+        bias = None if self.rel is None else self.rel.matrix()  # (h, N, N) added to the logits
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, N, hd)
         return o.transpose(1, 2).flatten(2)
 
 
@@ -587,12 +595,25 @@ class WindowAttention(AttentionMixer):
     """Swin-style attention inside non-overlapping windows of ``window`` tokens per axis.
 
     The map is zero-padded up to a multiple of the window; padded keys are masked.
+    ``pos="bias"``: a relative position bias inside the window (:class:`RelPosBias`, MaxViT).
     """
+
+    positions = POSITIONS
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__(cfg, size)
         self.win = window_shape(self.size, cfg.window)
         self.padded = padded_size(self.size, cfg.window)
+        self.rel = RelPosBias(cfg.heads, self.win) if cfg.pos == "bias" else None
+
+    def arrange(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *padded, D) -> (B, *padded, D): the token order windows are cut from (here
+        unchanged; grid attention interleaves it)."""
+        return x
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`arrange`: (B, *padded, D) -> (B, *padded, D)."""
+        return x
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C)."""
@@ -608,12 +629,17 @@ class WindowAttention(AttentionMixer):
             grid = F.pad(grid, spec)
             valid = torch.zeros(1, *self.padded, 1, dtype=torch.bool, device=qkv.device)
             valid[(slice(None), *(slice(0, s) for s in self.size))] = True
+            valid = partition(self.arrange(valid), self.win).squeeze(-1)  # (nW, T)
             # (B * nW, 1, 1, T): True where the key is a real token; broadcast over heads, queries.
-            mask = partition(valid, self.win).squeeze(-1)[:, None, None, :].repeat(B, 1, 1, 1)
-        windows = partition(grid, self.win)  # (B * nW, T, 3C), T = prod(win)
+            mask = valid[:, None, None, :].repeat(B, 1, 1, 1)
+        if self.rel is not None:  # (1, h, T, T) float bias; masked keys get -inf
+            bias = self.rel.matrix()[None]
+            mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
+        windows = partition(self.arrange(grid), self.win)  # (B * nW, T, 3C), T = prod(win)
         q, k, v = (split_heads(t, self.heads) for t in windows.chunk(3, dim=-1))  # (B*nW,h,T,hd)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B * nW, h, T, hd)
         o = merge(o.transpose(1, 2).flatten(2), self.win, self.padded, B)  # (B, *padded, C)
+        o = self.restore(o)
         o = o[(slice(None), *(slice(0, s) for s in self.size))]  # crop the padding
         return o.reshape(B, N, C3 // 3)
 
@@ -737,6 +763,300 @@ class GatedBlock(nn.Module):
         fused = g * self.conv(x) + (1.0 - g) * self.attn(x)
         x = x + channel_view(self.scale, self.dim) * fused
         return x if self.mlp is None else x + self.mlp(x)
+
+
+# --------------------------------------------------------------------------- maxxvit
+# CoAtNet and MaxViT (timm maxxvit.py): MBConv with squeeze-excitation, transformer blocks with
+# relative position bias that may downsample, grid attention, the MaxViT block, their stem and
+# the pool -> LN -> Linear -> tanh -> Linear head.
+
+MBCONV_DIVISOR = 8  # MBConv hidden width: width * expand rounded to a multiple of 8 (timm)
+
+
+def round_width(value: float, divisor: int = MBCONV_DIVISOR) -> int:
+    """timm's ``make_divisible``: ``value`` to the nearest multiple of ``divisor`` (at least
+    ``divisor``), one step up when rounding down would lose more than 10%."""
+    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * value else out
+
+
+def half_pool(dim: int) -> nn.Module:
+    """AvgPool(2) rounding up, ``(n + 1) // 2`` per axis like a stride-2 conv with padding;
+    an edge window past the map averages the cells inside it."""
+    return (nn.AvgPool1d, nn.AvgPool2d)[dim - 1](2, ceil_mode=True)
+
+
+class Downsample(nn.Module):
+    """timm's ``Downsample2d`` shortcut: AvgPool(2), then conv1x1 (with bias) to the new width
+    if the width changes."""
+
+    def __init__(self, dim: int, in_width: int, width: int) -> None:
+        super().__init__()
+        self.pool = half_pool(dim)
+        self.expand = conv_nd(dim)(in_width, width, 1) if in_width != width else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S) -> (B, C, *((S + 1) // 2))."""
+        return self.expand(self.pool(x))
+
+
+class SqueezeExcite(nn.Module):
+    """``x * sigmoid(fc2(silu(fc1(mean over S of x))))`` with a ``hidden``-wide bottleneck
+    (timm ``SEModule`` with SiLU, as MaxViT and CoAtNet use it)."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.SiLU()
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        pooled = x.mean(dim=tuple(range(2, x.dim())))  # (B, C)
+        w = torch.sigmoid(self.fc2(self.act(self.fc1(pooled))))  # (B, C)
+        return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
+
+
+class RelPosBias(nn.Module):
+    """Relative position bias (Swin, CoAtNet, MaxViT): one learned logit per head and relative
+    offset inside a window of extent ``win``, added to the attention logits of query ``q`` and
+    key ``k``: ``table[h, k - q]``, ``prod(2 * w - 1)`` offsets per head (timm ``RelPosBias``)."""
+
+    def __init__(self, heads: int, win: tuple[int, ...]) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(heads, math.prod(2 * w - 1 for w in win)))
+        nn.init.trunc_normal_(self.table, std=0.02)
+        axes = torch.meshgrid(*(torch.arange(w) for w in win), indexing="ij")
+        coords = torch.stack(axes).flatten(1)  # (dim, T): each token's position in the window
+        index = torch.zeros((), dtype=torch.long)
+        for pos, w in zip(coords, win):  # row-major over the axes' offsets k - q + w - 1
+            index = index * (2 * w - 1) + (pos[None, :] - pos[:, None] + w - 1)  # (T, T)
+        self.register_buffer("index", index, persistent=False)  # rebuilt, not saved
+
+    def matrix(self) -> torch.Tensor:
+        """The bias of every query/key pair: (heads, T, T)."""
+        return self.table[:, self.index]
+
+
+def interleave(x: torch.Tensor, groups: tuple[int, ...]) -> torch.Tensor:
+    """(B, *P, D) -> (B, *P, D), each axis of length ``P = g * m`` reordered from ``(g, m)`` to
+    ``(m, g)``: ``g`` consecutive tokens of the result lie ``m`` apart in ``x``."""
+    return _swap_axes(x, [(g, p // g) for g, p in zip(groups, x.shape[1:-1])])
+
+
+def deinterleave(x: torch.Tensor, groups: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`interleave`: (B, *P, D) -> (B, *P, D)."""
+    return _swap_axes(x, [(p // g, g) for g, p in zip(groups, x.shape[1:-1])])
+
+
+def _swap_axes(x: torch.Tensor, splits: list[tuple[int, int]]) -> torch.Tensor:
+    """Split each spatial axis of (B, *P, D) into ``(a, b)``, swap to ``(b, a)``, flatten."""
+    B, P, D = x.shape[0], x.shape[1:-1], x.shape[-1]
+    x = x.reshape(B, *(n for ab in splits for n in ab), D)  # (B, a1, b1, [a2, b2,] D)
+    order = [i for axis in range(len(splits)) for i in (2 + 2 * axis, 1 + 2 * axis)]
+    return x.permute(0, *order, x.dim() - 1).reshape(B, *P, D)
+
+
+@register_attention("grid")
+class GridAttention(WindowAttention):
+    """MaxViT's grid attention: dilated windows, each of ``window`` tokens per axis spread
+    evenly over the map (``m = padded / window`` apart), so every window spans the whole map.
+
+    The map is zero-padded like window attention (padded keys masked), then each axis is
+    interleaved so that the windows of :class:`WindowAttention` are cut from the grid;
+    ``pos="bias"`` measures offsets in grid steps (timm ``grid_partition``).
+    """
+
+    def arrange(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *padded, D) -> (B, *padded, D): grid groups made contiguous."""
+        return interleave(x, self.win)
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *padded, D) -> (B, *padded, D): back to map order."""
+        return deinterleave(x, self.win)
+
+
+def mlp_of(cfg: BlockCfg) -> nn.Module | None:
+    """The attention blocks' MLP with ``cfg.act`` (None at ``mlp_ratio`` 0)."""
+    if not cfg.mlp_ratio:
+        return None
+    mlp = Mlp(cfg.width, cfg.mlp_ratio)
+    mlp.act = make_act(cfg.act)
+    return mlp
+
+
+@register_op("mbconv", uses=("kernel", "act", "expand"), downsamples=True)
+class MBConvBlock(nn.Module):
+    """timm's pre-norm MBConv (CoAtNet, MaxViT): ``shortcut(x) + conv1x1(se(act(BN(dw_k(
+    act(BN(conv1x1(BN(x)))))))))``.
+
+    Hidden width ``round_width(width * expand)``; squeeze-excitation ``se`` (a setting, 0: none)
+    with ``int(se * width)`` hidden units. The first block of a ``downsample = "block"`` stage
+    (``stride=2``) strides the depthwise conv and takes the shortcut through
+    :class:`Downsample` (pool, then conv1x1 to the new width); otherwise the shortcut is ``x``.
+    """
+
+    def __init__(
+        self, cfg: BlockCfg, size: tuple[int, ...], in_width: int | None = None, stride: int = 1
+    ) -> None:
+        super().__init__()
+        dim, width, k = len(size), cfg.width, cfg.kernel
+        in_width = width if in_width is None else in_width
+        mid = round_width(width * cfg.expand)
+        conv, bn = conv_nd(dim), batchnorm_nd(dim)
+        self.shortcut = Downsample(dim, in_width, width) if stride == 2 else nn.Identity()
+        self.pre_norm = bn(in_width)
+        self.conv1 = conv(in_width, mid, 1, bias=False)  # expand, at the input size
+        self.norm1, self.act1 = bn(mid), make_act(cfg.act)
+        self.conv2 = conv(mid, mid, k, stride=stride, padding=k // 2, groups=mid, bias=False)
+        self.norm2, self.act2 = bn(mid), make_act(cfg.act)
+        self.se = SqueezeExcite(mid, max(1, int(cfg.se * width))) if cfg.se else nn.Identity()
+        self.conv3 = conv(mid, width, 1)  # project, with bias (timm output_bias)
+        for c in (self.conv1, self.conv2, self.conv3):
+            nn.init.kaiming_normal_(c.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.conv3.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S_in) -> (B, C, *S), S = S_in or (S_in + 1) // 2 at stride 2."""
+        y = self.act1(self.norm1(self.conv1(self.pre_norm(x))))  # (B, mid, *S_in)
+        y = self.se(self.act2(self.norm2(self.conv2(y))))  # (B, mid, *S)
+        return self.shortcut(x) + self.conv3(y)
+
+
+@register_op(
+    "transformer", uses=("heads", "attention", "mlp_ratio", "act", "pos"), downsamples=True
+)
+class TransformerBlock(AttentionBlock):
+    """CoAtNet's transformer block (timm ``TransformerBlock2d``): the attention block (pre-norm
+    attention, then the MLP with ``act``); with ``pos="bias"`` and global attention it is
+    CoAtNet's block with relative position bias.
+
+    The first block of a ``downsample = "block"`` stage (``stride=2``) pools inside the
+    attention path, whose query/key/value projection maps the input width to the new one:
+    ``Downsample(x) + proj(attend(qkv(pool(LN(x)))))``; a learned or conv position encoding
+    then acts on the pooled input. Channel attention has no projection to do that.
+    """
+
+    def __init__(
+        self, cfg: BlockCfg, size: tuple[int, ...], in_width: int | None = None, stride: int = 1
+    ) -> None:
+        super().__init__(cfg, size)
+        self.mlp = mlp_of(cfg)
+        self.shortcut = self.down = None
+        if stride == 1:
+            return
+        attn, dim = self.attn, len(size)
+        in_width = cfg.width if in_width is None else in_width
+        if not isinstance(attn, AttentionMixer):
+            able = _allowed(n for n, c in ATTENTIONS.items() if issubclass(c, AttentionMixer))
+            raise CfgError(
+                "attention",
+                f"{cfg.attention!r} cannot downsample in a transformer block; allowed: {able}",
+            )
+        self.shortcut = Downsample(dim, in_width, cfg.width)
+        self.down = nn.Sequential(ChannelNorm(in_width, eps=1e-5), half_pool(dim))
+        attn.norm = nn.Identity()  # normalised before the pool instead
+        attn.qkv = nn.Linear(in_width, 3 * cfg.width)
+        for chunk in attn.qkv.weight.data.chunk(3, dim=0):  # query, key, value: (C, C_in) each
+            nn.init.xavier_uniform_(chunk)
+        nn.init.zeros_(attn.qkv.bias)
+        if attn.pos is not None:
+            attn.pos = nn.Parameter(torch.zeros(1, in_width, *size))
+            nn.init.trunc_normal_(attn.pos, std=0.02)
+        if attn.cpe is not None:
+            attn.cpe = conv_nd(dim)(in_width, in_width, 3, padding=1, groups=in_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S_in) -> (B, C, *S), S = S_in or (S_in + 1) // 2 at stride 2."""
+        if self.down is None:
+            return super().forward(x)
+        x = self.shortcut(x) + self.attn(self.down(x))  # (B, C, *S)
+        return x if self.mlp is None else x + self.mlp(x)
+
+
+@register_op(
+    "maxvit",
+    uses=("kernel", "heads", "mlp_ratio", "act", "expand", "pos"),
+    downsamples=True,
+)
+class MaxViTBlock(nn.Module):
+    """MaxViT's block (timm ``MaxxVitBlock``): :class:`MBConvBlock`, then window attention and
+    an MLP, then grid attention and an MLP, each pre-norm with its own residual.
+
+    ``window`` (a setting) is the window and the grid extent (MaxViT: 7); ``pos`` applies to
+    both attentions (MaxViT: ``"bias"``); ``downsample = "block"`` strides the MBConv.
+    """
+
+    def __init__(
+        self, cfg: BlockCfg, size: tuple[int, ...], in_width: int | None = None, stride: int = 1
+    ) -> None:
+        super().__init__()
+        self.conv = MBConvBlock(cfg, size, in_width, stride)
+        self.block_attn, self.block_mlp = WindowAttention(cfg, size), mlp_of(cfg)
+        self.grid_attn, self.grid_mlp = GridAttention(cfg, size), mlp_of(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S_in) -> (B, C, *S), S = S_in or (S_in + 1) // 2 at stride 2."""
+        x = self.conv(x)  # (B, C, *S)
+        for attn, mlp in ((self.block_attn, self.block_mlp), (self.grid_attn, self.grid_mlp)):
+            x = x + attn(x)
+            x = x if mlp is None else x + mlp(x)
+        return x
+
+
+@register_stem("maxxvit")
+class MaxxVitStem(nn.Module):
+    """timm's MaxxVit ``Stem``: conv(kernel, stride) -> BN -> act -> conv(kernel), both to
+    ``stem_width``, without bias (CoAtNet): (B, C_in, *S) -> (B, W_0, *S_0)."""
+
+    bias = False
+
+    def __init__(self, cfg: NetCfg) -> None:
+        super().__init__()
+        dim, W, k = len(cfg.size), cfg.stem_width, cfg.stem_kernel
+        conv = conv_nd(dim)
+        self.conv1 = conv(cfg.in_channels, W, k, cfg.stem_stride, k // 2, bias=self.bias)
+        self.norm, self.act = batchnorm_nd(dim)(W), make_act(cfg.act)
+        self.conv2 = conv(W, W, k, 1, k // 2, bias=self.bias)
+        for c in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(c.weight, mode="fan_out", nonlinearity="relu")
+            if c.bias is not None:
+                nn.init.zeros_(c.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S) -> (B, W_0, *S_0)."""
+        return self.conv2(self.act(self.norm(self.conv1(x))))
+
+
+@register_stem("maxxvit_tf")
+class MaxxVitTfStem(MaxxVitStem):
+    """:class:`MaxxVitStem` with biased convs (timm's MaxViT ``*_tf`` models)."""
+
+    bias = True
+
+
+@register_head("mlp")
+class MlpHead(nn.Module):
+    """timm's ``NormMlpClassifierHead``: mean over S -> LayerNorm -> Linear(``head_width``) ->
+    tanh -> Linear (CoAtNet, MaxViT); ``head_width`` 0: no hidden layer (the ``ln`` head)."""
+
+    def __init__(self, cfg: NetCfg, width: int) -> None:
+        super().__init__()
+        hidden = cfg.head_width
+        self.norm = nn.LayerNorm(width)
+        self.pre_logits = nn.Sequential(nn.Linear(width, hidden), nn.Tanh()) if hidden else None
+        self.fc = nn.Linear(hidden or width, cfg.classes)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, W, *S) -> (B, classes)."""
+        x = self.norm(x.mean(dim=tuple(range(2, x.dim()))))  # (B, W)
+        if self.pre_logits is not None:
+            x = self.pre_logits(x)  # (B, head_width)
+        return self.fc(x)
 
 
 # --------------------------------------------------------------------------- levit

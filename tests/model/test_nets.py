@@ -59,9 +59,9 @@ def test_every_forward_documents_its_shapes() -> None:
 
 
 def test_registries_hold_the_operators_and_variants() -> None:
-    # the four fusion operators first; family operators (levit, repconv, ...) follow
+    # the core vocabulary, in order; the families' pieces register after them
     assert list(nets.OPS)[:4] == ["conv", "attention", "parallel", "gated"]
-    assert list(nets.ATTENTIONS) == ["global", "window", "linear", "channel"]
+    assert list(nets.ATTENTIONS)[:4] == ["global", "window", "linear", "channel"]
     for name, cls in nets.OPS.items():
         assert cls.op_name == name and set(cls.uses) <= set(nets.SEARCHABLE)
         assert issubclass(cls, nn.Module)

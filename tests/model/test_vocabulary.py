@@ -182,3 +182,15 @@ def test_fields_a_space_fixes_stay_out_of_the_id() -> None:
     chosen = dataclasses.replace(plain, act="relu")
     assert Architecture("s", (chosen,)).arch_id != Architecture("s", (plain,)).arch_id
     assert "act=relu" in chosen.canonical().describe()
+
+
+def test_the_supernet_refuses_what_it_cannot_share() -> None:
+    from fusion_nas.model.supernet import SupernetError, plan_supernet
+
+    with pytest.raises(SupernetError, match="needs the 'conv' stem, not 'patch'"):
+        plan_supernet(_space())
+    conv_stem = SPACE.replace('kind = "patch"', 'kind = "conv"').replace("kernel = 2\n", "")
+    with pytest.raises(SupernetError, match="needs the plain 'ln' head"):
+        plan_supernet(parse_space(conv_stem))
+    plain = parse_space(conv_stem.replace("distill = true", ""))
+    assert plan_supernet(plain).heads == (16,)  # patch downsampling is shared like the others
