@@ -37,6 +37,8 @@ SETTINGS = (
     "patch",
     "scales",
     "split",
+    "down_ratio",
+    "attn_heads",
 )
 # stage entry: keep the size, AvgPool(2), strided conv, LayerNorm + 2x2 patch conv, or the
 # stage's first block downsamples itself (operators registered with downsamples=True)
@@ -58,7 +60,8 @@ def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False):
     ``uses`` names the :class:`BlockCfg` fields a search chooses for this operator (some of
     ``SEARCHABLE``); the others keep their defaults. ``downsamples``: the operator takes a
     stage's ``downsample="block"``, its first block built as
-    ``cls(cfg, size, in_width=..., stride=2)`` to halve the map and change the width itself.
+    ``cls(cfg, size, in_width=..., stride=2)`` to halve the map and change the width itself
+    (and ``in_size=``, the size of the map it gets, if the class has a ``takes_in_size``).
     """
 
     def wrap(cls):
@@ -203,7 +206,10 @@ class BlockCfg:
     ``layer_scale``: initial per-channel residual scale (0: none); ``inner``: width of an inner
     transformer (0: ``width``); ``layers``: transformer layers inside one block; ``patch``:
     patch side of unfold/fold blocks; ``scales``: channel groups of split blocks; ``split``:
-    share of channels the conv branch of a channel-split block takes.
+    share of channels the conv branch of a channel-split block takes; ``down_ratio``: value
+    width per head, times ``key_dim``, of a downsampling attention block (LeViT: 4);
+    ``attn_heads``: heads of attention whose heads are ``key_dim`` wide, any count, where
+    ``heads`` must divide ``width`` (LeViT-128S: 6 heads at width 256; 0: ``heads``).
     A bad value raises :class:`CfgError` naming the field.
     """
 
@@ -227,6 +233,8 @@ class BlockCfg:
     patch: int = 2
     scales: int = 1
     split: float = 0.5
+    down_ratio: float = 4.0
+    attn_heads: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.operator, str) or self.operator not in OPS:
@@ -268,6 +276,8 @@ class BlockCfg:
         _whole(self.patch, "patch")
         _whole(self.scales, "scales")
         _number(self.split, "split", 1e-9, 1.0, "numbers in (0, 1)")
+        _number(self.down_ratio, "down_ratio", 1e-9, words="positive numbers")
+        _whole(self.attn_heads, "attn_heads", minimum=0)
         _sdta_checks(self)
 
 
@@ -1050,6 +1060,323 @@ class MlpHead(nn.Module):
         return self.fc(x)
 
 
+# --------------------------------------------------------------------------- levit
+# LeViT (Graham et al. 2021; timm's ``levit``) on maps: timm's Linear+BatchNorm1d over tokens
+# ("LinearNorm") is a 1x1 conv + BatchNorm over the map here, the same math and parameters (the
+# layout of timm's ``levit_conv_*`` models), so every block keeps the (B, C, *S) convention.
+# And the re-parameterisable conv (RepVGG / MobileOne / FastViT): train with branches, deploy
+# one folded conv.
+
+LEVIT_DOWN_STRIDE = 2  # an attention downsample keeps every 2nd query per axis (size (n+1)//2)
+
+
+class LevitConvNorm(nn.Module):
+    """Conv (no bias, same padding) -> BatchNorm: timm's ConvNorm, and its LinearNorm at k = 1.
+
+    ``bn_init`` is the initial BN scale: 0 for the last layer of a residual branch (timm), so
+    the branch starts as zero.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        c_in: int,
+        c_out: int,
+        kernel: int = 1,
+        stride: int = 1,
+        bn_init: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.linear = conv_nd(dim)(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
+        self.bn = batchnorm_nd(dim)(c_out)
+        nn.init.constant_(self.bn.weight, bn_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, c_in, *S) -> (B, c_out, *S') (S' = S / stride, rounded up)."""
+        return self.bn(self.linear(x))
+
+
+@register_stem("levit")
+class LevitStem(nn.Sequential):
+    """timm's Stem16 / Stem8: log2(stride) convs (``stem_kernel``, timm 3) of stride 2 + BN,
+    the act (``NetCfg.act``) between them.
+
+    Widths ramp up to ``stem_width``: ``stem_width / 2**(m-1), ..., stem_width / 2, stem_width``
+    for ``m = log2(stem_stride)`` convs (16: W/8, W/4, W/2, W). Each conv halves the size
+    rounding up, which is the stem-size formula of a single ``stem_stride`` conv.
+    """
+
+    def __init__(self, cfg: NetCfg) -> None:
+        stride, width = cfg.stem_stride, cfg.stem_width
+        if stride < 2 or stride & (stride - 1):
+            raise CfgError(
+                "stem_stride", f"{stride} is not allowed by a levit stem; allowed: 2, 4, 8, 16..."
+            )
+        convs = stride.bit_length() - 1  # log2(stride)
+        if width % 2 ** (convs - 1):
+            raise CfgError(
+                "stem_width",
+                f"{width} does not halve {convs - 1} times for a levit stem of stride {stride}; "
+                f"allowed: multiples of {2 ** (convs - 1)}",
+            )
+        super().__init__()
+        dim, c_in = len(cfg.size), cfg.in_channels
+        for i in range(convs):
+            if i:
+                self.add_module(f"act{i}", make_act(cfg.act))
+            c_out = width >> (convs - 1 - i)  # W / 2**(m-1-i)
+            self.add_module(f"conv{i + 1}", LevitConvNorm(dim, c_in, c_out, cfg.stem_kernel, 2))
+            c_in = c_out
+
+
+def levit_bias_index(size: tuple[int, ...], step: int = 1) -> torch.Tensor:
+    """(N_q, N_k) index of each query/key pair into a table of ``prod(size)`` biases.
+
+    Keys are every position of ``size``; queries every ``step``-th position per axis. The index
+    is the pair's absolute offset per axis, raveled over ``size`` (timm: |dy| * W + |dx|), so
+    pairs at the same offset share a bias.
+    """
+    keys = torch.stack(torch.meshgrid(*(torch.arange(n) for n in size), indexing="ij"))
+    queries = torch.meshgrid(*(torch.arange(0, n, step) for n in size), indexing="ij")
+    # (d, N_q, N_k): |query - key| along each of the d axes
+    rel = (torch.stack(queries).flatten(1)[:, :, None] - keys.flatten(1)[:, None, :]).abs()
+    index = rel[0]  # (N_q, N_k), raveled with the later axes below
+    for axis in range(1, len(size)):
+        index = index * size[axis] + rel[axis]
+    return index
+
+
+def levit_key_dim(cfg: BlockCfg) -> int:
+    """Query/key width per head: ``key_dim``, or (0) the width split over the heads."""
+    return cfg.key_dim or max(1, cfg.width // (cfg.attn_heads or cfg.heads))
+
+
+class LevitAttention(nn.Module):
+    """LeViT attention with learned attention biases, no residual (timm ``Attention``).
+
+    ``qkv`` (1x1 conv + BN) gives per head a query and key of ``key_dim`` and a value of
+    ``attn_ratio * key_dim`` channels; ``softmax(q^T k / sqrt(key_dim) + bias)`` with one bias
+    per head and relative offset (:func:`levit_bias_index`); then act -> 1x1 conv + BN back to
+    ``C`` (BN scale starts at 0). With ``in_width`` (timm ``AttentionDownsample``), queries come
+    from every 2nd position per axis through their own projection ``q``, keys and values from
+    ``kv``, and the output has ``width`` channels on the subsampled map.
+    """
+
+    def __init__(
+        self,
+        cfg: BlockCfg,
+        size: tuple[int, ...],
+        heads: int,
+        attn_ratio: float,
+        in_width: int | None = None,
+    ) -> None:
+        super().__init__()
+        dim, C = len(size), cfg.width
+        self.heads, self.size = heads, tuple(size)  # size: the input map's
+        self.key_dim = levit_key_dim(cfg)
+        self.val_dim = int(attn_ratio * self.key_dim)  # timm rounds down
+        if self.val_dim < 1:
+            field = "down_ratio" if in_width is not None else "attn_ratio"
+            raise CfgError(
+                field,
+                f"{attn_ratio} times key width {self.key_dim} leaves no value channel; "
+                f"allowed: numbers >= {1 / self.key_dim:g}",
+            )
+        self.scale = self.key_dim**-0.5
+        self.down = in_width is not None
+        c_in, kd, vd = (in_width or C), self.key_dim, self.val_dim
+        if self.down:
+            self.kv = LevitConvNorm(dim, c_in, heads * (kd + vd))
+            self.q = LevitConvNorm(dim, c_in, heads * kd)
+        else:
+            self.qkv = LevitConvNorm(dim, c_in, heads * (2 * kd + vd))
+        self.proj = nn.Sequential(
+            make_act(cfg.act),
+            LevitConvNorm(dim, heads * vd, C, bn_init=1.0 if self.down else 0.0),  # timm's
+        )
+        step = LEVIT_DOWN_STRIDE if self.down else 1
+        self.attention_biases = nn.Parameter(torch.zeros(heads, math.prod(size)))
+        self.register_buffer("bias_index", levit_bias_index(self.size, step), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S) -> (B, C, *S_out): S_out = S, or ceil(S / 2) when downsampling."""
+        B, N, h = x.shape[0], math.prod(self.size), self.heads
+        kd, vd = self.key_dim, self.val_dim
+        if self.down:
+            k, v = self.kv(x).view(B, h, kd + vd, N).split([kd, vd], dim=2)  # (B, h, *, N)
+            sub = x[(..., *[slice(None, None, LEVIT_DOWN_STRIDE)] * len(self.size))]
+            q = self.q(sub).view(B, h, kd, -1)  # (B, h, kd, N_q)
+            out_size = tuple(sub.shape[2:])
+        else:
+            q, k, v = self.qkv(x).view(B, h, 2 * kd + vd, N).split([kd, kd, vd], dim=2)
+            out_size = self.size
+        bias = self.attention_biases[:, self.bias_index]  # (h, N_q, N)
+        attn = ((q.transpose(-2, -1) @ k) * self.scale + bias).softmax(dim=-1)  # (B, h, N_q, N)
+        o = (v @ attn.transpose(-2, -1)).reshape(B, h * vd, *out_size)  # (B, h * vd, *S_out)
+        return self.proj(o)
+
+
+class LevitMlp(nn.Module):
+    """1x1 conv + BN -> act -> 1x1 conv + BN (scale starts at 0), residual left to the caller."""
+
+    def __init__(self, dim: int, channels: int, ratio: float, act: str) -> None:
+        super().__init__()
+        hidden = max(1, int(channels * ratio))  # timm rounds down
+        self.ln1 = LevitConvNorm(dim, channels, hidden)
+        self.act = make_act(act)
+        self.ln2 = LevitConvNorm(dim, hidden, channels, bn_init=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        return self.ln2(self.act(self.ln1(x)))
+
+
+@register_op("levit", uses=("heads", "mlp_ratio", "act"), downsamples=True)
+class LevitBlock(nn.Module):
+    """LeViT block: ``x + attn(x)``, then ``x + mlp(x)`` (timm ``LevitBlock``; no MLP at 0).
+
+    Reads ``heads`` (``attn_heads`` instead where set: LeViT's head counts need not divide the
+    width), ``key_dim`` (0: width // heads), ``attn_ratio``, ``mlp_ratio``, ``act``. Built with
+    ``in_width`` and ``stride=2`` (a stage's ``downsample = "block"``), it is timm's
+    ``LevitDownsample``: attention downsample ``in_width -> width`` without a residual, with
+    ``in_width // key_dim`` heads and value ratio ``down_ratio``, then ``x + mlp(x)``.
+    """
+
+    takes_in_size = True  # FusionNet passes the downsampling block its input size too
+
+    def __init__(
+        self,
+        cfg: BlockCfg,
+        size: tuple[int, ...],
+        in_width: int | None = None,
+        stride: int = 1,
+        in_size: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        dim = len(size)
+        if stride not in (1, LEVIT_DOWN_STRIDE):
+            raise ValueError(f"stride {stride} is not allowed by a levit block; allowed: 1, 2")
+        self.down = stride != 1
+        if self.down:
+            in_width = cfg.width if in_width is None else in_width
+            key_dim = levit_key_dim(cfg)
+            heads = in_width // key_dim
+            if heads < 1:
+                raise CfgError(
+                    "key_dim",
+                    f"{key_dim} is wider than the {in_width} channels a levit downsample gets; "
+                    f"allowed: 1..{in_width}",
+                )
+            # the map it downsamples (without in_size: the even size that halves to size)
+            in_size = tuple(in_size) if in_size is not None else tuple(2 * n for n in size)
+            self.attn = LevitAttention(cfg, in_size, heads, cfg.down_ratio, in_width)
+        else:
+            self.attn = LevitAttention(cfg, size, cfg.attn_heads or cfg.heads, cfg.attn_ratio)
+        self.mlp = LevitMlp(dim, cfg.width, cfg.mlp_ratio, cfg.act) if cfg.mlp_ratio else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S); downsampling: (B, C_in, *S_in) -> (B, C, *ceil(S_in / 2))."""
+        x = self.attn(x) if self.down else x + self.attn(x)
+        return x if self.mlp is None else x + self.mlp(x)
+
+
+class LevitNormLinear(nn.Module):
+    """BatchNorm1d -> Linear (timm ``NormLinear``; weight trunc-normal std 0.02, bias 0)."""
+
+    def __init__(self, width: int, classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(width)
+        self.linear = nn.Linear(width, classes)
+        nn.init.trunc_normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, width) -> (B, classes)."""
+        return self.linear(self.bn(x))
+
+
+@register_head("bn")
+class BnHead(nn.Module):
+    """Mean over S -> BatchNorm1d -> Linear (LeViT); ``distill`` adds a second BN + Linear and
+    averages the two, as timm's distilled models do at inference."""
+
+    def __init__(self, cfg: NetCfg, width: int) -> None:
+        super().__init__()
+        if cfg.head_width:
+            raise CfgError(
+                "head_width", f"{cfg.head_width} is not allowed by a bn head; allowed: 0"
+            )
+        self.head = LevitNormLinear(width, cfg.classes)
+        self.head_dist = LevitNormLinear(width, cfg.classes) if cfg.distill else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, width, *S) -> (B, classes)."""
+        pooled = x.mean(dim=tuple(range(2, x.dim())))  # (B, width)
+        out = self.head(pooled)
+        return out if self.head_dist is None else (out + self.head_dist(pooled)) / 2
+
+
+def fold_conv_bn(weight: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conv weight (C_out, C_in, *k) followed by eval-mode BN -> (weight, bias) of one conv."""
+    std = (bn.running_var + bn.eps).sqrt()
+    scale = bn.weight / std  # (C_out,)
+    return weight * scale.view(-1, *[1] * (weight.dim() - 1)), bn.bias - bn.running_mean * scale
+
+
+@register_op("repconv", uses=("kernel", "act"))
+class RepConvBlock(nn.Module):
+    """``x + act(BN(conv_k(x)) + BN(conv_1(x)) + BN(x))``: RepVGG's training-time branches
+    (dense convs, same padding; 1-D and 2-D), reading ``kernel`` and ``act``.
+
+    :meth:`fuse` folds the three branches into one ``k``-conv with bias (deployment), equal to
+    them in eval mode (BN running statistics); after it the block is ``x + act(conv(x))``.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        dim, C, k = len(size), cfg.width, cfg.kernel
+        self.dim, self.kernel = dim, k
+        self.conv = nn.Sequential(
+            conv_nd(dim)(C, C, k, padding=k // 2, bias=False), batchnorm_nd(dim)(C)
+        )
+        self.scale = nn.Sequential(conv_nd(dim)(C, C, 1, bias=False), batchnorm_nd(dim)(C))
+        self.identity = batchnorm_nd(dim)(C)
+        self.act = make_act(cfg.act)
+        self.fused: nn.Module | None = None
+        for conv in (self.conv[0], self.scale[0]):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        if self.fused is not None:
+            return x + self.act(self.fused(x))
+        return x + self.act(self.conv(x) + self.scale(x) + self.identity(x))
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the branches into ``self.fused``, one ``k``-conv with bias; drops the branches.
+
+        Exact for eval mode: every BN folds with its running statistics. Calling it twice is a
+        no-op.
+        """
+        if self.fused is not None:
+            return
+        C, k, pad = self.identity.num_features, self.kernel, self.kernel // 2
+        centre = (slice(None), slice(None), *[slice(pad, pad + 1)] * self.dim)  # the 1x1 tap
+        wk, bk = fold_conv_bn(self.conv[0].weight, self.conv[1])  # (C, C, *k), (C,)
+        one = torch.zeros_like(wk)  # the 1x1 conv as a k-conv: its weight at the centre tap
+        one[centre] = self.scale[0].weight
+        w1, b1 = fold_conv_bn(one, self.scale[1])
+        eye = torch.zeros_like(wk)  # the identity as a k-conv: 1 at the centre, channel c -> c
+        eye[centre] = torch.eye(C, dtype=wk.dtype, device=wk.device).view(C, C, *[1] * self.dim)
+        wi, bi = fold_conv_bn(eye, self.identity)
+        fused = conv_nd(self.dim)(C, C, k, padding=pad, device=wk.device, dtype=wk.dtype)
+        fused.weight.copy_(wk + w1 + wi)
+        fused.bias.copy_(bk + b1 + bi)
+        self.fused = fused
+        del self.conv, self.scale, self.identity
+
+
 # --------------------------------------------------------------------------- edgenext
 # EdgeNeXt (timm edgenext.py): the ConvNeXt-style conv encoder ``convnext``, the split depthwise
 # transposed attention block ``sdta`` with its Fourier position encoding, cross-covariance
@@ -1497,17 +1824,18 @@ class FusionNet(nn.Module):
             raise ValueError("FusionNet needs a NetCfg")
         self.cfg, dim = cfg, len(cfg.size)
         self.stem = STEMS[cfg.stem](cfg)
-        stages, width = [], cfg.stem_width
+        stages, width, prev = [], cfg.stem_width, cfg.stem_size()
         for st, size in zip(cfg.stages, cfg.stage_sizes()):
             if st.depth == 0:
                 continue  # skipped: no transition, the width carries over
             block = OPS[st.block.operator]
             layers = [transition(dim, width, st.block.width, st.downsample)]
             if st.downsample == "block":  # the first block halves the map, changes the width
-                layers.append(block(st.block, size, in_width=width, stride=2))
+                seen = {"in_size": prev} if hasattr(block, "takes_in_size") else {}
+                layers.append(block(st.block, size, in_width=width, stride=2, **seen))
             layers += [block(st.block, size) for _ in range(len(layers) - 1, st.depth)]
             stages.append(nn.Sequential(*layers))
-            width = st.block.width
+            width, prev = st.block.width, size
         self.stages = nn.Sequential(*stages)
         self.head = HEADS[cfg.head](cfg, width)
         self._register_load_state_dict_pre_hook(_old_head_keys)

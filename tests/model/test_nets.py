@@ -103,6 +103,8 @@ def test_defaults_live_in_block_cfg() -> None:
         "patch": 2,
         "scales": 1,
         "split": 0.5,
+        "down_ratio": 4.0,
+        "attn_heads": 0,
     }
     cfg = BlockCfg("conv", 8)
     with pytest.raises(dataclasses.FrozenInstanceError):
