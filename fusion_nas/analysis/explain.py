@@ -21,7 +21,7 @@ stages included; ``block``: 0..depth-1):
   conv share as above;
 - ``split`` (``x + fuse(cat(conv(x_c), attn(x_a)))``): the conv branch's share of the
   channels ``conv_channels`` (fixed), the branch output norms ``conv_norm`` and ``attn_norm``
-  (L2 over channels and positions, per sample), and the conv share as above;
+  (L2 over channels and positions; mean and spread over samples), and the conv share;
 - per class: the class means and ``eta2``, the share of the sample-to-sample variance that the
   class explains (one-way ANOVA); ``differs`` when it reaches :data:`CLASS_ETA2`;
 - cost: exact MACs (batch of one) and parameters of the stem, every stage and the head, and per
@@ -399,10 +399,9 @@ class _FusionProbe:
             elif isinstance(m, nets.SplitBlock):  # the branches see different channels
                 share = torch.tensor([m.share / (conv.shape[1] + attn.shape[1])])
                 weights["conv_channels"] = Stat.of(share)
-                samples["conv_norm"] = conv.flatten(1).norm(dim=1)  # (N,)
-                samples["attn_norm"] = attn.flatten(1).norm(dim=1)
-                weights["conv_norm"] = Stat.of(samples["conv_norm"])
-                weights["attn_norm"] = Stat.of(samples["attn_norm"])
+                # norms over samples, not per class: the class view shows fractions only
+                weights["conv_norm"] = Stat.of(conv.flatten(1).norm(dim=1))  # (N,)
+                weights["attn_norm"] = Stat.of(attn.flatten(1).norm(dim=1))
                 conv_part, attn_part = conv_mag.sum(1), attn_mag.sum(1)
             else:
                 g = torch.sigmoid(torch.cat(d["g"]))  # (N, C): gate logits -> gate

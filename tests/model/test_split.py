@@ -307,7 +307,7 @@ def test_explain_reports_channel_shares_and_branch_norms() -> None:
     assert first.weights["conv_norm"].mean == pytest.approx(float(conv_norm.mean()), rel=1e-5)
     assert first.weights["attn_norm"].mean == pytest.approx(float(attn_norm.mean()), rel=1e-5)
     assert 0 < first.weights["conv_share"].mean < 1
-    assert set(first.eta2) == {"conv_norm", "attn_norm", "conv_share"}
+    assert set(first.eta2) == {"conv_share"}  # per class: fractions only
     parts = {c.name: c.parts for c in expl.costs}
     assert set(parts["stage 0"]) == {"conv", "attention", "fusion", "mlp"}
     assert parts["stage 0"]["fusion"] == (2 * 18 * 12 * 12, 2 * (12 * 12 + 12))  # 2 fuse convs
