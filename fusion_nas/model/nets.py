@@ -939,7 +939,7 @@ class LayerScale(nn.Module):
         self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Same shape as ``x``."""
+        """(B, C, *S) -> (B, C, *S), or (B, N, C) -> (B, N, C) when ``channels_last``."""
         return x * (self.gamma if self.channels_last else channel_view(self.gamma, x.dim() - 2))
 
 
@@ -971,6 +971,7 @@ class PoolBlock(nn.Module):
             self.down = nn.Sequential(conv, batchnorm_nd(dim)(C))
         self.pool = (nn.AvgPool1d, nn.AvgPool2d)[dim - 1](k, 1, k // 2, count_include_pad=False)
         hidden, conv = int(C * cfg.mlp_ratio), conv_nd(dim)
+        self.ls1 = layer_scale(C, cfg.layer_scale)
         self.mlp = None  # mlp_ratio 0 (or a hidden width under 1): no MLP
         if hidden:
             self.mlp = nn.Sequential(
@@ -980,8 +981,7 @@ class PoolBlock(nn.Module):
                 conv(hidden, C, 1),
                 batchnorm_nd(dim)(C),
             )
-        self.ls1 = layer_scale(C, cfg.layer_scale)
-        self.ls2 = layer_scale(C, cfg.layer_scale)
+            self.ls2 = layer_scale(C, cfg.layer_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, *S_in) -> (B, C, *S)."""

@@ -106,7 +106,7 @@ def _reference_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return o.transpose(1, 2).reshape(B, C, *size)
 
 
-ATTN = [c for c in CONFIGS if c.op != "conv"]
+ATTN = [c for c in CONFIGS if c.op in ("attention", "parallel", "gated")]
 
 
 @pytest.mark.parametrize("cfg", ATTN, ids=[c.id for c in ATTN])
@@ -419,7 +419,8 @@ def test_conv_weights_are_kaiming(op_name: str, dim: int) -> None:
 
 
 def test_registry_lists_the_four_operators() -> None:
-    assert set(list_ops()) == {"conv", "attention", "parallel", "gated"}
+    # the fusion operators first; the hybrid families' blocks after them (tested in their files)
+    assert list_ops()[:4] == ("conv", "attention", "parallel", "gated")
     for name in list_ops():
         assert get_op(name).op_name == name
 
