@@ -888,6 +888,32 @@ class MobileViTBlock(nn.Module):
         return self.fusion(torch.cat((x, self.proj(y)), dim=1))
 
 
+@register_attention("separable", uses=("pos",))
+class SeparableAttention(AttentionMixer):
+    """MobileViT-v2's separable self-attention (timm's ``LinearSelfAttention``) over all tokens:
+    a 1-wide query gives each token a context score (softmax over the tokens), the context
+    vector is the score-weighted sum of the keys, and each token's output is ``relu(value) *
+    context`` before the output projection. No heads; cost linear in the tokens.
+
+    The qkv projection is ``Linear(C, 1 + 2C)`` (query, keys, values), Xavier-initialised.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__(cfg, size)
+        C = cfg.width
+        self.qkv = nn.Linear(C, 1 + 2 * C)
+        nn.init.xavier_uniform_(self.qkv.weight)
+        nn.init.zeros_(self.qkv.bias)
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 1 + 2C) -> (B, N, C)."""
+        C = (qkv.shape[-1] - 1) // 2
+        q, k, v = qkv.split([1, C, C], dim=-1)  # (B, N, 1), (B, N, C), (B, N, C)
+        scores = q.softmax(dim=1)  # (B, N, 1): one weight per token, summing to 1
+        context = scores.transpose(1, 2) @ k  # (B, 1, C)
+        return F.relu(v) * context
+
+
 @register_stem("convbn")
 class ConvBNStem(nn.Sequential):
     """conv(kernel, stride, same padding, no bias) -> BN -> act: timm's ``ConvNormAct`` stem
@@ -929,7 +955,7 @@ class ConvHead(nn.Module):
 # token mixer, conv MLP) on maps, then Meta3D blocks (attention with learned biases) on tokens.
 
 
-class LayerScale(nn.Module):
+class ResidualScale(nn.Module):
     """``x * gamma`` per channel, gamma starting at ``init`` (CaiT's layer scale); for maps
     (B, C, *S) with ``channels_last=False``, tokens (B, N, C) with ``channels_last=True``."""
 
@@ -943,9 +969,9 @@ class LayerScale(nn.Module):
         return x * (self.gamma if self.channels_last else channel_view(self.gamma, x.dim() - 2))
 
 
-def layer_scale(channels: int, init: float, channels_last: bool = False) -> nn.Module:
-    """:class:`LayerScale` starting at ``init``, or the identity when ``init`` is 0."""
-    return LayerScale(channels, init, channels_last) if init else nn.Identity()
+def residual_scale(channels: int, init: float, channels_last: bool = False) -> nn.Module:
+    """:class:`ResidualScale` starting at ``init``, or the identity when ``init`` is 0."""
+    return ResidualScale(channels, init, channels_last) if init else nn.Identity()
 
 
 @register_op("pool", uses=("kernel", "mlp_ratio", "act"), downsamples=True)
@@ -971,7 +997,7 @@ class PoolBlock(nn.Module):
             self.down = nn.Sequential(conv, batchnorm_nd(dim)(C))
         self.pool = (nn.AvgPool1d, nn.AvgPool2d)[dim - 1](k, 1, k // 2, count_include_pad=False)
         hidden, conv = int(C * cfg.mlp_ratio), conv_nd(dim)
-        self.ls1 = layer_scale(C, cfg.layer_scale)
+        self.ls1 = residual_scale(C, cfg.layer_scale)
         self.mlp = None  # mlp_ratio 0 (or a hidden width under 1): no MLP
         if hidden:
             self.mlp = nn.Sequential(
@@ -981,7 +1007,7 @@ class PoolBlock(nn.Module):
                 conv(hidden, C, 1),
                 batchnorm_nd(dim)(C),
             )
-            self.ls2 = layer_scale(C, cfg.layer_scale)
+            self.ls2 = residual_scale(C, cfg.layer_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, *S_in) -> (B, C, *S)."""
@@ -1078,13 +1104,13 @@ class Meta3DBlock(nn.Module):
         C, self.size = cfg.width, tuple(size)
         self.norm1 = nn.LayerNorm(C)
         self.attn = BiasedAttention(cfg, size)
-        self.ls1 = layer_scale(C, cfg.layer_scale, channels_last=True)
+        self.ls1 = residual_scale(C, cfg.layer_scale, channels_last=True)
         hidden = int(C * cfg.mlp_ratio)
         self.mlp = None  # mlp_ratio 0 (or a hidden width under 1): no MLP
         if hidden:
             self.norm2 = nn.LayerNorm(C)
             self.mlp = nn.Sequential(nn.Linear(C, hidden), make_act(cfg.act), nn.Linear(hidden, C))
-            self.ls2 = layer_scale(C, cfg.layer_scale, channels_last=True)
+            self.ls2 = residual_scale(C, cfg.layer_scale, channels_last=True)
         for fc in self.modules():
             if isinstance(fc, nn.Linear):  # timm's init of EfficientFormer
                 nn.init.trunc_normal_(fc.weight, std=0.02)

@@ -417,3 +417,82 @@ def test_registered_with_their_fields() -> None:
     assert nets.OPS["mobilevit"].uses == ("kernel", "heads", "mlp_ratio", "act")
     assert not nets.OPS["mobilevit"].downsamples
     assert "convbn" in nets.STEMS and "conv" in nets.HEADS
+
+
+# --------------------------------------------------------------------------- separable attention
+
+
+def _separable(width: int = 4, **fields) -> BlockCfg:
+    base = dict(attention="separable", pos="none", mlp_ratio=0)
+    return BlockCfg("attention", width, **{**base, **fields})
+
+
+def test_separable_hand_count() -> None:
+    # C 4, 3x3 map (N 9), no MLP, no position embedding:
+    #   qkv 9 * 4 * (1 + 2 * 4) = 324; context (1 x N) @ (N x C) = 9 * 4 = 36; proj 9 * 4 * 4 = 144
+    #   params: LN 8, qkv 36 + 9, proj 16 + 4 -> 73; a learned position embedding adds 4 * 9
+    attn = nets.OPS["attention"]
+    assert _cost(attn(_separable(), (3, 3)), 4, 3, 3) == (504, 73)
+    assert _cost(attn(_separable(pos="learned"), (3, 3)), 4, 3, 3) == (504, 73 + 36)
+    # 1-D, length 5: 5 * 4 * 9 + 5 * 4 + 5 * 16 = 280 MACs
+    assert _cost(attn(_separable(), (5,)), 4, 5) == (280, 73)
+    assert nets.reads("attention", "separable") == ("attention", "mlp_ratio", "pos")
+
+
+def reference_separable(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Separable attention written out: context = sum_n softmax_n(q) k_n; out = relu(v) * it."""
+    B, C, *size = x.shape
+    t = mixer.norm(x.flatten(2).transpose(1, 2))  # (B, N, C), no position embedding
+    W, b = mixer.qkv.weight, mixer.qkv.bias
+    q = t @ W[0] + b[0]  # (B, N)
+    k, v = t @ W[1 : C + 1].T + b[1 : C + 1], t @ W[C + 1 :].T + b[C + 1 :]
+    w = torch.exp(q - q.max(1, keepdim=True).values)
+    context = (w[..., None] * k).sum(1) / w.sum(1)[:, None]  # (B, C)
+    o = mixer.proj(torch.clamp(v, min=0) * context[:, None])
+    return o.transpose(1, 2).reshape(B, C, *size)
+
+
+def _check_separable(size: tuple[int, ...]) -> None:
+    mixer = _randomise(nets.OPS["attention"](_separable(6), size)).attn
+    x = torch.randn(2, 6, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x), reference_separable(mixer, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(3, 4), (7,)])
+def test_separable_matches_reference(size: tuple[int, ...]) -> None:
+    _check_separable(size)
+
+
+def test_separable_check_fails_without_the_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_context(self, qkv):  # values only: the tokens never meet
+        C = (qkv.shape[-1] - 1) // 2
+        return F.relu(qkv[..., 1 + C :])
+
+    monkeypatch.setattr(nets.SeparableAttention, "attend", no_context)
+    with pytest.raises(AssertionError):
+        _check_separable((3, 4))
+
+
+SEPARABLE_SPACE = """
+name = "separable-small"
+[input]
+kind = "{kind}"
+{size}
+channels = 2
+classes = 3
+[stem]
+width = 8
+[[stage]]
+operator = "{op}"
+attention = "separable"
+width = 8
+depth = 2
+"""
+
+
+@pytest.mark.parametrize("op", ["attention", "parallel", "gated"])
+@pytest.mark.parametrize("kind", ["image", "sequence"])
+def test_separable_export_round_trip(op: str, kind: str) -> None:
+    size = "size = [5, 6]" if kind == "image" else "length = 11"
+    _round_trip(SEPARABLE_SPACE.format(kind=kind, size=size, op=op))
