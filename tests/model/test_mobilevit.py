@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_nas.deploy.export import export_code
+from fusion_nas.deploy.export import export_code, write_onnx
 from fusion_nas.errors import SpaceError
 from fusion_nas.model import nets
 from fusion_nas.model.build import build_model
@@ -361,6 +361,20 @@ def test_round_trip_fails_when_the_toolkit_block_changes(monkeypatch: pytest.Mon
     monkeypatch.setattr(nets.MobileViTBlock, "forward", no_transformer)
     with pytest.raises(AssertionError):
         _round_trip(SPACE_2D)
+
+
+@pytest.mark.parametrize("text", [SPACE_2D, SPACE_1D], ids=["2d", "1d"])
+def test_onnx_export_agrees(text: str, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    space = parse_space(text)
+    (arch,) = space.enumerate()
+    model = _randomise(build_model(arch, space))
+    write_onnx(model, torch.zeros(space.input_shape(1)), tmp_path / "m.onnx")
+    x = torch.randn(space.input_shape(3))  # another batch than the traced one
+    (got,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), model(x), rtol=0, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- zoo network
