@@ -772,6 +772,24 @@ def conv_norm_act(
     return nn.Sequential(*layers, make_act(act)) if act else nn.Sequential(*layers)
 
 
+def init_block_weights(module: nn.Module, qkv: tuple[nn.Linear, ...] = ()) -> None:
+    """The project's initialisation inside ``module``: Kaiming (fan-out) for convolutions,
+    Xavier for the query/key/value projections ``qkv`` and attention output projections named
+    ``proj``, truncated normal (std 0.02) for the other linears; biases zero."""
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            if m in qkv or name.endswith("proj"):
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.trunc_normal_(m.weight, std=0.02)
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
 @register_op("mv2", uses=("kernel", "act", "expand"), downsamples=True)
 class InvertedResidual(nn.Module):
     """MobileNetV2 inverted residual: 1x1 expand -> BN -> act -> depthwise kxk -> BN -> act ->
@@ -817,6 +835,9 @@ class TokenTransformer(nn.Module):
         if hidden:
             self.norm2 = nn.LayerNorm(dim)
             self.mlp = nn.Sequential(nn.Linear(dim, hidden), make_act(act), nn.Linear(hidden, dim))
+        init_block_weights(self, qkv=(self.qkv,))
+        for chunk in self.qkv.weight.data.chunk(3, dim=0):  # query, key, value: (D, D) each
+            nn.init.xavier_uniform_(chunk)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """(B', N, D) -> (B', N, D)."""
@@ -868,6 +889,7 @@ class MobileViTBlock(nn.Module):
         self.padded = tuple(math.ceil(n / cfg.patch) * cfg.patch for n in size)
         self.local = conv_norm_act(dim, C, C, cfg.kernel, act=cfg.act)
         self.inner = conv_nd(dim)(C, D, 1, bias=False)
+        nn.init.kaiming_normal_(self.inner.weight, mode="fan_out", nonlinearity="relu")
         self.layers = nn.Sequential(
             *(TokenTransformer(D, cfg.heads, cfg.mlp_ratio, cfg.act) for _ in range(cfg.layers))
         )
@@ -940,6 +962,7 @@ class ConvHead(nn.Module):
             self.conv = conv_norm_act(dim, width, features, 1, act=cfg.act)
         self.fc = nn.Linear(features, cfg.classes)
         self.fc_dist = nn.Linear(features, cfg.classes) if cfg.distill else None
+        init_block_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, W, *S) -> (B, classes)."""
@@ -1008,6 +1031,7 @@ class PoolBlock(nn.Module):
                 batchnorm_nd(dim)(C),
             )
             self.ls2 = residual_scale(C, cfg.layer_scale)
+        init_block_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, *S_in) -> (B, C, *S)."""
@@ -1037,6 +1061,7 @@ class EfficientFormerStem(nn.Sequential):
             *(conv(cfg.in_channels, half, 3, 2, 1), norm(half), make_act(cfg.act)),
             *(conv(half, W, 3, 2, 1), norm(W), make_act(cfg.act)),
         )
+        init_block_weights(self)
 
 
 @register_head("tokenln")
@@ -1111,10 +1136,7 @@ class Meta3DBlock(nn.Module):
             self.norm2 = nn.LayerNorm(C)
             self.mlp = nn.Sequential(nn.Linear(C, hidden), make_act(cfg.act), nn.Linear(hidden, C))
             self.ls2 = residual_scale(C, cfg.layer_scale, channels_last=True)
-        for fc in self.modules():
-            if isinstance(fc, nn.Linear):  # timm's init of EfficientFormer
-                nn.init.trunc_normal_(fc.weight, std=0.02)
-                nn.init.zeros_(fc.bias)
+        init_block_weights(self, qkv=(self.attn.qkv,))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""

@@ -510,3 +510,20 @@ depth = 2
 def test_separable_export_round_trip(op: str, kind: str) -> None:
     size = "size = [5, 6]" if kind == "image" else "length = 11"
     _round_trip(SEPARABLE_SPACE.format(kind=kind, size=size, op=op))
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def test_initialisation_is_the_projects() -> None:
+    # Kaiming (fan-out) for convolutions, Xavier for query/key/value (each a (D, D) block)
+    D = 64
+    block = nets.MobileViTBlock(_mobilevit(32, inner=D, heads=4), (4, 4))
+    conv = block.inner.weight  # (D, 32, 1, 1): fan-out D
+    assert 0.9 < conv.std() / math.sqrt(2.0 / D) < 1.1
+    std = math.sqrt(2.0 / (D + D))
+    for w in block.layers[0].qkv.weight.data.chunk(3, dim=0):
+        assert w.abs().max() <= math.sqrt(6.0 / (D + D)) + 1e-6
+        assert 0.9 * std < w.std() < 1.1 * std
+    assert 0.9 * 0.02 < block.layers[0].mlp[0].weight.std() < 1.1 * 0.02  # truncated normal
+    assert not block.layers[0].qkv.bias.any()
