@@ -276,6 +276,22 @@ class BlockCfg:
         _whole(self.patch, "patch")
         _whole(self.scales, "scales")
         _number(self.split, "split", 1e-9, 1.0, "numbers in (0, 1)")
+        if self.operator == "mobilevit" and (self.inner or self.width) % self.heads:
+            d = self.inner or self.width  # the transformer runs at the inner width
+            raise CfgError(
+                "heads",
+                f"{self.heads} heads do not divide inner width {d}; "
+                f"allowed: {_allowed(_divisors(d))}",
+            )
+        if (
+            self.operator == "meta3d"
+            and self.attn_ratio * (self.key_dim or self.width // self.heads) < 1
+        ):
+            raise CfgError(
+                "attn_ratio",
+                f"{self.attn_ratio!r} gives value width < 1 per head; "
+                "allowed: attn_ratio * key_dim >= 1",
+            )
         _number(self.down_ratio, "down_ratio", 1e-9, words="positive numbers")
         _whole(self.attn_heads, "attn_heads", minimum=0)
         _sdta_checks(self)
@@ -373,6 +389,15 @@ class NetCfg:
                     f"stages[{i}].downsample",
                     f"input {self.size} is too small for {downsamples} downsampling stages",
                 )
+        if self.stem == "efficientformer" and (
+            (self.stem_kernel, self.stem_stride) != (3, 4) or self.stem_width < 2
+        ):
+            raise CfgError(
+                "stem_stride",
+                f"an efficientformer stem (two 3x3 stride-2 convs) has kernel 3, stride 4 and "
+                f"width >= 2, not kernel {self.stem_kernel}, stride {self.stem_stride}, "
+                f"width {self.stem_width}; allowed: kernel = 3, stride = 4",
+            )
 
     def stem_size(self) -> tuple[int, ...]:
         """Spatial size after the stem: a patch stem cuts ``n // stride`` patches; the others
@@ -764,6 +789,61 @@ class GatedBlock(nn.Module):
         fused = g * self.conv(x) + (1.0 - g) * self.attn(x)
         x = x + channel_view(self.scale, self.dim) * fused
         return x if self.mlp is None else x + self.mlp(x)
+
+
+# --------------------------------------------------------------------------- stems and heads
+
+
+@register_stem("conv")
+class ConvStem(nn.Sequential):
+    """conv(kernel, stride, same padding) -> BN -> act: (B, C_in, *S) -> (B, W_0, *S_0)."""
+
+    def __init__(self, cfg: NetCfg) -> None:
+        dim = len(cfg.size)
+        conv = conv_nd(dim)(
+            cfg.in_channels,
+            cfg.stem_width,
+            cfg.stem_kernel,
+            stride=cfg.stem_stride,
+            padding=cfg.stem_kernel // 2,
+        )
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        super().__init__(conv, batchnorm_nd(dim)(cfg.stem_width), make_act(cfg.act))
+
+
+@register_stem("patch")
+class PatchStem(nn.Sequential):
+    """Non-overlapping patches: conv(kernel = stride) -> channel LayerNorm (ConvNeXt, EdgeNeXt):
+    (B, C_in, *S) -> (B, W_0, *(S // stride))."""
+
+    def __init__(self, cfg: NetCfg) -> None:
+        conv = conv_nd(len(cfg.size))(
+            cfg.in_channels, cfg.stem_width, cfg.stem_stride, stride=cfg.stem_stride
+        )
+        super().__init__(conv, ChannelNorm(cfg.stem_width, eps=1e-6))
+
+
+@register_head("ln")
+class LayerNormHead(nn.Module):
+    """mean over S -> LayerNorm -> Linear (``fc``); ``distill``: a second Linear (``fc_dist``),
+    the two averaged, as timm's distilled heads."""
+
+    def __init__(self, cfg: NetCfg, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, cfg.classes)
+        self.fc_dist = nn.Linear(width, cfg.classes) if cfg.distill else None
+        for fc in (self.fc, self.fc_dist):
+            if fc is not None:
+                nn.init.trunc_normal_(fc.weight, std=0.02)
+                nn.init.zeros_(fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, W, *S) -> (B, classes)."""
+        x = self.norm(x.mean(dim=tuple(range(2, x.dim()))))  # (B, W)
+        if self.fc_dist is None:
+            return self.fc(x)
+        return (self.fc(x) + self.fc_dist(x)) / 2
 
 
 # --------------------------------------------------------------------------- maxxvit
@@ -1377,6 +1457,399 @@ class RepConvBlock(nn.Module):
         del self.conv, self.scale, self.identity
 
 
+# --------------------------------------------------------------------------- mobilevit
+# MobileViT (Mehta & Rastegari 2021) as timm builds ``mobilevit_*``: MobileNetV2 inverted
+# residuals and MobileViT blocks (local conv, a transformer over unfolded patches, fold, fusion).
+
+
+def conv_norm_act(
+    dim: int, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: str = ""
+) -> nn.Sequential:
+    """Same-padding conv (no bias) -> BN -> ``act`` (``""``: none), timm's ``ConvNormAct``.
+
+    Output size per axis: ``(n - 1) // stride + 1`` (``(n + 1) // 2`` at stride 2).
+    """
+    conv = conv_nd(dim)(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    layers = [conv, batchnorm_nd(dim)(cout)]
+    return nn.Sequential(*layers, make_act(act)) if act else nn.Sequential(*layers)
+
+
+def init_block_weights(module: nn.Module, qkv: tuple[nn.Linear, ...] = ()) -> None:
+    """The project's initialisation inside ``module``: Kaiming (fan-out) for convolutions,
+    Xavier for the query/key/value projections ``qkv`` and attention output projections named
+    ``proj``, truncated normal (std 0.02) for the other linears; biases zero."""
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            if m in qkv or name.endswith("proj"):
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.trunc_normal_(m.weight, std=0.02)
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+@register_op("mv2", uses=("kernel", "act", "expand"), downsamples=True)
+class InvertedResidual(nn.Module):
+    """MobileNetV2 inverted residual: 1x1 expand -> BN -> act -> depthwise kxk -> BN -> act ->
+    1x1 project -> BN, plus ``x`` when the stride is 1 and the width stays (timm's
+    ``BottleneckBlock(bottle_in=True, linear_out=True, gs=1)``).
+
+    Hidden width ``round(in_width * expand)``. The first block of a ``downsample = "block"``
+    stage has stride 2 and maps ``in_width`` to ``width``: no residual there.
+    """
+
+    def __init__(
+        self, cfg: BlockCfg, size: tuple[int, ...], in_width: int | None = None, stride: int = 1
+    ) -> None:
+        super().__init__()
+        dim, cin = len(size), in_width or cfg.width
+        hidden = max(1, round(cin * cfg.expand))
+        self.expand = conv_norm_act(dim, cin, hidden, 1, act=cfg.act)
+        self.dw = conv_norm_act(dim, hidden, hidden, cfg.kernel, stride, hidden, act=cfg.act)
+        self.project = conv_norm_act(dim, hidden, cfg.width, 1)
+        self.residual = stride == 1 and cin == cfg.width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S_in) -> (B, C, *S)."""
+        y = self.project(self.dw(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class TokenTransformer(nn.Module):
+    """timm's ViT ``Block`` on tokens (B', N, D): ``t + attn(LN(t))``, then ``t + mlp(LN(t))``.
+
+    Multi-head self-attention with biased qkv and output projections; MLP hidden width
+    ``int(D * mlp_ratio)`` (0: no MLP) with activation ``act``; LayerNorm eps 1e-5.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, act: str) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = None
+        if hidden:
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden), make_act(act), nn.Linear(hidden, dim))
+        init_block_weights(self, qkv=(self.qkv,))
+        for chunk in self.qkv.weight.data.chunk(3, dim=0):  # query, key, value: (D, D) each
+            nn.init.xavier_uniform_(chunk)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """(B', N, D) -> (B', N, D)."""
+        q, k, v = (split_heads(u, self.heads) for u in self.qkv(self.norm1(t)).chunk(3, dim=-1))
+        o = F.scaled_dot_product_attention(q, k, v)  # (B', heads, N, D // heads)
+        t = t + self.proj(o.transpose(1, 2).flatten(2))
+        return t if self.mlp is None else t + self.mlp(self.norm2(t))
+
+
+def unfold_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, D, *S), every axis a multiple of ``patch`` -> (B * patch^dim, N, D): one sequence of
+    the N = prod(S) / patch^dim patches per position inside a patch (MobileViT's unfold)."""
+    B, D = x.shape[:2]
+    if x.dim() == 3:  # (B, D, n * p) -> (B, p, n, D)
+        t = x.reshape(B, D, -1, patch).permute(0, 3, 2, 1)
+    else:  # (B, D, nh * p, nw * p) -> (B, p, p, nh, nw, D)
+        H, W = x.shape[2:]
+        t = x.reshape(B, D, H // patch, patch, W // patch, patch).permute(0, 3, 5, 2, 4, 1)
+    return t.reshape(-1, x[0, 0].numel() // patch ** (x.dim() - 2), D)
+
+
+def fold_patches(t: torch.Tensor, patch: int, size: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`unfold_patches`: (B * patch^dim, N, D) -> (B, D, *size)."""
+    D, grid = t.shape[-1], tuple(n // patch for n in size)
+    if len(size) == 1:  # (B, p, n, D) -> (B, D, n, p)
+        x = t.reshape(-1, patch, grid[0], D).permute(0, 3, 2, 1)
+    else:  # (B, p, p, nh, nw, D) -> (B, D, nh, p, nw, p)
+        x = t.reshape(-1, patch, patch, *grid, D).permute(0, 5, 3, 1, 4, 2)
+    return x.reshape(x.shape[0], D, *size)
+
+
+@register_op("mobilevit", uses=("kernel", "heads", "mlp_ratio", "act"))
+class MobileViTBlock(nn.Module):
+    """MobileViT block (timm's ``MobileVitBlock``), no residual of its own:
+
+        local = conv1x1(C -> inner)(conv_kxk -> BN -> act(x))       (B, inner, *S)
+        unfold into patch^dim sequences of patches, ``layers`` x TokenTransformer(inner), LN, fold
+        y = conv_kxk(2C -> C) -> BN -> act(cat(x, conv1x1(inner -> C) -> BN -> act(local)))
+
+    A map whose sides are not multiples of ``patch`` is resized (bilinear; linear for
+    sequences) up to the next multiple before the unfold and back after the fold, as timm does.
+    ``heads`` must divide ``inner`` (:class:`BlockCfg` checks it).
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        dim, C, D = len(size), cfg.width, cfg.inner or cfg.width
+        self.size, self.patch = tuple(size), cfg.patch
+        self.padded = tuple(math.ceil(n / cfg.patch) * cfg.patch for n in size)
+        self.local = conv_norm_act(dim, C, C, cfg.kernel, act=cfg.act)
+        self.inner = conv_nd(dim)(C, D, 1, bias=False)
+        nn.init.kaiming_normal_(self.inner.weight, mode="fan_out", nonlinearity="relu")
+        self.layers = nn.Sequential(
+            *(TokenTransformer(D, cfg.heads, cfg.mlp_ratio, cfg.act) for _ in range(cfg.layers))
+        )
+        self.norm = nn.LayerNorm(D)
+        self.proj = conv_norm_act(dim, D, C, 1, act=cfg.act)
+        self.fusion = conv_norm_act(dim, 2 * C, C, cfg.kernel, act=cfg.act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        y = self.inner(self.local(x))  # (B, inner, *S)
+        mode = ("linear", "bilinear")[y.dim() - 3]
+        if self.padded != self.size:
+            y = F.interpolate(y, size=self.padded, mode=mode, align_corners=False)
+        t = self.norm(self.layers(unfold_patches(y, self.patch)))  # (B * p^dim, N, inner)
+        y = fold_patches(t, self.patch, self.padded)  # (B, inner, *padded)
+        if self.padded != self.size:
+            y = F.interpolate(y, size=self.size, mode=mode, align_corners=False)
+        return self.fusion(torch.cat((x, self.proj(y)), dim=1))
+
+
+@register_attention("separable", uses=("pos",))
+class SeparableAttention(AttentionMixer):
+    """MobileViT-v2's separable self-attention (timm's ``LinearSelfAttention``) over all tokens:
+    a 1-wide query gives each token a context score (softmax over the tokens), the context
+    vector is the score-weighted sum of the keys, and each token's output is ``relu(value) *
+    context`` before the output projection. No heads; cost linear in the tokens.
+
+    The qkv projection is ``Linear(C, 1 + 2C)`` (query, keys, values), Xavier-initialised.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__(cfg, size)
+        C = cfg.width
+        self.qkv = nn.Linear(C, 1 + 2 * C)
+        nn.init.xavier_uniform_(self.qkv.weight)
+        nn.init.zeros_(self.qkv.bias)
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 1 + 2C) -> (B, N, C)."""
+        C = (qkv.shape[-1] - 1) // 2
+        q, k, v = qkv.split([1, C, C], dim=-1)  # (B, N, 1), (B, N, C), (B, N, C)
+        scores = q.softmax(dim=1)  # (B, N, 1): one weight per token, summing to 1
+        context = scores.transpose(1, 2) @ k  # (B, 1, C)
+        return F.relu(v) * context
+
+
+@register_stem("convbn")
+class ConvBNStem(nn.Sequential):
+    """conv(kernel, stride, same padding, no bias) -> BN -> act: timm's ``ConvNormAct`` stem
+    (MobileNet, MobileViT); (B, C_in, *S) -> (B, W_0, *S_0)."""
+
+    def __init__(self, cfg: NetCfg) -> None:
+        dim, k = len(cfg.size), cfg.stem_kernel
+        conv = conv_nd(dim)(cfg.in_channels, cfg.stem_width, k, cfg.stem_stride, k // 2, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        super().__init__(conv, batchnorm_nd(dim)(cfg.stem_width), make_act(cfg.act))
+
+
+@register_head("conv")
+class ConvHead(nn.Module):
+    """conv1x1 (no bias) -> BN -> act to ``head_width`` features (0: no conv), mean over S,
+    Linear (``fc``); ``distill``: a second Linear (``fc_dist``), the two averaged. timm's
+    ByobNet ``final_conv`` + ``ClassifierHead`` (MobileViT, EfficientNet)."""
+
+    def __init__(self, cfg: NetCfg, width: int) -> None:
+        super().__init__()
+        dim, features = len(cfg.size), cfg.head_width or width
+        self.conv = nn.Identity()
+        if cfg.head_width:
+            self.conv = conv_norm_act(dim, width, features, 1, act=cfg.act)
+        self.fc = nn.Linear(features, cfg.classes)
+        self.fc_dist = nn.Linear(features, cfg.classes) if cfg.distill else None
+        init_block_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, W, *S) -> (B, classes)."""
+        x = self.conv(x)  # (B, F, *S)
+        x = x.mean(dim=tuple(range(2, x.dim())))  # (B, F)
+        if self.fc_dist is None:
+            return self.fc(x)
+        return (self.fc(x) + self.fc_dist(x)) / 2
+
+
+# --------------------------------------------------------------------------- efficientformer
+# EfficientFormer (Li et al. 2022) as timm builds ``efficientformer_l*``: Meta4D blocks (pooling
+# token mixer, conv MLP) on maps, then Meta3D blocks (attention with learned biases) on tokens.
+
+
+class ResidualScale(nn.Module):
+    """``x * gamma`` per channel, gamma starting at ``init`` (CaiT's layer scale); for maps
+    (B, C, *S) with ``channels_last=False``, tokens (B, N, C) with ``channels_last=True``."""
+
+    def __init__(self, channels: int, init: float, channels_last: bool) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S), or (B, N, C) -> (B, N, C) when ``channels_last``."""
+        return x * (self.gamma if self.channels_last else channel_view(self.gamma, x.dim() - 2))
+
+
+def residual_scale(channels: int, init: float, channels_last: bool = False) -> nn.Module:
+    """:class:`ResidualScale` starting at ``init``, or the identity when ``init`` is 0."""
+    return ResidualScale(channels, init, channels_last) if init else nn.Identity()
+
+
+@register_op("pool", uses=("kernel", "mlp_ratio", "act"), downsamples=True)
+class PoolBlock(nn.Module):
+    """EfficientFormer's Meta4D block (PoolFormer's block with a BN conv MLP):
+
+        x = x + ls1 * (avgpool_k(x) - x)           stride 1, padding k // 2, pads not counted
+        x = x + ls2 * BN(conv1x1(act(BN(conv1x1(x)))))   hidden int(C * mlp_ratio)
+
+    ``ls1``, ``ls2``: per-channel layer scales starting at ``layer_scale`` (0: none). The first
+    block of a ``downsample = "block"`` stage starts with EfficientFormer's stage entry, a 3x3
+    stride-2 conv (with bias) from ``in_width`` to ``width`` -> BN.
+    """
+
+    def __init__(
+        self, cfg: BlockCfg, size: tuple[int, ...], in_width: int | None = None, stride: int = 1
+    ) -> None:
+        super().__init__()
+        dim, C, k = len(size), cfg.width, cfg.kernel
+        self.down = nn.Identity()
+        if stride != 1:
+            conv = conv_nd(dim)(in_width or C, C, 3, stride, 1)
+            self.down = nn.Sequential(conv, batchnorm_nd(dim)(C))
+        self.pool = (nn.AvgPool1d, nn.AvgPool2d)[dim - 1](k, 1, k // 2, count_include_pad=False)
+        hidden, conv = int(C * cfg.mlp_ratio), conv_nd(dim)
+        self.ls1 = residual_scale(C, cfg.layer_scale)
+        self.mlp = None  # mlp_ratio 0 (or a hidden width under 1): no MLP
+        if hidden:
+            self.mlp = nn.Sequential(
+                conv(C, hidden, 1),
+                batchnorm_nd(dim)(hidden),
+                make_act(cfg.act),
+                conv(hidden, C, 1),
+                batchnorm_nd(dim)(C),
+            )
+            self.ls2 = residual_scale(C, cfg.layer_scale)
+        init_block_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S_in) -> (B, C, *S)."""
+        x = self.down(x)
+        x = x + self.ls1(self.pool(x) - x)
+        return x if self.mlp is None else x + self.ls2(self.mlp(x))
+
+
+def offset_index(size: tuple[int, ...]) -> torch.Tensor:
+    """(N, N) index of the absolute offset between two positions of a ``size`` grid, in
+    ``0..N-1``: ``|dy| * W + |dx|`` for (H, W), ``|dx|`` for (L,) (EfficientFormer, LeViT)."""
+    grid = torch.stack(torch.meshgrid(*(torch.arange(n) for n in size), indexing="ij")).flatten(1)
+    offsets = (grid[:, :, None] - grid[:, None, :]).abs()  # (dim, N, N)
+    strides = [math.prod(size[i + 1 :]) for i in range(len(size))]
+    return sum(o * s for o, s in zip(offsets, strides))
+
+
+@register_stem("efficientformer")
+class EfficientFormerStem(nn.Sequential):
+    """Two conv3x3 stride 2 (padding 1, bias) -> BN -> act: C_in -> W_0 // 2 -> W_0, a quarter
+    of the size per axis (rounding up); the config asks for kernel 3, stride 4 (``Stem4``)."""
+
+    def __init__(self, cfg: NetCfg) -> None:
+        dim, half, W = len(cfg.size), cfg.stem_width // 2, cfg.stem_width
+        conv, norm = conv_nd(dim), batchnorm_nd(dim)
+        super().__init__(
+            *(conv(cfg.in_channels, half, 3, 2, 1), norm(half), make_act(cfg.act)),
+            *(conv(half, W, 3, 2, 1), norm(W), make_act(cfg.act)),
+        )
+        init_block_weights(self)
+
+
+@register_head("tokenln")
+class TokenNormHead(nn.Module):
+    """LayerNorm (eps 1e-5) at every position, then mean over S -> Linear (``fc``);
+    ``distill``: a second Linear (``fc_dist``), the two averaged. EfficientFormer's head (it
+    normalises before pooling, where the ``ln`` head pools first)."""
+
+    def __init__(self, cfg: NetCfg, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, cfg.classes)
+        self.fc_dist = nn.Linear(width, cfg.classes) if cfg.distill else None
+        for fc in (self.fc, self.fc_dist):
+            if fc is not None:
+                nn.init.trunc_normal_(fc.weight, std=0.02)
+                nn.init.zeros_(fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, W, *S) -> (B, classes)."""
+        x = self.norm(to_tokens(x)).mean(dim=1)  # (B, N, W) -> (B, W)
+        if self.fc_dist is None:
+            return self.fc(x)
+        return (self.fc(x) + self.fc_dist(x)) / 2
+
+
+class BiasedAttention(nn.Module):
+    """timm's EfficientFormer ``Attention`` on tokens (B, N, C): per head a ``key_dim`` query
+    and key and an ``attn_ratio * key_dim`` value; softmax(q k^T / sqrt(key_dim) + bias) v,
+    where bias is a learned per-head value for each absolute offset between the two tokens."""
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.key_dim = cfg.key_dim or cfg.width // cfg.heads
+        self.val_dim = int(cfg.attn_ratio * self.key_dim)
+        per_head = 2 * self.key_dim + self.val_dim
+        self.qkv = nn.Linear(cfg.width, per_head * self.heads)
+        self.proj = nn.Linear(self.val_dim * self.heads, cfg.width)
+        self.biases = nn.Parameter(torch.zeros(self.heads, math.prod(size)))
+        self.register_buffer("bias_index", offset_index(tuple(size)), persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, N, C)."""
+        B, N, _ = t.shape
+        qkv = self.qkv(t).reshape(B, N, self.heads, -1).transpose(1, 2)  # (B, h, N, 2kd + vd)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=-1)
+        bias = self.biases[:, self.bias_index]  # (h, N, N)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, N, vd)
+        return self.proj(o.transpose(1, 2).flatten(2))
+
+
+@register_op("meta3d", uses=("heads", "mlp_ratio", "act"))
+class Meta3DBlock(nn.Module):
+    """EfficientFormer's Meta3D block on the tokens of a (B, C, *S) map:
+
+        t = t + ls1 * attn(LN(t))     :class:`BiasedAttention` (settings key_dim, attn_ratio)
+        t = t + ls2 * mlp(LN(t))      Linear -> act -> Linear, hidden int(C * mlp_ratio)
+
+    LayerNorm eps 1e-5; layer scales start at ``layer_scale`` (0: none).
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        C, self.size = cfg.width, tuple(size)
+        self.norm1 = nn.LayerNorm(C)
+        self.attn = BiasedAttention(cfg, size)
+        self.ls1 = residual_scale(C, cfg.layer_scale, channels_last=True)
+        hidden = int(C * cfg.mlp_ratio)
+        self.mlp = None  # mlp_ratio 0 (or a hidden width under 1): no MLP
+        if hidden:
+            self.norm2 = nn.LayerNorm(C)
+            self.mlp = nn.Sequential(nn.Linear(C, hidden), make_act(cfg.act), nn.Linear(hidden, C))
+            self.ls2 = residual_scale(C, cfg.layer_scale, channels_last=True)
+        init_block_weights(self, qkv=(self.attn.qkv,))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        t = to_tokens(x)  # (B, N, C)
+        t = t + self.ls1(self.attn(self.norm1(t)))
+        if self.mlp is not None:
+            t = t + self.ls2(self.mlp(self.norm2(t)))
+        return from_tokens(t, self.size)
+
+
 # --------------------------------------------------------------------------- edgenext
 # EdgeNeXt (timm edgenext.py): the ConvNeXt-style conv encoder ``convnext``, the split depthwise
 # transposed attention block ``sdta`` with its Fourier position encoding, cross-covariance
@@ -1748,58 +2221,6 @@ def transition(dim: int, in_width: int, out_width: int, downsample: str | bool) 
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         layers += [conv, batchnorm_nd(dim)(out_width)]
     return nn.Sequential(*layers) if layers else nn.Identity()
-
-
-@register_stem("conv")
-class ConvStem(nn.Sequential):
-    """conv(kernel, stride, same padding) -> BN -> act: (B, C_in, *S) -> (B, W_0, *S_0)."""
-
-    def __init__(self, cfg: NetCfg) -> None:
-        dim = len(cfg.size)
-        conv = conv_nd(dim)(
-            cfg.in_channels,
-            cfg.stem_width,
-            cfg.stem_kernel,
-            stride=cfg.stem_stride,
-            padding=cfg.stem_kernel // 2,
-        )
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        super().__init__(conv, batchnorm_nd(dim)(cfg.stem_width), make_act(cfg.act))
-
-
-@register_stem("patch")
-class PatchStem(nn.Sequential):
-    """Non-overlapping patches: conv(kernel = stride) -> channel LayerNorm (ConvNeXt, EdgeNeXt):
-    (B, C_in, *S) -> (B, W_0, *(S // stride))."""
-
-    def __init__(self, cfg: NetCfg) -> None:
-        conv = conv_nd(len(cfg.size))(
-            cfg.in_channels, cfg.stem_width, cfg.stem_stride, stride=cfg.stem_stride
-        )
-        super().__init__(conv, ChannelNorm(cfg.stem_width, eps=1e-6))
-
-
-@register_head("ln")
-class LayerNormHead(nn.Module):
-    """mean over S -> LayerNorm -> Linear (``fc``); ``distill``: a second Linear (``fc_dist``),
-    the two averaged, as timm's distilled heads."""
-
-    def __init__(self, cfg: NetCfg, width: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-        self.fc = nn.Linear(width, cfg.classes)
-        self.fc_dist = nn.Linear(width, cfg.classes) if cfg.distill else None
-        for fc in (self.fc, self.fc_dist):
-            if fc is not None:
-                nn.init.trunc_normal_(fc.weight, std=0.02)
-                nn.init.zeros_(fc.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, W, *S) -> (B, classes)."""
-        x = self.norm(x.mean(dim=tuple(range(2, x.dim()))))  # (B, W)
-        if self.fc_dist is None:
-            return self.fc(x)
-        return (self.fc(x) + self.fc_dist(x)) / 2
 
 
 def _old_head_keys(state: dict, prefix: str, *args) -> None:

@@ -85,4 +85,19 @@ def op_configs() -> list[Cfg]:
         lean += [("gated", 8, 3, 2, "window", 0), ("parallel", 8, 5, 4, "linear", 0)]
         for i, (op, c, k, h, v, r) in enumerate(lean):
             out.append(cfg(op, SIZES[dim][i % 3], c, kernel=k, heads=h, attention=v, mlp_ratio=r))
+        # MobileViT and EfficientFormer blocks (their costs: tests/model/test_mobilevit.py and
+        # test_efficientformer.py); (10,), (7, 5) and (3, 6) are not multiples of the patch (2).
+        mobile = [("mv2", 8, 3, dict(expand=2.0, act="silu"))]
+        mobile += [("mobilevit", 8, 3, dict(heads=2, inner=12, layers=2, act="silu"))]
+        mobile += [("mv2", 4, 5, dict(expand=1.5))]
+        for i, (op, c, k, fields) in enumerate(mobile):
+            out.append(cfg(op, SIZES[dim][i % 3], c, kernel=k, **fields))
+        meta = [("pool", 8, 3, dict(layer_scale=1e-5, mlp_ratio=4.0))]
+        meta += [("meta3d", 8, 1, dict(heads=2, key_dim=4, attn_ratio=2.0, layer_scale=0.5))]
+        meta += [
+            ("pool", 8, 5, dict(mlp_ratio=0, layer_scale=0.5)),
+            ("meta3d", 8, 1, dict(heads=1, mlp_ratio=0)),
+        ]
+        for i, (op, c, k, fields) in enumerate(meta):
+            out.append(cfg(op, SIZES[dim][(i + 1) % 3], c, kernel=k, **fields))
     return out

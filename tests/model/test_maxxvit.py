@@ -339,7 +339,11 @@ def test_one_line_errors() -> None:
     ("old", "new", "message"),
     [
         ('kind = "maxxvit"', 'kind = "maxvit"', r"stem\.kind: 'maxvit' is not allowed; allowed: "),
-        ('kind = "mlp"', 'kind = "tanh"', r"head\.kind: 'tanh' is not allowed; allowed: 'mlp'"),
+        (
+            'kind = "mlp"',
+            'kind = "tanh"',
+            r"head\.kind: 'tanh' is not allowed; allowed: 'ln', 'mlp'",
+        ),
         ("se = 0.25", "se = 2", r"se: 2 is not allowed; allowed: 0 \(none\) or numbers"),
         ('operator = "mbconv"', 'operator = "conv"', r"'block' needs an operator that"),
         ("expand = 4.0", "expand = 0", r"expand: 0\.?0? is not allowed"),

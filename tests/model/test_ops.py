@@ -109,7 +109,7 @@ def _reference_mixer(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return o.transpose(1, 2).reshape(B, C, *size)
 
 
-ATTN = [c for c in CONFIGS if c.op != "conv"]
+ATTN = [c for c in CONFIGS if c.op in ("attention", "parallel", "gated")]
 
 
 @pytest.mark.parametrize("cfg", ATTN, ids=[c.id for c in ATTN])
@@ -422,7 +422,8 @@ def test_conv_weights_are_kaiming(op_name: str, dim: int) -> None:
 
 
 def test_registry_lists_the_four_operators() -> None:
-    assert set(list_ops()) >= set(CORE_OPS)
+    # the fusion operators first; the hybrid families' blocks after them (tested in their files)
+    assert list_ops()[:4] == ("conv", "attention", "parallel", "gated")
     for name in list_ops():
         assert get_op(name).op_name == name
 
@@ -431,7 +432,7 @@ def test_registry_is_a_view_of_nets() -> None:
     # One registry: the toolkit's names and classes are those nets.py registered.
     assert list_ops() == tuple(nets.OPS)
     assert ops.list_attentions() == tuple(nets.ATTENTIONS)
-    assert ops.list_attentions()[:4] == (*VARIANTS, "channel")
+    assert ops.list_attentions()[:4] == (*VARIANTS, "channel")  # the hybrid families' after
     assert ops.register_op is nets.register_op and ops.BlockCfg is nets.BlockCfg
     for name, cls in nets.OPS.items():
         assert get_op(name) is cls and op_uses(name) == cls.uses
