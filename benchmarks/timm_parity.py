@@ -274,6 +274,7 @@ def zoo_row(
     ours_shapes = zoo_stage_shapes(zoo_name)
     ends = space.zoo["stage_ends"]
     shapes_equal = [list(ours_shapes[i]) for i in ends] == [s["shape"] for s in ref["stages"]]
+    pub = ref["published"] or {}
     row: dict[str, Any] = {
         "zoo": zoo_name,
         "timm": timm_name,
@@ -282,10 +283,8 @@ def zoo_row(
         "params_ratio": round(cost.params / ref["params"], 5),
         "stage_shapes_equal": shapes_equal,
         "macs_ours_cost_model": cost.macs,
-        "macs_timm_published": round(ref["published"]["gmacs"] * 1e9)
-        if ref["published"]
-        else None,
-        "published_img_size": ref["published"]["img_size"] if ref["published"] else None,
+        "macs_timm_published": round(pub["gmacs"] * 1e9) if pub else None,
+        "published_img_size": pub.get("img_size"),
         "macs_timm_thop": ref["thop_macs"],
         "macs_timm_cost_model": ref["cost_model_macs"],
         "macs_timm_cost_model_at_published_size": ref.get("cost_model_macs_at_published_size"),

@@ -19,6 +19,7 @@ values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import random
@@ -29,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fusion_nas.errors import ArchitectureError, SpaceError, allowed
+from fusion_nas.errors import ArchitectureError, FusionNasError, SpaceError, allowed
 from fusion_nas.model.arch import OPTIONAL, SKIP, Architecture, StageChoice
 from fusion_nas.model.configs import cfg_errors, nets_view
 from fusion_nas.model.registry import list_ops, op_uses
@@ -65,7 +66,7 @@ MAX_VALUES = 2**26
 MAX_STAGE_CHOICES = 100_000  # distinct choices of one stage (strategies list them)
 INPUT_KINDS = ("sequence", "image")
 
-_TOP_KEYS = ("name", "description", "input", "network", "stem", "stage")
+_TOP_KEYS = ("name", "description", "input", "network", "stem", "stage", "zoo")
 _INPUT_KEYS = ("kind", "channels", "classes", "length", "size")
 _NETWORK_KEYS = ("mlp_ratio", "window")
 _STEM_KEYS = ("width", "kernel", "stride")
@@ -162,6 +163,7 @@ class SearchSpace:
     stages: tuple[StageSpec, ...]
     mlp_ratio: float
     source: str  # the TOML text it was loaded from (stored with every search)
+    zoo: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)  # [zoo], raw
 
     @property
     def dim(self) -> int:
@@ -182,22 +184,30 @@ class SearchSpace:
         return self._sizes_net().stage_sizes()
 
     def num_architectures(self) -> int:
-        """Number of distinct architectures in the space."""
+        """Number of distinct architectures in the space: the stage product and the zoo
+        members."""
+        return self.product_size() + len(self.zoo_members)
+
+    def product_size(self) -> int:
+        """Number of architectures of the stage product (what strategies sample)."""
         return math.prod(st.count() for st in self.stages)
 
-    def enumerate(self, limit: int = 100_000) -> list[Architecture]:
-        """Every architecture, in a fixed order; refuses spaces larger than ``limit``."""
-        n = self.num_architectures()
+    def enumerate(self, limit: int = 100_000, members: bool = True) -> list[Architecture]:
+        """Every architecture, in a fixed order (the stage product, then the zoo members
+        unless ``members`` is false); refuses spaces larger than ``limit``."""
+        n = self.num_architectures() if members else self.product_size()
         if n > limit:
             raise SpaceError(
                 f"space {self.name!r} has {n:,} architectures, more than the {limit:,} "
                 "that can be enumerated"
             )
         per_stage = [st.options() for st in self.stages]
-        return [Architecture(self.name, combo) for combo in itertools.product(*per_stage)]
+        product = [Architecture(self.name, combo) for combo in itertools.product(*per_stage)]
+        return product + (self.members() if members else [])
 
     def sample(self, rng: random.Random | int | None = None) -> Architecture:
-        """One architecture drawn uniformly over the (canonical) choices of each stage."""
+        """One architecture of the stage product, drawn uniformly over the (canonical) choices
+        of each stage (zoo members are never drawn: ``--start-from`` queues them)."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         return Architecture(self.name, tuple(rng.choice(st.options()) for st in self.stages))
 
@@ -205,7 +215,16 @@ class SearchSpace:
         """Check that ``arch`` belongs to this space; raise :class:`ArchitectureError` if not.
 
         Returns ``arch`` with the fields this space fixes set to ``None`` (its id in the space).
+        A zoo member (``arch.base`` set) must be the space's member of that name exactly.
         """
+        if arch.base is not None:
+            member = self.member_arch(arch.base, ArchitectureError)
+            if arch.stages != member.stages:
+                raise ArchitectureError(
+                    f"architecture names zoo member {arch.base!r} of space {self.name!r}, but "
+                    f"its stages differ from the member's: {member.describe()}"
+                )
+            return arch
         if len(arch.stages) != len(self.stages):
             raise ArchitectureError(
                 f"architecture has {len(arch.stages)} stages; space {self.name!r} has "
@@ -241,8 +260,49 @@ class SearchSpace:
         return arch if stages == arch.stages else Architecture(arch.space, stages)
 
     def net_cfg(self, arch: Architecture) -> NetCfg:
-        """The network config of ``arch``, after checking that it belongs to this space."""
-        return self._net(self.validate(arch).stages)
+        """The network config of ``arch``, after checking that it belongs to this space (a zoo
+        member's is its scaled zoo network's)."""
+        arch = self.validate(arch)
+        if arch.base is not None:
+            member = self.member_space(arch.base)
+            return member.net_cfg(Architecture(member.name, arch.stages))
+        return self._net(arch.stages)
+
+    # ------------------------------------------------------------------ zoo members
+
+    @property
+    def zoo_members(self) -> tuple[str, ...]:
+        """The zoo networks this space holds (``[zoo] members``), in the file's order."""
+        members = self.zoo.get("members", ()) if isinstance(self.zoo, dict) else ()
+        return tuple(members)
+
+    def member_space(self, name: str, error: type[FusionNasError] = SpaceError) -> SearchSpace:
+        """Zoo member ``name`` as its own single-architecture space: the zoo network scaled
+        by the space's ``[zoo] width``/``depth`` to its input, channels and classes."""
+        if name not in self.zoo_members:
+            held = allowed(self.zoo_members) if self.zoo_members else "none"
+            raise error(f"{name!r} is not a zoo member of space {self.name!r}; allowed: {held}")
+        from fusion_nas.model.zoo import zoo_text
+
+        return _scaled_member(
+            name,
+            zoo_text(name),
+            float(self.zoo.get("width", 1.0)),
+            float(self.zoo.get("depth", 1.0)),
+            tuple(self.size),
+            self.channels,
+            self.classes,
+        )
+
+    def member_arch(self, name: str, error: type[FusionNasError] = SpaceError) -> Architecture:
+        """The architecture of zoo member ``name`` in this space (``base`` = ``name``)."""
+        from fusion_nas.model.zoo import zoo_arch
+
+        return Architecture(self.name, zoo_arch(self.member_space(name, error)).stages, name)
+
+    def members(self) -> list[Architecture]:
+        """The architectures of the zoo members, in the file's order."""
+        return [self.member_arch(name) for name in self.zoo_members]
 
     def stage_cfg(self, i: int, choice: StageChoice) -> StageCfg:
         """The config of stage ``i`` for canonical ``choice``: fields the choice leaves
@@ -274,6 +334,23 @@ class SearchSpace:
         return view.NetCfg(
             self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _scaled_member(
+    name: str,
+    text: str,
+    width: float,
+    depth: float,
+    size: tuple[int, ...],
+    channels: int,
+    classes: int,
+) -> SearchSpace:
+    """The zoo network of TOML ``text`` scaled to a space (cached: spaces are remade often)."""
+    from fusion_nas.model.zoo import scaled_zoo
+
+    base = parse_space(text, source=f"<zoo {name}>", default_name=name)
+    return scaled_zoo(base, width, depth, size, channels, classes)
 
 
 # --------------------------------------------------------------------------- loading
@@ -489,6 +566,7 @@ class _Validator:
             stages=tuple(stages),
             mlp_ratio=float(defaults.mlp_ratio),
             source=text,
+            zoo=dict(data.get("zoo", {})),
         )
         # Enough input left for every downsampling stage, each built and shrinking the most
         # it may (pooling rounds down, the strided conv rounds up).
@@ -509,7 +587,41 @@ class _Validator:
             ratio = max(1.0, *spec.mlp_ratio) if mlp else 1.0
             shown = f"{wide} at size {grid}" + (f" (MLP x{ratio:g})" if ratio > 1 else "")
             self.values(f"stage[{i}].width", int(math.prod(grid) * wide * ratio), shown)
+        self.members(space)
         return space
+
+    def members(self, space: SearchSpace) -> None:
+        """Check ``[zoo] members`` (names of :mod:`fusion_nas.model.zoo` networks) and the
+        ``width``/``depth`` multipliers they are scaled by; each member must build."""
+        zoo = space.zoo
+        if "members" not in zoo:
+            return
+        from fusion_nas.model.zoo import list_zoo
+
+        members = zoo["members"]
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise self.fail("zoo.members", f"{members!r} must be a list of zoo network names")
+        if len(set(members)) != len(members):
+            raise self.fail("zoo.members", f"{members!r} lists a network twice")
+        if members and space.kind != "image":
+            raise self.fail(
+                "zoo.members", f"zoo networks take images; this space takes {space.kind}s"
+            )
+        for key in ("width", "depth"):
+            value = zoo.get(key, 1.0)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not 0 < value <= 64:
+                raise self.fail(f"zoo.{key}", f"{value!r} is not allowed; allowed: (0, 64]")
+        known = list_zoo()
+        for i, name in enumerate(members):
+            if name not in known:
+                raise self.fail(
+                    f"zoo.members[{i}]", f"{name!r} is not a zoo network; allowed: {allowed(known)}"
+                )
+            try:
+                space.member_space(name)
+            except FusionNasError as exc:
+                raise self.fail(f"zoo.members[{i}]", f"{name!r} cannot be scaled: {exc}") from None
 
     def values(self, field: str, n: int, what: str) -> None:
         """Refuse a tensor of ``n`` values per sample (``what`` says how) over the cap."""
