@@ -325,9 +325,7 @@ def stage_costs(model: nets.FusionNet, numbers: Sequence[int] | None = None) -> 
             )
         )
     head_macs = total.macs - sum(r.macs for r in rows)
-    rows.append(
-        StageCost("head", "linear", head_macs, count_params(net.norm) + count_params(net.head))
-    )
+    rows.append(StageCost("head", "linear", head_macs, count_params(net.head)))
     return rows
 
 

@@ -64,7 +64,17 @@ ONNX_OPSET = 17  # legacy (TorchScript) exporter; SDPA with a boolean mask expor
 
 CONFIG = "CONFIG"  # the module-level config FusionNet() builds; the export sets it
 # Registry plumbing every export keeps, so that the file can register more blocks itself.
-_PLUMBING = ("FusionNet", "register_op", "register_attention", "OPS", "ATTENTIONS")
+_PLUMBING = (
+    "FusionNet",
+    "register_op",
+    "register_attention",
+    "register_stem",
+    "register_head",
+    "OPS",
+    "ATTENTIONS",
+    "STEMS",
+    "HEADS",
+)
 _DOC_WIDTH = 84  # docstring text is wrapped to this width
 _ONNX_HINT = "pip install -e '.[onnx]'"
 _FORBIDDEN_NAMES = frozenset(
@@ -259,6 +269,8 @@ def _program(cfg: nets.NetCfg) -> Program:
         program.add(nets.OPS[op])
     for variant in _variants(cfg):
         program.add(nets.ATTENTIONS[variant])
+    program.add(nets.STEMS[cfg.stem])
+    program.add(nets.HEADS[cfg.head])
     program.assign(CONFIG, cfg)
     return program
 

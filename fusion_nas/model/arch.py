@@ -17,7 +17,7 @@ _ABBREV = {"global": "glob", "window": "win", "linear": "lin", "channel": "chan"
 SKIP = "skip"  # the operator of a depth-0 stage: nothing of it is built
 # Fields a space may fix for a stage (then they are None here and the space supplies them);
 # left out of the JSON when None, so architectures of spaces without them keep their ids.
-OPTIONAL = ("mlp_ratio", "downsample")
+OPTIONAL = ("mlp_ratio", "downsample", "act", "norm", "expand", "pos")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ class StageChoice:
     attention: str | None = None
     mlp_ratio: float | None = None
     downsample: str | None = None
+    act: str | None = None
+    norm: str | None = None
+    expand: float | None = None
+    pos: str | None = None
 
     def canonical(self) -> StageChoice:
         """The same stage with every field its block ignores set to ``None``."""
@@ -46,10 +50,12 @@ class StageChoice:
         get_op(self.operator)  # an unknown operator: a one-line error
         uses = nets_view().reads(self.operator, self.attention)
         ignored = {f: None for f in SEARCHABLE if f not in uses}
-        ratio = self.mlp_ratio
-        if isinstance(ratio, int) and not isinstance(ratio, bool):
-            ratio = float(ratio)  # 2 and 2.0 are one ratio: one id
-        return StageChoice(**{**asdict(self), "mlp_ratio": ratio, **ignored})
+        ratios = {}
+        for f in ("mlp_ratio", "expand"):
+            ratio = getattr(self, f)
+            if isinstance(ratio, int) and not isinstance(ratio, bool):
+                ratios[f] = float(ratio)  # 2 and 2.0 are one ratio: one id
+        return StageChoice(**{**asdict(self), **ratios, **ignored})
 
     def chosen(self) -> dict[str, Any]:
         """The searched fields that are set, as :class:`~fusion_nas.model.nets.BlockCfg`
@@ -69,6 +75,11 @@ class StageChoice:
             parts.append(_ABBREV.get(self.attention, self.attention))
         if self.mlp_ratio is not None:
             parts.append(f"mlp{self.mlp_ratio:g}")
+        if self.expand is not None:
+            parts.append(f"e{self.expand:g}")
+        for f in ("act", "norm", "pos"):
+            if getattr(self, f) is not None:
+                parts.append(f"{f}={getattr(self, f)}")
         if self.downsample is not None:
             parts.append(f"down={self.downsample}")
         depth = f"x{self.depth}" if self.depth != 1 else ""

@@ -28,7 +28,7 @@ __all__ = ["NETS", "cfg_errors", "nets_view"]
 
 NETS = "fusion_nas.model.nets"
 _TORCH_NAMES = frozenset({"torch", "nn", "F"})  # how nets.py names torch and its modules
-_REGISTERS = frozenset({"register_op", "register_attention"})
+_REGISTERS = frozenset({"register_op", "register_attention", "register_stem", "register_head"})
 _LOCK = threading.Lock()
 _light: types.ModuleType | None = None
 

@@ -24,19 +24,41 @@ from torch import nn
 
 FUSION_INIT = 0.1  # fusion weights start small so neither branch dominates early training
 # BlockCfg fields a search may choose per operator
-SEARCHABLE = ("kernel", "heads", "attention", "mlp_ratio")
-DOWNSAMPLES = ("none", "pool", "conv")  # stage entry: keep the size, AvgPool(2), strided conv
+SEARCHABLE = ("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "expand", "pos")
+# BlockCfg fields a space fixes per stage (one value each), never searched
+SETTINGS = (
+    "window",
+    "se",
+    "key_dim",
+    "attn_ratio",
+    "layer_scale",
+    "inner",
+    "layers",
+    "patch",
+    "scales",
+    "split",
+)
+# stage entry: keep the size, AvgPool(2), strided conv, LayerNorm + 2x2 patch conv, or the
+# stage's first block downsamples itself (operators registered with downsamples=True)
+DOWNSAMPLES = ("none", "pool", "conv", "patch", "block")
+ACTS = ("gelu", "relu", "hardswish", "silu")
+NORMS = ("bn", "ln")  # BatchNorm, or LayerNorm over the channels of a map
+POSITIONS = ("learned", "none", "cpe", "bias")  # absolute, none, conv encoding, relative bias
 SE_REDUCTION = 4  # channel attention: hidden width C // 4 (at least 1)
 
 OPS: dict[str, type[nn.Module]] = {}  # operator name -> block class
 ATTENTIONS: dict[str, type[nn.Module]] = {}  # attention variant -> map mixer class
+STEMS: dict[str, type[nn.Module]] = {}  # stem kind -> stem class, built as cls(net_cfg)
+HEADS: dict[str, type[nn.Module]] = {}  # head kind -> head class, built as cls(net_cfg, width)
 
 
-def register_op(name: str, uses: tuple[str, ...]):
+def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False):
     """Class decorator: operator ``name`` whose architecture choices are ``uses``.
 
     ``uses`` names the :class:`BlockCfg` fields a search chooses for this operator (some of
-    ``SEARCHABLE``); the others keep their defaults.
+    ``SEARCHABLE``); the others keep their defaults. ``downsamples``: the operator takes a
+    stage's ``downsample="block"``, its first block built as
+    ``cls(cfg, size, in_width=..., stride=2)`` to halve the map and change the width itself.
     """
 
     def wrap(cls):
@@ -45,20 +67,52 @@ def register_op(name: str, uses: tuple[str, ...]):
         unknown = [u for u in uses if u not in SEARCHABLE]
         if unknown:
             raise ValueError(f"{unknown[0]!r} cannot be chosen; allowed: {_allowed(SEARCHABLE)}")
-        cls.op_name, cls.uses = name, tuple(uses)
+        cls.op_name, cls.uses, cls.downsamples = name, tuple(uses), bool(downsamples)
         OPS[name] = cls
         return cls
 
     return wrap
 
 
-def register_attention(name: str, uses: tuple[str, ...] = ("heads",)):
+def register_stem(name: str):
+    """Class decorator: stem kind ``name``, built as ``cls(cfg: NetCfg)``.
+
+    A stem maps ``(B, C_in, *S)`` to ``(B, stem_width, *stem_size)`` (:meth:`NetCfg.stem_size`).
+    """
+
+    def wrap(cls):
+        if name in STEMS:
+            raise ValueError(f"stem {name!r} is registered twice")
+        cls.stem_name = name
+        STEMS[name] = cls
+        return cls
+
+    return wrap
+
+
+def register_head(name: str):
+    """Class decorator: head kind ``name``, built as ``cls(cfg: NetCfg, width: int)``.
+
+    A head maps the last stage's ``(B, width, *S)`` to logits ``(B, classes)``.
+    """
+
+    def wrap(cls):
+        if name in HEADS:
+            raise ValueError(f"head {name!r} is registered twice")
+        cls.head_name = name
+        HEADS[name] = cls
+        return cls
+
+    return wrap
+
+
+def register_attention(name: str, uses: tuple[str, ...] = ("heads", "pos")):
     """Class decorator: attention variant ``name``, built as ``cls(cfg, size)``.
 
     Every variant maps a ``(B, C, *S)`` map to ``(B, C, *S)`` without the residual, so the
     attention, parallel and gated blocks take any of them. ``uses`` names the searchable
-    :class:`BlockCfg` fields the variant reads (``heads`` for token attention, none for channel
-    attention); a block ignores those its variant does not read.
+    :class:`BlockCfg` fields the variant reads (``heads`` and ``pos`` for token attention, none
+    for channel attention); a block ignores those its variant does not read.
     """
 
     def wrap(cls):
@@ -93,11 +147,12 @@ def _allowed(values) -> str:
 def reads(operator: str, attention: str | None = None) -> tuple[str, ...]:
     """The ``SEARCHABLE`` fields a block of ``operator`` with variant ``attention`` reads.
 
-    An operator reads what it registered; ``heads`` only when its attention variant reads it.
+    An operator reads what it registered; ``heads`` and ``pos`` only when its attention variant
+    reads them.
     """
     uses = OPS[operator].uses
     if "attention" in uses and attention in ATTENTIONS:
-        skipped = {"heads"} - set(ATTENTIONS[attention].uses)
+        skipped = {"heads", "pos"} - set(ATTENTIONS[attention].uses)
         uses = tuple(f for f in uses if f not in skipped)
     return uses
 
@@ -107,6 +162,20 @@ def _whole(value, field: str, minimum: int = 1) -> int:
         raise CfgError(field, f"{value!r} is not an integer")
     if value < minimum:
         raise CfgError(field, f"{value!r} is too small; allowed: integers >= {minimum}")
+    return value
+
+
+def _word(value, field: str, words) -> str:
+    if not isinstance(value, str) or value not in words:
+        raise CfgError(field, f"{value!r} is not allowed; allowed: {_allowed(words)}")
+    return value
+
+
+def _number(value, field: str, low: float, high: float = math.inf, words: str = "") -> float:
+    """A real number in ``[low, high)``; ``words`` says what is allowed when it is not."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high
+    if not ok:
+        raise CfgError(field, f"{value!r} is not allowed; allowed: {words}")
     return value
 
 
@@ -125,7 +194,16 @@ class BlockCfg:
 
     ``kernel``: odd conv kernel; ``heads``: attention heads, a divisor of ``width``;
     ``attention``: variant (``ATTENTIONS``); ``window``: tokens per window and axis;
-    ``mlp_ratio``: hidden width of the MLP of attention-type blocks, times ``width`` (0: no MLP).
+    ``mlp_ratio``: hidden width of the MLP of attention-type blocks, times ``width`` (0: no MLP);
+    ``act``: activation (``ACTS``); ``norm``: conv-branch norm (``NORMS``); ``expand``: hidden
+    width of inverted-residual (MBConv-type) blocks, times ``width``; ``pos``: positional
+    encoding of attention (``POSITIONS``). Settings a space fixes per stage (``SETTINGS``):
+    ``se``: squeeze-excitation ratio (0: none); ``key_dim``: query/key width per head (0:
+    ``width // heads``); ``attn_ratio``: value width per head, times ``key_dim``;
+    ``layer_scale``: initial per-channel residual scale (0: none); ``inner``: width of an inner
+    transformer (0: ``width``); ``layers``: transformer layers inside one block; ``patch``:
+    patch side of unfold/fold blocks; ``scales``: channel groups of split blocks; ``split``:
+    share of channels the conv branch of a channel-split block takes.
     A bad value raises :class:`CfgError` naming the field.
     """
 
@@ -136,6 +214,19 @@ class BlockCfg:
     attention: str = "global"
     window: int = 4
     mlp_ratio: float = 2.0
+    act: str = "gelu"
+    norm: str = "bn"
+    expand: float = 4.0
+    pos: str = "learned"
+    se: float = 0.0
+    key_dim: int = 0
+    attn_ratio: float = 1.0
+    layer_scale: float = 0.0
+    inner: int = 0
+    layers: int = 1
+    patch: int = 2
+    scales: int = 1
+    split: float = 0.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.operator, str) or self.operator not in OPS:
@@ -164,6 +255,19 @@ class BlockCfg:
             raise CfgError(
                 "mlp_ratio", f"{r!r} is not allowed; allowed: 0 (no MLP) or positive numbers"
             )
+        _word(self.act, "act", ACTS)
+        _word(self.norm, "norm", NORMS)
+        _number(self.expand, "expand", 1e-9, words="positive numbers")
+        _word(self.pos, "pos", POSITIONS)
+        _number(self.se, "se", 0.0, 1.0 + 1e-9, "0 (none) or numbers in (0, 1]")
+        _whole(self.key_dim, "key_dim", minimum=0)
+        _number(self.attn_ratio, "attn_ratio", 1e-9, words="positive numbers")
+        _number(self.layer_scale, "layer_scale", 0.0, words="0 (none) or positive numbers")
+        _whole(self.inner, "inner", minimum=0)
+        _whole(self.layers, "layers")
+        _whole(self.patch, "patch")
+        _whole(self.scales, "scales")
+        _number(self.split, "split", 1e-9, 1.0, "numbers in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -171,8 +275,9 @@ class StageCfg:
     """One stage: ``depth`` blocks of ``block`` (0: the stage is skipped, width carried over).
 
     ``downsample`` (``DOWNSAMPLES``) halves the map on entry: ``"pool"`` by AvgPool(2),
-    ``"conv"`` by a stride-2 conv that also changes the width; ``True``/``False`` mean
-    ``"pool"``/``"none"``.
+    ``"conv"`` by a stride-2 conv that also changes the width, ``"patch"`` by LayerNorm and a
+    2x2 stride-2 conv, ``"block"`` by the stage's first block itself (an operator registered
+    with ``downsamples=True``); ``True``/``False`` mean ``"pool"``/``"none"``.
     """
 
     block: BlockCfg
@@ -186,6 +291,23 @@ class StageCfg:
         if not isinstance(self.downsample, str) or self.downsample not in DOWNSAMPLES:
             words = f"{_allowed(DOWNSAMPLES)}, True, False"
             raise CfgError("downsample", f"{self.downsample!r} is not allowed; allowed: {words}")
+        if self.downsample == "block" and not OPS[self.block.operator].downsamples:
+            able = _allowed([name for name, cls in OPS.items() if cls.downsamples]) or "none"
+            raise CfgError(
+                "downsample",
+                f"'block' needs an operator that downsamples itself, not "
+                f"{self.block.operator!r}; allowed operators: {able}",
+            )
+
+
+def entry_size(size: tuple[int, ...], downsample: str) -> tuple[int, ...]:
+    """Spatial size inside a stage entered at ``size`` with ``downsample``: pooling and the
+    2x2 patch conv round down, the stride-2 conv (padding 1) and a downsampling block round up."""
+    if downsample in ("pool", "patch"):
+        return tuple(n // 2 for n in size)
+    if downsample in ("conv", "block"):
+        return tuple((n + 1) // 2 for n in size)
+    return size
 
 
 @dataclass(frozen=True)
@@ -199,6 +321,11 @@ class NetCfg:
     stages: tuple[StageCfg, ...]
     stem_kernel: int = 3
     stem_stride: int = 1
+    stem: str = "conv"  # stem kind (STEMS)
+    act: str = "gelu"  # activation of the stem and the head
+    head: str = "ln"  # head kind (HEADS)
+    head_width: int = 0  # hidden or feature width of the head (0: none)
+    distill: bool = False  # a second classifier, averaged with the first (distilled heads)
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, tuple) or len(self.size) not in (1, 2):
@@ -208,11 +335,23 @@ class NetCfg:
         _whole(self.in_channels, "in_channels")
         _whole(self.classes, "classes", minimum=2)
         _whole(self.stem_width, "stem_width")
-        if _whole(self.stem_kernel, "stem_kernel") % 2 == 0:
+        if _whole(self.stem_kernel, "stem_kernel") % 2 == 0 and self.stem != "patch":
             raise CfgError(
                 "stem_kernel", f"{self.stem_kernel} is even; allowed: odd integers (1, 3, 5, 7...)"
             )
         _whole(self.stem_stride, "stem_stride")
+        _word(self.stem, "stem", STEMS)
+        if self.stem == "patch" and self.stem_kernel != self.stem_stride:
+            raise CfgError(
+                "stem_kernel",
+                f"a patch stem's kernel {self.stem_kernel} must equal its stride "
+                f"{self.stem_stride}; allowed: {self.stem_stride}",
+            )
+        _word(self.act, "act", ACTS)
+        _word(self.head, "head", HEADS)
+        _whole(self.head_width, "head_width", minimum=0)
+        if not isinstance(self.distill, bool):
+            raise CfgError("distill", f"{self.distill!r} is not allowed; allowed: true, false")
         if not self.stages:
             raise CfgError("stages", "a network needs at least one stage")
         downsamples = 0
@@ -225,19 +364,20 @@ class NetCfg:
                 )
 
     def stem_size(self) -> tuple[int, ...]:
-        """Spatial size after the stem: same padding ``k // 2``, then the stride."""
+        """Spatial size after the stem: a patch stem cuts ``n // stride`` patches; the others
+        pad ``k // 2`` and stride (for 3x3 stride-2 convs repeated, the same ceil-halving)."""
         k, s = self.stem_kernel, self.stem_stride
+        if self.stem == "patch":
+            return tuple(n // s for n in self.size)
         return tuple((n + 2 * (k // 2) - k) // s + 1 for n in self.size)
 
     def stage_sizes(self) -> list[tuple[int, ...]]:
-        """Spatial size inside each stage: the stem's output, halved per downsample (pooling
-        rounds down, the stride-2 conv with padding 1 rounds up); a skipped stage keeps it."""
+        """Spatial size inside each stage: the stem's output, halved per downsample
+        (:func:`entry_size`); a skipped stage keeps it."""
         size, out = self.stem_size(), []
         for st in self.stages:
-            if st.depth and st.downsample == "pool":
-                size = tuple(n // 2 for n in size)
-            elif st.depth and st.downsample == "conv":
-                size = tuple((n + 1) // 2 for n in size)
+            if st.depth:
+                size = entry_size(size, st.downsample)
             out.append(size)
         return out
 
@@ -270,6 +410,26 @@ def channel_view(p: torch.Tensor, dim: int) -> torch.Tensor:
     return p.view(1, -1, *([1] * dim))
 
 
+def make_act(name: str) -> nn.Module:
+    """The activation module of ``name`` (``ACTS``)."""
+    return {"gelu": nn.GELU, "relu": nn.ReLU, "hardswish": nn.Hardswish, "silu": nn.SiLU}[name]()
+
+
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channel axis of a (B, C, *S) map (timm's ``LayerNorm2d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def make_norm(norm: str, dim: int, channels: int, eps: float = 1e-6) -> nn.Module:
+    """The norm of ``norm`` (``NORMS``) for (B, C, *S) maps: BatchNorm, or LayerNorm over C."""
+    if norm == "ln":
+        return ChannelNorm(channels, eps=eps)
+    return batchnorm_nd(dim)(channels)
+
+
 class Mlp(nn.Module):
     """Pre-norm token MLP, residual left to the caller: LN -> Linear -> GELU -> Linear."""
 
@@ -292,13 +452,18 @@ class Mlp(nn.Module):
 
 
 class ConvMixer(nn.Module):
-    """Same-padding conv of odd kernel over C channels -> BN -> GELU (Kaiming fan-out init)."""
+    """Same-padding conv of odd kernel over C channels -> norm -> act (Kaiming fan-out init).
 
-    def __init__(self, dim: int, channels: int, kernel: int) -> None:
+    ``norm`` (``NORMS``) and ``act`` (``ACTS``) default to BatchNorm and GELU.
+    """
+
+    def __init__(
+        self, dim: int, channels: int, kernel: int, act: str = "gelu", norm: str = "bn"
+    ) -> None:
         super().__init__()
         self.conv = conv_nd(dim)(channels, channels, kernel, padding=kernel // 2, bias=False)
-        self.norm = batchnorm_nd(dim)(channels)
-        self.act = nn.GELU()
+        self.norm = make_norm(norm, dim, channels)
+        self.act = make_act(act)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -325,16 +490,30 @@ class AttentionMixer(nn.Module):
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
         C, self.size, self.heads = cfg.width, tuple(size), cfg.heads
-        self.pos = nn.Parameter(torch.zeros(1, C, *size))
+        if cfg.pos not in self.positions:
+            raise CfgError(
+                "pos",
+                f"{cfg.pos!r} is not supported by attention variant {cfg.attention!r}; "
+                f"allowed: {_allowed(self.positions)}",
+            )
+        self.pos, self.cpe = None, None
+        if cfg.pos == "learned":  # absolute embedding, one vector per position
+            self.pos = nn.Parameter(torch.zeros(1, C, *size))
+        elif cfg.pos == "cpe":  # conditional encoding: x + depthwise conv(x), any map size
+            dim = len(size)
+            self.cpe = conv_nd(dim)(C, C, 3, padding=1, groups=C)
         self.norm = nn.LayerNorm(C)
         self.qkv = nn.Linear(C, 3 * C)
         self.proj = nn.Linear(C, C)
-        nn.init.trunc_normal_(self.pos, std=0.02)
+        if self.pos is not None:
+            nn.init.trunc_normal_(self.pos, std=0.02)
         for chunk in self.qkv.weight.data.chunk(3, dim=0):  # query, key, value: (C, C) each
             nn.init.xavier_uniform_(chunk)
         nn.init.zeros_(self.qkv.bias)
         nn.init.xavier_uniform_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
+
+    positions = ("learned", "none", "cpe")  # the pos encodings this variant takes
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C): the variant's token mixing."""
@@ -342,7 +521,11 @@ class AttentionMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
-        t = to_tokens(x + self.pos)  # (B, N, C)
+        if self.pos is not None:
+            x = x + self.pos
+        elif self.cpe is not None:
+            x = x + self.cpe(x)
+        t = to_tokens(x)  # (B, N, C)
         o = self.attend(self.qkv(self.norm(t)))  # (B, N, 3C) -> (B, N, C)
         return from_tokens(self.proj(o), self.size)
 
@@ -466,20 +649,20 @@ class ChannelAttention(nn.Module):
 # --------------------------------------------------------------------------- operators
 
 
-@register_op("conv", uses=("kernel",))
+@register_op("conv", uses=("kernel", "act", "norm"))
 class ConvBlock(nn.Module):
-    """``x + GELU(BN(conv_k(x)))``: local mixing only, receptive field ``k`` per block."""
+    """``x + act(norm(conv_k(x)))``: local mixing only, receptive field ``k`` per block."""
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
-        self.mixer = ConvMixer(len(size), cfg.width, cfg.kernel)
+        self.mixer = ConvMixer(len(size), cfg.width, cfg.kernel, cfg.act, cfg.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
         return x + self.mixer(x)
 
 
-@register_op("attention", uses=("heads", "attention", "mlp_ratio"))
+@register_op("attention", uses=("heads", "attention", "mlp_ratio", "pos"))
 class AttentionBlock(nn.Module):
     """Pre-norm transformer block: ``x + attn(x)``, then ``x + mlp(x)`` (no MLP at ratio 0)."""
 
@@ -494,7 +677,7 @@ class AttentionBlock(nn.Module):
         return x if self.mlp is None else x + self.mlp(x)
 
 
-@register_op("parallel", uses=("kernel", "heads", "attention", "mlp_ratio"))
+@register_op("parallel", uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"))
 class ParallelBlock(nn.Module):
     """The CAN block done right: ``x + a * conv(x) + b * attn(x)``, then ``x + mlp(x)``.
 
@@ -504,7 +687,7 @@ class ParallelBlock(nn.Module):
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
         self.dim = len(size)
-        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel)
+        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel, cfg.act, cfg.norm)
         self.attn = ATTENTIONS[cfg.attention](cfg, size)
         self.conv_weight = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
         self.attn_weight = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
@@ -518,7 +701,7 @@ class ParallelBlock(nn.Module):
         return x if self.mlp is None else x + self.mlp(x)
 
 
-@register_op("gated", uses=("kernel", "heads", "attention", "mlp_ratio"))
+@register_op("gated", uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"))
 class GatedBlock(nn.Module):
     """The DynamicGate done right: ``x + s * (g * conv(x) + (1 - g) * attn(x))``, then the MLP.
 
@@ -529,7 +712,7 @@ class GatedBlock(nn.Module):
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
         self.dim = len(size)
-        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel)
+        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel, cfg.act, cfg.norm)
         self.attn = ATTENTIONS[cfg.attention](cfg, size)
         self.gate = nn.Linear(cfg.width, cfg.width)
         self.scale = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
@@ -554,9 +737,16 @@ def transition(dim: int, in_width: int, out_width: int, downsample: str | bool) 
 
     ``"conv"``: stride-2 conv k3 (padding 1) to the new width -> BN, even at the same width;
     ``"pool"``: ``AvgPool(2)``, then ``conv1x1 -> BN`` if the width changes;
+    ``"patch"``: channel LayerNorm -> conv 2x2 stride 2 with bias (ConvNeXt, EdgeNeXt);
+    ``"block"``: the identity (the stage's first block downsamples);
     ``"none"``: ``conv1x1 -> BN`` if the width changes, else the identity.
     """
     mode = {True: "pool", False: "none"}.get(downsample, downsample)
+    if mode == "block":
+        return nn.Identity()
+    if mode == "patch":
+        conv = conv_nd(dim)(in_width, out_width, 2, stride=2)
+        return nn.Sequential(ChannelNorm(in_width, eps=1e-6), conv)
     if mode == "conv":
         conv = conv_nd(dim)(in_width, out_width, 3, stride=2, padding=1, bias=False)
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -571,6 +761,67 @@ def transition(dim: int, in_width: int, out_width: int, downsample: str | bool) 
     return nn.Sequential(*layers) if layers else nn.Identity()
 
 
+@register_stem("conv")
+class ConvStem(nn.Sequential):
+    """conv(kernel, stride, same padding) -> BN -> act: (B, C_in, *S) -> (B, W_0, *S_0)."""
+
+    def __init__(self, cfg: NetCfg) -> None:
+        dim = len(cfg.size)
+        conv = conv_nd(dim)(
+            cfg.in_channels,
+            cfg.stem_width,
+            cfg.stem_kernel,
+            stride=cfg.stem_stride,
+            padding=cfg.stem_kernel // 2,
+        )
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        super().__init__(conv, batchnorm_nd(dim)(cfg.stem_width), make_act(cfg.act))
+
+
+@register_stem("patch")
+class PatchStem(nn.Sequential):
+    """Non-overlapping patches: conv(kernel = stride) -> channel LayerNorm (ConvNeXt, EdgeNeXt):
+    (B, C_in, *S) -> (B, W_0, *(S // stride))."""
+
+    def __init__(self, cfg: NetCfg) -> None:
+        conv = conv_nd(len(cfg.size))(
+            cfg.in_channels, cfg.stem_width, cfg.stem_stride, stride=cfg.stem_stride
+        )
+        super().__init__(conv, ChannelNorm(cfg.stem_width, eps=1e-6))
+
+
+@register_head("ln")
+class LayerNormHead(nn.Module):
+    """mean over S -> LayerNorm -> Linear (``fc``); ``distill``: a second Linear (``fc_dist``),
+    the two averaged, as timm's distilled heads."""
+
+    def __init__(self, cfg: NetCfg, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, cfg.classes)
+        self.fc_dist = nn.Linear(width, cfg.classes) if cfg.distill else None
+        for fc in (self.fc, self.fc_dist):
+            if fc is not None:
+                nn.init.trunc_normal_(fc.weight, std=0.02)
+                nn.init.zeros_(fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, W, *S) -> (B, classes)."""
+        x = self.norm(x.mean(dim=tuple(range(2, x.dim()))))  # (B, W)
+        if self.fc_dist is None:
+            return self.fc(x)
+        return (self.fc(x) + self.fc_dist(x)) / 2
+
+
+def _old_head_keys(state: dict, prefix: str, *args) -> None:
+    """Weights saved before heads were modules: ``norm.*`` and ``head.{weight,bias}``."""
+    for name in ("weight", "bias"):
+        if prefix + f"head.{name}" in state:  # the old Linear head
+            state[prefix + f"head.fc.{name}"] = state.pop(prefix + f"head.{name}")
+        if prefix + f"norm.{name}" in state:
+            state[prefix + f"head.norm.{name}"] = state.pop(prefix + f"norm.{name}")
+
+
 CONFIG: NetCfg | None = None  # the network FusionNet() builds; an exported file sets it
 
 
@@ -583,32 +834,23 @@ class FusionNet(nn.Module):
         if cfg is None:
             raise ValueError("FusionNet needs a NetCfg")
         self.cfg, dim = cfg, len(cfg.size)
-        conv = conv_nd(dim)(
-            cfg.in_channels,
-            cfg.stem_width,
-            cfg.stem_kernel,
-            stride=cfg.stem_stride,
-            padding=cfg.stem_kernel // 2,
-        )
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        self.stem = nn.Sequential(conv, batchnorm_nd(dim)(cfg.stem_width), nn.GELU())
+        self.stem = STEMS[cfg.stem](cfg)
         stages, width = [], cfg.stem_width
         for st, size in zip(cfg.stages, cfg.stage_sizes()):
             if st.depth == 0:
                 continue  # skipped: no transition, the width carries over
             block = OPS[st.block.operator]
             layers = [transition(dim, width, st.block.width, st.downsample)]
-            layers += [block(st.block, size) for _ in range(st.depth)]
+            if st.downsample == "block":  # the first block halves the map, changes the width
+                layers.append(block(st.block, size, in_width=width, stride=2))
+            layers += [block(st.block, size) for _ in range(len(layers) - 1, st.depth)]
             stages.append(nn.Sequential(*layers))
             width = st.block.width
         self.stages = nn.Sequential(*stages)
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, cfg.classes)
-        nn.init.trunc_normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+        self.head = HEADS[cfg.head](cfg, width)
+        self._register_load_state_dict_pre_hook(_old_head_keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, *S) -> logits (B, classes)."""
         x = self.stages(self.stem(x))  # (B, W, *S_last)
-        x = x.mean(dim=tuple(range(2, x.dim())))  # (B, W)
-        return self.head(self.norm(x))
+        return self.head(x)

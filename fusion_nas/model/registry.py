@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 _FROM_NETS = (
     "ATTENTIONS",
+    "HEADS",
+    "STEMS",
     "FUSION_INIT",
     "OPS",
     "SEARCHABLE",
@@ -29,7 +31,12 @@ _FROM_NETS = (
     "NetCfg",
     "StageCfg",
 )
-_REGISTERS = ("register_attention", "register_op")  # these import nets: they register there
+_REGISTERS = (
+    "register_attention",
+    "register_head",
+    "register_op",
+    "register_stem",
+)  # these import nets: they register there
 
 __all__ = [  # the registry and the config classes it builds from, in one import
     *_FROM_NETS,

@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 # The configs of nets.py, read through the torch-free view until nets is imported
 # (fusion_nas.model.configs): parsing and listing spaces never imports torch.
 SEARCHABLE: tuple[str, ...] = nets_view().SEARCHABLE
+SETTINGS: tuple[str, ...] = nets_view().SETTINGS  # fixed per stage: one value, never searched
 DOWNSAMPLES: tuple[str, ...] = nets_view().DOWNSAMPLES
+RATIOS = ("mlp_ratio", "expand")  # searchable numbers: 2 and 2.0 are one choice
 
 
 def reads(operator: str, attention: str | None = None) -> tuple[str, ...]:
@@ -66,28 +68,43 @@ MAX_VALUES = 2**26
 MAX_STAGE_CHOICES = 100_000  # distinct choices of one stage (strategies list them)
 INPUT_KINDS = ("sequence", "image")
 
-_TOP_KEYS = ("name", "description", "input", "network", "stem", "stage", "zoo")
+_TOP_KEYS = ("name", "description", "input", "network", "stem", "head", "stage", "zoo")
 _INPUT_KEYS = ("kind", "channels", "classes", "length", "size")
-_NETWORK_KEYS = ("mlp_ratio", "window")
-_STEM_KEYS = ("width", "kernel", "stride")
-_STAGE_KEYS = ("operator", *SEARCHABLE, "width", "depth", "window", "downsample")
+_NETWORK_KEYS = ("mlp_ratio", "act", "norm", "expand", "pos", *SETTINGS)
+_STEM_KEYS = ("width", "kernel", "stride", "kind", "act")
+_HEAD_KEYS = ("kind", "width", "distill")
+_STAGE_KEYS = ("operator", *SEARCHABLE, "width", "depth", "downsample", *SETTINGS)
 
 
 @dataclass(frozen=True)
 class StemSpec:
-    """Convolution stem: ``width`` channels, odd ``kernel``, ``stride``."""
+    """Stem: ``width`` channels, ``kernel``, ``stride``, its ``kind`` (``nets.STEMS``) and the
+    activation of the stem and head (``act``)."""
 
     width: int
     kernel: int
     stride: int
+    kind: str = "conv"
+    act: str = "gelu"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Head: its ``kind`` (``nets.HEADS``), hidden ``width`` (0: none), ``distill``."""
+
+    kind: str = "ln"
+    width: int = 0
+    distill: bool = False
 
 
 @dataclass(frozen=True)
 class StageSpec:
     """Allowed choices of one stage.
 
-    A field of ``OPTIONAL`` (``mlp_ratio``, ``downsample``) with one value is fixed by the
-    space: the architectures leave it ``None``. Depth 0 is one choice, the skipped stage.
+    A field of ``OPTIONAL`` (``mlp_ratio``, ``downsample``, ``act``, ``norm``, ``expand``,
+    ``pos``) with one value is fixed by the space: the architectures leave it ``None``. Depth 0
+    is one choice, the skipped stage. ``settings`` holds the ``SETTINGS`` fields the stage
+    fixes (besides ``window``), as ``(field, value)`` pairs.
     """
 
     operator: tuple[str, ...]
@@ -99,6 +116,11 @@ class StageSpec:
     depth: tuple[int, ...]
     window: int
     downsample: tuple[str, ...]
+    act: tuple[str, ...] = ("gelu",)
+    norm: tuple[str, ...] = ("bn",)
+    expand: tuple[float, ...] = (4.0,)
+    pos: tuple[str, ...] = ("learned",)
+    settings: tuple[tuple[str, Any], ...] = ()
 
     def _chosen(self, field: str) -> tuple[Any, ...]:
         """The values an architecture holds for ``field``: ``(None,)`` where the space fixes it."""
@@ -163,7 +185,9 @@ class SearchSpace:
     stages: tuple[StageSpec, ...]
     mlp_ratio: float
     source: str  # the TOML text it was loaded from (stored with every search)
-    zoo: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)  # [zoo], raw
+    head: HeadSpec = HeadSpec()
+    # the file's [zoo] table as written (a zoo network's timm name, stage mapping, ...)
+    zoo: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
     @property
     def dim(self) -> int:
@@ -249,7 +273,7 @@ class SearchSpace:
                 value, options = getattr(choice, field), getattr(spec, field)
                 if field in OPTIONAL and value is None and len(options) == 1:
                     continue  # fixed by the space
-                if field == "mlp_ratio" and type(value) is int:
+                if field in RATIOS and type(value) is int:
                     value = float(value)
                 # type check too: 16.0 == 16 and True == 1 would otherwise pass `in`
                 if value not in options or type(value) is not type(options[0]):
@@ -308,11 +332,13 @@ class SearchSpace:
         """The config of stage ``i`` for canonical ``choice``: fields the choice leaves
         ``None`` take the space's (window, fixed MLP ratio and downsampling) or the defaults."""
         spec = self.stages[i]
+        fixed = {f: getattr(spec, f)[0] for f in ("mlp_ratio", "act", "norm", "expand", "pos")}
         block = nets_view().BlockCfg(
             choice.operator,
             choice.width,
             window=spec.window,
-            **{"mlp_ratio": spec.mlp_ratio[0], **choice.chosen()},  # ignored: defaults
+            **dict(spec.settings),
+            **{**fixed, **choice.chosen()},  # fields the block ignores: the space's first
         )
         down = choice.downsample if choice.downsample is not None else spec.downsample[0]
         return nets_view().StageCfg(block, choice.depth, down)
@@ -320,20 +346,44 @@ class SearchSpace:
     def _net(self, choices: Iterable[StageChoice]) -> NetCfg:
         """The network of canonical ``choices``; skipped stages are left out."""
         stages = tuple(self.stage_cfg(i, c) for i, c in enumerate(choices) if c.depth)
-        s, view = self.stem, nets_view()
-        return view.NetCfg(
-            self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride
+        return nets_view().NetCfg(**self._net_fields(), stages=stages)
+
+    def _net_fields(self) -> dict[str, Any]:
+        """The :class:`NetCfg` fields of the input, stem and head."""
+        s, h = self.stem, self.head
+        return dict(
+            in_channels=self.channels,
+            size=self.size,
+            classes=self.classes,
+            stem_width=s.width,
+            stem_kernel=s.kernel,
+            stem_stride=s.stride,
+            stem=s.kind,
+            act=s.act,
+            head=h.kind,
+            head_width=h.width,
+            distill=h.distill,
         )
 
     def _sizes_net(self) -> NetCfg:
         """Every stage built, one block, its first downsampling choice: the sizes' network."""
         view = nets_view()
-        block = view.BlockCfg(list_ops()[0], 1)
-        stages = tuple(view.StageCfg(block, 1, spec.downsample[0]) for spec in self.stages)
-        s = self.stem
-        return view.NetCfg(
-            self.channels, self.size, self.classes, s.width, stages, s.kernel, s.stride
+        stages = tuple(
+            view.StageCfg(_probe(d), 1, d) for d in (s.downsample[0] for s in self.stages)
         )
+        return view.NetCfg(**self._net_fields(), stages=stages)
+
+
+def _probe(downsample: str, defaults: BlockCfg | None = None) -> BlockCfg:
+    """A block that can enter a stage with ``downsample``: for the geometry of a space only
+    (``"block"`` needs an operator that downsamples itself)."""
+    view = nets_view()
+    block = defaults if defaults is not None else view.BlockCfg(list_ops()[0], 1)
+    if downsample == "block" and not view.OPS[block.operator].downsamples:
+        able = [name for name, cls in view.OPS.items() if cls.downsamples]
+        if able:
+            block = dataclasses.replace(block, operator=able[0])
+    return block
 
 
 @functools.lru_cache(maxsize=64)
@@ -512,26 +562,43 @@ class _Validator:
             )
 
         net = self.keys(data.get("network", {}), "network", _NETWORK_KEYS)
+        for key, value in net.items():
+            if isinstance(value, list):
+                raise self.fail(f"network.{key}", f"{value!r} must be one value, not a list")
         defaults = self.block(
             "network",
-            mlp_ratio=self.capped(
-                net.get("mlp_ratio", nets_view().BlockCfg.mlp_ratio),
-                "network.mlp_ratio",
-                MAX_MLP_RATIO,
-            ),
-            window=self.capped(net.get("window", nets_view().BlockCfg.window), "network.window"),
+            **{
+                k: self.capped(v, f"network.{k}", MAX_MLP_RATIO if k in RATIOS else MAX_SIZE)
+                for k, v in net.items()
+            },
         )
 
         if "stem" not in data:
             raise self.fail("stem", "missing table [stem]")
         stem_t = self.keys(data["stem"], "stem", _STEM_KEYS)
-        if isinstance(stem_t.get("kernel"), list):  # a stem is one conv, not a choice
-            raise self.fail("stem.kernel", f"{stem_t['kernel']!r} must be one odd integer")
+        for key, value in stem_t.items():  # a stem is one stem, not a choice
+            if isinstance(value, list):
+                raise self.fail(f"stem.{key}", f"{value!r} must be one value, not a list")
+        view = nets_view()
         stem = StemSpec(
             width=self.capped(self.required(stem_t, "width", "stem.width"), "stem.width"),
-            kernel=self.capped(stem_t.get("kernel", nets_view().NetCfg.stem_kernel), "stem.kernel"),
-            stride=self.capped(stem_t.get("stride", nets_view().NetCfg.stem_stride), "stem.stride"),
+            kernel=self.capped(stem_t.get("kernel", view.NetCfg.stem_kernel), "stem.kernel"),
+            stride=self.capped(stem_t.get("stride", view.NetCfg.stem_stride), "stem.stride"),
+            kind=stem_t.get("kind", view.NetCfg.stem),
+            act=stem_t.get("act", view.NetCfg.act),
         )
+        head_t = self.keys(data.get("head", {}), "head", _HEAD_KEYS)
+        for key, value in head_t.items():
+            if isinstance(value, list):
+                raise self.fail(f"head.{key}", f"{value!r} must be one value, not a list")
+        head = HeadSpec(
+            kind=head_t.get("kind", view.NetCfg.head),
+            width=self.capped(head_t.get("width", view.NetCfg.head_width), "head.width", low=0),
+            distill=head_t.get("distill", view.NetCfg.distill),
+        )
+        zoo = data.get("zoo", {})
+        if not isinstance(zoo, dict):
+            raise self.fail("zoo", f"must be a table, got {type(zoo).__name__}")
         net_values = dict(
             in_channels=channels,
             size=size,
@@ -539,6 +606,11 @@ class _Validator:
             stem_width=stem.width,
             stem_kernel=stem.kernel,
             stem_stride=stem.stride,
+            stem=stem.kind,
+            act=stem.act,
+            head=head.kind,
+            head_width=head.width,
+            distill=head.distill,
         )
         stem_cfg = self.net(
             kind, **net_values, stages=(nets_view().StageCfg(defaults),)
@@ -566,25 +638,28 @@ class _Validator:
             stages=tuple(stages),
             mlp_ratio=float(defaults.mlp_ratio),
             source=text,
-            zoo=dict(data.get("zoo", {})),
+            head=head,
+            zoo=zoo,
         )
         # Enough input left for every downsampling stage, each built and shrinking the most
         # it may (pooling rounds down, the strided conv rounds up).
+        order = ("pool", "patch", "conv", "block", "none")  # most shrinking first
         most = tuple(
-            nets_view().StageCfg(
-                defaults, downsample=next(d for d in ("pool", "conv", "none") if d in ds)
-            )
-            for ds in (st.downsample for st in stages)
+            nets_view().StageCfg(_probe(d, defaults), downsample=d)
+            for d in (next(d for d in order if d in st.downsample) for st in stages)
         )
         self.net(kind, **net_values, stages=most)
         for i, spec in enumerate(stages):
             # Largest output: every stage so far keeping the most it may (skipped, or no
             # downsampling, else the strided conv, which rounds up); MLPs widen it.
             if not ("none" in spec.downsample or 0 in spec.depth):
-                grid = tuple((n + 1) // 2 if "conv" in spec.downsample else n // 2 for n in grid)
+                up = {"conv", "block"} & set(spec.downsample)  # these round up
+                grid = tuple((n + 1) // 2 if up else n // 2 for n in grid)
             wide = max(spec.width)
-            mlp = any("mlp_ratio" in op_uses(op) for op in spec.operator)
-            ratio = max(1.0, *spec.mlp_ratio) if mlp else 1.0
+            ratio = 1.0
+            for field in RATIOS:  # MLPs and inverted residuals widen the map
+                if any(field in op_uses(op) for op in spec.operator):
+                    ratio = max(ratio, *getattr(spec, field))
             shown = f"{wide} at size {grid}" + (f" (MLP x{ratio:g})" if ratio > 1 else "")
             self.values(f"stage[{i}].width", int(math.prod(grid) * wide * ratio), shown)
         self.members(space)
@@ -658,14 +733,28 @@ class _Validator:
             alone = h if type(h) is int and h > 0 else 1
             for w in widths if reads_heads else (alone,):
                 self.block(field, width=w, heads=h)
-        ratios = tuple(
-            float(self.block(field, mlp_ratio=r).mlp_ratio)
-            for r in values("mlp_ratio", defaults.mlp_ratio, MAX_MLP_RATIO)
-        )
-        if len(set(ratios)) != len(ratios):
-            raise self.fail(f"{field}.mlp_ratio", f"{st['mlp_ratio']!r} lists a value twice")
-        window = st.get("window", defaults.window)
-        window = self.block(field, window=self.capped(window, f"{field}.window")).window
+
+        def ratios(key: str) -> tuple[float, ...]:
+            out = tuple(
+                float(getattr(self.block(field, **{key: r}), key))
+                for r in values(key, getattr(defaults, key), MAX_MLP_RATIO)
+            )
+            if len(set(out)) != len(out):
+                raise self.fail(f"{field}.{key}", f"{st[key]!r} lists a value twice")
+            return out
+
+        mlp_ratios, expands = ratios("mlp_ratio"), ratios("expand")
+        acts = checked("act", defaults.act)
+        norms = checked("norm", defaults.norm)
+        positions = checked("pos", defaults.pos)
+        settings = {}
+        for key in SETTINGS:
+            value = st.get(key, getattr(defaults, key))
+            if isinstance(value, list):
+                raise self.fail(f"{field}.{key}", f"{value!r} must be one value, not a list")
+            value = self.capped(value, f"{field}.{key}")
+            settings[key] = getattr(self.block(field, **{key: value}), key)
+        window = settings.pop("window")
         depths = tuple(
             self.build(field, lambda d=d: nets_view().StageCfg(defaults, d)).depth
             for d in values("depth", nets_view().StageCfg.depth, MAX_DEPTH)
@@ -678,19 +767,25 @@ class _Validator:
             if not ok:
                 words = f"{allowed(DOWNSAMPLES)}, true, false" if raw is d else allowed(DOWNSAMPLES)
                 raise self.fail(f"{field}.downsample", f"{d!r} is not allowed; allowed: {words}")
-            downs.append(
-                self.build(field, lambda d=d: nets_view().StageCfg(defaults, 1, d)).downsample
-            )
+            for op in ops:  # "block": every operator of the stage must downsample itself
+                block = dataclasses.replace(defaults, operator=op)
+                cfg = self.build(field, lambda d=d, b=block: nets_view().StageCfg(b, 1, d))
+            downs.append(cfg.downsample)
         spec = StageSpec(
             operator=ops,
             kernel=kernels,
             heads=heads,
             attention=variants,
-            mlp_ratio=ratios,
+            mlp_ratio=mlp_ratios,
             width=widths,
             depth=depths,
             window=window,
             downsample=tuple(downs),
+            act=acts,
+            norm=norms,
+            expand=expands,
+            pos=positions,
+            settings=tuple(settings.items()),
         )
         if (n := spec.count()) > MAX_STAGE_CHOICES:
             raise self.fail(

@@ -245,7 +245,7 @@ def _built(arch: Architecture, space: SearchSpace, seed: int = 0) -> torch.nn.Mo
     torch.manual_seed(seed)
     model = build_model(arch, space).eval()
     with torch.no_grad():
-        model.head.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+        model.head.fc.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
     return model
 
 
@@ -258,7 +258,8 @@ def _expected_blocks(arch: Architecture, space: SearchSpace) -> set[str]:
     (BlockCfg checks ``attention`` on every block, so each variant named is registered)."""
     cfg = space.net_cfg(arch)
     ops = {nets.OPS[st.block.operator].__name__ for st in cfg.stages}
-    return ops | {nets.ATTENTIONS[st.block.attention].__name__ for st in cfg.stages}
+    ends = {nets.STEMS[cfg.stem].__name__, nets.HEADS[cfg.head].__name__}  # its stem and head
+    return ops | ends | {nets.ATTENTIONS[st.block.attention].__name__ for st in cfg.stages}
 
 
 def _covered(arch: Architecture, dim: int) -> set[tuple[Any, ...]]:
@@ -289,7 +290,8 @@ def _assert_equivalent(
     arch: Architecture, space: SearchSpace, batch: int, source: str | None = None
 ) -> None:
     source = source if source is not None else export_code(arch, space)
-    registered = {c.__name__ for c in [*nets.OPS.values(), *nets.ATTENTIONS.values()]}
+    kinds = [*nets.OPS.values(), *nets.ATTENTIONS.values(), *nets.STEMS.values()]
+    registered = {c.__name__ for c in [*kinds, *nets.HEADS.values()]}
     assert _classes(source) & registered == _expected_blocks(arch, space)  # only the used ones
     generated = _load(source)["FusionNet"]()
     toolkit = _built(arch, space)
@@ -524,7 +526,8 @@ def test_unpruned_definitions_are_nets_source_verbatim() -> None:
 
 
 def test_no_class_the_architecture_does_not_use() -> None:
-    registered = {c.__name__ for c in [*nets.OPS.values(), *nets.ATTENTIONS.values()]}
+    kinds = [*nets.OPS.values(), *nets.ATTENTIONS.values(), *nets.STEMS.values()]
+    registered = {c.__name__ for c in [*kinds, *nets.HEADS.values()]}
     configs = {n for n, c in vars(nets).items() if dataclasses.is_dataclass(c)}
     for name in [*SMALL_SPACES, "padded-1d", "vocab-1d"]:
         space = _space(name)
@@ -1110,7 +1113,7 @@ def test_onnx_file_off_by_1e_3_is_rejected(
         """Export, then move the first class's head bias by 1e-3 in the written file."""
         real_export(model, args, f, **kwargs)
         proto = onnx.load(str(f))
-        (bias,) = [t for t in proto.graph.initializer if t.name == "head.bias"]
+        (bias,) = [t for t in proto.graph.initializer if t.name == "head.fc.bias"]
         values = onnx.numpy_helper.to_array(bias).copy()
         values[0] += 1e-3
         bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))

@@ -89,6 +89,19 @@ def test_defaults_live_in_block_cfg() -> None:
         "attention": "global",
         "window": 4,
         "mlp_ratio": 2.0,
+        "act": "gelu",
+        "norm": "bn",
+        "expand": 4.0,
+        "pos": "learned",
+        "se": 0.0,
+        "key_dim": 0,
+        "attn_ratio": 1.0,
+        "layer_scale": 0.0,
+        "inner": 0,
+        "layers": 1,
+        "patch": 2,
+        "scales": 1,
+        "split": 0.5,
     }
     cfg = BlockCfg("conv", 8)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -210,7 +223,9 @@ def test_downsample_spellings_and_transitions() -> None:
     assert StageCfg(block, 1, True).downsample == "pool"  # the older spelling
     assert StageCfg(block, 1, False).downsample == "none"
     assert StageCfg(block, 1, "conv") == StageCfg(block, 1, "conv")
-    with pytest.raises(CfgError, match="^downsample: 'stride'.*'none', 'pool', 'conv', True"):
+    with pytest.raises(
+        CfgError, match="^downsample: 'stride'.*'none', 'pool', 'conv', 'patch', 'block', True"
+    ):
         StageCfg(block, 1, "stride")  # type: ignore[arg-type]
     conv = nets.transition(1, 4, 8, "conv")  # k3 stride-2 conv to the new width -> BN
     assert [type(m) for m in conv] == [nn.Conv1d, nn.BatchNorm1d]
@@ -249,7 +264,8 @@ def test_attention_variants_share_one_interface() -> None:
         mixer = cls(cfg, (5, 3))
         assert mixer(torch.randn(2, 8, 5, 3)).shape == (2, 8, 5, 3)
     assert nets.ATTENTIONS["channel"].uses == ()
-    assert nets.reads("gated", "channel") == ("kernel", "attention", "mlp_ratio")
-    assert nets.reads("gated", "window") == ("kernel", "heads", "attention", "mlp_ratio")
+    assert nets.reads("gated", "channel") == ("kernel", "attention", "mlp_ratio", "act", "norm")
+    fused = ("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos")
+    assert nets.reads("gated", "window") == fused
     se = nets.ATTENTIONS["channel"](BlockCfg("attention", 3, attention="channel"), (4,))
     assert se.fc1.out_features == 1  # C // 4, at least one hidden unit

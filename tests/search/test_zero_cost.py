@@ -90,7 +90,7 @@ def test_synflow_of_a_network_with_a_zeroed_head_is_zero_and_lower():
     batch = batch_for(space.input_shape(1)[1:])
     full = score(model, batch, "synflow")
     with torch.no_grad():
-        model.head.weight.zero_()  # no path from any earlier parameter to the output
+        model.head.fc.weight.zero_()  # no path from any earlier parameter to the output
     cut = score(model, batch, "synflow")
     assert full > 0 and cut < full and cut == pytest.approx(0.0, abs=1e-12)
 
@@ -115,7 +115,7 @@ def test_scoring_leaves_the_model_and_the_global_rng_as_they_were():
     torch.manual_seed(0)
     model = build_model(space.sample(4), space)
     model.eval()
-    model.head.weight.requires_grad_(False)
+    model.head.fc.weight.requires_grad_(False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = batch_for(space.input_shape(1)[1:])
     rng = torch.get_rng_state()
@@ -125,7 +125,7 @@ def test_scoring_leaves_the_model_and_the_global_rng_as_they_were():
         assert not torch.is_grad_enabled()  # the caller's grad mode is back
     assert torch.equal(torch.get_rng_state(), rng)
     assert not model.training and not any(m.training for m in model.modules())
-    assert model.head.weight.requires_grad is False
+    assert model.head.fc.weight.requires_grad is False
     assert all(p.grad is None for p in model.parameters())
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN buffers too
