@@ -175,3 +175,17 @@ def test_baselines_zoo_refuses_unknown_members_and_spaces_without_any(host):
     res = cli("baselines", "digits", "--zoo", "--list")
     assert res.exit_code == 2
     assert "space 'digits' lists no zoo members" in res.stderr
+
+
+def test_space_show_lists_the_members_with_their_cost(host):
+    from fusion_nas.model.cost import arch_cost
+    from fusion_nas.model.space import load_space
+
+    res = cli("space", "show", str(host))
+    assert res.exit_code == 0, res.output
+    space = load_space(host)
+    assert f"{space.num_architectures():,} architectures" in res.output
+    assert "Zoo members (width x0.5, depth x1" in res.output
+    cost = arch_cost(space.member_arch("tiny"), space)
+    row = next(line for line in res.output.splitlines() if "│ tiny" in line)
+    assert f"{cost.macs:,}" in row and f"{cost.params:,}" in row
