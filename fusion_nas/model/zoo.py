@@ -296,7 +296,7 @@ def zoo_stage_shapes(name: str | Path | SearchSpace) -> list[tuple[int, ...] | N
     space = _as_space(name)
     arch = zoo_arch(space)
     with torch.device("meta"):
-        model = FusionNet(space.net_cfg(arch))
+        model = FusionNet(space.net_cfg(arch)).eval()  # eval: batch-norm heads take batch 1
         x = torch.empty(space.input_shape(1))
     built = [i for i, st in enumerate(arch.stages) if st.depth]
     shapes: list[tuple[int, ...] | None] = [None] * len(arch.stages)
