@@ -16,6 +16,7 @@ Nothing here imports torch, except :func:`zoo_stage_shapes`, which builds the ne
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -184,21 +185,42 @@ def _scale_stage(
     return out
 
 
-def _last_map(data: dict[str, Any]) -> tuple[int, ...]:
-    space = parse_space(_dump_toml(data), source="<scaled zoo>")
-    return space.stage_sizes()[-1]
+def _last_map(data: dict[str, Any]) -> tuple[int, ...] | None:
+    """The last stage's map size of the space ``data``, or ``None`` if it is not valid (an
+    input too small for its downsamples, or a stem that refuses its stride)."""
+    try:
+        return parse_space(_dump_toml(data), source="<scaled zoo>").stage_sizes()[-1]
+    except SpaceError:
+        return None
 
 
-def _shrink_for_input(data: dict[str, Any]) -> None:
-    """Reduce the stem stride, then drop the earliest downsamples, until the last map holds at
-    least :data:`MIN_MAP` positions per axis (or nothing is left to drop)."""
-    while min(_last_map(data)) < MIN_MAP:
-        stem = data["stem"]
-        stride = stem.get("stride", nets_view().NetCfg.stem_stride)
-        if stride > 1:
-            stem["stride"] = stride // 2
-            if stem.get("kind") == "patch":  # a patch stem's kernel is its stride
-                stem["kernel"] = stem["stride"]
+def _halve_stem(data: dict[str, Any]) -> dict[str, Any] | None:
+    """``data`` with the stem stride halved, or ``None`` where the stem takes no other stride
+    (a stem of fixed layout) or is at stride 1 already."""
+    stem = data["stem"]
+    stride = stem.get("stride", nets_view().NetCfg.stem_stride)
+    if stride <= 1:
+        return None
+    out = copy.deepcopy(data)
+    out["stem"]["stride"] = stride // 2
+    if stem.get("kind") == "patch":  # a patch stem's kernel is its stride
+        out["stem"]["kernel"] = stride // 2
+    flat = copy.deepcopy(out)  # nothing downsamples: only the stem can be refused
+    for st in flat["stage"]:
+        st["downsample"] = "none"
+    return out if _last_map(flat) is not None else None
+
+
+def _shrink_for_input(data: dict[str, Any]) -> dict[str, Any]:
+    """Halve the stem stride (where the stem allows), then drop the earliest downsamples, until
+    the last map holds at least :data:`MIN_MAP` positions per axis (or nothing is left)."""
+    while True:
+        last = _last_map(data)
+        if last is not None and min(last) >= MIN_MAP:
+            return data
+        halved = _halve_stem(data)
+        if halved is not None:
+            data = halved
             continue
         for st in data["stage"]:
             down = _one(st.get("downsample", "none"))
@@ -206,7 +228,7 @@ def _shrink_for_input(data: dict[str, Any]) -> None:
                 st["downsample"] = "none"
                 break
         else:
-            return
+            return data  # nothing left to drop: the space's own check says what is wrong
 
 
 def scaled_zoo(
@@ -226,9 +248,10 @@ def scaled_zoo(
             key dims valid. 1.0 keeps the widths exactly.
         depth: multiplier of every stage depth and of the transformer layers inside a block,
             rounded half up, at least 1 (skipped stages stay skipped).
-        size: the input ``(H, W)``; for a smaller one the stem stride is halved and then the
-            earliest downsamples dropped until the last map is at least :data:`MIN_MAP` per
-            axis (attention windows clip to the map by themselves).
+        size: the input ``(H, W)``; for a smaller one the stem stride is halved (where the
+            stem takes another stride) and then the earliest downsamples dropped until the last
+            map is at least :data:`MIN_MAP` per axis (attention windows clip to the map by
+            themselves).
         channels, classes: the input channels and class count (default: the network's).
 
     Returns:
@@ -259,7 +282,8 @@ def scaled_zoo(
         if not isinstance(size, (tuple, list)) or len(size) != 2:
             raise SpaceError(f"size {size!r} is not allowed; allowed: (H, W)")
         inp["size"] = list(size)
-        _shrink_for_input(data)
+        data = _shrink_for_input(data)
+        inp = data["input"]
     base = space.zoo.get("base", space.name) if isinstance(space.zoo, dict) else space.name
     parts = [base]
     if width != 1.0:
