@@ -345,8 +345,9 @@ def zoo_side(
     meta = {
         "timm_version": data["timm_version"],
         "torch_version": torch.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''} "
-        f"{os.cpu_count()} cores".strip(),
+        "machine": " ".join(
+            filter(None, (platform.machine(), platform.processor(), f"{os.cpu_count()} cores"))
+        ),
         "load_before": list(os.getloadavg()),
         "rounds": rounds,
         "runs": runs,

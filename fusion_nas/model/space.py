@@ -188,6 +188,8 @@ class SearchSpace:
     head: HeadSpec = HeadSpec()
     # the file's [zoo] table as written (a zoo network's timm name, stage mapping, ...)
     zoo: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    # the zoo networks the space holds ([zoo] members; "all": every one installed, when loaded)
+    zoo_members: tuple[str, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -293,12 +295,6 @@ class SearchSpace:
         return self._net(arch.stages)
 
     # ------------------------------------------------------------------ zoo members
-
-    @property
-    def zoo_members(self) -> tuple[str, ...]:
-        """The zoo networks this space holds (``[zoo] members``), in the file's order."""
-        members = self.zoo.get("members", ()) if isinstance(self.zoo, dict) else ()
-        return tuple(members)
 
     def member_space(self, name: str, error: type[FusionNasError] = SpaceError) -> SearchSpace:
         """Zoo member ``name`` as its own single-architecture space: the zoo network scaled
@@ -662,20 +658,24 @@ class _Validator:
                     ratio = max(ratio, *getattr(spec, field))
             shown = f"{wide} at size {grid}" + (f" (MLP x{ratio:g})" if ratio > 1 else "")
             self.values(f"stage[{i}].width", int(math.prod(grid) * wide * ratio), shown)
-        self.members(space)
-        return space
+        return self.members(space)
 
-    def members(self, space: SearchSpace) -> None:
-        """Check ``[zoo] members`` (names of :mod:`fusion_nas.model.zoo` networks) and the
+    def members(self, space: SearchSpace) -> SearchSpace:
+        """``space`` holding its ``[zoo] members`` (names of :mod:`fusion_nas.model.zoo`
+        networks, or ``"all"``: every one installed), after checking them and the
         ``width``/``depth`` multipliers they are scaled by; each member must build."""
         zoo = space.zoo
         if "members" not in zoo:
-            return
+            return space
         from fusion_nas.model.zoo import list_zoo
 
         members = zoo["members"]
+        if members == "all":
+            members = list_zoo()
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise self.fail("zoo.members", f"{members!r} must be a list of zoo network names")
+            raise self.fail(
+                "zoo.members", f'{members!r} must be a list of zoo network names or "all"'
+            )
         if len(set(members)) != len(members):
             raise self.fail("zoo.members", f"{members!r} lists a network twice")
         if members and space.kind != "image":
@@ -693,10 +693,13 @@ class _Validator:
                 raise self.fail(
                     f"zoo.members[{i}]", f"{name!r} is not a zoo network; allowed: {allowed(known)}"
                 )
+        space = dataclasses.replace(space, zoo_members=tuple(members))
+        for i, name in enumerate(members):
             try:
                 space.member_space(name)
             except FusionNasError as exc:
                 raise self.fail(f"zoo.members[{i}]", f"{name!r} cannot be scaled: {exc}") from None
+        return space
 
     def values(self, field: str, n: int, what: str) -> None:
         """Refuse a tensor of ``n`` values per sample (``what`` says how) over the cap."""

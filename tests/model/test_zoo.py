@@ -269,7 +269,7 @@ def test_a_member_that_is_not_the_spaces_is_refused_in_one_line(tiny_zoo):
     ("zoo_table", "message"),
     [
         ('members = ["nope"]', "zoo.members[0]: 'nope' is not a zoo network; allowed: 'tiny'"),
-        ('members = "tiny"', "zoo.members: 'tiny' must be a list of zoo network names"),
+        ('members = "tiny"', "zoo.members: 'tiny' must be a list of zoo network names or"),
         ('members = ["tiny", "tiny"]', "lists a network twice"),
         ('members = ["tiny"]\nwidth = 0', "zoo.width: 0 is not allowed; allowed: (0, 64]"),
         ('members = ["tiny"]\ndepth = true', "zoo.depth: True is not allowed"),
@@ -295,3 +295,26 @@ def test_an_empty_member_list_is_the_plain_space(tiny_zoo):
     space = parse_space(host("[]"))
     assert space.zoo_members == ()
     assert space.num_architectures() == parse_space(HOST).num_architectures()
+
+
+def test_all_members_are_every_zoo_network_installed_when_loaded(tiny_zoo):
+    space = parse_space(host('"all"'))
+    assert space.zoo_members == ("tiny", "tiny2")
+    (tiny_zoo / "tiny2.toml").unlink()
+    assert parse_space(host('"all"')).zoo_members == ("tiny",)
+    assert space.zoo_members == ("tiny", "tiny2")  # a loaded space keeps what it held
+
+
+@pytest.mark.parametrize(
+    ("name", "like"), [("cifar10-hybrids", "cifar10"), ("hybrids-224", "coatnet-like")]
+)
+def test_the_builtin_hybrid_spaces_are_a_space_plus_every_installed_zoo_network(name, like):
+    from fusion_nas.model.space import load_space
+
+    space, plain = load_space(name), load_space(like)
+    assert space.stages == plain.stages and space.stem == plain.stem
+    assert space.product_size() == plain.num_architectures()
+    assert space.zoo_members == tuple(list_zoo())
+    assert space.num_architectures() == plain.num_architectures() + len(list_zoo())
+    for name in space.zoo_members:  # each member builds at the space's input
+        assert space.member_space(name).size == space.size
