@@ -106,6 +106,17 @@ def test_start_from_queues_the_member_first_and_results_say_so(host, tmp_path):
     shown = cli("results", "z", "--store", url)
     assert shown.exit_code == 0, shown.output
     assert "zoo member tiny (--start-from)" in shown.output
+    # the member exports like any trial: the file builds the scaled zoo network
+    out = tmp_path / "member.py"
+    res = cli("export", "z", "--trial", "0", "--out", str(out), "--store", url)
+    assert res.exit_code == 0, res.output
+    namespace: dict = {}
+    exec(compile(out.read_text(), str(out), "exec"), namespace)
+    import torch
+
+    model = namespace["FusionNet"]().eval()
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) == first.params
 
 
 @pytest.mark.parametrize(
