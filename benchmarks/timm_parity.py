@@ -309,6 +309,7 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str], meta: dict[str, Any
         "input 224x224, batch 1. MACs in G; latency: one thread, median of the round medians "
         f"({meta['rounds']} interleaved rounds of {meta['runs']} runs).",
         "",
+        *([meta["note"], ""] if meta.get("note") else []),
         "| zoo | timm | params ours / timm | shapes | MACs ours | timm published | "
         "thop on timm | cost model on timm | ms ours | ms timm | ours/timm |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -325,13 +326,28 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str], meta: dict[str, Any
             f"{g(r['macs_timm_cost_model'])} | {lat['ours_ms']} | {lat['timm_ms']} | "
             f"{lat['ratio_ours_over_timm']} |"
         )
+    for r in rows:
+        at = r.get("macs_timm_cost_model_at_published_size")
+        if at is not None:
+            lines += [
+                "",
+                f"{r['timm']}: timm publishes its cost at {r['published_img_size']}x"
+                f"{r['published_img_size']}; the cost model on timm's model there gives "
+                f"{g(at)} G.",
+            ]
     if skipped:
         lines += ["", "Skipped (no zoo file yet): " + ", ".join(skipped) + "."]
     return "\n".join(lines) + "\n"
 
 
 def zoo_side(
-    timm: types.ModuleType, data: dict, rounds: int, runs: int, warmup: int, out: Path
+    timm: types.ModuleType,
+    data: dict,
+    rounds: int,
+    runs: int,
+    warmup: int,
+    out: Path,
+    note: str | None = None,
 ) -> dict[str, Any]:
     """Write ``zoo_parity.json`` and ``.md`` for every zoo file present."""
     from fusion_nas.model.zoo import list_zoo
@@ -353,6 +369,7 @@ def zoo_side(
         "runs": runs,
         "warmup": warmup,
         "command": data.get("zoo_command"),
+        "note": note,
     }
     result = {"meta": meta, "rows": rows, "skipped": skipped}
     out.mkdir(parents=True, exist_ok=True)
@@ -386,6 +403,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=15, help="Interleaved latency rounds.")
     ap.add_argument("--runs", type=int, default=5, help="Timed runs per model and round.")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--note", default=None, help="A line for the results (what was measured).")
     args = ap.parse_args(argv)
     if min(args.rounds, args.runs) < 1 or args.warmup < 0:
         ap.error("--rounds and --runs must be >= 1, --warmup >= 0")
@@ -404,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.timm_only:
         return data
     data["zoo_command"] = command
-    return zoo_side(timm, data, args.rounds, args.runs, args.warmup, args.out)
+    return zoo_side(timm, data, args.rounds, args.runs, args.warmup, args.out, args.note)
 
 
 if __name__ == "__main__":
