@@ -318,3 +318,11 @@ def test_the_builtin_hybrid_spaces_are_a_space_plus_every_installed_zoo_network(
     assert space.num_architectures() == plain.num_architectures() + len(list_zoo())
     for name in space.zoo_members:  # each member builds at the space's input
         assert space.member_space(name).size == space.size
+
+
+def test_a_patch_stem_keeps_its_kernel_equal_to_its_stride(tiny_zoo):
+    patchy = TINY.replace("kernel = 3\nstride = 4", 'kind = "patch"\nkernel = 4\nstride = 4')
+    (tiny_zoo / "patchy.toml").write_text(patchy)
+    space = scaled_zoo("patchy", size=(16, 16))
+    assert (space.stem.kind, space.stem.stride, space.stem.kernel) == ("patch", 1, 1)
+    assert min(space.stage_sizes()[-1]) >= MIN_MAP
