@@ -153,3 +153,7 @@ def _setup(ctx: typer.Context) -> None:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":  # python -m fusion_nas.cli.app
+    main()

@@ -11,7 +11,7 @@ from rich.table import Table
 from fusion_nas.cli.common import console, user_errors
 
 if TYPE_CHECKING:
-    from fusion_nas.model.space import SearchSpace
+    from fusion_nas.model.space import SearchSpace, StageSpec
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 
@@ -42,6 +42,24 @@ def list_spaces() -> None:
         console.print(table)
 
 
+def _other_text(st: StageSpec) -> str:
+    """The vocabulary fields a stage sets away from the defaults: ``act gelu|relu; se 0.25``."""
+    from fusion_nas.model.configs import nets_view
+
+    defaults = nets_view().BlockCfg("conv", 1)
+    parts = [
+        f"{f} {'|'.join(f'{v:g}' if isinstance(v, float) else str(v) for v in getattr(st, f))}"
+        for f in ("act", "norm", "expand", "pos")
+        if getattr(st, f) != (getattr(defaults, f),)
+    ]
+    parts += [
+        f"{f} {v:g}" if isinstance(v, float) else f"{f} {v}"
+        for f, v in st.settings
+        if v != getattr(defaults, f)
+    ]
+    return "; ".join(parts) or "-"
+
+
 @space_app.command("show")
 def show(
     space: Annotated[str, typer.Argument(help="Built-in space name or path to a .toml file.")],
@@ -52,10 +70,12 @@ def show(
     with user_errors():
         sp = load_space(space)
         console.print(f"[bold]{escape(sp.name)}[/]: {escape(sp.description)}")
+        head = sp.head.kind + (f" width {sp.head.width}" if sp.head.width else "")
+        head += " distilled" if sp.head.distill else ""
         console.print(
-            f"input {_input_text(sp)}; stem conv k{sp.stem.kernel} stride {sp.stem.stride} "
-            f"-> {sp.stem.width} ch; MLP ratio {sp.mlp_ratio:g}; "
-            f"{sp.num_architectures():,} architectures"
+            f"input {_input_text(sp)}; stem {sp.stem.kind} k{sp.stem.kernel} stride "
+            f"{sp.stem.stride} -> {sp.stem.width} ch ({sp.stem.act}); head {head}; "
+            f"MLP ratio {sp.mlp_ratio:g}; {sp.num_architectures():,} architectures"
         )
         table = Table()
         for col in (
@@ -70,6 +90,7 @@ def show(
             "depth",
             "window",
             "downsample",
+            "other",
             "choices",
         ):
             table.add_column(col)
@@ -86,6 +107,7 @@ def show(
                 ", ".join(map(str, st.depth)),
                 str(st.window),
                 ", ".join(st.downsample),
+                _other_text(st),
                 f"{st.count():,}",
             )
         console.print(table)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import importlib
 import math
 import re
@@ -54,6 +55,7 @@ __all__ = [
     "check_folder",
     "check_outputs",
     "export_code",
+    "fold_branches",
     "write_export",
 ]
 
@@ -401,14 +403,32 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
         )
 
 
-def _export_onnx(model: nn.Module, space: SearchSpace, path: Path, ort: Any) -> None:
-    """Trace ``model`` to ONNX at ``path`` and check onnxruntime agrees (atol 1e-4)."""
+def fold_branches(model: nn.Module) -> int:
+    """Fold, in place, every block of ``model`` that has a ``fuse()`` method (the repconv
+    operator: its training-time branches become one conv); the number folded.
+
+    Exact in eval mode only (batch norms fold with their running statistics).
+    """
+    foldable = [m for m in model.modules() if callable(getattr(m, "fuse", None))]
+    for m in foldable:  # listed first: folding replaces submodules
+        m.fuse()
+    return len(foldable)
+
+
+def _export_onnx(
+    model: nn.Module, space: SearchSpace, path: Path, ort: Any, fold: bool = False
+) -> None:
+    """Trace ``model`` to ONNX at ``path`` and check onnxruntime agrees (atol 1e-4); with
+    ``fold``, a folded copy is traced (:func:`fold_branches`), checked against ``model``."""
     model.eval()
-    write_onnx(model, torch.zeros(space.input_shape(1)), path)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(space.input_shape(2), generator=gen)
     with torch.no_grad():
         expected = model(x)
+    if fold:
+        model = copy.deepcopy(model)
+        fold_branches(model)
+    write_onnx(model, torch.zeros(space.input_shape(1)), path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
     if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4):
@@ -425,6 +445,7 @@ def write_export(
     state_dict: Mapping[str, torch.Tensor] | None = None,
     weights: Path | None = None,
     onnx: Path | None = None,
+    fold: bool = False,
 ) -> None:
     """Write the module of :func:`export_code` to ``out``; optionally weights and ONNX too.
 
@@ -440,15 +461,22 @@ def write_export(
         weights: where to ``torch.save`` ``state_dict`` (loadable with ``weights_only=True``).
         onnx: where to write the exported model (with the weights) as ONNX; the ONNX model is
             checked against PyTorch with onnxruntime.
+        fold: the ONNX model is the deployment form: blocks with training-time branches
+            (repconv) folded into one conv each (:func:`fold_branches`), checked against the
+            unfolded PyTorch model. The ``.py`` file and ``weights`` stay unfolded; call
+            ``fuse()`` on such blocks after loading them.
 
     Raises:
         ExportError: as :func:`export_code`; or missing/unfit ``state_dict``; or onnx and
-            onnxruntime not installed (``pip install -e '.[onnx]'``); or an ONNX mismatch.
+            onnxruntime not installed (``pip install -e '.[onnx]'``); or an ONNX mismatch; or
+            ``fold`` without ``onnx``.
     """
     out = Path(out)
     meta = dict(meta or {})
     if weights is not None:
         meta.setdefault("weights_file", Path(weights).name)
+    if fold and onnx is None:
+        raise ExportError("fold applies to the ONNX file; give onnx too")
     if (weights is not None or onnx is not None) and state_dict is None:
         raise ExportError("state_dict is required to write weights or ONNX")
     ort = _import_onnx()[1] if onnx is not None else None
@@ -473,7 +501,8 @@ def write_export(
     # all were written (the stack's exits), so a failure leaves none of them half-written.
     with contextlib.ExitStack() as stack:
         if onnx is not None:
-            _export_onnx(model, space, stack.enter_context(atomic_output(Path(onnx))), ort)
+            target = stack.enter_context(atomic_output(Path(onnx)))
+            _export_onnx(model, space, target, ort, fold=fold)
         if weights is not None:
             torch.save(tensors, stack.enter_context(atomic_output(Path(weights))))
         with open(stack.enter_context(atomic_output(out)), "x", encoding="utf-8") as fh:

@@ -37,6 +37,8 @@ SETTINGS = (
     "patch",
     "scales",
     "split",
+    "down_ratio",
+    "attn_heads",
 )
 # stage entry: keep the size, AvgPool(2), strided conv, LayerNorm + 2x2 patch conv, or the
 # stage's first block downsamples itself (operators registered with downsamples=True)
@@ -58,7 +60,8 @@ def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False):
     ``uses`` names the :class:`BlockCfg` fields a search chooses for this operator (some of
     ``SEARCHABLE``); the others keep their defaults. ``downsamples``: the operator takes a
     stage's ``downsample="block"``, its first block built as
-    ``cls(cfg, size, in_width=..., stride=2)`` to halve the map and change the width itself.
+    ``cls(cfg, size, in_width=..., stride=2)`` to halve the map and change the width itself
+    (and ``in_size=``, the size of the map it gets, if the class has a ``takes_in_size``).
     """
 
     def wrap(cls):
@@ -203,7 +206,10 @@ class BlockCfg:
     ``layer_scale``: initial per-channel residual scale (0: none); ``inner``: width of an inner
     transformer (0: ``width``); ``layers``: transformer layers inside one block; ``patch``:
     patch side of unfold/fold blocks; ``scales``: channel groups of split blocks; ``split``:
-    share of channels the conv branch of a channel-split block takes.
+    share of channels the conv branch of a channel-split block takes; ``down_ratio``: value
+    width per head, times ``key_dim``, of a downsampling attention block (LeViT: 4);
+    ``attn_heads``: heads of attention whose heads are ``key_dim`` wide, any count, where
+    ``heads`` must divide ``width`` (LeViT-128S: 6 heads at width 256; 0: ``heads``).
     A bad value raises :class:`CfgError` naming the field.
     """
 
@@ -227,6 +233,8 @@ class BlockCfg:
     patch: int = 2
     scales: int = 1
     split: float = 0.5
+    down_ratio: float = 4.0
+    attn_heads: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.operator, str) or self.operator not in OPS:
@@ -268,6 +276,8 @@ class BlockCfg:
         _whole(self.patch, "patch")
         _whole(self.scales, "scales")
         _number(self.split, "split", 1e-9, 1.0, "numbers in (0, 1)")
+        _number(self.down_ratio, "down_ratio", 1e-9, words="positive numbers")
+        _whole(self.attn_heads, "attn_heads", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -335,12 +345,12 @@ class NetCfg:
         _whole(self.in_channels, "in_channels")
         _whole(self.classes, "classes", minimum=2)
         _whole(self.stem_width, "stem_width")
+        _word(self.stem, "stem", STEMS)
         if _whole(self.stem_kernel, "stem_kernel") % 2 == 0 and self.stem != "patch":
             raise CfgError(
                 "stem_kernel", f"{self.stem_kernel} is even; allowed: odd integers (1, 3, 5, 7...)"
             )
         _whole(self.stem_stride, "stem_stride")
-        _word(self.stem, "stem", STEMS)
         if self.stem == "patch" and self.stem_kernel != self.stem_stride:
             raise CfgError(
                 "stem_kernel",
@@ -532,12 +542,20 @@ class AttentionMixer(nn.Module):
 
 @register_attention("global")
 class GlobalAttention(AttentionMixer):
-    """Every token attends to every token: cost quadratic in tokens."""
+    """Every token attends to every token: cost quadratic in tokens. ``pos="bias"``: a
+    relative position bias over the whole map (:class:`RelPosBias`, CoAtNet)."""
+
+    positions = POSITIONS
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__(cfg, size)
+        self.rel = RelPosBias(cfg.heads, self.size) if cfg.pos == "bias" else None
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C)."""
         q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N, hd)
-        o = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, hd)
+        bias = None if self.rel is None else self.rel.matrix()  # (h, N, N) added to the logits
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, N, hd)
         return o.transpose(1, 2).flatten(2)
 
 
@@ -577,12 +595,25 @@ class WindowAttention(AttentionMixer):
     """Swin-style attention inside non-overlapping windows of ``window`` tokens per axis.
 
     The map is zero-padded up to a multiple of the window; padded keys are masked.
+    ``pos="bias"``: a relative position bias inside the window (:class:`RelPosBias`, MaxViT).
     """
+
+    positions = POSITIONS
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__(cfg, size)
         self.win = window_shape(self.size, cfg.window)
         self.padded = padded_size(self.size, cfg.window)
+        self.rel = RelPosBias(cfg.heads, self.win) if cfg.pos == "bias" else None
+
+    def arrange(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *padded, D) -> (B, *padded, D): the token order windows are cut from (here
+        unchanged; grid attention interleaves it)."""
+        return x
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`arrange`: (B, *padded, D) -> (B, *padded, D)."""
+        return x
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """(B, N, 3C) -> (B, N, C)."""
@@ -598,12 +629,17 @@ class WindowAttention(AttentionMixer):
             grid = F.pad(grid, spec)
             valid = torch.zeros(1, *self.padded, 1, dtype=torch.bool, device=qkv.device)
             valid[(slice(None), *(slice(0, s) for s in self.size))] = True
+            valid = partition(self.arrange(valid), self.win).squeeze(-1)  # (nW, T)
             # (B * nW, 1, 1, T): True where the key is a real token; broadcast over heads, queries.
-            mask = partition(valid, self.win).squeeze(-1)[:, None, None, :].repeat(B, 1, 1, 1)
-        windows = partition(grid, self.win)  # (B * nW, T, 3C), T = prod(win)
+            mask = valid[:, None, None, :].repeat(B, 1, 1, 1)
+        if self.rel is not None:  # (1, h, T, T) float bias; masked keys get -inf
+            bias = self.rel.matrix()[None]
+            mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
+        windows = partition(self.arrange(grid), self.win)  # (B * nW, T, 3C), T = prod(win)
         q, k, v = (split_heads(t, self.heads) for t in windows.chunk(3, dim=-1))  # (B*nW,h,T,hd)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B * nW, h, T, hd)
         o = merge(o.transpose(1, 2).flatten(2), self.win, self.padded, B)  # (B, *padded, C)
+        o = self.restore(o)
         o = o[(slice(None), *(slice(0, s) for s in self.size))]  # crop the padding
         return o.reshape(B, N, C3 // 3)
 
@@ -729,6 +765,617 @@ class GatedBlock(nn.Module):
         return x if self.mlp is None else x + self.mlp(x)
 
 
+# --------------------------------------------------------------------------- maxxvit
+# CoAtNet and MaxViT (timm maxxvit.py): MBConv with squeeze-excitation, transformer blocks with
+# relative position bias that may downsample, grid attention, the MaxViT block, their stem and
+# the pool -> LN -> Linear -> tanh -> Linear head.
+
+MBCONV_DIVISOR = 8  # MBConv hidden width: width * expand rounded to a multiple of 8 (timm)
+
+
+def round_width(value: float, divisor: int = MBCONV_DIVISOR) -> int:
+    """timm's ``make_divisible``: ``value`` to the nearest multiple of ``divisor`` (at least
+    ``divisor``), one step up when rounding down would lose more than 10%."""
+    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * value else out
+
+
+def half_pool(dim: int) -> nn.Module:
+    """AvgPool(2) rounding up, ``(n + 1) // 2`` per axis like a stride-2 conv with padding;
+    an edge window past the map averages the cells inside it."""
+    return (nn.AvgPool1d, nn.AvgPool2d)[dim - 1](2, ceil_mode=True)
+
+
+class Downsample(nn.Module):
+    """timm's ``Downsample2d`` shortcut: AvgPool(2), then conv1x1 (with bias) to the new width
+    if the width changes."""
+
+    def __init__(self, dim: int, in_width: int, width: int) -> None:
+        super().__init__()
+        self.pool = half_pool(dim)
+        self.expand = conv_nd(dim)(in_width, width, 1) if in_width != width else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S) -> (B, C, *((S + 1) // 2))."""
+        return self.expand(self.pool(x))
+
+
+class SqueezeExcite(nn.Module):
+    """``x * sigmoid(fc2(silu(fc1(mean over S of x))))`` with a ``hidden``-wide bottleneck
+    (timm ``SEModule`` with SiLU, as MaxViT and CoAtNet use it)."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.SiLU()
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        pooled = x.mean(dim=tuple(range(2, x.dim())))  # (B, C)
+        w = torch.sigmoid(self.fc2(self.act(self.fc1(pooled))))  # (B, C)
+        return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
+
+
+class RelPosBias(nn.Module):
+    """Relative position bias (Swin, CoAtNet, MaxViT): one learned logit per head and relative
+    offset inside a window of extent ``win``, added to the attention logits of query ``q`` and
+    key ``k``: ``table[h, k - q]``, ``prod(2 * w - 1)`` offsets per head (timm ``RelPosBias``)."""
+
+    def __init__(self, heads: int, win: tuple[int, ...]) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(heads, math.prod(2 * w - 1 for w in win)))
+        nn.init.trunc_normal_(self.table, std=0.02)
+        axes = torch.meshgrid(*(torch.arange(w) for w in win), indexing="ij")
+        coords = torch.stack(axes).flatten(1)  # (dim, T): each token's position in the window
+        index = torch.zeros((), dtype=torch.long)
+        for pos, w in zip(coords, win):  # row-major over the axes' offsets k - q + w - 1
+            index = index * (2 * w - 1) + (pos[None, :] - pos[:, None] + w - 1)  # (T, T)
+        self.register_buffer("index", index, persistent=False)  # rebuilt, not saved
+
+    def matrix(self) -> torch.Tensor:
+        """The bias of every query/key pair: (heads, T, T)."""
+        return self.table[:, self.index]
+
+
+def interleave(x: torch.Tensor, groups: tuple[int, ...]) -> torch.Tensor:
+    """(B, *P, D) -> (B, *P, D), each axis of length ``P = g * m`` reordered from ``(g, m)`` to
+    ``(m, g)``: ``g`` consecutive tokens of the result lie ``m`` apart in ``x``."""
+    return _swap_axes(x, [(g, p // g) for g, p in zip(groups, x.shape[1:-1])])
+
+
+def deinterleave(x: torch.Tensor, groups: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`interleave`: (B, *P, D) -> (B, *P, D)."""
+    return _swap_axes(x, [(p // g, g) for g, p in zip(groups, x.shape[1:-1])])
+
+
+def _swap_axes(x: torch.Tensor, splits: list[tuple[int, int]]) -> torch.Tensor:
+    """Split each spatial axis of (B, *P, D) into ``(a, b)``, swap to ``(b, a)``, flatten."""
+    B, P, D = x.shape[0], x.shape[1:-1], x.shape[-1]
+    x = x.reshape(B, *(n for ab in splits for n in ab), D)  # (B, a1, b1, [a2, b2,] D)
+    order = [i for axis in range(len(splits)) for i in (2 + 2 * axis, 1 + 2 * axis)]
+    return x.permute(0, *order, x.dim() - 1).reshape(B, *P, D)
+
+
+@register_attention("grid")
+class GridAttention(WindowAttention):
+    """MaxViT's grid attention: dilated windows, each of ``window`` tokens per axis spread
+    evenly over the map (``m = padded / window`` apart), so every window spans the whole map.
+
+    The map is zero-padded like window attention (padded keys masked), then each axis is
+    interleaved so that the windows of :class:`WindowAttention` are cut from the grid;
+    ``pos="bias"`` measures offsets in grid steps (timm ``grid_partition``).
+    """
+
+    def arrange(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *padded, D) -> (B, *padded, D): grid groups made contiguous."""
+        return interleave(x, self.win)
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *padded, D) -> (B, *padded, D): back to map order."""
+        return deinterleave(x, self.win)
+
+
+def mlp_of(cfg: BlockCfg) -> nn.Module | None:
+    """The attention blocks' MLP with ``cfg.act`` (None at ``mlp_ratio`` 0)."""
+    if not cfg.mlp_ratio:
+        return None
+    mlp = Mlp(cfg.width, cfg.mlp_ratio)
+    mlp.act = make_act(cfg.act)
+    return mlp
+
+
+@register_op("mbconv", uses=("kernel", "act", "expand"), downsamples=True)
+class MBConvBlock(nn.Module):
+    """timm's pre-norm MBConv (CoAtNet, MaxViT): ``shortcut(x) + conv1x1(se(act(BN(dw_k(
+    act(BN(conv1x1(BN(x)))))))))``.
+
+    Hidden width ``round_width(width * expand)``; squeeze-excitation ``se`` (a setting, 0: none)
+    with ``int(se * width)`` hidden units. The first block of a ``downsample = "block"`` stage
+    (``stride=2``) strides the depthwise conv and takes the shortcut through
+    :class:`Downsample` (pool, then conv1x1 to the new width); otherwise the shortcut is ``x``.
+    """
+
+    def __init__(
+        self, cfg: BlockCfg, size: tuple[int, ...], in_width: int | None = None, stride: int = 1
+    ) -> None:
+        super().__init__()
+        dim, width, k = len(size), cfg.width, cfg.kernel
+        in_width = width if in_width is None else in_width
+        mid = round_width(width * cfg.expand)
+        conv, bn = conv_nd(dim), batchnorm_nd(dim)
+        self.shortcut = Downsample(dim, in_width, width) if stride == 2 else nn.Identity()
+        self.pre_norm = bn(in_width)
+        self.conv1 = conv(in_width, mid, 1, bias=False)  # expand, at the input size
+        self.norm1, self.act1 = bn(mid), make_act(cfg.act)
+        self.conv2 = conv(mid, mid, k, stride=stride, padding=k // 2, groups=mid, bias=False)
+        self.norm2, self.act2 = bn(mid), make_act(cfg.act)
+        self.se = SqueezeExcite(mid, max(1, int(cfg.se * width))) if cfg.se else nn.Identity()
+        self.conv3 = conv(mid, width, 1)  # project, with bias (timm output_bias)
+        for c in (self.conv1, self.conv2, self.conv3):
+            nn.init.kaiming_normal_(c.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.conv3.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S_in) -> (B, C, *S), S = S_in or (S_in + 1) // 2 at stride 2."""
+        y = self.act1(self.norm1(self.conv1(self.pre_norm(x))))  # (B, mid, *S_in)
+        y = self.se(self.act2(self.norm2(self.conv2(y))))  # (B, mid, *S)
+        return self.shortcut(x) + self.conv3(y)
+
+
+@register_op(
+    "transformer", uses=("heads", "attention", "mlp_ratio", "act", "pos"), downsamples=True
+)
+class TransformerBlock(AttentionBlock):
+    """CoAtNet's transformer block (timm ``TransformerBlock2d``): the attention block (pre-norm
+    attention, then the MLP with ``act``); with ``pos="bias"`` and global attention it is
+    CoAtNet's block with relative position bias.
+
+    The first block of a ``downsample = "block"`` stage (``stride=2``) pools inside the
+    attention path, whose query/key/value projection maps the input width to the new one:
+    ``Downsample(x) + proj(attend(qkv(pool(LN(x)))))``; a learned or conv position encoding
+    then acts on the pooled input. Channel attention has no projection to do that.
+    """
+
+    def __init__(
+        self, cfg: BlockCfg, size: tuple[int, ...], in_width: int | None = None, stride: int = 1
+    ) -> None:
+        super().__init__(cfg, size)
+        self.mlp = mlp_of(cfg)
+        self.shortcut = self.down = None
+        if stride == 1:
+            return
+        attn, dim = self.attn, len(size)
+        in_width = cfg.width if in_width is None else in_width
+        if not isinstance(attn, AttentionMixer):
+            able = _allowed(n for n, c in ATTENTIONS.items() if issubclass(c, AttentionMixer))
+            raise CfgError(
+                "attention",
+                f"{cfg.attention!r} cannot downsample in a transformer block; allowed: {able}",
+            )
+        self.shortcut = Downsample(dim, in_width, cfg.width)
+        self.down = nn.Sequential(ChannelNorm(in_width, eps=1e-5), half_pool(dim))
+        attn.norm = nn.Identity()  # normalised before the pool instead
+        attn.qkv = nn.Linear(in_width, 3 * cfg.width)
+        for chunk in attn.qkv.weight.data.chunk(3, dim=0):  # query, key, value: (C, C_in) each
+            nn.init.xavier_uniform_(chunk)
+        nn.init.zeros_(attn.qkv.bias)
+        if attn.pos is not None:
+            attn.pos = nn.Parameter(torch.zeros(1, in_width, *size))
+            nn.init.trunc_normal_(attn.pos, std=0.02)
+        if attn.cpe is not None:
+            attn.cpe = conv_nd(dim)(in_width, in_width, 3, padding=1, groups=in_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S_in) -> (B, C, *S), S = S_in or (S_in + 1) // 2 at stride 2."""
+        if self.down is None:
+            return super().forward(x)
+        x = self.shortcut(x) + self.attn(self.down(x))  # (B, C, *S)
+        return x if self.mlp is None else x + self.mlp(x)
+
+
+@register_op(
+    "maxvit",
+    uses=("kernel", "heads", "mlp_ratio", "act", "expand", "pos"),
+    downsamples=True,
+)
+class MaxViTBlock(nn.Module):
+    """MaxViT's block (timm ``MaxxVitBlock``): :class:`MBConvBlock`, then window attention and
+    an MLP, then grid attention and an MLP, each pre-norm with its own residual.
+
+    ``window`` (a setting) is the window and the grid extent (MaxViT: 7); ``pos`` applies to
+    both attentions (MaxViT: ``"bias"``); ``downsample = "block"`` strides the MBConv.
+    """
+
+    def __init__(
+        self, cfg: BlockCfg, size: tuple[int, ...], in_width: int | None = None, stride: int = 1
+    ) -> None:
+        super().__init__()
+        self.conv = MBConvBlock(cfg, size, in_width, stride)
+        self.block_attn, self.block_mlp = WindowAttention(cfg, size), mlp_of(cfg)
+        self.grid_attn, self.grid_mlp = GridAttention(cfg, size), mlp_of(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S_in) -> (B, C, *S), S = S_in or (S_in + 1) // 2 at stride 2."""
+        x = self.conv(x)  # (B, C, *S)
+        for attn, mlp in ((self.block_attn, self.block_mlp), (self.grid_attn, self.grid_mlp)):
+            x = x + attn(x)
+            x = x if mlp is None else x + mlp(x)
+        return x
+
+
+@register_stem("maxxvit")
+class MaxxVitStem(nn.Module):
+    """timm's MaxxVit ``Stem``: conv(kernel, stride) -> BN -> act -> conv(kernel), both to
+    ``stem_width``, without bias (CoAtNet): (B, C_in, *S) -> (B, W_0, *S_0)."""
+
+    bias = False
+
+    def __init__(self, cfg: NetCfg) -> None:
+        super().__init__()
+        dim, W, k = len(cfg.size), cfg.stem_width, cfg.stem_kernel
+        conv = conv_nd(dim)
+        self.conv1 = conv(cfg.in_channels, W, k, cfg.stem_stride, k // 2, bias=self.bias)
+        self.norm, self.act = batchnorm_nd(dim)(W), make_act(cfg.act)
+        self.conv2 = conv(W, W, k, 1, k // 2, bias=self.bias)
+        for c in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(c.weight, mode="fan_out", nonlinearity="relu")
+            if c.bias is not None:
+                nn.init.zeros_(c.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S) -> (B, W_0, *S_0)."""
+        return self.conv2(self.act(self.norm(self.conv1(x))))
+
+
+@register_stem("maxxvit_tf")
+class MaxxVitTfStem(MaxxVitStem):
+    """:class:`MaxxVitStem` with biased convs (timm's MaxViT ``*_tf`` models)."""
+
+    bias = True
+
+
+@register_head("mlp")
+class MlpHead(nn.Module):
+    """timm's ``NormMlpClassifierHead``: mean over S -> LayerNorm -> Linear(``head_width``) ->
+    tanh -> Linear (CoAtNet, MaxViT); ``head_width`` 0: no hidden layer (the ``ln`` head)."""
+
+    def __init__(self, cfg: NetCfg, width: int) -> None:
+        super().__init__()
+        hidden = cfg.head_width
+        self.norm = nn.LayerNorm(width)
+        self.pre_logits = nn.Sequential(nn.Linear(width, hidden), nn.Tanh()) if hidden else None
+        self.fc = nn.Linear(hidden or width, cfg.classes)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, W, *S) -> (B, classes)."""
+        x = self.norm(x.mean(dim=tuple(range(2, x.dim()))))  # (B, W)
+        if self.pre_logits is not None:
+            x = self.pre_logits(x)  # (B, head_width)
+        return self.fc(x)
+
+
+# --------------------------------------------------------------------------- levit
+# LeViT (Graham et al. 2021; timm's ``levit``) on maps: timm's Linear+BatchNorm1d over tokens
+# ("LinearNorm") is a 1x1 conv + BatchNorm over the map here, the same math and parameters (the
+# layout of timm's ``levit_conv_*`` models), so every block keeps the (B, C, *S) convention.
+# And the re-parameterisable conv (RepVGG / MobileOne / FastViT): train with branches, deploy
+# one folded conv.
+
+LEVIT_DOWN_STRIDE = 2  # an attention downsample keeps every 2nd query per axis (size (n+1)//2)
+
+
+class LevitConvNorm(nn.Module):
+    """Conv (no bias, same padding) -> BatchNorm: timm's ConvNorm, and its LinearNorm at k = 1.
+
+    ``bn_init`` is the initial BN scale: 0 for the last layer of a residual branch (timm), so
+    the branch starts as zero.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        c_in: int,
+        c_out: int,
+        kernel: int = 1,
+        stride: int = 1,
+        bn_init: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.linear = conv_nd(dim)(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
+        self.bn = batchnorm_nd(dim)(c_out)
+        nn.init.constant_(self.bn.weight, bn_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, c_in, *S) -> (B, c_out, *S') (S' = S / stride, rounded up)."""
+        return self.bn(self.linear(x))
+
+
+@register_stem("levit")
+class LevitStem(nn.Sequential):
+    """timm's Stem16 / Stem8: log2(stride) convs (``stem_kernel``, timm 3) of stride 2 + BN,
+    the act (``NetCfg.act``) between them.
+
+    Widths ramp up to ``stem_width``: ``stem_width / 2**(m-1), ..., stem_width / 2, stem_width``
+    for ``m = log2(stem_stride)`` convs (16: W/8, W/4, W/2, W). Each conv halves the size
+    rounding up, which is the stem-size formula of a single ``stem_stride`` conv.
+    """
+
+    def __init__(self, cfg: NetCfg) -> None:
+        stride, width = cfg.stem_stride, cfg.stem_width
+        if stride < 2 or stride & (stride - 1):
+            raise CfgError(
+                "stem_stride", f"{stride} is not allowed by a levit stem; allowed: 2, 4, 8, 16..."
+            )
+        convs = stride.bit_length() - 1  # log2(stride)
+        if width % 2 ** (convs - 1):
+            raise CfgError(
+                "stem_width",
+                f"{width} does not halve {convs - 1} times for a levit stem of stride {stride}; "
+                f"allowed: multiples of {2 ** (convs - 1)}",
+            )
+        super().__init__()
+        dim, c_in = len(cfg.size), cfg.in_channels
+        for i in range(convs):
+            if i:
+                self.add_module(f"act{i}", make_act(cfg.act))
+            c_out = width >> (convs - 1 - i)  # W / 2**(m-1-i)
+            self.add_module(f"conv{i + 1}", LevitConvNorm(dim, c_in, c_out, cfg.stem_kernel, 2))
+            c_in = c_out
+
+
+def levit_bias_index(size: tuple[int, ...], step: int = 1) -> torch.Tensor:
+    """(N_q, N_k) index of each query/key pair into a table of ``prod(size)`` biases.
+
+    Keys are every position of ``size``; queries every ``step``-th position per axis. The index
+    is the pair's absolute offset per axis, raveled over ``size`` (timm: |dy| * W + |dx|), so
+    pairs at the same offset share a bias.
+    """
+    keys = torch.stack(torch.meshgrid(*(torch.arange(n) for n in size), indexing="ij"))
+    queries = torch.meshgrid(*(torch.arange(0, n, step) for n in size), indexing="ij")
+    # (d, N_q, N_k): |query - key| along each of the d axes
+    rel = (torch.stack(queries).flatten(1)[:, :, None] - keys.flatten(1)[:, None, :]).abs()
+    index = rel[0]  # (N_q, N_k), raveled with the later axes below
+    for axis in range(1, len(size)):
+        index = index * size[axis] + rel[axis]
+    return index
+
+
+def levit_key_dim(cfg: BlockCfg) -> int:
+    """Query/key width per head: ``key_dim``, or (0) the width split over the heads."""
+    return cfg.key_dim or max(1, cfg.width // (cfg.attn_heads or cfg.heads))
+
+
+class LevitAttention(nn.Module):
+    """LeViT attention with learned attention biases, no residual (timm ``Attention``).
+
+    ``qkv`` (1x1 conv + BN) gives per head a query and key of ``key_dim`` and a value of
+    ``attn_ratio * key_dim`` channels; ``softmax(q^T k / sqrt(key_dim) + bias)`` with one bias
+    per head and relative offset (:func:`levit_bias_index`); then act -> 1x1 conv + BN back to
+    ``C`` (BN scale starts at 0). With ``in_width`` (timm ``AttentionDownsample``), queries come
+    from every 2nd position per axis through their own projection ``q``, keys and values from
+    ``kv``, and the output has ``width`` channels on the subsampled map.
+    """
+
+    def __init__(
+        self,
+        cfg: BlockCfg,
+        size: tuple[int, ...],
+        heads: int,
+        attn_ratio: float,
+        in_width: int | None = None,
+    ) -> None:
+        super().__init__()
+        dim, C = len(size), cfg.width
+        self.heads, self.size = heads, tuple(size)  # size: the input map's
+        self.key_dim = levit_key_dim(cfg)
+        self.val_dim = int(attn_ratio * self.key_dim)  # timm rounds down
+        if self.val_dim < 1:
+            field = "down_ratio" if in_width is not None else "attn_ratio"
+            raise CfgError(
+                field,
+                f"{attn_ratio} times key width {self.key_dim} leaves no value channel; "
+                f"allowed: numbers >= {1 / self.key_dim:g}",
+            )
+        self.scale = self.key_dim**-0.5
+        self.down = in_width is not None
+        c_in, kd, vd = (in_width or C), self.key_dim, self.val_dim
+        if self.down:
+            self.kv = LevitConvNorm(dim, c_in, heads * (kd + vd))
+            self.q = LevitConvNorm(dim, c_in, heads * kd)
+        else:
+            self.qkv = LevitConvNorm(dim, c_in, heads * (2 * kd + vd))
+        self.proj = nn.Sequential(
+            make_act(cfg.act),
+            LevitConvNorm(dim, heads * vd, C, bn_init=1.0 if self.down else 0.0),  # timm's
+        )
+        step = LEVIT_DOWN_STRIDE if self.down else 1
+        self.attention_biases = nn.Parameter(torch.zeros(heads, math.prod(size)))
+        self.register_buffer("bias_index", levit_bias_index(self.size, step), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *S) -> (B, C, *S_out): S_out = S, or ceil(S / 2) when downsampling."""
+        B, N, h = x.shape[0], math.prod(self.size), self.heads
+        kd, vd = self.key_dim, self.val_dim
+        if self.down:
+            k, v = self.kv(x).view(B, h, kd + vd, N).split([kd, vd], dim=2)  # (B, h, *, N)
+            sub = x[(..., *[slice(None, None, LEVIT_DOWN_STRIDE)] * len(self.size))]
+            q = self.q(sub).view(B, h, kd, -1)  # (B, h, kd, N_q)
+            out_size = tuple(sub.shape[2:])
+        else:
+            q, k, v = self.qkv(x).view(B, h, 2 * kd + vd, N).split([kd, kd, vd], dim=2)
+            out_size = self.size
+        bias = self.attention_biases[:, self.bias_index]  # (h, N_q, N)
+        attn = ((q.transpose(-2, -1) @ k) * self.scale + bias).softmax(dim=-1)  # (B, h, N_q, N)
+        o = (v @ attn.transpose(-2, -1)).reshape(B, h * vd, *out_size)  # (B, h * vd, *S_out)
+        return self.proj(o)
+
+
+class LevitMlp(nn.Module):
+    """1x1 conv + BN -> act -> 1x1 conv + BN (scale starts at 0), residual left to the caller."""
+
+    def __init__(self, dim: int, channels: int, ratio: float, act: str) -> None:
+        super().__init__()
+        hidden = max(1, int(channels * ratio))  # timm rounds down
+        self.ln1 = LevitConvNorm(dim, channels, hidden)
+        self.act = make_act(act)
+        self.ln2 = LevitConvNorm(dim, hidden, channels, bn_init=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        return self.ln2(self.act(self.ln1(x)))
+
+
+@register_op("levit", uses=("heads", "mlp_ratio", "act"), downsamples=True)
+class LevitBlock(nn.Module):
+    """LeViT block: ``x + attn(x)``, then ``x + mlp(x)`` (timm ``LevitBlock``; no MLP at 0).
+
+    Reads ``heads`` (``attn_heads`` instead where set: LeViT's head counts need not divide the
+    width), ``key_dim`` (0: width // heads), ``attn_ratio``, ``mlp_ratio``, ``act``. Built with
+    ``in_width`` and ``stride=2`` (a stage's ``downsample = "block"``), it is timm's
+    ``LevitDownsample``: attention downsample ``in_width -> width`` without a residual, with
+    ``in_width // key_dim`` heads and value ratio ``down_ratio``, then ``x + mlp(x)``.
+    """
+
+    takes_in_size = True  # FusionNet passes the downsampling block its input size too
+
+    def __init__(
+        self,
+        cfg: BlockCfg,
+        size: tuple[int, ...],
+        in_width: int | None = None,
+        stride: int = 1,
+        in_size: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        dim = len(size)
+        if stride not in (1, LEVIT_DOWN_STRIDE):
+            raise ValueError(f"stride {stride} is not allowed by a levit block; allowed: 1, 2")
+        self.down = stride != 1
+        if self.down:
+            in_width = cfg.width if in_width is None else in_width
+            key_dim = levit_key_dim(cfg)
+            heads = in_width // key_dim
+            if heads < 1:
+                raise CfgError(
+                    "key_dim",
+                    f"{key_dim} is wider than the {in_width} channels a levit downsample gets; "
+                    f"allowed: 1..{in_width}",
+                )
+            # the map it downsamples (without in_size: the even size that halves to size)
+            in_size = tuple(in_size) if in_size is not None else tuple(2 * n for n in size)
+            self.attn = LevitAttention(cfg, in_size, heads, cfg.down_ratio, in_width)
+        else:
+            self.attn = LevitAttention(cfg, size, cfg.attn_heads or cfg.heads, cfg.attn_ratio)
+        self.mlp = LevitMlp(dim, cfg.width, cfg.mlp_ratio, cfg.act) if cfg.mlp_ratio else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S); downsampling: (B, C_in, *S_in) -> (B, C, *ceil(S_in / 2))."""
+        x = self.attn(x) if self.down else x + self.attn(x)
+        return x if self.mlp is None else x + self.mlp(x)
+
+
+class LevitNormLinear(nn.Module):
+    """BatchNorm1d -> Linear (timm ``NormLinear``; weight trunc-normal std 0.02, bias 0)."""
+
+    def __init__(self, width: int, classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(width)
+        self.linear = nn.Linear(width, classes)
+        nn.init.trunc_normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, width) -> (B, classes)."""
+        return self.linear(self.bn(x))
+
+
+@register_head("bn")
+class BnHead(nn.Module):
+    """Mean over S -> BatchNorm1d -> Linear (LeViT); ``distill`` adds a second BN + Linear and
+    averages the two, as timm's distilled models do at inference."""
+
+    def __init__(self, cfg: NetCfg, width: int) -> None:
+        super().__init__()
+        if cfg.head_width:
+            raise CfgError(
+                "head_width", f"{cfg.head_width} is not allowed by a bn head; allowed: 0"
+            )
+        self.head = LevitNormLinear(width, cfg.classes)
+        self.head_dist = LevitNormLinear(width, cfg.classes) if cfg.distill else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, width, *S) -> (B, classes)."""
+        pooled = x.mean(dim=tuple(range(2, x.dim())))  # (B, width)
+        out = self.head(pooled)
+        return out if self.head_dist is None else (out + self.head_dist(pooled)) / 2
+
+
+def fold_conv_bn(weight: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conv weight (C_out, C_in, *k) followed by eval-mode BN -> (weight, bias) of one conv."""
+    std = (bn.running_var + bn.eps).sqrt()
+    scale = bn.weight / std  # (C_out,)
+    return weight * scale.view(-1, *[1] * (weight.dim() - 1)), bn.bias - bn.running_mean * scale
+
+
+@register_op("repconv", uses=("kernel", "act"))
+class RepConvBlock(nn.Module):
+    """``x + act(BN(conv_k(x)) + BN(conv_1(x)) + BN(x))``: RepVGG's training-time branches
+    (dense convs, same padding; 1-D and 2-D), reading ``kernel`` and ``act``.
+
+    :meth:`fuse` folds the three branches into one ``k``-conv with bias (deployment), equal to
+    them in eval mode (BN running statistics); after it the block is ``x + act(conv(x))``.
+    """
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        dim, C, k = len(size), cfg.width, cfg.kernel
+        self.dim, self.kernel = dim, k
+        self.conv = nn.Sequential(
+            conv_nd(dim)(C, C, k, padding=k // 2, bias=False), batchnorm_nd(dim)(C)
+        )
+        self.scale = nn.Sequential(conv_nd(dim)(C, C, 1, bias=False), batchnorm_nd(dim)(C))
+        self.identity = batchnorm_nd(dim)(C)
+        self.act = make_act(cfg.act)
+        self.fused: nn.Module | None = None
+        for conv in (self.conv[0], self.scale[0]):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S)."""
+        if self.fused is not None:
+            return x + self.act(self.fused(x))
+        return x + self.act(self.conv(x) + self.scale(x) + self.identity(x))
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the branches into ``self.fused``, one ``k``-conv with bias; drops the branches.
+
+        Exact for eval mode: every BN folds with its running statistics. Calling it twice is a
+        no-op.
+        """
+        if self.fused is not None:
+            return
+        C, k, pad = self.identity.num_features, self.kernel, self.kernel // 2
+        centre = (slice(None), slice(None), *[slice(pad, pad + 1)] * self.dim)  # the 1x1 tap
+        wk, bk = fold_conv_bn(self.conv[0].weight, self.conv[1])  # (C, C, *k), (C,)
+        one = torch.zeros_like(wk)  # the 1x1 conv as a k-conv: its weight at the centre tap
+        one[centre] = self.scale[0].weight
+        w1, b1 = fold_conv_bn(one, self.scale[1])
+        eye = torch.zeros_like(wk)  # the identity as a k-conv: 1 at the centre, channel c -> c
+        eye[centre] = torch.eye(C, dtype=wk.dtype, device=wk.device).view(C, C, *[1] * self.dim)
+        wi, bi = fold_conv_bn(eye, self.identity)
+        fused = conv_nd(self.dim)(C, C, k, padding=pad, device=wk.device, dtype=wk.dtype)
+        fused.weight.copy_(wk + w1 + wi)
+        fused.bias.copy_(bk + b1 + bi)
+        self.fused = fused
+        del self.conv, self.scale, self.identity
+
+
 # --------------------------------------------------------------------------- network
 
 
@@ -835,17 +1482,18 @@ class FusionNet(nn.Module):
             raise ValueError("FusionNet needs a NetCfg")
         self.cfg, dim = cfg, len(cfg.size)
         self.stem = STEMS[cfg.stem](cfg)
-        stages, width = [], cfg.stem_width
+        stages, width, prev = [], cfg.stem_width, cfg.stem_size()
         for st, size in zip(cfg.stages, cfg.stage_sizes()):
             if st.depth == 0:
                 continue  # skipped: no transition, the width carries over
             block = OPS[st.block.operator]
             layers = [transition(dim, width, st.block.width, st.downsample)]
             if st.downsample == "block":  # the first block halves the map, changes the width
-                layers.append(block(st.block, size, in_width=width, stride=2))
+                seen = {"in_size": prev} if hasattr(block, "takes_in_size") else {}
+                layers.append(block(st.block, size, in_width=width, stride=2, **seen))
             layers += [block(st.block, size) for _ in range(len(layers) - 1, st.depth)]
             stages.append(nn.Sequential(*layers))
-            width = st.block.width
+            width, prev = st.block.width, size
         self.stages = nn.Sequential(*stages)
         self.head = HEADS[cfg.head](cfg, width)
         self._register_load_state_dict_pre_hook(_old_head_keys)

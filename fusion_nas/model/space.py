@@ -448,6 +448,11 @@ _NET_FIELDS = {
     "stem_width": "stem.width",
     "stem_kernel": "stem.kernel",
     "stem_stride": "stem.stride",
+    "stem": "stem.kind",
+    "act": "stem.act",
+    "head": "head.kind",
+    "head_width": "head.width",
+    "distill": "head.distill",
 }
 
 

@@ -22,7 +22,16 @@ from torch import nn
 
 from fusion_nas.errors import FusionNasError
 from fusion_nas.model.arch import Architecture
-from fusion_nas.model.nets import OPS, BlockCfg, FusionNet, batchnorm_nd, conv_nd, transition
+from fusion_nas.model.nets import (
+    OPS,
+    BlockCfg,
+    FusionNet,
+    batchnorm_nd,
+    conv_nd,
+    entry_size,
+    make_act,
+    transition,
+)
 from fusion_nas.model.space import SearchSpace
 
 MAX_PARAMS = 20_000_000  # supernet parameters (x16 bytes to train: 320 MiB)
@@ -36,13 +45,23 @@ class SupernetError(FusionNasError):
 # --------------------------------------------------------------------------- plan
 
 
-def _entry_size(size: tuple[int, ...], downsample: str) -> tuple[int, ...]:
-    """Spatial size inside a stage entered at ``size`` (as :meth:`NetCfg.stage_sizes`)."""
-    if downsample == "pool":
-        return tuple(n // 2 for n in size)
-    if downsample == "conv":
-        return tuple((n + 1) // 2 for n in size)
-    return size
+def _check_supported(space: SearchSpace) -> None:
+    """The supernet shares a conv stem, LayerNorm heads and per-stage transitions: refuse, in
+    one line, a space whose stem, head or ``"block"`` downsampling it cannot share."""
+    if space.stem.kind != "conv":
+        raise SupernetError(
+            f"space {space.name!r}: a supernet needs the 'conv' stem, not {space.stem.kind!r}"
+        )
+    if (space.head.kind, space.head.width, space.head.distill) != ("ln", 0, False):
+        raise SupernetError(
+            f"space {space.name!r}: a supernet needs the plain 'ln' head (no width, no distill)"
+        )
+    for i, spec in enumerate(space.stages):
+        if "block" in spec.downsample:
+            raise SupernetError(
+                f"space {space.name!r}: stage {i} downsamples in its first block, which a "
+                "supernet cannot share between widths; allowed: 'none', 'pool', 'conv', 'patch'"
+            )
 
 
 TransitionKey = tuple[int, int, int, str]  # (stage, in width, out width, downsample)
@@ -65,6 +84,7 @@ def plan_supernet(space: SearchSpace, max_modules: int = MAX_MODULES) -> Plan:
     stage passes its input on), so the plan holds exactly the reachable modules. More than
     ``max_modules`` blocks and transitions raise :class:`SupernetError`.
     """
+    _check_supported(space)
     trans: dict[TransitionKey, None] = {}
     blocks: dict[BlockKey, None] = {}
     states = {(space.stem.width, space.stem_size())}  # (width, size) entering the stage
@@ -75,7 +95,7 @@ def plan_supernet(space: SearchSpace, max_modules: int = MAX_MODULES) -> Plan:
                 continue
             st = space.stage_cfg(i, choice)
             for width, size in states:
-                inner = _entry_size(size, st.downsample)
+                inner = entry_size(size, st.downsample)
                 trans[(i, width, st.block.width, st.downsample)] = None
                 for j in range(st.depth):
                     blocks[(i, j, st.block, inner)] = None
@@ -186,7 +206,9 @@ class SuperNet(nn.Module):
             space.channels, s.width, s.kernel, stride=s.stride, padding=s.kernel // 2
         )
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        holder.stem = nn.Sequential(conv, batchnorm_nd(dim)(s.width), nn.GELU())  # as FusionNet
+        holder.stem = nn.Sequential(
+            conv, batchnorm_nd(dim)(s.width), make_act(s.act)
+        )  # as ConvStem
         holder.transitions = nn.ModuleDict(
             {name: transition(dim, *key[1:]) for key, name in self._trans_name.items()}
         )
@@ -242,7 +264,7 @@ class SuperNet(nn.Module):
         for n, (tname, names) in enumerate(stages):
             parts.append((f"stages.{n}.0", self.transitions[tname]))
             parts += [(f"stages.{n}.{j + 1}", self.blocks[b]) for j, b in enumerate(names)]
-        parts += [("norm", self.heads[head]["norm"]), ("head", self.heads[head]["head"])]
+        parts += [("head.norm", self.heads[head]["norm"]), ("head.fc", self.heads[head]["head"])]
         return {
             f"{prefix}.{k}": v.detach().clone()
             for prefix, module in parts
