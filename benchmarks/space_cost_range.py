@@ -7,7 +7,9 @@ transition costs are counted by :func:`fusion_nas.model.cost.count_cost` on the 
 every extreme architecture is checked against :func:`fusion_nas.model.cost.arch_cost`. The
 median is over ``--samples`` architectures drawn by :meth:`SearchSpace.sample` (uniform over
 each stage's choices, seeded; a sample, so the median of that draw, not of the whole space),
-costed from the same cached stage costs (a few of them checked against ``arch_cost``). Writes
+costed from the same cached stage costs (a few of them checked against ``arch_cost``). A space's
+zoo members (``[zoo] members``) are costed one by one and listed under ``members``; one of them
+is an extreme where it is cheaper or dearer than the stage product's. Writes
 ``benchmarks/results/space_cost_range_<space>.json``.
 
     python benchmarks/space_cost_range.py --space mnist1d
@@ -174,9 +176,29 @@ def cost_range(space: SearchSpace, samples: int = 0, seed: int = 0) -> dict[str,
             entry = _entry(space, stages)
             assert entry[metric] == value, (metric, name, entry[metric], value)
             out[name if metric == "macs" else f"{name}_params"] = entry
+    members = [_member_entry(space, arch) for arch in space.members()]
+    if members:  # the zoo members belong to the space too: they may be its extremes
+        for metric in METRICS:
+            for name, pick in (("min", min), ("max", max)):
+                key = name if metric == "macs" else f"{name}_params"
+                out[key] = pick([out[key], *members], key=lambda e, m=metric: e[m])
+        out["members"] = members
     if samples:
         out["sampled"] = sampled(space, costs, samples, seed)
     return out
+
+
+def _member_entry(space: SearchSpace, arch: Architecture) -> dict[str, Any]:
+    """A zoo member of ``space`` (``[zoo] members``) as an extreme's entry."""
+    cost = arch_cost(arch, space)
+    return {
+        "member": arch.base,
+        "macs": cost.macs,
+        "params": cost.params,
+        "arch": arch.describe(),
+        "arch_id": arch.arch_id,
+        "json": arch.to_dict(),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

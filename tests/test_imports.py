@@ -118,5 +118,10 @@ def test_the_package_and_the_records_load_no_torch() -> None:
 def test_spaces_and_the_dashboard_api_load_no_torch() -> None:
     # the space parser reads nets.py's configs through model.configs; the dashboard's figures
     # list operators through the registry: neither needs torch until a network is built
-    for module in ("fusion_nas.model.space", "fusion_nas.model.arch", "fusion_nas.web.api"):
+    for module in (
+        "fusion_nas.model.space",
+        "fusion_nas.model.arch",
+        "fusion_nas.model.zoo",
+        "fusion_nas.web.api",
+    ):
         assert "torch" not in loaded(module), module

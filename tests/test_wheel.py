@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-BUILTINS = ("cifar10", "coatnet-like", "digits", "fashion-mnist", "mnist1d")
+BUILTINS = (
+    "cifar10",
+    "cifar10-hybrids",
+    "coatnet-like",
+    "digits",
+    "fashion-mnist",
+    "hybrids-224",
+    "mnist1d",
+)
 _NOT_SHIPPED = (
     ".git",
     ".venv",

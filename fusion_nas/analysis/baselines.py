@@ -21,6 +21,9 @@ input shape and classes) and exact MACs and parameters (batch of one):
   built, costed and exported like searched networks: ``all-conv``, ``all-attention``, ``can``
   (parallel conv and channel attention everywhere), ``gated`` (gated everywhere) and ``hvt``
   (conv stages first, attention stages after: the first ``ceil(n/2)`` stages conv).
+- the space's zoo members (``[zoo] members``: the field's hybrids of :mod:`fusion_nas.model.zoo`,
+  scaled to the space's input), named ``zoo:<member>`` (:func:`zoo_baselines`); ``fusion-nas
+  baselines SPACE --zoo`` trains them.
 
 A design takes, in every stage, the middle value the space allows for kernel, heads, width,
 depth (at least 1) and downsampling (the lower middle of an even list; numbers sorted, the
@@ -78,8 +81,10 @@ __all__ = [
     "baselines_for",
     "collection_record",
     "select",
+    "select_zoo",
     "train_baseline",
     "train_baselines",
+    "zoo_baselines",
 ]
 
 
@@ -420,6 +425,55 @@ BASELINES: dict[str, _Definition] = {
     ),
 }
 """Every baseline by name, in the order they are listed and trained."""
+
+
+ZOO_PREFIX = "zoo:"  # baseline names of a space's zoo members: zoo:<member>
+
+
+def zoo_baselines(space: SearchSpace) -> list[Baseline]:
+    """The zoo members of ``space`` (its ``[zoo] members``, scaled to its input) as
+    baselines named ``zoo:<member>``, in the order the space lists them."""
+    out = []
+    for name in space.zoo_members:
+        arch = space.member_arch(name)
+        cost = arch_cost(arch, space)
+        member = space.member_space(name)
+        description = f"zoo network {name}, scaled: {member.description}"
+        out.append(
+            Baseline(
+                f"{ZOO_PREFIX}{name}",
+                description,
+                arch,
+                cost.macs,
+                cost.params,
+                lambda arch=arch: build_model(arch, space),
+            )
+        )
+    return out
+
+
+def select_zoo(space: SearchSpace, only: Sequence[str] | None = None) -> list[Baseline]:
+    """The zoo baselines to train for ``space`` (``only``: these members, with or without the
+    ``zoo:`` prefix). Raises :class:`BaselineError` for a space without members or a name that
+    is not one of them."""
+    found = {b.name: b for b in zoo_baselines(space)}
+    if not found:
+        raise BaselineError(
+            f"space {space.name!r} lists no zoo members; allowed: a space with "
+            "[zoo] members = [...] (fusion_nas/zoo/)"
+        )
+    if not only:
+        return list(found.values())
+    chosen = []
+    for name in dict.fromkeys(only):
+        key = name if name.startswith(ZOO_PREFIX) else f"{ZOO_PREFIX}{name}"
+        if key not in found:
+            raise BaselineError(
+                f"{name!r} is not a zoo member of space {space.name!r}; allowed: "
+                f"{allowed(n[len(ZOO_PREFIX) :] for n in found)}"
+            )
+        chosen.append(found[key])
+    return chosen
 
 
 def _resolve(name: str, space: SearchSpace) -> Baseline | Unavailable:

@@ -78,14 +78,15 @@ def _acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _list_table(space: SearchSpace) -> Table:
-    from fusion_nas.analysis.baselines import Baseline, baselines_for
+def _list_table(space: SearchSpace, zoo: bool = False) -> Table:
+    from fusion_nas.analysis.baselines import Baseline, baselines_for, select_zoo
 
-    table = Table(title=f"Baselines of space {escape(space.name)}", title_justify="left")
+    kind = "Zoo baselines" if zoo else "Baselines"
+    table = Table(title=f"{kind} of space {escape(space.name)}", title_justify="left")
     for column, justify in (("name", "left"), ("MACs", "right"), ("params", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     table.add_column("network", overflow="fold")
-    for b in baselines_for(space):
+    for b in select_zoo(space) if zoo else baselines_for(space):
         if isinstance(b, Baseline):
             table.add_row(b.name, f"{b.macs:,}", f"{b.params:,}", escape(b.describe()))
         else:
@@ -177,6 +178,14 @@ def baselines(
         bool,
         typer.Option("--list", help="Show the baselines of SPACE and their cost; train nothing."),
     ] = False,
+    zoo: Annotated[
+        bool,
+        typer.Option(
+            "--zoo",
+            help="Train the zoo members of SPACE (its [zoo] members, scaled to its input), "
+            "named zoo:<member>, instead of the built-in baselines; --only picks among them.",
+        ),
+    ] = False,
 ) -> None:
     """Train the reference networks of SPACE with the protocol of searched networks.
 
@@ -185,14 +194,17 @@ def baselines(
     training data, then the test split once). Results are stored beside the searches, in the
     study 'baselines:SPACE:DATASET'; 'pareto' and the dashboard show them as reference points.
     """
-    from fusion_nas.analysis.baselines import select
+    from fusion_nas.analysis.baselines import select, select_zoo
 
     with user_errors():
         sp = load_space(space)
         if list_:
-            console.print(_list_table(sp))
+            console.print(_list_table(sp, zoo))
             return
-        chosen, skipped = select(sp, _names(only))
+        if zoo:
+            chosen, skipped = select_zoo(sp, _names(only)), []
+        else:
+            chosen, skipped = select(sp, _names(only))
         dataset = dataset_of(sp, dataset)
         protocol = TrainingProtocol(
             dataset=dataset,

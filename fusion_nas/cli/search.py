@@ -183,6 +183,15 @@ def search(
         str,
         typer.Option(help="Zero-cost proxy of --prescreen: naswot, synflow, grad_norm, snip."),
     ] = "naswot",
+    start_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated zoo members of SPACE (its [zoo] members, scaled to its "
+            "input) to queue as the first trials of a new search, before the strategy "
+            "proposes; each is marked in 'results'. Optuna strategies except grid.",
+            show_default=False,
+        ),
+    ] = None,
     objective: Annotated[
         str,
         typer.Option(
@@ -255,6 +264,7 @@ def search(
             fidelity=fidelity,
             prescreen=prescreen,
             prescreen_proxy=zero_cost,
+            start_from=start_from,
             objective=objective,
             max_latency_ms=max_latency_ms,
             latency=latency,

@@ -35,7 +35,8 @@ def list_spaces() -> None:
                 escape(space.name),
                 _input_text(space),
                 str(len(space.stages)),
-                f"{space.num_architectures():,}",
+                f"{space.num_architectures():,}"
+                + (f" ({len(space.zoo_members)} zoo)" if space.zoo_members else ""),
                 escape(space.description),
             )
         console.print(table)
@@ -110,3 +111,30 @@ def show(
                 f"{st.count():,}",
             )
         console.print(table)
+        if sp.zoo_members:
+            console.print(_members_table(sp))
+
+
+def _members_table(sp: SearchSpace) -> Table:
+    """The space's zoo members, scaled to its input, and their exact cost."""
+    from fusion_nas.model.cost import arch_cost
+
+    table = Table(
+        title=f"Zoo members (width x{sp.zoo.get('width', 1.0):g}, depth "
+        f"x{sp.zoo.get('depth', 1.0):g}; --start-from NAME queues one)",
+        title_justify="left",
+    )
+    for col in ("member", "stem stride", "downsampling stages", "MACs", "params"):
+        table.add_column(col, justify="left" if col == "member" else "right")
+    for name in sp.zoo_members:
+        member = sp.member_space(name)
+        cost = arch_cost(sp.member_arch(name), sp)
+        downs = sum(st.downsample[0] != "none" for st in member.stages)
+        table.add_row(
+            escape(name),
+            str(member.stem.stride),
+            f"{downs} of {len(member.stages)}",
+            f"{cost.macs:,}",
+            f"{cost.params:,}",
+        )
+    return table

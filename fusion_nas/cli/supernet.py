@@ -133,7 +133,7 @@ def supernet(
         ):
             if value < low:
                 raise FusionNasError(f"{flag} {value} is too small; allowed: integers >= {low}")
-        size = sp.num_architectures()
+        size = sp.product_size()
         if evaluations > size:  # more would only repeat networks already scored
             from fusion_nas.cli.common import err_console
 

@@ -88,10 +88,16 @@ class StageChoice:
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network of one search space: one :class:`StageChoice` per stage (canonical form)."""
+    """A network of one search space: one :class:`StageChoice` per stage (canonical form).
+
+    ``base`` names the zoo network (:mod:`fusion_nas.model.zoo`) of a space's zoo member: its
+    stages are then those of the zoo network scaled to the space, not of the space's stages.
+    ``None`` for every other architecture; left out of the JSON then, so ids stay as they were.
+    """
 
     space: str
     stages: tuple[StageChoice, ...]
+    base: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(s.canonical() for s in self.stages))
@@ -102,7 +108,10 @@ class Architecture:
             {k: v for k, v in asdict(s).items() if v is not None or k not in OPTIONAL}
             for s in self.stages
         ]
-        return {"space": self.space, "stages": stages}
+        out: dict[str, Any] = {"space": self.space, "stages": stages}
+        if self.base is not None:
+            out["base"] = self.base
+        return out
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): the basis of :attr:`arch_id`."""
@@ -114,8 +123,10 @@ class Architecture:
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:10]
 
     def describe(self) -> str:
-        """One line, stage by stage: ``conv(k5)@16 > attention(h2,glob)@32``."""
-        return " > ".join(s.describe() for s in self.stages)
+        """One line, stage by stage: ``conv(k5)@16 > attention(h2,glob)@32``; a zoo member
+        starts with its zoo network: ``zoo:mobilevit_xxs: ...``."""
+        line = " > ".join(s.describe() for s in self.stages)
+        return line if self.base is None else f"zoo:{self.base}: {line}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
@@ -126,6 +137,10 @@ class Architecture:
         """
         if not isinstance(data, dict) or not isinstance(data.get("space"), str):
             raise ArchitectureError("architecture must be an object with a 'space' name")
+        base = data.get("base")
+        if base is not None and (not isinstance(base, str) or not base):
+            raise ArchitectureError(f"base {base!r} must be a zoo network's name")
+
         stages = data.get("stages")
         if not isinstance(stages, list) or not stages:
             raise ArchitectureError("architecture must have a non-empty 'stages' list")
@@ -152,7 +167,7 @@ class Architecture:
             except cfg_errors() as exc:
                 raise ArchitectureError(f"stages[{i}].{exc.field}: {exc.reason}") from None
             parsed.append(choice)
-        return cls(space=data["space"], stages=tuple(parsed))
+        return cls(space=data["space"], stages=tuple(parsed), base=base)
 
     @classmethod
     def from_json(cls, text: str) -> Architecture:

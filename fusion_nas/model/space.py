@@ -19,6 +19,7 @@ values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import random
@@ -29,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fusion_nas.errors import ArchitectureError, SpaceError, allowed
+from fusion_nas.errors import ArchitectureError, FusionNasError, SpaceError, allowed
 from fusion_nas.model.arch import OPTIONAL, SKIP, Architecture, StageChoice
 from fusion_nas.model.configs import cfg_errors, nets_view
 from fusion_nas.model.registry import list_ops, op_uses
@@ -187,6 +188,8 @@ class SearchSpace:
     head: HeadSpec = HeadSpec()
     # the file's [zoo] table as written (a zoo network's timm name, stage mapping, ...)
     zoo: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    # the zoo networks the space holds ([zoo] members; "all": every one installed, when loaded)
+    zoo_members: tuple[str, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -207,22 +210,30 @@ class SearchSpace:
         return self._sizes_net().stage_sizes()
 
     def num_architectures(self) -> int:
-        """Number of distinct architectures in the space."""
+        """Number of distinct architectures in the space: the stage product and the zoo
+        members."""
+        return self.product_size() + len(self.zoo_members)
+
+    def product_size(self) -> int:
+        """Number of architectures of the stage product (what strategies sample)."""
         return math.prod(st.count() for st in self.stages)
 
-    def enumerate(self, limit: int = 100_000) -> list[Architecture]:
-        """Every architecture, in a fixed order; refuses spaces larger than ``limit``."""
-        n = self.num_architectures()
+    def enumerate(self, limit: int = 100_000, members: bool = True) -> list[Architecture]:
+        """Every architecture, in a fixed order (the stage product, then the zoo members
+        unless ``members`` is false); refuses spaces larger than ``limit``."""
+        n = self.num_architectures() if members else self.product_size()
         if n > limit:
             raise SpaceError(
                 f"space {self.name!r} has {n:,} architectures, more than the {limit:,} "
                 "that can be enumerated"
             )
         per_stage = [st.options() for st in self.stages]
-        return [Architecture(self.name, combo) for combo in itertools.product(*per_stage)]
+        product = [Architecture(self.name, combo) for combo in itertools.product(*per_stage)]
+        return product + (self.members() if members else [])
 
     def sample(self, rng: random.Random | int | None = None) -> Architecture:
-        """One architecture drawn uniformly over the (canonical) choices of each stage."""
+        """One architecture of the stage product, drawn uniformly over the (canonical) choices
+        of each stage (zoo members are never drawn: ``--start-from`` queues them)."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         return Architecture(self.name, tuple(rng.choice(st.options()) for st in self.stages))
 
@@ -230,7 +241,16 @@ class SearchSpace:
         """Check that ``arch`` belongs to this space; raise :class:`ArchitectureError` if not.
 
         Returns ``arch`` with the fields this space fixes set to ``None`` (its id in the space).
+        A zoo member (``arch.base`` set) must be the space's member of that name exactly.
         """
+        if arch.base is not None:
+            member = self.member_arch(arch.base, ArchitectureError)
+            if arch.stages != member.stages:
+                raise ArchitectureError(
+                    f"architecture names zoo member {arch.base!r} of space {self.name!r}, but "
+                    f"its stages differ from the member's: {member.describe()}"
+                )
+            return arch
         if len(arch.stages) != len(self.stages):
             raise ArchitectureError(
                 f"architecture has {len(arch.stages)} stages; space {self.name!r} has "
@@ -266,8 +286,43 @@ class SearchSpace:
         return arch if stages == arch.stages else Architecture(arch.space, stages)
 
     def net_cfg(self, arch: Architecture) -> NetCfg:
-        """The network config of ``arch``, after checking that it belongs to this space."""
-        return self._net(self.validate(arch).stages)
+        """The network config of ``arch``, after checking that it belongs to this space (a zoo
+        member's is its scaled zoo network's)."""
+        arch = self.validate(arch)
+        if arch.base is not None:
+            member = self.member_space(arch.base)
+            return member.net_cfg(Architecture(member.name, arch.stages))
+        return self._net(arch.stages)
+
+    # ------------------------------------------------------------------ zoo members
+
+    def member_space(self, name: str, error: type[FusionNasError] = SpaceError) -> SearchSpace:
+        """Zoo member ``name`` as its own single-architecture space: the zoo network scaled
+        by the space's ``[zoo] width``/``depth`` to its input, channels and classes."""
+        if name not in self.zoo_members:
+            held = allowed(self.zoo_members) if self.zoo_members else "none"
+            raise error(f"{name!r} is not a zoo member of space {self.name!r}; allowed: {held}")
+        from fusion_nas.model.zoo import zoo_text
+
+        return _scaled_member(
+            name,
+            zoo_text(name),
+            float(self.zoo.get("width", 1.0)),
+            float(self.zoo.get("depth", 1.0)),
+            tuple(self.size),
+            self.channels,
+            self.classes,
+        )
+
+    def member_arch(self, name: str, error: type[FusionNasError] = SpaceError) -> Architecture:
+        """The architecture of zoo member ``name`` in this space (``base`` = ``name``)."""
+        from fusion_nas.model.zoo import zoo_arch
+
+        return Architecture(self.name, zoo_arch(self.member_space(name, error)).stages, name)
+
+    def members(self) -> list[Architecture]:
+        """The architectures of the zoo members, in the file's order."""
+        return [self.member_arch(name) for name in self.zoo_members]
 
     def stage_cfg(self, i: int, choice: StageChoice) -> StageCfg:
         """The config of stage ``i`` for canonical ``choice``: fields the choice leaves
@@ -325,6 +380,23 @@ def _probe(downsample: str, defaults: BlockCfg | None = None) -> BlockCfg:
         if able:
             block = dataclasses.replace(block, operator=able[0])
     return block
+
+
+@functools.lru_cache(maxsize=64)
+def _scaled_member(
+    name: str,
+    text: str,
+    width: float,
+    depth: float,
+    size: tuple[int, ...],
+    channels: int,
+    classes: int,
+) -> SearchSpace:
+    """The zoo network of TOML ``text`` scaled to a space (cached: spaces are remade often)."""
+    from fusion_nas.model.zoo import scaled_zoo
+
+    base = parse_space(text, source=f"<zoo {name}>", default_name=name)
+    return scaled_zoo(base, width, depth, size, channels, classes)
 
 
 # --------------------------------------------------------------------------- loading
@@ -591,6 +663,47 @@ class _Validator:
                     ratio = max(ratio, *getattr(spec, field))
             shown = f"{wide} at size {grid}" + (f" (MLP x{ratio:g})" if ratio > 1 else "")
             self.values(f"stage[{i}].width", int(math.prod(grid) * wide * ratio), shown)
+        return self.members(space)
+
+    def members(self, space: SearchSpace) -> SearchSpace:
+        """``space`` holding its ``[zoo] members`` (names of :mod:`fusion_nas.model.zoo`
+        networks, or ``"all"``: every one installed), after checking them and the
+        ``width``/``depth`` multipliers they are scaled by; each member must build."""
+        zoo = space.zoo
+        if "members" not in zoo:
+            return space
+        from fusion_nas.model.zoo import list_zoo
+
+        members = zoo["members"]
+        if members == "all":
+            members = list_zoo()
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise self.fail(
+                "zoo.members", f'{members!r} must be a list of zoo network names or "all"'
+            )
+        if len(set(members)) != len(members):
+            raise self.fail("zoo.members", f"{members!r} lists a network twice")
+        if members and space.kind != "image":
+            raise self.fail(
+                "zoo.members", f"zoo networks take images; this space takes {space.kind}s"
+            )
+        for key in ("width", "depth"):
+            value = zoo.get(key, 1.0)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not 0 < value <= 64:
+                raise self.fail(f"zoo.{key}", f"{value!r} is not allowed; allowed: (0, 64]")
+        known = list_zoo()
+        for i, name in enumerate(members):
+            if name not in known:
+                raise self.fail(
+                    f"zoo.members[{i}]", f"{name!r} is not a zoo network; allowed: {allowed(known)}"
+                )
+        space = dataclasses.replace(space, zoo_members=tuple(members))
+        for i, name in enumerate(members):
+            try:
+                space.member_space(name)
+            except FusionNasError as exc:
+                raise self.fail(f"zoo.members[{i}]", f"{name!r} cannot be scaled: {exc}") from None
         return space
 
     def values(self, field: str, n: int, what: str) -> None:

@@ -136,6 +136,10 @@ class SearchConfig:
     # onnxruntime, about 4 s more per network here), "off" (only when the objective or
     # the budget needs it). Table searches default to "off" (None: the evaluator decides).
     latency: str | None = None
+    # Zoo members of the space (its [zoo] members, fusion_nas.model.zoo) queued as the first
+    # trials of a new search, from "NAME,NAME"; a resumed search does not queue them again.
+    # Not stored in the search record: each queued trial says so (fusion_nas.search.start).
+    start_from: tuple[str, ...] | str | None = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evaluator", parse_table_spec(self.evaluator))
@@ -181,6 +185,12 @@ class SearchConfig:
         if self.latency not in LATENCY_CHOICES:
             raise FusionNasError(
                 f"unknown --latency {self.latency!r}; allowed: {', '.join(LATENCY_CHOICES)}"
+            )
+        object.__setattr__(self, "start_from", _start_from(self.start_from, self.space))
+        if len(self.start_from) > self.trials:
+            raise FusionNasError(
+                f"--start-from names {len(self.start_from)} networks, more than --trials "
+                f"{self.trials}; allowed: at most --trials"
             )
         if self.prescreen is not None:
             k, m, proxy = _prescreen(self.prescreen, self.prescreen_proxy)
@@ -255,6 +265,23 @@ class SearchConfig:
         return self.prescreen
 
 
+def _start_from(value: tuple[str, ...] | str | None, space: SearchSpace) -> tuple[str, ...]:
+    """``--start-from``'s names (``"a,b"`` or a sequence), each a zoo member of ``space``."""
+    if not value:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(dict.fromkeys(n.strip() for n in items if n.strip()))
+    members = space.zoo_members
+    for name in names or ("",):
+        if name not in members:
+            held = allowed(members) if members else "none (the space lists no [zoo] members)"
+            raise FusionNasError(
+                f"--start-from {name!r} is not a zoo member of space {space.name!r}; "
+                f"allowed: {held}"
+            )
+    return names
+
+
 def cap_workers(workers: int, trials: int, cores: int | None = None) -> int:
     """``--workers`` as run: at most ``trials`` and :data:`WORKERS_PER_CORE` per core
     (``cores``: this machine's); below 1 or above :data:`MAX_WORKERS` is refused in one line."""
@@ -279,7 +306,7 @@ def cap_prescreen(k: int, space: SearchSpace) -> int:
             f"--prescreen K={k:,} networks to score is too many for this machine; "
             f"allowed: K <= {limit:,} (capped at the space's size)"
         )
-    return min(k, space.num_architectures())
+    return min(k, space.product_size())
 
 
 def _halving(value: SuccessiveHalving | str | None, epochs: int) -> SuccessiveHalving | None:

@@ -51,6 +51,7 @@ from fusion_nas.model.arch import Architecture
 from fusion_nas.model.cost import Cost, arch_cost
 from fusion_nas.search.config import SearchConfig
 from fusion_nas.search.fidelity import RungPoint, decide
+from fusion_nas.search.start import queued_member
 from fusion_nas.search.strategies import Proposer
 from fusion_nas.search.workers import (
     NOT_NEEDED,
@@ -201,7 +202,7 @@ class Search:
         """
         while True:
             trial = self._ask()
-            retry = self._retry_arch(trial)
+            retry = self._retry_arch(trial) or self._queued_arch(trial)
             self._start(trial, retry or arch)
             while trial.number in self._open:
                 self._collect(1.0)
@@ -224,7 +225,7 @@ class Search:
             if len(self._open) < self.config.workers:
                 trial = self._claim(target)
                 if trial is not None:
-                    arch = self._retry_arch(trial)
+                    arch = self._retry_arch(trial) or self._queued_arch(trial)
                     self._start(trial, arch or proposer.propose(trial, self.space))
                     continue
             if self._open:
@@ -345,6 +346,10 @@ class Search:
             return Architecture.from_dict(arch)
         except (FusionNasError, KeyError, TypeError, ValueError):
             return None
+
+    def _queued_arch(self, trial: optuna.Trial) -> Architecture | None:
+        """The zoo member a ``--start-from`` trial runs (:mod:`fusion_nas.search.start`)."""
+        return queued_member(self.space, optuna_adapter.asked_trial(trial))
 
     # ------------------------------------------------------------------ one trial
 

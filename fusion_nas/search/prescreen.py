@@ -115,9 +115,9 @@ def draw(space: SearchSpace, k: int, seed: int) -> list[Architecture]:
     ``rng`` calls, so the same architectures), repeats skipped.
     """
     rng = random.Random(seed)
-    total = space.num_architectures()
+    total = space.product_size()
     if total <= ENUMERATE_LIMIT:
-        archs = space.enumerate(ENUMERATE_LIMIT)
+        archs = space.enumerate(ENUMERATE_LIMIT, members=False)
         return archs if k >= total else rng.sample(archs, k)
     # SearchSpace.sample's draw (one rng.choice per stage over its canonical options), with
     # each stage's option list built once instead of once per draw: the same architectures.

@@ -55,6 +55,7 @@ from fusion_nas.search.config import (
 )
 from fusion_nas.search.loop import Progress, Search
 from fusion_nas.search.signals import USER_STOP, Terminated, terminate_as_interrupt
+from fusion_nas.search.start import BlindSampler, enqueue_members
 from fusion_nas.search.strategies import STRATEGIES, Driver, Proposer, Strategy, make_strategy
 from fusion_nas.search.workers import fail_stale, tally, worker_id
 from fusion_nas.store import optuna_adapter, records
@@ -147,6 +148,13 @@ def prepare(config: SearchConfig, evaluator: Evaluator | None = None) -> Strateg
     if config.screening is not None and config.strategy in NO_QUEUE_STRATEGIES:
         raise StrategyError(
             f"--prescreen cannot queue networks for --strategy {config.strategy!r}; "
+            f"allowed: {', '.join(_queueing_strategies())}"
+        )
+    if config.start_from and (
+        not isinstance(strategy, Proposer) or config.strategy in NO_QUEUE_STRATEGIES
+    ):
+        raise StrategyError(
+            f"--start-from cannot queue networks for --strategy {config.strategy!r}; "
             f"allowed: {', '.join(_queueing_strategies())}"
         )
     p = config.proxy
@@ -274,8 +282,9 @@ def open_search(
     if not store.has_search(config.name):
         picks = screen(config)  # before the study exists: slow, and it may fail
         try:
-            sampler = strategy.sampler(config.space, config.seed)
+            sampler = _sampler(strategy, config, config.seed)
             study = store.create_study(config.name, record, sampler)
+            enqueue_members(study, config.space, config.start_from)  # zoo members first
             enqueue(study, config, picks)
             return study, 0
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it just now
@@ -287,12 +296,21 @@ def open_search(
     # propose the very networks the first worker proposes (the data split and the weights
     # still follow the search's seed).
     study_id = store.storage.get_study_id_from_name(config.name)
-    sampler = strategy.sampler(config.space, joining_seed(config.seed, study_id, store))
+    sampler = _sampler(strategy, config, joining_seed(config.seed, study_id, store))
     study = store.load_study(config.name, sampler)
     fail_stale(study)
     done = tally(study.get_trials(deepcopy=False)).finished
     records.write_search(study, dataclasses.replace(old, n_trials=max(config.trials, done)))
     return study, done
+
+
+def _sampler(strategy: Strategy, config: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The strategy's sampler; blind to ``--start-from`` trials where the space has zoo
+    members (:class:`~fusion_nas.search.start.BlindSampler`)."""
+    sampler = strategy.sampler(config.space, seed)
+    if config.space.zoo_members and config.strategy not in NO_QUEUE_STRATEGIES:
+        return BlindSampler(sampler)
+    return sampler
 
 
 def screen(config: SearchConfig) -> list[Screened]:

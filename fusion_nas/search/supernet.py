@@ -268,7 +268,7 @@ def _driver(picks: list[Architecture]) -> Any:
 
 def cap_evaluations(evaluations: int, space: SearchSpace) -> int:
     """``--evaluations`` as run: at most the number of networks of ``space``."""
-    return max(1, min(evaluations, space.num_architectures()))
+    return max(1, min(evaluations, space.product_size()))
 
 
 def search_supernet(

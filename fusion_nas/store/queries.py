@@ -121,6 +121,10 @@ def trial_note(row: Mapping[str, Any]) -> str:
     if isinstance(pre, Mapping) and isinstance(pre.get("score"), int | float):
         why = f"pre-screened: {pre.get('proxy')} {pre['score']:.4g}, pick {pre.get('place')}"
         note = why + (f"; {note}" if note else "")
+    start = row.get("start_from")
+    if isinstance(start, Mapping) and isinstance(start.get("member"), str):
+        why = f"zoo member {start['member']} (--start-from)"
+        note = why + (f"; {note}" if note else "")
     return note
 
 

@@ -154,6 +154,9 @@ def write_search(study: optuna.Study, record: SearchRecord) -> None:
 # Set by optuna.storages.RetryFailedTrialCallback on the trial that re-runs a lost one.
 RETRY_OF_KEY = "failed_trial"
 PRESCREEN_KEY = "prescreen"  # trial user attribute: why --prescreen queued it (proxy, score)
+# trial user attribute: the zoo member --start-from queued (member, place, of); such a trial has
+# no stage parameters, and the samplers do not see it (fusion_nas.search.start)
+START_KEY = "start_from"
 RETRY_HISTORY_KEY = "retry_history"  # the numbers of every lost attempt before the retry
 LOST_WORKER = "worker lost: no heartbeat within the grace period (process killed or machine gone)"
 WORKER_KEY = "worker"  # trial user attribute: host:pid of the process that asked it
@@ -224,6 +227,17 @@ def enqueue_prescreened(
     study.enqueue_trial(dict(params), user_attrs={PRESCREEN_KEY: dict(note)})
 
 
+def enqueue_member(study: optuna.Study, note: Mapping[str, Any]) -> None:
+    """Queue a zoo member of the space as a trial of ``study`` (``note``: member, place, of)."""
+    study.enqueue_trial({}, user_attrs={START_KEY: dict(note)})
+
+
+def start_note(t: FrozenTrial) -> dict[str, Any] | None:
+    """The ``--start-from`` note of a trial (``{"member": ..., "place": ..., "of": ...}``)."""
+    note = t.user_attrs.get(START_KEY)
+    return note if isinstance(note, dict) and isinstance(note.get("member"), str) else None
+
+
 # What each trial attribute must hold; a value of another type (a hand-edited or foreign
 # store) is dropped and the trial flagged, so one bad trial cannot break a whole listing.
 _NUMBER = (int, float)
@@ -243,6 +257,7 @@ _ATTR_TYPES: dict[str, tuple[type, ...]] = {
     "duplicate_of": (int,),
     "rungs": (list,),
     PRESCREEN_KEY: (dict,),
+    START_KEY: (dict,),
     "latency_ms": _NUMBER,
     "latency": (dict,),
 }
@@ -299,6 +314,7 @@ class TrialRecord:
     prescreen: dict[str, Any] | None = None  # queued by --prescreen: proxy, score, place, of
     latency_ms: float | None = None  # median batch-1 eager latency on the search's machine
     latency: dict[str, Any] | None = None  # backend -> fusion_nas.deploy.latency.LatencyRecord dict
+    start_from: dict[str, Any] | None = None  # queued by --start-from: member, place, of
     datetime_start: dt.datetime | None = None
     datetime_complete: dt.datetime | None = None
 
@@ -341,6 +357,7 @@ class TrialRecord:
             prescreen=ua.get(PRESCREEN_KEY),
             latency_ms=ua.get("latency_ms"),
             latency=ua.get("latency"),
+            start_from=ua.get(START_KEY),
             datetime_start=t.datetime_start,
             datetime_complete=t.datetime_complete,
         )

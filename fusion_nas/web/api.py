@@ -138,7 +138,7 @@ def api_searches(request: Request) -> Response:
     return SafeJSONResponse({"store": redact_url(store.url), "searches": rows})
 
 
-_NOTE_COLUMNS = ("duplicate_of", "fail_reason", "retry_of", "prescreen")
+_NOTE_COLUMNS = ("duplicate_of", "fail_reason", "retry_of", "prescreen", "start_from")
 """Columns :func:`fusion_nas.store.queries.trial_note` reads."""
 
 

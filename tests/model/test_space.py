@@ -15,7 +15,15 @@ from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.nets import BlockCfg, NetCfg, StageCfg
 from tests.helpers.spaces import VOCAB
 
-BUILTINS = ("cifar10", "coatnet-like", "digits", "fashion-mnist", "mnist1d")
+BUILTINS = (
+    "cifar10",
+    "cifar10-hybrids",
+    "coatnet-like",
+    "digits",
+    "fashion-mnist",
+    "hybrids-224",
+    "mnist1d",
+)
 
 
 def test_builtin_names() -> None:

@@ -152,7 +152,8 @@ class _GridSampler(optuna.samplers.GridSampler):
 
 
 class GridSearch(Proposer):
-    """Every architecture of the space once, in a seeded shuffled order."""
+    """Every architecture of the stage product once, in a seeded shuffled order (a space's zoo
+    members are not in the grid: they are queued by ``--start-from``)."""
 
     name = "optuna:grid"
 
@@ -161,7 +162,7 @@ class GridSearch(Proposer):
 
     def check(self, space: SearchSpace) -> None:
         """Grid search needs a space small enough to enumerate."""
-        n = space.num_architectures()
+        n = space.product_size()
         if n > GRID_LIMIT:
             raise StrategyError(
                 f"optuna:grid cannot enumerate space {space.name!r}: {n:,} architectures, "
@@ -170,11 +171,11 @@ class GridSearch(Proposer):
 
     def sampler(self, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
         """Optuna's grid sampler over the index of each architecture."""
-        return _GridSampler({"arch": list(range(space.num_architectures()))}, seed=seed)
+        return _GridSampler({"arch": list(range(space.product_size()))}, seed=seed)
 
     def propose(self, trial: optuna.Trial, space: SearchSpace) -> Architecture:
         """The architecture at the index the grid sampler chose."""
         if self._grid is None:
-            self._grid = space.enumerate(GRID_LIMIT)
+            self._grid = space.enumerate(GRID_LIMIT, members=False)
         index = trial.suggest_categorical("arch", list(range(len(self._grid))))
         return self._grid[index]
