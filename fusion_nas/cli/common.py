@@ -143,7 +143,7 @@ def dataset_of(space: SearchSpace, dataset: str | None) -> str:
     if space.name not in DATASETS:
         raise DatasetError(
             f"space {space.name!r} has no default dataset; pass --dataset, one of: "
-            f"{allowed(DATASETS)} or 'folder:PATH'"
+            f"{allowed(DATASETS)}, 'folder:PATH', 'cifar10:PATH' or 'cifar100:PATH'"
         )
     return space.name
 

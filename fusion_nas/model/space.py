@@ -663,7 +663,30 @@ class _Validator:
                     ratio = max(ratio, *getattr(spec, field))
             shown = f"{wide} at size {grid}" + (f" (MLP x{ratio:g})" if ratio > 1 else "")
             self.values(f"stage[{i}].width", int(math.prod(grid) * wide * ratio), shown)
+        self.combinations(space)
         return self.members(space)
+
+    def combinations(self, space: SearchSpace) -> None:
+        """Every block a stage can build has a valid config: fields checked one at a time
+        above can still clash together (an operator's heads and its inner width, say)."""
+        view = nets_view()
+        for i, spec in enumerate(space.stages):
+            if spec.depth == (0,):
+                continue
+            fixed = {f: getattr(spec, f)[0] for f in ("mlp_ratio", *OPTIONAL[2:])}
+            base = {"window": spec.window, **dict(spec.settings), **fixed}
+            for op in spec.operator:
+                searched = spec._searched(op)  # per SEARCHABLE field: its values or (None,)
+                for values in itertools.product(*searched, spec.width):
+                    chosen = {f: v for f, v in zip(SEARCHABLE, values) if v is not None}
+                    try:
+                        view.BlockCfg(op, values[-1], **{**base, **chosen})
+                    except cfg_errors() as exc:
+                        shown = ", ".join(f"{k} {v}" for k, v in chosen.items())
+                        raise self.fail(
+                            f"stage[{i}].{exc.field}",
+                            f"{exc.reason} (operator {op}, width {values[-1]}, {shown})",
+                        ) from None
 
     def members(self, space: SearchSpace) -> SearchSpace:
         """``space`` holding its ``[zoo] members`` (names of :mod:`fusion_nas.model.zoo`

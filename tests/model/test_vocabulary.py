@@ -194,3 +194,15 @@ def test_the_supernet_refuses_what_it_cannot_share() -> None:
         plan_supernet(parse_space(conv_stem))
     plain = parse_space(conv_stem.replace("distill = true", ""))
     assert plan_supernet(plain).heads == (16,)  # patch downsampling is shared like the others
+
+
+def test_fields_that_clash_together_are_refused_when_the_space_loads() -> None:
+    """Each field is checked alone, then every block a stage can build: a mobilevit stage whose
+    heads do not divide its inner width fails at load time in one line, not when built."""
+    clash = SPACE.replace(
+        'operator = ["conv", "attention"]', 'operator = ["conv", "mobilevit"]\ninner = 16'
+    ).replace("width = 8\nheads = 2", "width = 12\nheads = [2, 3]")
+    with pytest.raises(
+        SpaceError, match=r"stage\[0\]\.heads: 3 heads do not divide inner width 16"
+    ):
+        parse_space(clash, source="vocab.toml")
