@@ -838,9 +838,13 @@ class LayerNormHead(nn.Module):
                 nn.init.trunc_normal_(fc.weight, std=0.02)
                 nn.init.zeros_(fc.bias)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, W, *S) -> (B, W): pooled, then normalised."""
+        return self.norm(x.mean(dim=tuple(range(2, x.dim()))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, W, *S) -> (B, classes)."""
-        x = self.norm(x.mean(dim=tuple(range(2, x.dim()))))  # (B, W)
+        x = self.features(x)  # (B, W)
         if self.fc_dist is None:
             return self.fc(x)
         return (self.fc(x) + self.fc_dist(x)) / 2
@@ -1768,27 +1772,14 @@ class EfficientFormerStem(nn.Sequential):
 
 
 @register_head("tokenln")
-class TokenNormHead(nn.Module):
+class TokenNormHead(LayerNormHead):
     """LayerNorm (eps 1e-5) at every position, then mean over S -> Linear (``fc``);
     ``distill``: a second Linear (``fc_dist``), the two averaged. EfficientFormer's head (it
     normalises before pooling, where the ``ln`` head pools first)."""
 
-    def __init__(self, cfg: NetCfg, width: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-        self.fc = nn.Linear(width, cfg.classes)
-        self.fc_dist = nn.Linear(width, cfg.classes) if cfg.distill else None
-        for fc in (self.fc, self.fc_dist):
-            if fc is not None:
-                nn.init.trunc_normal_(fc.weight, std=0.02)
-                nn.init.zeros_(fc.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, W, *S) -> (B, classes)."""
-        x = self.norm(to_tokens(x)).mean(dim=1)  # (B, N, W) -> (B, W)
-        if self.fc_dist is None:
-            return self.fc(x)
-        return (self.fc(x) + self.fc_dist(x)) / 2
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, W, *S) -> (B, W): normalised per position, then pooled."""
+        return self.norm(to_tokens(x)).mean(dim=1)  # (B, N, W) -> (B, W)
 
 
 class BiasedAttention(nn.Module):
