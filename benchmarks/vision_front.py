@@ -59,6 +59,7 @@ import plotly.graph_objects as go
 import torch
 
 from fusion_nas.analysis import baselines as bl
+from fusion_nas.deploy.latency import measure_latency
 from fusion_nas.errors import FusionNasError, allowed
 from fusion_nas.model.arch import Architecture
 from fusion_nas.model.build import build_model
@@ -315,7 +316,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     protocol = _protocol(job)
     space = protocol.space
-    if job["baseline"]:
+    if job["baseline"] and job["baseline"].startswith(bl.ZOO_PREFIX):
+        (b,) = bl.select_zoo(space, [job["baseline"]])
+        build = b.build
+    elif job["baseline"]:
         (b,) = bl.select(space, [job["baseline"]])[0]
         build = b.build
     else:
@@ -333,6 +337,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "test_samples": final.test_samples,
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def cpu_latency_ms(job: dict[str, Any], space: SearchSpace) -> float:
+    """Median CPU forward time (ms) of the job's network, batch 1, one thread, 30 runs."""
+    if job["baseline"] and job["baseline"].startswith(bl.ZOO_PREFIX):
+        (b,) = bl.select_zoo(space, [job["baseline"]])
+        model = b.build()
+    elif job["baseline"]:
+        model = bl.select(space, [job["baseline"]])[0][0].build()
+    else:
+        model = build_model(space.validate(Architecture.from_dict(job["arch"])), space)
+    record = measure_latency(model, space.input_shape(1), batch_sizes=(1,), warmup=5, runs=30)
+    return round(record.points[0].median_ms, 3)
 
 
 def job_key(job: dict[str, Any]) -> str:
@@ -583,14 +600,16 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# {doc['dataset']}: searched front against baselines",
         "",
-        "| kind | network | MACs | params | proxy val acc | test acc |",
-        "|---|---|---:|---:|---:|---:|",
+        "| kind | network | MACs | params | proxy val acc | test acc | CPU ms, batch 1 |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for kind, label, r in sorted(rows, key=lambda t: t[2]["macs"] or 0):
         macs = f"{r['macs']:,}" if r.get("macs") else ""
         params = f"{r['params']:,}" if r.get("params") else ""
         val = f"{r['val_acc']:.1%}" if r.get("val_acc") is not None else ""
-        lines.append(f"| {kind} | {label} | {macs} | {params} | {val} | {r['test_acc']:.1%} |")
+        ms = f"{r['latency_ms']:.2f}" if r.get("latency_ms") is not None else ""
+        test = f"{r['test_acc']:.1%}"
+        lines.append(f"| {kind} | {label} | {macs} | {params} | {val} | {test} | {ms} |")
     f = doc["final_protocol"]
     lines += [
         "",
@@ -638,6 +657,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-2, help="final protocol: peak learning rate")
     p.add_argument("--weight-decay", type=float, default=0.05, help="final protocol: decay")
     p.add_argument("--baselines", default=None, help="comma-separated (default: dataset's)")
+    p.add_argument("--space", default=None, help="search space (default: the dataset's)")
+    p.add_argument("--zoo", action="store_true", help="also train the space's zoo members")
+    p.add_argument("--start-from", default="", help="zoo members queued as the first trials")
+    p.add_argument("--tag", default="", help="suffix of the output files")
+    p.add_argument("--latency", action="store_true", help="CPU latency, batch 1, of every row")
     for name in AUG_OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", default=None, help=f"ProxyConfig.{name}")
     p.add_argument("--proxy-extra", action="append", default=[], metavar="KEY=VALUE")
@@ -666,7 +690,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_macs": settings["max_macs"] if args.max_macs < 0 else (args.max_macs or None),
         "max_params": settings["max_params"] if args.max_params < 0 else (args.max_params or None),
     }
-    space = load_space(args.dataset)
+    space = load_space(args.space or args.dataset)
     extra = parse_extra(named_options(args) + args.proxy_extra)
     aug_on = parse_extra(args.aug_on or ["augment=crop,flip"]) if args.tau else {}
     aug_off = parse_extra(args.aug_off or ["augment=none"]) if args.tau else {}
@@ -712,6 +736,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         max_flops=caps["max_macs"],
         max_params=caps["max_params"],
         latency="off",
+        start_from=tuple(n for n in args.start_from.split(",") if n),
     )
     start = time.perf_counter()
     run_search(config, store)
@@ -732,6 +757,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row = arch_row(f"trial {m['number']}", arch, space, val_acc=m["val_acc"], kind="front")
         jobs.append({**common, "phase": "final", "baseline": None, "arch": m["arch"], "row": row})
     chosen, skipped = bl.select(space, list(args.baselines))
+    chosen += bl.select_zoo(space) if args.zoo else []
     for b in chosen:
         row = {"label": b.name, "arch_desc": b.describe(), "macs": b.macs, "params": b.params}
         row["kind"] = "baseline"
@@ -754,7 +780,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for j in jobs:
         j["row"]["phase"] = j["phase"]
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"vision_front_{args.dataset}"
+    stem = args.out / f"vision_front_{args.dataset}{args.tag}"
     start = time.perf_counter()
     results = run_jobs(jobs, args.workers, stem.with_suffix(".runs.jsonl"))
     train_seconds = time.perf_counter() - start
@@ -763,6 +789,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     carried = {k: getattr(proxy, k) for k in (*AUG_OPTIONS, "precision")}
     carried["augment"] = proxy.augment or default_augment(dataset)
     base_rows = [r for j, r in zip(jobs, results) if j["baseline"]]
+    if args.latency:  # after training, one thread, so the trainings do not disturb it
+        for j, r in zip(jobs, results):
+            if j["phase"] == "final" and "latency_ms" not in r:
+                r["latency_ms"] = cpu_latency_ms(j, space)
     doc: dict[str, Any] = {
         "dataset": args.dataset,
         "data": dataset if data_dir is None else data_dir,

@@ -15,6 +15,7 @@ from PIL import Image
 
 from fusion_nas.errors import FusionNasError
 from fusion_nas.model.space import load_space
+from fusion_nas.store.store import Store
 from fusion_nas.training.data import read_idx
 from tests.helpers.benchmarks import load
 
@@ -166,3 +167,52 @@ def test_smoke_run_writes_json_markdown_and_figure(tmp_path: Path, monkeypatch) 
     again = vf.main(args)  # every training reused from the cache
     assert again["searched_front"] == doc["searched_front"]
     assert len(stem.with_suffix(".runs.jsonl").read_text().splitlines()) == len(runs)
+
+
+ZOO_SPACE = """
+name = "tiny-hybrids"
+[input]
+kind = "image"
+size = [32, 32]
+channels = 3
+classes = 10
+[stem]
+width = 8
+stride = 2
+[[stage]]
+operator = ["conv", "attention"]
+width = 8
+heads = 2
+downsample = "pool"
+[zoo]
+members = ["edgenext_xx_small"]
+width = 0.25
+depth = 0.5
+"""
+
+
+def test_zoo_members_as_baselines_and_first_trials_with_latency(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    data = tmp_path / "cifar"
+    _cifar_folder(data, train=8, test=2)
+    space = tmp_path / "tiny-hybrids.toml"
+    space.write_text(ZOO_SPACE)
+    out = tmp_path / "out"
+    args = ["--dataset", "cifar10", "--data", str(data), "--train-per-class", "6",
+            "--space", str(space), "--zoo", "--start-from", "edgenext_xx_small",
+            "--trials", "2", "--proxy-epochs", "1", "--epochs", "1", "--batch-size", "16",
+            "--retrain", "2", "--baselines", "paper-cnn", "--latency", "--tag=-zoo",
+            "--workers", "1", "--store", f"sqlite:///{tmp_path}/s.db", "--out", str(out)]  # fmt: skip
+    doc = vf.main(args)
+    assert doc["space"] == "tiny-hybrids"
+    assert {b["label"] for b in doc["baselines"]} == {"paper-cnn", "zoo:edgenext_xx_small"}
+    rows = doc["baselines"] + doc["searched_front"]
+    assert all(r["latency_ms"] > 0 for r in rows)
+    # the queued member is the search's first trial, recorded as such
+    records = Store(f"sqlite:///{tmp_path}/s.db").records("vision-cifar10")
+    assert records[0].start_from["member"] == "edgenext_xx_small"
+    assert all(r.start_from is None for r in records[1:])
+    table = (out / "vision_front_cifar10-zoo.md").read_text()
+    assert "CPU ms, batch 1" in table and "zoo:edgenext_xx_small" in table
