@@ -204,7 +204,8 @@ def test_zoo_members_as_baselines_and_first_trials_with_latency(
             "--space", str(space), "--zoo", "--start-from", "edgenext_xx_small",
             "--trials", "2", "--proxy-epochs", "1", "--epochs", "1", "--batch-size", "16",
             "--retrain", "2", "--baselines", "paper-cnn", "--latency", "--tag=-zoo",
-            "--workers", "1", "--store", f"sqlite:///{tmp_path}/s.db", "--out", str(out)]  # fmt: skip
+            "--workers", "1", "--store", f"sqlite:///{tmp_path}/s.db",
+            "--out", str(out)]  # fmt: skip
     doc = vf.main(args)
     assert doc["space"] == "tiny-hybrids"
     assert {b["label"] for b in doc["baselines"]} == {"paper-cnn", "zoo:edgenext_xx_small"}
