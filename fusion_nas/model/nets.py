@@ -54,7 +54,7 @@ STEMS: dict[str, type[nn.Module]] = {}  # stem kind -> stem class, built as cls(
 HEADS: dict[str, type[nn.Module]] = {}  # head kind -> head class, built as cls(net_cfg, width)
 
 
-def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False):
+def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False, check=None):
     """Class decorator: operator ``name`` whose architecture choices are ``uses``.
 
     ``uses`` names the :class:`BlockCfg` fields a search chooses for this operator (some of
@@ -62,6 +62,8 @@ def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False):
     stage's ``downsample="block"``, its first block built as
     ``cls(cfg, size, in_width=..., stride=2)`` to halve the map and change the width itself
     (and ``in_size=``, the size of the map it gets, if the class has a ``takes_in_size``).
+    ``check``: a function of a :class:`BlockCfg` raising :class:`CfgError` for fields that
+    clash for this operator; a space runs it on every block it can build when it loads.
     """
 
     def wrap(cls):
@@ -71,6 +73,7 @@ def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False):
         if unknown:
             raise ValueError(f"{unknown[0]!r} cannot be chosen; allowed: {_allowed(SEARCHABLE)}")
         cls.op_name, cls.uses, cls.downsamples = name, tuple(uses), bool(downsamples)
+        cls.check = staticmethod(check) if check is not None else None
         OPS[name] = cls
         return cls
 
@@ -109,7 +112,11 @@ def register_head(name: str):
     return wrap
 
 
-def register_attention(name: str, uses: tuple[str, ...] = ("heads", "pos")):
+def register_attention(
+    name: str,
+    uses: tuple[str, ...] = ("heads", "pos"),
+    positions: tuple[str, ...] = ("learned", "none", "cpe"),
+):
     """Class decorator: attention variant ``name``, built as ``cls(cfg, size)``.
 
     Every variant maps a ``(B, C, *S)`` map to ``(B, C, *S)`` without the residual, so the
@@ -124,7 +131,7 @@ def register_attention(name: str, uses: tuple[str, ...] = ("heads", "pos")):
         unknown = [u for u in uses if u not in SEARCHABLE]
         if unknown:
             raise ValueError(f"{unknown[0]!r} cannot be chosen; allowed: {_allowed(SEARCHABLE)}")
-        cls.variant, cls.uses = name, tuple(uses)
+        cls.variant, cls.uses, cls.positions = name, tuple(uses), tuple(positions)
         ATTENTIONS[name] = cls
         return cls
 
@@ -295,6 +302,14 @@ class BlockCfg:
         _number(self.down_ratio, "down_ratio", 1e-9, words="positive numbers")
         _whole(self.attn_heads, "attn_heads", minimum=0)
         _sdta_checks(self)
+        if "attention" in OPS[self.operator].uses and "pos" in reads(self.operator, self.attention):
+            able = ATTENTIONS[self.attention].positions  # the encodings the variant takes
+            if self.pos not in able:
+                raise CfgError(
+                    "pos",
+                    f"{self.pos!r} is not supported by attention variant {self.attention!r}; "
+                    f"allowed: {_allowed(able)}",
+                )
 
 
 @dataclass(frozen=True)
@@ -566,12 +581,10 @@ class AttentionMixer(nn.Module):
         return from_tokens(self.proj(o), self.size)
 
 
-@register_attention("global")
+@register_attention("global", positions=POSITIONS)
 class GlobalAttention(AttentionMixer):
     """Every token attends to every token: cost quadratic in tokens. ``pos="bias"``: a
     relative position bias over the whole map (:class:`RelPosBias`, CoAtNet)."""
-
-    positions = POSITIONS
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__(cfg, size)
@@ -616,15 +629,13 @@ def merge(x: torch.Tensor, win: tuple[int, ...], padded: tuple[int, ...], B: int
     return x.reshape(B, H, W, D)
 
 
-@register_attention("window")
+@register_attention("window", positions=POSITIONS)
 class WindowAttention(AttentionMixer):
     """Swin-style attention inside non-overlapping windows of ``window`` tokens per axis.
 
     The map is zero-padded up to a multiple of the window; padded keys are masked.
     ``pos="bias"``: a relative position bias inside the window (:class:`RelPosBias`, MaxViT).
     """
-
-    positions = POSITIONS
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__(cfg, size)
@@ -942,7 +953,7 @@ def _swap_axes(x: torch.Tensor, splits: list[tuple[int, int]]) -> torch.Tensor:
     return x.permute(0, *order, x.dim() - 1).reshape(B, *P, D)
 
 
-@register_attention("grid")
+@register_attention("grid", positions=POSITIONS)
 class GridAttention(WindowAttention):
     """MaxViT's grid attention: dilated windows, each of ``window`` tokens per axis spread
     evenly over the map (``m = padded / window`` apart), so every window spans the whole map.
@@ -2151,7 +2162,11 @@ def _split_checks(cfg: BlockCfg) -> None:
         )
 
 
-@register_op("split", uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"))
+@register_op(
+    "split",
+    uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"),
+    check=_split_checks,
+)
 class SplitBlock(nn.Module):
     """Channel-split fusion (EdgeNeXt, Next-ViT): the first ``round(split * C)`` channels go
     through the conv branch (:class:`ConvMixer`: ``kernel``, ``act``, ``norm``), the rest through

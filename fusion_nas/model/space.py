@@ -680,7 +680,9 @@ class _Validator:
                 for values in itertools.product(*searched, spec.width):
                     chosen = {f: v for f, v in zip(SEARCHABLE, values) if v is not None}
                     try:
-                        view.BlockCfg(op, values[-1], **{**base, **chosen})
+                        cfg = view.BlockCfg(op, values[-1], **{**base, **chosen})
+                        if view.OPS[op].check is not None:  # the operator's own rules
+                            view.OPS[op].check(cfg)
                     except cfg_errors() as exc:
                         shown = ", ".join(f"{k} {v}" for k, v in chosen.items())
                         raise self.fail(

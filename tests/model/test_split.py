@@ -15,6 +15,7 @@ from torch import nn
 
 from fusion_nas.analysis.explain import explain_model
 from fusion_nas.deploy.export import export_code
+from fusion_nas.errors import SpaceError
 from fusion_nas.model import nets
 from fusion_nas.model.build import build_model
 from fusion_nas.model.cost import count_cost
@@ -179,9 +180,11 @@ def test_heads_are_not_checked_where_the_variant_has_none() -> None:
 
 
 def test_a_space_with_a_bad_split_fails_in_one_line() -> None:
-    space = parse_space(SPACE_1D.replace("split = 0.5", "split = 0.01"))
-    with pytest.raises(CfgError, match="^split: 0.01 of width 12 leaves 0 conv") as err:
-        build_model(space.enumerate()[0], space)
+    # refused when the space loads (the operator's check), before anything is built
+    with pytest.raises(
+        SpaceError, match=r"stage\[0\]\.split: 0.01 of width 12 leaves 0 conv"
+    ) as err:
+        parse_space(SPACE_1D.replace("split = 0.5", "split = 0.01"))
     assert "\n" not in str(err.value)
 
 

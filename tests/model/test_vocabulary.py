@@ -206,3 +206,26 @@ def test_fields_that_clash_together_are_refused_when_the_space_loads() -> None:
         SpaceError, match=r"stage\[0\]\.heads: 3 heads do not divide inner width 16"
     ):
         parse_space(clash, source="vocab.toml")
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        (
+            'operator = "split"\nwidth = 12\nheads = 4\nsplit = 0.25',
+            r"stage\[0\]\.heads: 4 heads do not divide the attention share 9 of width 12",
+        ),
+        (
+            'operator = "attention"\nattention = ["global", "linear"]\npos = "bias"\nwidth = 8',
+            r"stage\[0\]\.pos: 'bias' is not supported by attention variant 'linear'",
+        ),
+    ],
+)
+def test_an_operators_own_rules_are_checked_when_the_space_loads(stage: str, message: str) -> None:
+    """Rules a block checks when built (a split block's heads against its attention share, an
+    attention variant's position encodings) refuse the space at load, in one line, before a
+    search opens its store."""
+    text = SPACE.split("[[stage]]")[0] + "[[stage]]\n" + stage + "\n"
+    with pytest.raises(SpaceError, match=message) as err:
+        parse_space(text, source="vocab.toml")
+    assert "\n" not in str(err.value)
