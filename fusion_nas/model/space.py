@@ -681,8 +681,9 @@ class _Validator:
                     chosen = {f: v for f, v in zip(SEARCHABLE, values) if v is not None}
                     try:
                         cfg = view.BlockCfg(op, values[-1], **{**base, **chosen})
-                        if view.OPS[op].check is not None:  # the operator's own rules
-                            view.OPS[op].check(cfg)
+                        check = getattr(view.OPS[op], "check", None)  # the operator's rules
+                        if check is not None:
+                            check(cfg)
                     except cfg_errors() as exc:
                         shown = ", ".join(f"{k} {v}" for k, v in chosen.items())
                         raise self.fail(
