@@ -49,7 +49,7 @@ def _other_text(st: StageSpec) -> str:
     defaults = nets_view().BlockCfg("conv", 1)
     parts = [
         f"{f} {'|'.join(f'{v:g}' if isinstance(v, float) else str(v) for v in getattr(st, f))}"
-        for f in ("act", "norm", "expand", "pos")
+        for f in ("act", "norm", "expand", "pos", "tkernel")
         if getattr(st, f) != (getattr(defaults, f),)
     ]
     parts += [

@@ -17,7 +17,7 @@ _ABBREV = {"global": "glob", "window": "win", "linear": "lin", "channel": "chan"
 SKIP = "skip"  # the operator of a depth-0 stage: nothing of it is built
 # Fields a space may fix for a stage (then they are None here and the space supplies them);
 # left out of the JSON when None, so architectures of spaces without them keep their ids.
-OPTIONAL = ("mlp_ratio", "downsample", "act", "norm", "expand", "pos")
+OPTIONAL = ("mlp_ratio", "downsample", "act", "norm", "expand", "pos", "tkernel")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class StageChoice:
     norm: str | None = None
     expand: float | None = None
     pos: str | None = None
+    tkernel: int | None = None
 
     def canonical(self) -> StageChoice:
         """The same stage with every field its block ignores set to ``None``."""
@@ -69,6 +70,8 @@ class StageChoice:
         parts = []
         if self.kernel is not None:
             parts.append(f"k{self.kernel}")
+        if self.tkernel is not None:
+            parts.append(f"t{self.tkernel}")
         if self.heads is not None:
             parts.append(f"h{self.heads}")
         if self.attention is not None:

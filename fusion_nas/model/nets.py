@@ -4,10 +4,16 @@ This file is the one home of the network. The toolkit builds every model from it
 ``fusion-nas export`` copies its source, pruned to the classes an architecture uses, and sets
 ``CONFIG`` to that architecture, so an exported model is this code by construction.
 
-    input (B, C_in, *S)                         S = (L,) for sequences, (H, W) for images
+    input (B, C_in, *S)        S = (L,) for sequences, (H, W) for images, (T, H, W) for video
       -> stem: conv(k, stride) -> BN -> GELU    (B, W_0, *S_0)
       -> per stage: transition, depth blocks    (B, W_i, *S_i)   a depth-0 stage is skipped
       -> head: mean over S -> LayerNorm -> Linear  (B, classes)
+
+Video maps ``(B, C, T, H, W)``: the stem and every stage entry work per frame (kernels and
+strides ``(1, k, k)``, time kept); what reaches across frames is chosen per block: the
+temporal extent ``tkernel`` of a conv (1: per frame, k: 3-D), the ``r2plus1d`` operator, and
+the attention variants ``temporal`` (across frames at each position), ``spatial`` (within each
+frame), ``divided`` (both in turn, TimeSformer) and ``global`` (joint space-time).
 
 Every block keeps the map shape ``(B, C, *S)``. Operators are created by name from ``OPS``,
 attention variants (map mixers, like operators without the residual) from ``ATTENTIONS``; a
@@ -24,7 +30,17 @@ from torch import nn
 
 FUSION_INIT = 0.1  # fusion weights start small so neither branch dominates early training
 # BlockCfg fields a search may choose per operator
-SEARCHABLE = ("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "expand", "pos")
+SEARCHABLE = (
+    "kernel",
+    "heads",
+    "attention",
+    "mlp_ratio",
+    "act",
+    "norm",
+    "expand",
+    "pos",
+    "tkernel",
+)
 # BlockCfg fields a space fixes per stage (one value each), never searched
 SETTINGS = (
     "window",
@@ -47,6 +63,8 @@ ACTS = ("gelu", "relu", "hardswish", "silu")
 NORMS = ("bn", "ln")  # BatchNorm, or LayerNorm over the channels of a map
 POSITIONS = ("learned", "none", "cpe", "bias", "fourier")  # absolute, none, conv, rel. bias, sdta
 SE_REDUCTION = 4  # channel attention: hidden width C // 4 (at least 1)
+# what a map of 1, 2 or 3 spatial axes is (the space's input kind)
+INPUTS = {1: "sequence", 2: "image", 3: "video"}
 
 OPS: dict[str, type[nn.Module]] = {}  # operator name -> block class
 ATTENTIONS: dict[str, type[nn.Module]] = {}  # attention variant -> map mixer class
@@ -54,7 +72,13 @@ STEMS: dict[str, type[nn.Module]] = {}  # stem kind -> stem class, built as cls(
 HEADS: dict[str, type[nn.Module]] = {}  # head kind -> head class, built as cls(net_cfg, width)
 
 
-def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False, check=None):
+def register_op(
+    name: str,
+    uses: tuple[str, ...],
+    downsamples: bool = False,
+    check=None,
+    dims: tuple[int, ...] = (1, 2),
+):
     """Class decorator: operator ``name`` whose architecture choices are ``uses``.
 
     ``uses`` names the :class:`BlockCfg` fields a search chooses for this operator (some of
@@ -64,6 +88,7 @@ def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False, che
     (and ``in_size=``, the size of the map it gets, if the class has a ``takes_in_size``).
     ``check``: a function of a :class:`BlockCfg` raising :class:`CfgError` for fields that
     clash for this operator; a space runs it on every block it can build when it loads.
+    ``dims``: the map ranks it takes (1 sequences, 2 images, 3 video; :data:`INPUTS`).
     """
 
     def wrap(cls):
@@ -74,38 +99,41 @@ def register_op(name: str, uses: tuple[str, ...], downsamples: bool = False, che
             raise ValueError(f"{unknown[0]!r} cannot be chosen; allowed: {_allowed(SEARCHABLE)}")
         cls.op_name, cls.uses, cls.downsamples = name, tuple(uses), bool(downsamples)
         cls.check = staticmethod(check) if check is not None else None
+        cls.dims = tuple(dims)
         OPS[name] = cls
         return cls
 
     return wrap
 
 
-def register_stem(name: str):
+def register_stem(name: str, dims: tuple[int, ...] = (1, 2)):
     """Class decorator: stem kind ``name``, built as ``cls(cfg: NetCfg)``.
 
-    A stem maps ``(B, C_in, *S)`` to ``(B, stem_width, *stem_size)`` (:meth:`NetCfg.stem_size`).
+    A stem maps ``(B, C_in, *S)`` to ``(B, stem_width, *stem_size)`` (:meth:`NetCfg.stem_size`);
+    ``dims``: the input ranks it takes (:data:`INPUTS`).
     """
 
     def wrap(cls):
         if name in STEMS:
             raise ValueError(f"stem {name!r} is registered twice")
-        cls.stem_name = name
+        cls.stem_name, cls.dims = name, tuple(dims)
         STEMS[name] = cls
         return cls
 
     return wrap
 
 
-def register_head(name: str):
+def register_head(name: str, dims: tuple[int, ...] = (1, 2)):
     """Class decorator: head kind ``name``, built as ``cls(cfg: NetCfg, width: int)``.
 
-    A head maps the last stage's ``(B, width, *S)`` to logits ``(B, classes)``.
+    A head maps the last stage's ``(B, width, *S)`` to logits ``(B, classes)``; ``dims``: the
+    map ranks it takes (:data:`INPUTS`).
     """
 
     def wrap(cls):
         if name in HEADS:
             raise ValueError(f"head {name!r} is registered twice")
-        cls.head_name = name
+        cls.head_name, cls.dims = name, tuple(dims)
         HEADS[name] = cls
         return cls
 
@@ -116,13 +144,15 @@ def register_attention(
     name: str,
     uses: tuple[str, ...] = ("heads", "pos"),
     positions: tuple[str, ...] = ("learned", "none", "cpe"),
+    dims: tuple[int, ...] = (1, 2),
 ):
     """Class decorator: attention variant ``name``, built as ``cls(cfg, size)``.
 
     Every variant maps a ``(B, C, *S)`` map to ``(B, C, *S)`` without the residual, so the
     attention, parallel and gated blocks take any of them. ``uses`` names the searchable
     :class:`BlockCfg` fields the variant reads (``heads`` and ``pos`` for token attention, none
-    for channel attention); a block ignores those its variant does not read.
+    for channel attention); a block ignores those its variant does not read. ``dims``: the
+    map ranks it takes (:data:`INPUTS`).
     """
 
     def wrap(cls):
@@ -132,6 +162,7 @@ def register_attention(
         if unknown:
             raise ValueError(f"{unknown[0]!r} cannot be chosen; allowed: {_allowed(SEARCHABLE)}")
         cls.variant, cls.uses, cls.positions = name, tuple(uses), tuple(positions)
+        cls.dims = tuple(dims)
         ATTENTIONS[name] = cls
         return cls
 
@@ -165,6 +196,46 @@ def reads(operator: str, attention: str | None = None) -> tuple[str, ...]:
         skipped = {"heads", "pos"} - set(ATTENTIONS[attention].uses)
         uses = tuple(f for f in uses if f not in skipped)
     return uses
+
+
+def takes(cfg: "BlockCfg", size: tuple[int, ...]) -> None:
+    """Raise :class:`CfgError` if a block of ``cfg`` cannot run on maps of ``size`` (its rank:
+    :data:`INPUTS`): its operator, its attention variant (where it reads one), a temporal
+    kernel on maps without frames or longer than the clip's ``T`` frames."""
+    dim = len(size)
+    kind = INPUTS.get(dim, f"{dim}-D")
+    op = OPS[cfg.operator]
+    if dim not in op.dims:
+        able = [name for name, c in OPS.items() if dim in c.dims]
+        raise CfgError(
+            "operator",
+            f"{cfg.operator!r} does not take {kind} input; allowed for {kind}: {_allowed(able)}",
+        )
+    if "attention" in op.uses and dim not in ATTENTIONS[cfg.attention].dims:
+        able = [name for name, c in ATTENTIONS.items() if dim in c.dims]
+        raise CfgError(
+            "attention",
+            f"{cfg.attention!r} does not take {kind} input; allowed for {kind}: {_allowed(able)}",
+        )
+    if dim != 3 and cfg.tkernel != 1 and "tkernel" in op.uses:
+        raise CfgError(
+            "tkernel",
+            f"{cfg.tkernel} reaches across frames, but {kind} input has none; allowed: 1 "
+            "(video input, kind 'video', has frames)",
+        )
+    if dim == 3 and "tkernel" in op.uses and cfg.tkernel > size[0]:
+        T = size[0]
+        raise CfgError(
+            "tkernel",
+            f"a temporal kernel of {cfg.tkernel} frames is longer than the clip's {T} frames "
+            f"(T); allowed: odd values up to {T - 1 + T % 2}, or longer clips",
+        )
+
+
+def spatial(dim: int, n: int, time: int = 1) -> int | tuple[int, int, int]:
+    """A kernel, stride or padding ``n`` over the spatial axes of a ``dim``-axis map; on video
+    (``dim = 3``, maps ``(T, H, W)``) ``(time, n, n)``: per frame unless ``time`` says not."""
+    return n if dim < 3 else (time, n, n)
 
 
 def _whole(value, field: str, minimum: int = 1) -> int:
@@ -217,6 +288,8 @@ class BlockCfg:
     width per head, times ``key_dim``, of a downsampling attention block (LeViT: 4);
     ``attn_heads``: heads of attention whose heads are ``key_dim`` wide, any count, where
     ``heads`` must divide ``width`` (LeViT-128S: 6 heads at width 256; 0: ``heads``).
+    ``tkernel`` (searchable, video only): frames a conv kernel spans, odd (1: each frame on
+    its own, a 2-D conv per frame; ``k``: a ``(k, kernel, kernel)`` 3-D conv).
     A bad value raises :class:`CfgError` naming the field.
     """
 
@@ -242,6 +315,7 @@ class BlockCfg:
     split: float = 0.5
     down_ratio: float = 4.0
     attn_heads: int = 0
+    tkernel: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.operator, str) or self.operator not in OPS:
@@ -301,6 +375,10 @@ class BlockCfg:
             )
         _number(self.down_ratio, "down_ratio", 1e-9, words="positive numbers")
         _whole(self.attn_heads, "attn_heads", minimum=0)
+        if _whole(self.tkernel, "tkernel") % 2 == 0:
+            raise CfgError(
+                "tkernel", f"{self.tkernel} is even; allowed: odd integers (1, 3, 5, 7...)"
+            )
         _sdta_checks(self)
         if "attention" in OPS[self.operator].uses and "pos" in reads(self.operator, self.attention):
             able = ATTENTIONS[self.attention].positions  # the encodings the variant takes
@@ -344,12 +422,14 @@ class StageCfg:
 
 def entry_size(size: tuple[int, ...], downsample: str) -> tuple[int, ...]:
     """Spatial size inside a stage entered at ``size`` with ``downsample``: pooling and the
-    2x2 patch conv round down, the stride-2 conv (padding 1) and a downsampling block round up."""
+    2x2 patch conv round down, the stride-2 conv (padding 1) and a downsampling block round up.
+    Video ``(T, H, W)`` keeps its frames: only ``H`` and ``W`` shrink."""
+    time, size = (size[:1], size[1:]) if len(size) == 3 else ((), size)
     if downsample in ("pool", "patch"):
-        return tuple(n // 2 for n in size)
+        return (*time, *(n // 2 for n in size))
     if downsample in ("conv", "block"):
-        return tuple((n + 1) // 2 for n in size)
-    return size
+        return (*time, *((n + 1) // 2 for n in size))
+    return (*time, *size)
 
 
 @dataclass(frozen=True)
@@ -357,7 +437,7 @@ class NetCfg:
     """A whole network: input, stem, stages, head."""
 
     in_channels: int
-    size: tuple[int, ...]  # (L,) or (H, W)
+    size: tuple[int, ...]  # (L,), (H, W) or (T, H, W)
     classes: int
     stem_width: int
     stages: tuple[StageCfg, ...]
@@ -370,8 +450,10 @@ class NetCfg:
     distill: bool = False  # a second classifier, averaged with the first (distilled heads)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.size, tuple) or len(self.size) not in (1, 2):
-            raise CfgError("size", f"{self.size!r} is not allowed; allowed: (L,) or (H, W)")
+        if not isinstance(self.size, tuple) or len(self.size) not in (1, 2, 3):
+            raise CfgError(
+                "size", f"{self.size!r} is not allowed; allowed: (L,), (H, W) or (T, H, W)"
+            )
         for n in self.size:
             _whole(n, "size")
         _whole(self.in_channels, "in_channels")
@@ -396,6 +478,7 @@ class NetCfg:
             raise CfgError("distill", f"{self.distill!r} is not allowed; allowed: true, false")
         if not self.stages:
             raise CfgError("stages", "a network needs at least one stage")
+        self._check_input()
         downsamples = 0
         for i, (st, n) in enumerate(zip(self.stages, self.stage_sizes())):
             downsamples += st.depth > 0 and st.downsample != "none"
@@ -414,13 +497,35 @@ class NetCfg:
                 f"width {self.stem_width}; allowed: kernel = 3, stride = 4",
             )
 
+    def _check_input(self) -> None:
+        """Every part takes maps of this input's rank (:data:`INPUTS`); temporal kernels fit
+        the clip's frames."""
+        dim = len(self.size)
+        kind = INPUTS[dim]
+        for field, name, table in (("stem", self.stem, STEMS), ("head", self.head, HEADS)):
+            if dim not in table[name].dims:
+                able = [n for n, c in table.items() if dim in c.dims]
+                raise CfgError(
+                    field,
+                    f"{name!r} does not take {kind} input; allowed for {kind}: {_allowed(able)}",
+                )
+        for i, st in enumerate(self.stages):
+            if st.depth == 0:
+                continue
+            try:
+                takes(st.block, self.size)
+            except CfgError as exc:
+                raise CfgError(f"stages[{i}].{exc.field}", exc.reason) from None
+
     def stem_size(self) -> tuple[int, ...]:
         """Spatial size after the stem: a patch stem cuts ``n // stride`` patches; the others
-        pad ``k // 2`` and stride (for 3x3 stride-2 convs repeated, the same ceil-halving)."""
+        pad ``k // 2`` and stride (for 3x3 stride-2 convs repeated, the same ceil-halving).
+        A video stem works per frame: ``T`` is kept."""
         k, s = self.stem_kernel, self.stem_stride
+        time, size = (self.size[:1], self.size[1:]) if len(self.size) == 3 else ((), self.size)
         if self.stem == "patch":
-            return tuple(n // s for n in self.size)
-        return tuple((n + 2 * (k // 2) - k) // s + 1 for n in self.size)
+            return (*time, *(n // s for n in size))
+        return (*time, *((n + 2 * (k // 2) - k) // s + 1 for n in size))
 
     def stage_sizes(self) -> list[tuple[int, ...]]:
         """Spatial size inside each stage: the stem's output, halved per downsample
@@ -437,13 +542,18 @@ class NetCfg:
 
 
 def conv_nd(dim: int) -> type[nn.Module]:
-    """``nn.Conv1d`` or ``nn.Conv2d``."""
-    return (nn.Conv1d, nn.Conv2d)[dim - 1]
+    """``nn.Conv1d``, ``nn.Conv2d`` or ``nn.Conv3d``."""
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dim - 1]
 
 
 def batchnorm_nd(dim: int) -> type[nn.Module]:
-    """``nn.BatchNorm1d`` or ``nn.BatchNorm2d``."""
-    return (nn.BatchNorm1d, nn.BatchNorm2d)[dim - 1]
+    """``nn.BatchNorm1d``, ``nn.BatchNorm2d`` or ``nn.BatchNorm3d``."""
+    return (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[dim - 1]
+
+
+def avgpool_nd(dim: int) -> type[nn.Module]:
+    """``nn.AvgPool1d``, ``nn.AvgPool2d`` or ``nn.AvgPool3d``."""
+    return (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[dim - 1]
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -505,14 +615,22 @@ class Mlp(nn.Module):
 class ConvMixer(nn.Module):
     """Same-padding conv of odd kernel over C channels -> norm -> act (Kaiming fan-out init).
 
-    ``norm`` (``NORMS``) and ``act`` (``ACTS``) default to BatchNorm and GELU.
+    ``norm`` (``NORMS``) and ``act`` (``ACTS``) default to BatchNorm and GELU. On video the
+    kernel is ``(tkernel, kernel, kernel)``: per frame at ``tkernel = 1``, else a 3-D conv.
     """
 
     def __init__(
-        self, dim: int, channels: int, kernel: int, act: str = "gelu", norm: str = "bn"
+        self,
+        dim: int,
+        channels: int,
+        kernel: int,
+        act: str = "gelu",
+        norm: str = "bn",
+        tkernel: int = 1,
     ) -> None:
         super().__init__()
-        self.conv = conv_nd(dim)(channels, channels, kernel, padding=kernel // 2, bias=False)
+        k, p = spatial(dim, kernel, tkernel), spatial(dim, kernel // 2, tkernel // 2)
+        self.conv = conv_nd(dim)(channels, channels, k, padding=p, bias=False)
         self.norm = make_norm(norm, dim, channels)
         self.act = make_act(act)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
@@ -581,7 +699,7 @@ class AttentionMixer(nn.Module):
         return from_tokens(self.proj(o), self.size)
 
 
-@register_attention("global", positions=POSITIONS)
+@register_attention("global", positions=POSITIONS, dims=(1, 2, 3))
 class GlobalAttention(AttentionMixer):
     """Every token attends to every token: cost quadratic in tokens. ``pos="bias"``: a
     relative position bias over the whole map (:class:`RelPosBias`, CoAtNet)."""
@@ -609,27 +727,24 @@ def padded_size(size: tuple[int, ...], window: int) -> tuple[int, ...]:
 
 
 def partition(x: torch.Tensor, win: tuple[int, ...]) -> torch.Tensor:
-    """(B, *P, D) with P divisible by win -> (B * nW, prod(win), D)."""
-    B, D = x.shape[0], x.shape[-1]
-    if len(win) == 1:
-        (w,) = win
-        return x.reshape(B * (x.shape[1] // w), w, D)
-    (wh, ww), (H, W) = win, x.shape[1:3]
-    x = x.reshape(B, H // wh, wh, W // ww, ww, D).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, wh * ww, D)
+    """(B, *P, D) with P divisible by win -> (B * nW, prod(win), D), windows in row-major
+    order of their place on the map, tokens in row-major order inside a window."""
+    B, D, n = x.shape[0], x.shape[-1], len(win)
+    split = [m for p, w in zip(x.shape[1:-1], win) for m in (p // w, w)]
+    x = x.reshape(B, *split, D)  # (B, n1, w1, n2, w2, ..., D)
+    order = [*range(1, 2 * n, 2), *range(2, 2 * n + 1, 2)]  # (n1, n2, ..., w1, w2, ...)
+    return x.permute(0, *order, 2 * n + 1).reshape(-1, math.prod(win), D)
 
 
 def merge(x: torch.Tensor, win: tuple[int, ...], padded: tuple[int, ...], B: int) -> torch.Tensor:
     """Inverse of :func:`partition`: (B * nW, prod(win), D) -> (B, *padded, D)."""
-    D = x.shape[-1]
-    if len(win) == 1:
-        return x.reshape(B, padded[0], D)
-    (wh, ww), (H, W) = win, padded
-    x = x.reshape(B, H // wh, W // ww, wh, ww, D).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(B, H, W, D)
+    D, n = x.shape[-1], len(win)
+    x = x.reshape(B, *(p // w for p, w in zip(padded, win)), *win, D)  # (B, n.., w.., D)
+    order = [j for i in range(n) for j in (1 + i, 1 + n + i)]  # (n1, w1, n2, w2, ...)
+    return x.permute(0, *order, 2 * n + 1).reshape(B, *padded, D)
 
 
-@register_attention("window", positions=POSITIONS)
+@register_attention("window", positions=POSITIONS, dims=(1, 2, 3))
 class WindowAttention(AttentionMixer):
     """Swin-style attention inside non-overlapping windows of ``window`` tokens per axis.
 
@@ -681,7 +796,7 @@ class WindowAttention(AttentionMixer):
         return o.reshape(B, N, C3 // 3)
 
 
-@register_attention("linear")
+@register_attention("linear", dims=(1, 2, 3))
 class LinearAttention(AttentionMixer):
     """Kernelised ``phi(Q) (phi(K)^T V)`` with ``phi = elu + 1``: cost linear in tokens."""
 
@@ -695,7 +810,7 @@ class LinearAttention(AttentionMixer):
         return (num / (den + 1e-6)).transpose(1, 2).flatten(2)
 
 
-@register_attention("channel", uses=())
+@register_attention("channel", uses=(), dims=(1, 2, 3))
 class ChannelAttention(nn.Module):
     """Squeeze-excitation (the CAN paper's channel attention): ``x * sigmoid(fc2(relu(fc1(
     mean over S of x))))``, one weight per sample and channel; no heads, no tokens.
@@ -722,20 +837,21 @@ class ChannelAttention(nn.Module):
 # --------------------------------------------------------------------------- operators
 
 
-@register_op("conv", uses=("kernel", "act", "norm"))
+@register_op("conv", uses=("kernel", "act", "norm", "tkernel"), dims=(1, 2, 3))
 class ConvBlock(nn.Module):
-    """``x + act(norm(conv_k(x)))``: local mixing only, receptive field ``k`` per block."""
+    """``x + act(norm(conv_k(x)))``: local mixing only, receptive field ``k`` per block (on
+    video ``tkernel`` frames: 1 a 2-D conv per frame, more a 3-D conv)."""
 
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
-        self.mixer = ConvMixer(len(size), cfg.width, cfg.kernel, cfg.act, cfg.norm)
+        self.mixer = ConvMixer(len(size), cfg.width, cfg.kernel, cfg.act, cfg.norm, cfg.tkernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
         return x + self.mixer(x)
 
 
-@register_op("attention", uses=("heads", "attention", "mlp_ratio", "pos"))
+@register_op("attention", uses=("heads", "attention", "mlp_ratio", "pos"), dims=(1, 2, 3))
 class AttentionBlock(nn.Module):
     """Pre-norm transformer block: ``x + attn(x)``, then ``x + mlp(x)`` (no MLP at ratio 0)."""
 
@@ -750,7 +866,11 @@ class AttentionBlock(nn.Module):
         return x if self.mlp is None else x + self.mlp(x)
 
 
-@register_op("parallel", uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"))
+@register_op(
+    "parallel",
+    uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos", "tkernel"),
+    dims=(1, 2, 3),
+)
 class ParallelBlock(nn.Module):
     """The CAN block done right: ``x + a * conv(x) + b * attn(x)``, then ``x + mlp(x)``.
 
@@ -760,7 +880,7 @@ class ParallelBlock(nn.Module):
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
         self.dim = len(size)
-        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel, cfg.act, cfg.norm)
+        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel, cfg.act, cfg.norm, cfg.tkernel)
         self.attn = ATTENTIONS[cfg.attention](cfg, size)
         self.conv_weight = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
         self.attn_weight = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
@@ -774,7 +894,11 @@ class ParallelBlock(nn.Module):
         return x if self.mlp is None else x + self.mlp(x)
 
 
-@register_op("gated", uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"))
+@register_op(
+    "gated",
+    uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos", "tkernel"),
+    dims=(1, 2, 3),
+)
 class GatedBlock(nn.Module):
     """The DynamicGate done right: ``x + s * (g * conv(x) + (1 - g) * attn(x))``, then the MLP.
 
@@ -785,7 +909,7 @@ class GatedBlock(nn.Module):
     def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
         super().__init__()
         self.dim = len(size)
-        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel, cfg.act, cfg.norm)
+        self.conv = ConvMixer(self.dim, cfg.width, cfg.kernel, cfg.act, cfg.norm, cfg.tkernel)
         self.attn = ATTENTIONS[cfg.attention](cfg, size)
         self.gate = nn.Linear(cfg.width, cfg.width)
         self.scale = nn.Parameter(torch.full((cfg.width,), FUSION_INIT))
@@ -805,36 +929,38 @@ class GatedBlock(nn.Module):
 # --------------------------------------------------------------------------- stems and heads
 
 
-@register_stem("conv")
+@register_stem("conv", dims=(1, 2, 3))
 class ConvStem(nn.Sequential):
-    """conv(kernel, stride, same padding) -> BN -> act: (B, C_in, *S) -> (B, W_0, *S_0)."""
+    """conv(kernel, stride, same padding) -> BN -> act: (B, C_in, *S) -> (B, W_0, *S_0); on
+    video per frame (kernel ``(1, k, k)``, frames kept)."""
 
     def __init__(self, cfg: NetCfg) -> None:
-        dim = len(cfg.size)
+        dim, k = len(cfg.size), cfg.stem_kernel
         conv = conv_nd(dim)(
             cfg.in_channels,
             cfg.stem_width,
-            cfg.stem_kernel,
-            stride=cfg.stem_stride,
-            padding=cfg.stem_kernel // 2,
+            spatial(dim, k),
+            stride=spatial(dim, cfg.stem_stride),
+            padding=spatial(dim, k // 2, 0),
         )
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         super().__init__(conv, batchnorm_nd(dim)(cfg.stem_width), make_act(cfg.act))
 
 
-@register_stem("patch")
+@register_stem("patch", dims=(1, 2, 3))
 class PatchStem(nn.Sequential):
     """Non-overlapping patches: conv(kernel = stride) -> channel LayerNorm (ConvNeXt, EdgeNeXt):
-    (B, C_in, *S) -> (B, W_0, *(S // stride))."""
+    (B, C_in, *S) -> (B, W_0, *(S // stride)); on video per frame (frames kept)."""
 
     def __init__(self, cfg: NetCfg) -> None:
-        conv = conv_nd(len(cfg.size))(
-            cfg.in_channels, cfg.stem_width, cfg.stem_stride, stride=cfg.stem_stride
+        dim, s = len(cfg.size), cfg.stem_stride
+        conv = conv_nd(dim)(
+            cfg.in_channels, cfg.stem_width, spatial(dim, s), stride=spatial(dim, s)
         )
         super().__init__(conv, ChannelNorm(cfg.stem_width, eps=1e-6))
 
 
-@register_head("ln")
+@register_head("ln", dims=(1, 2, 3))
 class LayerNormHead(nn.Module):
     """mean over S -> LayerNorm -> Linear (``fc``); ``distill``: a second Linear (``fc_dist``),
     the two averaged, as timm's distilled heads."""
@@ -953,7 +1079,7 @@ def _swap_axes(x: torch.Tensor, splits: list[tuple[int, int]]) -> torch.Tensor:
     return x.permute(0, *order, x.dim() - 1).reshape(B, *P, D)
 
 
-@register_attention("grid", positions=POSITIONS)
+@register_attention("grid", positions=POSITIONS, dims=(1, 2, 3))
 class GridAttention(WindowAttention):
     """MaxViT's grid attention: dilated windows, each of ``window`` tokens per axis spread
     evenly over the map (``m = padded / window`` apart), so every window spans the whole map.
@@ -2164,8 +2290,9 @@ def _split_checks(cfg: BlockCfg) -> None:
 
 @register_op(
     "split",
-    uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos"),
+    uses=("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos", "tkernel"),
     check=_split_checks,
+    dims=(1, 2, 3),
 )
 class SplitBlock(nn.Module):
     """Channel-split fusion (EdgeNeXt, Next-ViT): the first ``round(split * C)`` channels go
@@ -2180,7 +2307,7 @@ class SplitBlock(nn.Module):
         C, dim = cfg.width, len(size)
         _split_checks(cfg)
         self.share = split_share(C, cfg.split)  # conv channels; the attention takes the rest
-        self.conv = ConvMixer(dim, self.share, cfg.kernel, cfg.act, cfg.norm)
+        self.conv = ConvMixer(dim, self.share, cfg.kernel, cfg.act, cfg.norm, cfg.tkernel)
         heads = cfg.heads if "heads" in ATTENTIONS[cfg.attention].uses else 1
         rest = BlockCfg(**{**cfg.__dict__, "width": C - self.share, "heads": heads})
         self.attn = ATTENTIONS[cfg.attention](rest, size)
@@ -2195,6 +2322,105 @@ class SplitBlock(nn.Module):
         y = torch.cat([self.conv(x[:, :c]), self.attn(x[:, c:])], dim=1)  # (B, C, *S)
         x = x + self.fuse(y)
         return x if self.mlp is None else x + self.mlp(x)
+
+
+# --------------------------------------------------------------------------- video
+# Video maps are (B, C, T, H, W). Tokens follow to_tokens' row-major order: token
+# n = t * (H * W) + p, frame t and position p = h * W + w.
+
+
+class FrameAttention(AttentionMixer):
+    """Token attention within groups of a video's tokens: each frame's positions
+    (``spatial``) or each position's frames (``temporal``); :meth:`groups` cuts them out."""
+
+    across_frames = False  # True: one group per position, its T frames (temporal attention)
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__(cfg, size)
+        T, H, W = self.size
+        # pos="bias": a relative bias over the group's own axes (frames, or the frame's grid)
+        self.rel = None
+        if cfg.pos == "bias":
+            self.rel = RelPosBias(cfg.heads, (T,) if self.across_frames else (H, W))
+
+    def groups(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, T*H*W, D) -> (B * groups, tokens per group, D)."""
+        B, N, D = qkv.shape
+        T = self.size[0]
+        frames = qkv.reshape(B, T, N // T, D)  # (B, T, H*W, D)
+        if self.across_frames:
+            return frames.transpose(1, 2).reshape(-1, T, D)  # (B*H*W, T, D)
+        return frames.reshape(-1, N // T, D)  # (B*T, H*W, D)
+
+    def ungroup(self, o: torch.Tensor, B: int) -> torch.Tensor:
+        """Inverse of :meth:`groups`: (B * groups, tokens per group, D) -> (B, T*H*W, D)."""
+        T, D = self.size[0], o.shape[-1]
+        if self.across_frames:
+            return o.reshape(B, -1, T, D).transpose(1, 2).reshape(B, -1, D)
+        return o.reshape(B, -1, D)
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) -> (B, N, C)."""
+        grouped = self.groups(qkv)  # (B', n, 3C)
+        q, k, v = (split_heads(t, self.heads) for t in grouped.chunk(3, dim=-1))  # (B',h,n,hd)
+        bias = None if self.rel is None else self.rel.matrix()  # (h, n, n)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B', h, n, hd)
+        return self.ungroup(o.transpose(1, 2).flatten(2), qkv.shape[0])
+
+
+@register_attention("temporal", positions=("learned", "none", "cpe", "bias"), dims=(3,))
+class TemporalAttention(FrameAttention):
+    """Each position attends across the clip's frames (TimeSformer's time attention): ``H*W``
+    sequences of ``T`` tokens, cost ``H*W*T^2`` per head dimension; it sees no neighbour."""
+
+    across_frames = True
+
+
+@register_attention("spatial", positions=("learned", "none", "cpe", "bias"), dims=(3,))
+class SpatialAttention(FrameAttention):
+    """Each frame's positions attend to each other, frames apart (TimeSformer's space
+    attention; on its own a 2-D attention per frame): ``T`` sequences of ``H*W`` tokens."""
+
+
+@register_attention("divided", positions=("learned", "none", "cpe", "bias"), dims=(3,))
+class DividedAttention(nn.Module):
+    """Divided space-time attention (TimeSformer): attention across frames, then within each
+    frame on the result, each with its own norm, projections and position encoding:
+    ``t = temporal(x); return t + spatial(x + t)``, so that the block's residual makes it
+    ``x + t + spatial(x + t)`` (TimeSformer's two residual steps before the MLP)."""
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.heads, self.size = cfg.heads, tuple(size)
+        self.time = TemporalAttention(cfg, size)
+        self.space = SpatialAttention(cfg, size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, C, T, H, W)."""
+        t = self.time(x)
+        return t + self.space(x + t)
+
+
+@register_op("r2plus1d", uses=("kernel", "act", "norm", "tkernel"), dims=(3,))
+class R2Plus1DBlock(nn.Module):
+    """(2+1)D convolution (R(2+1)D): a ``(1, k, k)`` conv within each frame, then a
+    ``(tkernel, 1, 1)`` conv across frames, each followed by norm and act, added to ``x``:
+    ``x + act(norm(conv_t(act(norm(conv_s(x))))))``. The middle width is the block's width
+    (not R(2+1)D's parameter-matching width), so it costs ``C^2 (k^2 + tkernel)`` per
+    position against ``C^2 k^2 tkernel`` for the 3-D conv it factorises."""
+
+    def __init__(self, cfg: BlockCfg, size: tuple[int, ...]) -> None:
+        super().__init__()
+        C, k, t = cfg.width, cfg.kernel, cfg.tkernel
+        self.space = ConvMixer(3, C, k, cfg.act, cfg.norm)  # (1, k, k): per frame
+        self.time = nn.Conv3d(C, C, (t, 1, 1), padding=(t // 2, 0, 0), bias=False)
+        self.norm = make_norm(cfg.norm, 3, C)
+        self.act = make_act(cfg.act)
+        nn.init.kaiming_normal_(self.time.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, C, T, H, W)."""
+        return x + self.act(self.norm(self.time(self.space(x))))
 
 
 # --------------------------------------------------------------------------- network
@@ -2212,16 +2438,24 @@ def transition(dim: int, in_width: int, out_width: int, downsample: str | bool) 
     mode = {True: "pool", False: "none"}.get(downsample, downsample)
     if mode == "block":
         return nn.Identity()
+    # video (dim 3): kernels and strides (1, k, k), so the frames are kept
     if mode == "patch":
-        conv = conv_nd(dim)(in_width, out_width, 2, stride=2)
+        conv = conv_nd(dim)(in_width, out_width, spatial(dim, 2), stride=spatial(dim, 2))
         return nn.Sequential(ChannelNorm(in_width, eps=1e-6), conv)
     if mode == "conv":
-        conv = conv_nd(dim)(in_width, out_width, 3, stride=2, padding=1, bias=False)
+        conv = conv_nd(dim)(
+            in_width,
+            out_width,
+            spatial(dim, 3),
+            stride=spatial(dim, 2),
+            padding=spatial(dim, 1, 0),
+            bias=False,
+        )
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         return nn.Sequential(conv, batchnorm_nd(dim)(out_width))
     layers: list[nn.Module] = []
     if mode == "pool":
-        layers.append((nn.AvgPool1d, nn.AvgPool2d)[dim - 1](2))
+        layers.append(avgpool_nd(dim)(spatial(dim, 2)))
     if in_width != out_width:
         conv = conv_nd(dim)(in_width, out_width, 1, bias=False)
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -2242,7 +2476,7 @@ CONFIG: NetCfg | None = None  # the network FusionNet() builds; an exported file
 
 
 class FusionNet(nn.Module):
-    """stem -> stages -> global pool -> LayerNorm -> Linear, for 1-D and 2-D inputs alike."""
+    """stem -> stages -> global pool -> LayerNorm -> Linear, for sequences, images and video."""
 
     def __init__(self, cfg: NetCfg | None = None) -> None:
         super().__init__()

@@ -66,11 +66,12 @@ MAX_MLP_RATIO = 64.0
 # or MLP hidden layer (2^26 float32 = 256 MiB per sample; training holds a batch of them).
 MAX_VALUES = 2**26
 MAX_STAGE_CHOICES = 100_000  # distinct choices of one stage (strategies list them)
-INPUT_KINDS = ("sequence", "image")
+INPUT_KINDS = ("sequence", "image", "video")
+INPUT_DIMS = {"sequence": 1, "image": 2, "video": 3}  # spatial axes of each kind
 
 _TOP_KEYS = ("name", "description", "input", "network", "stem", "head", "stage", "zoo")
 _INPUT_KEYS = ("kind", "channels", "classes", "length", "size")
-_NETWORK_KEYS = ("mlp_ratio", "act", "norm", "expand", "pos", *SETTINGS)
+_NETWORK_KEYS = ("mlp_ratio", "act", "norm", "expand", "pos", "tkernel", *SETTINGS)
 _STEM_KEYS = ("width", "kernel", "stride", "kind", "act")
 _HEAD_KEYS = ("kind", "width", "distill")
 _STAGE_KEYS = ("operator", *SEARCHABLE, "width", "depth", "downsample", *SETTINGS)
@@ -102,9 +103,9 @@ class StageSpec:
     """Allowed choices of one stage.
 
     A field of ``OPTIONAL`` (``mlp_ratio``, ``downsample``, ``act``, ``norm``, ``expand``,
-    ``pos``) with one value is fixed by the space: the architectures leave it ``None``. Depth 0
-    is one choice, the skipped stage. ``settings`` holds the ``SETTINGS`` fields the stage
-    fixes (besides ``window``), as ``(field, value)`` pairs.
+    ``pos``, ``tkernel``) with one value is fixed by the space: the architectures leave it
+    ``None``. Depth 0 is one choice, the skipped stage. ``settings`` holds the ``SETTINGS``
+    fields the stage fixes (besides ``window``), as ``(field, value)`` pairs.
     """
 
     operator: tuple[str, ...]
@@ -120,6 +121,7 @@ class StageSpec:
     norm: tuple[str, ...] = ("bn",)
     expand: tuple[float, ...] = (4.0,)
     pos: tuple[str, ...] = ("learned",)
+    tkernel: tuple[int, ...] = (1,)
     settings: tuple[tuple[str, Any], ...] = ()
 
     def _chosen(self, field: str) -> tuple[Any, ...]:
@@ -177,9 +179,9 @@ class SearchSpace:
 
     name: str
     description: str
-    kind: str  # "sequence" or "image"
+    kind: str  # "sequence", "image" or "video"
     channels: int
-    size: tuple[int, ...]  # (L,) or (H, W)
+    size: tuple[int, ...]  # (L,), (H, W) or (T, H, W)
     classes: int
     stem: StemSpec
     stages: tuple[StageSpec, ...]
@@ -193,7 +195,7 @@ class SearchSpace:
 
     @property
     def dim(self) -> int:
-        """Spatial dimensions: 1 for sequences, 2 for images."""
+        """Spatial dimensions: 1 for sequences, 2 for images, 3 for video (T, H, W)."""
         return len(self.size)
 
     def input_shape(self, batch: int = 1) -> tuple[int, ...]:
@@ -328,7 +330,7 @@ class SearchSpace:
         """The config of stage ``i`` for canonical ``choice``: fields the choice leaves
         ``None`` take the space's (window, fixed MLP ratio and downsampling) or the defaults."""
         spec = self.stages[i]
-        fixed = {f: getattr(spec, f)[0] for f in ("mlp_ratio", "act", "norm", "expand", "pos")}
+        fixed = {f: getattr(spec, f)[0] for f in ("mlp_ratio", *OPTIONAL[2:])}
         block = nets_view().BlockCfg(
             choice.operator,
             choice.width,
@@ -547,11 +549,13 @@ class _Validator:
                 raise self.fail("input.size", "sequences take 'length', not 'size'")
             size = (self.capped(self.required(inp, "length", "input.length"), "input.length"),)
         else:
+            axes = "[T, H, W]" if kind == "video" else "[H, W]"
             if "length" in inp:
-                raise self.fail("input.length", "images take 'size = [H, W]', not 'length'")
-            raw = inp.get("size")
-            if not isinstance(raw, list) or len(raw) != 2:
-                raise self.fail("input.size", f"{raw!r} must be a list [H, W] of two integers")
+                raise self.fail("input.length", f"{kind}s take 'size = {axes}', not 'length'")
+            raw, n = inp.get("size"), INPUT_DIMS[kind]
+            if not isinstance(raw, list) or len(raw) != n:
+                count = "three" if n == 3 else "two"
+                raise self.fail("input.size", f"{raw!r} must be a list {axes} of {count} integers")
             size = tuple(self.capped(v, "input.size") for v in raw)
         channels = self.capped(self.required(inp, "channels", "input.channels"), "input.channels")
         classes = self.required(inp, "classes", "input.classes", minimum=2)
@@ -681,6 +685,7 @@ class _Validator:
                     chosen = {f: v for f, v in zip(SEARCHABLE, values) if v is not None}
                     try:
                         cfg = view.BlockCfg(op, values[-1], **{**base, **chosen})
+                        view.takes(cfg, space.size)  # the input's rank (video, image...)
                         check = getattr(view.OPS[op], "check", None)  # the operator's rules
                         if check is not None:
                             check(cfg)
@@ -781,6 +786,7 @@ class _Validator:
         acts = checked("act", defaults.act)
         norms = checked("norm", defaults.norm)
         positions = checked("pos", defaults.pos)
+        tkernels = checked("tkernel", defaults.tkernel)
         settings = {}
         for key in SETTINGS:
             value = st.get(key, getattr(defaults, key))
@@ -819,6 +825,7 @@ class _Validator:
             norm=norms,
             expand=expands,
             pos=positions,
+            tkernel=tkernels,
             settings=tuple(settings.items()),
         )
         if (n := spec.count()) > MAX_STAGE_CHOICES:

@@ -988,7 +988,7 @@ def test_architecture_outside_space_or_with_bad_values_is_rejected(tmp_path: Pat
 
 def test_operator_without_importable_source_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     class Fancy(torch.nn.Module):  # defined inside a function: no module-level source
-        uses = ("kernel",)
+        uses, dims = ("kernel",), (1, 2)
 
         def __init__(self, cfg: Any, size: tuple[int, ...]) -> None:
             super().__init__()

@@ -105,6 +105,7 @@ def test_defaults_live_in_block_cfg() -> None:
         "split": 0.5,
         "down_ratio": 4.0,
         "attn_heads": 0,
+        "tkernel": 1,
     }
     cfg = BlockCfg("conv", 8)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -155,8 +156,8 @@ def test_stage_and_net_cfg_checks() -> None:
     with pytest.raises(CfgError, match="^downsample: 'yes'"):
         StageCfg(block, 1, "yes")  # type: ignore[arg-type]
     stage = StageCfg(block)
-    with pytest.raises(CfgError, match=r"^size: \(1, 2, 3\)"):
-        NetCfg(1, (1, 2, 3), 10, 8, (stage,))
+    with pytest.raises(CfgError, match=r"^size: \(1, 2, 3, 4\) .*\(L,\), \(H, W\) or \(T, H, W\)"):
+        NetCfg(1, (1, 2, 3, 4), 10, 8, (stage,))
     with pytest.raises(CfgError, match="^classes: 1 is too small; allowed: integers >= 2"):
         NetCfg(1, (8,), 1, 8, (stage,))
     with pytest.raises(CfgError, match="^stem_kernel: 2 is even"):
@@ -264,11 +265,19 @@ def test_attention_variants_share_one_interface() -> None:
     # every variant is built as cls(cfg, size) and maps (B, C, *S) to itself
     for name, cls in nets.ATTENTIONS.items():
         cfg = BlockCfg("attention", 8, heads=2, attention=name)
-        mixer = cls(cfg, (5, 3))
-        assert mixer(torch.randn(2, 8, 5, 3)).shape == (2, 8, 5, 3)
+        size = (5, 3) if 2 in cls.dims else (2, 5, 3)  # the video-only variants: (T, H, W)
+        mixer = cls(cfg, size)
+        assert mixer(torch.randn(2, 8, *size)).shape == (2, 8, *size)
     assert nets.ATTENTIONS["channel"].uses == ()
-    assert nets.reads("gated", "channel") == ("kernel", "attention", "mlp_ratio", "act", "norm")
-    fused = ("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos")
+    assert nets.reads("gated", "channel") == (
+        "kernel",
+        "attention",
+        "mlp_ratio",
+        "act",
+        "norm",
+        "tkernel",
+    )
+    fused = ("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos", "tkernel")
     assert nets.reads("gated", "window") == fused
     se = nets.ATTENTIONS["channel"](BlockCfg("attention", 3, attention="channel"), (4,))
     assert se.fc1.out_features == 1  # C // 4, at least one hidden unit

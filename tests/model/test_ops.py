@@ -436,7 +436,7 @@ def test_registry_is_a_view_of_nets() -> None:
     assert ops.register_op is nets.register_op and ops.BlockCfg is nets.BlockCfg
     for name, cls in nets.OPS.items():
         assert get_op(name) is cls and op_uses(name) == cls.uses
-    assert op_uses("conv") == ("kernel", "act", "norm")
+    assert op_uses("conv") == ("kernel", "act", "norm", "tkernel")
     assert op_uses("attention") == ("heads", "attention", "mlp_ratio", "pos")
     fused = ("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos")
     assert op_uses("parallel") == op_uses("gated") == fused

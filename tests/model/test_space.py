@@ -186,8 +186,8 @@ MALFORMED = [
     ),
     (
         "bad-kind",
-        BASE.replace('kind = "image"', 'kind = "video"'),
-        ["input.kind", "'video'", "'sequence', 'image'"],
+        BASE.replace('kind = "image"', 'kind = "volume"'),
+        ["input.kind", "'volume'", "'sequence', 'image', 'video'"],
     ),
     (
         "image-with-length",

@@ -175,7 +175,14 @@ def test_bad_values_are_one_line_errors(fields: dict, message: str) -> None:
 def test_heads_are_not_checked_where_the_variant_has_none() -> None:
     # squeeze-excitation reads no heads: 4 heads and an attention share of 9 are fine
     cfg = BlockCfg("split", 12, split=0.25, heads=4, attention="channel")
-    assert nets.reads("split", "channel") == ("kernel", "attention", "mlp_ratio", "act", "norm")
+    assert nets.reads("split", "channel") == (
+        "kernel",
+        "attention",
+        "mlp_ratio",
+        "act",
+        "norm",
+        "tkernel",
+    )
     assert nets.SplitBlock(cfg, (5,))(torch.randn(2, 12, 5)).shape == (2, 12, 5)
 
 

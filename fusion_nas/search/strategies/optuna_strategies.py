@@ -26,7 +26,8 @@ __all__ = ["NSGA2", "TPE", "GridSearch", "RandomSearch", "arch_params", "suggest
 
 GRID_LIMIT = 10_000
 _FIELDS = ("operator", "kernel", "heads", "attention", "width", "depth")
-_OPTIONAL_FIELDS = ("mlp_ratio", "downsample")  # suggested only where a stage offers a choice
+# suggested only where a stage offers a choice (else the space fixes them)
+_OPTIONAL_FIELDS = ("mlp_ratio", "downsample", "act", "norm", "expand", "pos", "tkernel")
 
 
 def suggest_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture:
@@ -52,9 +53,9 @@ def suggest_architecture(trial: optuna.Trial, space: SearchSpace) -> Architectur
     Every field is suggested as the categorical parameter ``s{i}_{field}`` of stage ``i``
     (fields the chosen operator ignores too, so the search space stays fixed and the sampler
     can model all stages jointly); the returned architecture drops them, so equal networks
-    share one ``arch_id``. ``mlp_ratio`` and ``downsample`` are asked only where the stage lists
-    more than one value (elsewhere the space fixes them), so searches of spaces without those
-    choices keep their parameters. Raises
+    share one ``arch_id``. ``mlp_ratio``, ``downsample``, ``act``, ``norm``, ``expand``, ``pos``
+    and ``tkernel`` are asked only where the stage lists more than one value (elsewhere the
+    space fixes them), so searches of spaces without those choices keep their parameters. Raises
     :class:`~fusion_nas.errors.ArchitectureError` if the choices are not an architecture of
     ``space``.
     """
