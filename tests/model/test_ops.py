@@ -438,7 +438,7 @@ def test_registry_is_a_view_of_nets() -> None:
         assert get_op(name) is cls and op_uses(name) == cls.uses
     assert op_uses("conv") == ("kernel", "act", "norm", "tkernel")
     assert op_uses("attention") == ("heads", "attention", "mlp_ratio", "pos")
-    fused = ("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos")
+    fused = ("kernel", "heads", "attention", "mlp_ratio", "act", "norm", "pos", "tkernel")
     assert op_uses("parallel") == op_uses("gated") == fused
 
 
