@@ -1,8 +1,9 @@
 """Datasets for fusion-nas trials, shaped to fit a search space.
 
 :func:`load_dataset` returns train / val / test datasets whose samples have exactly the shape
-the search space asks for: ``(channels, L)`` for kind ``"sequence"`` and ``(channels, H, W)``
-for kind ``"image"``; a sample's input is float32 and normalised, its label int64.
+the search space asks for: ``(channels, L)`` for kind ``"sequence"``, ``(channels, H, W)``
+for kind ``"image"`` and ``(channels, T, H, W)`` for kind ``"video"``; a sample's input is
+float32 and normalised, its label int64.
 
 Datasets:
 
@@ -17,6 +18,10 @@ Datasets:
   stratified 20% of them is the test split.
 - ``synthetic``: a small generated task for tests (600 train / 200 test) that fits any kind,
   channels, size and number of classes.
+- ``video-glyphs``: procedural video clips for kind ``"video"`` (:mod:`.video`): three moving
+  glyphs whose order of appearance is the class (6 classes), 6000 train / 1200 test clips of
+  1 channel at the space's ``(T, H, W)`` (default 8 x 16 x 16); a network that averages frames
+  is at chance. Generated offline from a fixed seed.
 - ``folder:PATH``: images in ``PATH/train/<class>/*.png|jpg|jpeg|bmp`` and optionally
   ``PATH/test/<class>/...``; class names sorted; any size, grey or RGB, any number of files:
   decoded once (in loader workers) into a memory-mapped cache (:mod:`.folder`, :mod:`.cache`).
@@ -74,6 +79,7 @@ from fusion_nas.training.data.images import (
     pixel_stats,
     take,
 )
+from fusion_nas.training.data.video import VIDEO_GLYPHS, load_video_glyphs
 
 __all__ = [
     "CIFAR_PREFIXES",
@@ -96,7 +102,7 @@ __all__ = [
     "take",
 ]
 
-DATASETS: tuple[str, ...] = ("mnist1d", "fashion-mnist", "digits", "synthetic")
+DATASETS: tuple[str, ...] = ("mnist1d", "fashion-mnist", "digits", "synthetic", VIDEO_GLYPHS)
 # Datasets of natural images (photographs): random crop and flip are their default
 # augmentation (fusion_nas.training.augment); every other dataset's default is none.
 NATURAL_PREFIXES: tuple[str, ...] = (FOLDER_PREFIX, *CIFAR_PREFIXES)
@@ -143,8 +149,9 @@ def load_dataset(
 ) -> DataSplits:
     """Load dataset ``name`` shaped for a search space and split it into train / val / test.
 
-    ``kind`` is ``"sequence"`` (``size=(L,)``, x of shape ``(N, channels, L)``) or ``"image"``
-    (``size=(H, W)``, x of shape ``(N, channels, H, W)``); ``classes`` must equal the
+    ``kind`` is ``"sequence"`` (``size=(L,)``, x of shape ``(N, channels, L)``), ``"image"``
+    (``size=(H, W)``, x of shape ``(N, channels, H, W)``) or ``"video"`` (``size=(T, H, W)``,
+    x of shape ``(N, channels, T, H, W)``); ``classes`` must equal the
     dataset's class count. ``data_dir`` is the idx directory for ``fashion-mnist``.
     ``val_fraction`` of the training data (at least one sample), chosen by a permutation seeded
     with ``seed``, becomes ``val``; ``train_subset`` then keeps at most that many samples of
@@ -220,6 +227,8 @@ def _resolve(
         return key, load_digits
     if key == "synthetic":
         return key, functools.partial(load_synthetic, classes)
+    if key == VIDEO_GLYPHS:
+        return key, load_video_glyphs
     forms = (*DATASETS, FOLDER_PREFIX + "PATH", *(p + "PATH" for p in CIFAR_PREFIXES))
     raise DatasetError(f"unknown dataset {name!r}; allowed: {allowed(forms)}")
 
