@@ -25,6 +25,9 @@ Datasets:
 - ``folder:PATH``: images in ``PATH/train/<class>/*.png|jpg|jpeg|bmp`` and optionally
   ``PATH/test/<class>/...``; class names sorted; any size, grey or RGB, any number of files:
   decoded once (in loader workers) into a memory-mapped cache (:mod:`.folder`, :mod:`.cache`).
+  With a video space: clips in ``PATH/train/<class>/<clip>``, each a directory of frame images
+  or a short video file (``.gif``; ``.mp4`` and others with PyAV), held in memory as float
+  (:mod:`.clips`).
 - ``cifar10:PATH`` / ``cifar100:PATH``: the python-batches format of CIFAR-10 / CIFAR-100
   (:mod:`.cifar`).
 
@@ -70,6 +73,7 @@ from fusion_nas.training.data.builtin import (
     read_idx,
 )
 from fusion_nas.training.data.cifar import CIFAR_PREFIXES, load_cifar
+from fusion_nas.training.data.clips import load_clips
 from fusion_nas.training.data.folder import FOLDER_PREFIX, FolderData, decoded_images, load_folder
 from fusion_nas.training.data.images import (
     ArrayImages,
@@ -195,7 +199,9 @@ def _float_splits(
     train = TensorDataset(match_channels(x[train_idx], c), raw.y_train[train_idx])
     val = TensorDataset(match_channels(x[val_idx], c), raw.y_train[val_idx])
     test = None if x_test is None else TensorDataset(match_channels(x_test, c), raw.y_test)
-    return DataSplits(name=key, train=train, val=val, test=test, classes=raw.classes)
+    return DataSplits(
+        name=key, train=train, val=val, test=test, classes=raw.classes, skipped=raw.skipped
+    )
 
 
 def _array_images(raw: Raw, space: Space) -> FolderData:
@@ -208,13 +214,18 @@ def _array_images(raw: Raw, space: Space) -> FolderData:
     return FolderData(train, test, raw.classes, raw.skipped, 0.0)
 
 
+def _load_folder(path: str, space: Space) -> Raw | FolderData:
+    """``folder:PATH``: clips (:mod:`.clips`) for a video space, else images (:mod:`.folder`)."""
+    return load_clips(path, space) if space.kind == "video" else load_folder(path, space)
+
+
 def _resolve(
     name: str, data_dir: str | Path | None, classes: int
 ) -> tuple[str, Callable[[Space], Raw | FolderData]]:
     """Map a dataset name to its canonical key and a loader taking the space."""
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
         path = name[len(FOLDER_PREFIX) :]
-        return name, functools.partial(load_folder, path)
+        return name, functools.partial(_load_folder, path)
     if isinstance(name, str) and name.startswith(CIFAR_PREFIXES):
         prefix, path = name.split(":", 1)
         return name, functools.partial(load_cifar, prefix + ":", path)
