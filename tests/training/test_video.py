@@ -22,6 +22,17 @@ def one_line(info: pytest.ExceptionInfo) -> str:
     return message
 
 
+def glyphs_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No noise, no offset, full contrast, no distractor: clips of the glyphs alone."""
+    for name, value in (
+        ("NOISE_SIGMA", 0.0),
+        ("OFFSET_RANGE", 0.0),
+        ("CONTRAST", (1.0, 1.0)),
+        ("DISTRACTOR", 0),
+    ):
+        monkeypatch.setattr(vg, name, value)
+
+
 @pytest.fixture(scope="module")
 def small() -> tuple[np.ndarray, np.ndarray]:
     return make_video_glyphs(600, (8, 16, 16), 5)
@@ -37,9 +48,11 @@ def test_shapes_dtypes_balance_and_range(small):
     assert y.shape == (600,) and y.dtype == np.int64
     assert np.bincount(y, minlength=6).tolist() == [100] * 6
     assert np.isfinite(x).all()
-    # background offset in [-0.5, 0.5] plus noise (sigma 0.25); glyph pixels add 1
-    assert -2.0 < x.min() and x.max() < 3.0
-    assert 0.95 < x.max(axis=(2, 3, 4)).mean() - x.mean(axis=(2, 3, 4)).mean()
+    # background offset in [-0.5, 0.5] plus noise (sigma 0.4); glyph pixels add 0.4 to 1
+    assert -3.5 < x.min() and x.max() < 4.5
+    # a glyph: 10 pixels on average, a 2x2 distractor: 4, both at 0.7 contrast on average
+    assert abs(x.mean() - 0.7 * (10 + 4) / 256) < 0.03
+    assert 0.45 < x.std() < 0.6  # sqrt(0.4^2 + 1/12 (offset) + glyphs)
 
 
 def test_deterministic_for_a_seed(small):
@@ -51,8 +64,7 @@ def test_deterministic_for_a_seed(small):
 
 
 def test_every_frame_shows_one_glyph_inside_the_frame(monkeypatch):
-    monkeypatch.setattr(vg, "NOISE_SIGMA", 0.0)
-    monkeypatch.setattr(vg, "OFFSET_RANGE", 0.0)
+    glyphs_alone(monkeypatch)
     x, y = make_video_glyphs(60, (7, 7, 9), 1)  # noise-free: the glyphs alone
     frames = x[:, 0]  # (60, T, H, W)
     assert set(np.unique(frames).tolist()) == {0.0, 1.0}
@@ -108,8 +120,7 @@ def test_frame_average_at_chance_frame_order_informative():
 
 
 def test_class_means_of_frame_averages_are_equal(monkeypatch):
-    monkeypatch.setattr(vg, "NOISE_SIGMA", 0.0)
-    monkeypatch.setattr(vg, "OFFSET_RANGE", 0.0)
+    glyphs_alone(monkeypatch)
     x, y = make_video_glyphs(6000, (8, 9, 9), 3)  # noise-free: the glyphs alone
     avg = x.mean(axis=2)[:, 0]  # (N, H, W) frame averages
     total = avg.sum(axis=(1, 2))  # (N,) glyph pixels per frame, averaged over the clip
