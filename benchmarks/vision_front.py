@@ -359,9 +359,12 @@ def job_key(job: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_jobs(jobs: list[dict[str, Any]], workers: int, cache: Path) -> list[dict[str, Any]]:
-    """Every job's result, from ``cache`` (JSON lines) where done before, else trained in
-    ``workers`` one-thread processes (longest first) and appended to ``cache``."""
+def run_jobs(
+    jobs: list[dict[str, Any]], workers: int, cache: Path, runner=run_job
+) -> list[dict[str, Any]]:
+    """Every job's result, from ``cache`` (JSON lines) where done before, else trained by
+    ``runner`` (a module-level function of a job) in ``workers`` one-thread processes (longest
+    first) and appended to ``cache``."""
     done: dict[str, dict[str, Any]] = {}
     if cache.is_file():
         for line in cache.read_text().splitlines():
@@ -375,7 +378,7 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, cache: Path) -> list[dict
     if todo:
         ctx = mp.get_context("spawn")  # fresh interpreters, one thread each
         with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as ex:
-            futures = {ex.submit(run_job, j): k for k, j in todo}
+            futures = {ex.submit(runner, j): k for k, j in todo}
             for i, fut in enumerate(cf.as_completed(futures), 1):
                 result = fut.result()
                 done[futures[fut]] = result
