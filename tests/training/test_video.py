@@ -167,6 +167,10 @@ def test_shuffle_frames_keeps_each_clips_frames(small):
         rows_a = sorted(map(bytes, a[0])), sorted(map(bytes, b[0]))
         assert rows_a[0] == rows_a[1]  # the same multiset of frames
     assert np.array_equal(shuffle_frames(x, 3), s)  # seeded
+    frozen = x.copy()
+    frozen.setflags(write=False)
+    assert np.array_equal(shuffle_frames(frozen, 3), s)  # same order for numpy and torch
+    assert np.array_equal(shuffle_frames(torch.from_numpy(x), 3).numpy(), s)
     assert not np.array_equal(shuffle_frames(x, 4), s)
     orders = {tuple(np.argsort(s[i, 0, :, 0, 0])) for i in range(20)}
     assert len(orders) > 1  # each clip its own order
