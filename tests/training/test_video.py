@@ -12,6 +12,7 @@ from fusion_nas.training.data import DATASETS, load_dataset
 from fusion_nas.training.data import video as vg
 from fusion_nas.training.data.base import check_space, normalise_float
 from fusion_nas.training.data.video import make_video_glyphs, shuffle_frames
+from tests.training.test_data import write_idx_dir
 
 VIDEO = dict(kind="video", channels=1, size=(8, 16, 16), classes=6)
 
@@ -258,10 +259,20 @@ def test_video_glyphs_refuses_other_kinds():
         load_dataset("video-glyphs", kind="sequence", channels=1, size=(40,), classes=6)
 
 
-def test_image_and_sequence_datasets_refuse_a_video_space():
+def test_image_and_sequence_datasets_refuse_a_video_space(tmp_path):
     with pytest.raises(DatasetError) as info:
         load_dataset("digits", kind="video", channels=1, size=(8, 8, 8), classes=10)
     assert "holds 8x8 images but the search space is kind 'video'" in one_line(info)
     with pytest.raises(DatasetError) as info:
         load_dataset("mnist1d", kind="video", channels=1, size=(8, 8, 8), classes=10)
     assert "search space is a video space" in one_line(info)
+    video = dict(kind="video", channels=3, size=(4, 8, 8), classes=10)
+    write_idx_dir(tmp_path, np.random.default_rng(0))
+    with pytest.raises(DatasetError) as info:
+        load_dataset("fashion-mnist", **dict(video, classes=3), data_dir=tmp_path)
+    assert "holds 6x6 images but the search space is kind 'video'" in one_line(info)
+    for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        (tmp_path / f).touch()  # only their names are checked before the kind
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"cifar10:{tmp_path}", **video)
+    assert "holds 32x32 RGB images but the search space is kind 'video'" in one_line(info)
