@@ -3,15 +3,18 @@ the kind ``video`` in the dataset loaders."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from fusion_nas.errors import DatasetError
+from fusion_nas.errors import DatasetError, ShortProxyWarning
 from fusion_nas.training.data import DATASETS, load_dataset
 from fusion_nas.training.data import video as vg
 from fusion_nas.training.data.base import check_space, normalise_float
 from fusion_nas.training.data.video import make_video_glyphs, shuffle_frames
+from fusion_nas.training.loop import ProxyConfig, train_proxy
 from tests.training.test_data import write_idx_dir
 
 VIDEO = dict(kind="video", channels=1, size=(8, 16, 16), classes=6)
@@ -276,3 +279,20 @@ def test_image_and_sequence_datasets_refuse_a_video_space(tmp_path):
     with pytest.raises(DatasetError) as info:
         load_dataset(f"cifar10:{tmp_path}", **video)
     assert "holds 32x32 RGB images but the search space is kind 'video'" in one_line(info)
+
+
+def test_clips_train_through_the_proxy_loop_with_augmentation():
+    # the data side of a video trial: 5-D batches through the real loop, cropped and flipped
+    splits = load_dataset("video-glyphs", **dict(VIDEO, size=(4, 8, 8)), train_subset=192)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1),  # (B, 4, T, H, W)
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 4 * 8 * 8, 6),
+    )
+    config = ProxyConfig(epochs=2, batch_size=64, augment="crop,flip", crop_padding=1, mixup=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ShortProxyWarning)  # 6 steps: a smoke run
+        result = train_proxy(model, splits.train, splits.val, config, seed=0)
+    assert len(result.curve) == 2 and 0.0 <= result.val_acc <= 1.0
