@@ -3,15 +3,19 @@ the kind ``video`` in the dataset loaders."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from fusion_nas.errors import DatasetError
+from fusion_nas.errors import DatasetError, ShortProxyWarning
 from fusion_nas.training.data import DATASETS, load_dataset
 from fusion_nas.training.data import video as vg
 from fusion_nas.training.data.base import check_space, normalise_float
 from fusion_nas.training.data.video import make_video_glyphs, shuffle_frames
+from fusion_nas.training.loop import ProxyConfig, train_proxy
+from tests.training.test_data import write_idx_dir
 
 VIDEO = dict(kind="video", channels=1, size=(8, 16, 16), classes=6)
 
@@ -167,6 +171,10 @@ def test_shuffle_frames_keeps_each_clips_frames(small):
         rows_a = sorted(map(bytes, a[0])), sorted(map(bytes, b[0]))
         assert rows_a[0] == rows_a[1]  # the same multiset of frames
     assert np.array_equal(shuffle_frames(x, 3), s)  # seeded
+    frozen = x.copy()
+    frozen.setflags(write=False)
+    assert np.array_equal(shuffle_frames(frozen, 3), s)  # same order for numpy and torch
+    assert np.array_equal(shuffle_frames(torch.from_numpy(x), 3).numpy(), s)
     assert not np.array_equal(shuffle_frames(x, 4), s)
     orders = {tuple(np.argsort(s[i, 0, :, 0, 0])) for i in range(20)}
     assert len(orders) > 1  # each clip its own order
@@ -254,10 +262,37 @@ def test_video_glyphs_refuses_other_kinds():
         load_dataset("video-glyphs", kind="sequence", channels=1, size=(40,), classes=6)
 
 
-def test_image_and_sequence_datasets_refuse_a_video_space():
+def test_image_and_sequence_datasets_refuse_a_video_space(tmp_path):
     with pytest.raises(DatasetError) as info:
         load_dataset("digits", kind="video", channels=1, size=(8, 8, 8), classes=10)
     assert "holds 8x8 images but the search space is kind 'video'" in one_line(info)
     with pytest.raises(DatasetError) as info:
         load_dataset("mnist1d", kind="video", channels=1, size=(8, 8, 8), classes=10)
     assert "search space is a video space" in one_line(info)
+    video = dict(kind="video", channels=3, size=(4, 8, 8), classes=10)
+    write_idx_dir(tmp_path, np.random.default_rng(0))
+    with pytest.raises(DatasetError) as info:
+        load_dataset("fashion-mnist", **dict(video, classes=3), data_dir=tmp_path)
+    assert "holds 6x6 images but the search space is kind 'video'" in one_line(info)
+    for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        (tmp_path / f).touch()  # only their names are checked before the kind
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"cifar10:{tmp_path}", **video)
+    assert "holds 32x32 RGB images but the search space is kind 'video'" in one_line(info)
+
+
+def test_clips_train_through_the_proxy_loop_with_augmentation():
+    # the data side of a video trial: 5-D batches through the real loop, cropped and flipped
+    splits = load_dataset("video-glyphs", **dict(VIDEO, size=(4, 8, 8)), train_subset=192)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1),  # (B, 4, T, H, W)
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 4 * 8 * 8, 6),
+    )
+    config = ProxyConfig(epochs=2, batch_size=64, augment="crop,flip", crop_padding=1, mixup=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ShortProxyWarning)  # 6 steps: a smoke run
+        result = train_proxy(model, splits.train, splits.val, config, seed=0)
+    assert len(result.curve) == 2 and 0.0 <= result.val_acc <= 1.0

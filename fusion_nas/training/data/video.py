@@ -235,15 +235,14 @@ def shuffle_frames(x: torch.Tensor | np.ndarray, seed: int) -> torch.Tensor | np
     tensor stays on its device). On ``video-glyphs`` the copy carries no class information.
     """
     check_int("seed", seed)
-    as_numpy = isinstance(x, np.ndarray)
-    xt = torch.from_numpy(x) if as_numpy else x
-    if xt.ndim != 5:
+    if x.ndim != 5:
         raise DatasetError(
-            f"shuffle_frames takes clips (N, C, T, H, W), not shape {tuple(xt.shape)}; "
+            f"shuffle_frames takes clips (N, C, T, H, W), not shape {tuple(x.shape)}; "
             "allowed: 5-D arrays"
         )
-    n, c, t, h, w = xt.shape
+    n, c, t, h, w = x.shape
     order = np.random.default_rng(seed).random((n, t)).argsort(axis=1)  # (N, T) permutations
-    idx = torch.from_numpy(order).to(xt.device)[:, None, :, None, None].expand(n, c, t, h, w)
-    out = xt.gather(2, idx)  # (N, C, T, H, W)
-    return out.numpy() if as_numpy else out
+    if isinstance(x, np.ndarray):  # a read-only (cached) array works too: nothing is written
+        return np.take_along_axis(x, order[:, None, :, None, None], axis=2)  # (N, C, T, H, W)
+    idx = torch.from_numpy(order).to(x.device)[:, None, :, None, None].expand(n, c, t, h, w)
+    return x.gather(2, idx)  # (N, C, T, H, W)
