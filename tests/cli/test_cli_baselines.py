@@ -58,7 +58,12 @@ def test_list_shows_the_baselines_of_a_space_and_trains_nothing(tmp_path, monkey
         "can",
         "gated",
         "hvt",
+        "video-3dcnn",
+        "video-transformer",
+        "video-hybrid",
+        "frame-average",
     }
+    assert "not available: video spaces only" in lines["video-hybrid"]
     res = cli("baselines", "digits", "--list")
     assert res.exit_code == 0
     assert "not available: sequence spaces only" in res.output

@@ -23,6 +23,7 @@ BUILTINS = (
     "fashion-mnist",
     "hybrids-224",
     "mnist1d",
+    "video-glyphs",
 )
 
 
@@ -35,8 +36,8 @@ def test_builtin_space_loads(name: str) -> None:
     space = load_space(name)
     assert space.name == name
     assert space.num_architectures() > 1
-    assert space.kind in ("sequence", "image")
-    assert space.dim == (1 if space.kind == "sequence" else 2)
+    assert space.kind in ("sequence", "image", "video")
+    assert space.dim == {"sequence": 1, "image": 2, "video": 3}[space.kind]
     assert all(min(size) >= 1 for size in space.stage_sizes())
     # Loading by path gives the same space as loading by name.
     by_path = load_space(Path(__file__).parents[2] / "search_spaces" / f"{name}.toml")
