@@ -22,7 +22,7 @@ python3 -m venv .venv
 python -m pip install --upgrade pip >/dev/null
 # The pinned CPU build first: anything unpinned would pull a multi-GB CUDA build.
 pip install torch==2.13.0
-pip install -e '.[dev,nni,onnx,postgres]'
+pip install -e '.[dev,nni,onnx,postgres,video]'
 # Every optional component is installed above: a skip now is a failure (tests/conftest.py).
 export FUSION_NAS_NO_SKIP=1
 # One pytest worker per core (pytest-xdist); PYTEST_WORKERS=0 runs in this process.

@@ -21,6 +21,12 @@ input shape and classes) and exact MACs and parameters (batch of one):
   built, costed and exported like searched networks: ``all-conv``, ``all-attention``, ``can``
   (parallel conv and channel attention everywhere), ``gated`` (gated everywhere) and ``hvt``
   (conv stages first, attention stages after: the first ``ceil(n/2)`` stages conv).
+- for video spaces, the article's three video rows and a control, designs as above:
+  ``video-3dcnn`` (conv across frames, the largest ``tkernel``, in every stage),
+  ``video-transformer`` (joint space-time ``global`` attention in every stage),
+  ``video-hybrid`` (``parallel``: conv within each frame beside ``temporal`` attention across
+  frames) and ``frame-average`` (conv within each frame only: a 2-D network whose head
+  averages the frames, blind to their order).
 - the space's zoo members (``[zoo] members``: the field's hybrids of :mod:`fusion_nas.model.zoo`,
   scaled to the space's input), named ``zoo:<member>`` (:func:`zoo_baselines`); ``fusion-nas
   baselines SPACE --zoo`` trains them.
@@ -317,9 +323,16 @@ def _middle(values: Sequence[Any], *, ordered: bool = True) -> Any:
 
 
 def _stage(
-    space: SearchSpace, i: int, spec: StageSpec, op: str, attention: str | None
+    space: SearchSpace,
+    i: int,
+    spec: StageSpec,
+    op: str,
+    attention: str | None,
+    frames: str | None = None,
 ) -> StageChoice:
-    """The design's choice for stage ``i``: operator ``op``, typical values elsewhere."""
+    """The design's choice for stage ``i``: operator ``op``, typical values elsewhere;
+    ``frames`` (video): ``"one"`` a conv within each frame (the smallest ``tkernel``),
+    ``"all"`` across frames (the largest), ``None`` the middle one."""
     if op not in spec.operator:
         raise _NotExpressible(
             f"stage {i} does not offer operator {op!r}; it offers {allowed(spec.operator)}"
@@ -344,6 +357,11 @@ def _stage(
         values["attention"] = variant
     if "heads" in reads(op, variant):
         values["heads"] = _middle(spec.heads)
+    if "tkernel" in uses:
+        pick = {"one": min, "all": max}.get(frames, _middle)
+        values["tkernel"] = pick(spec.tkernel)
+        if frames == "all" and values["tkernel"] == 1:
+            raise _NotExpressible(f"stage {i} offers no temporal kernel above 1 (tkernel)")
     if "mlp_ratio" in uses:
         ratio = space.mlp_ratio if space.mlp_ratio in spec.mlp_ratio else _middle(spec.mlp_ratio)
         values["mlp_ratio"] = float(ratio)
@@ -360,16 +378,23 @@ def _stage(
 
 
 def _design(
-    operators: Callable[[int], list[str]], attention: str | None = None
+    operators: Callable[[int], list[str]],
+    attention: str | None = None,
+    frames: str | None = None,
+    video: bool = False,
 ) -> Callable[[SearchSpace], tuple[Architecture | None, Callable[[], nn.Module], int, int]]:
-    """A resolver of a design: ``operators(n)`` names the operator of each of n stages."""
+    """A resolver of a design: ``operators(n)`` names the operator of each of n stages;
+    ``attention`` the variant, ``frames`` the temporal kernel (:func:`_stage`); ``video``: for
+    video spaces only."""
 
     def resolve(
         space: SearchSpace,
     ) -> tuple[Architecture | None, Callable[[], nn.Module], int, int]:
+        if video and space.kind != "video":
+            raise _NotExpressible(f"video spaces only; space {space.name!r} takes {space.kind}s")
         ops = operators(len(space.stages))
         stages = [
-            _stage(space, i, spec, op, attention)
+            _stage(space, i, spec, op, attention, frames)
             for i, (spec, op) in enumerate(zip(space.stages, ops))
         ]
         try:
@@ -422,6 +447,25 @@ BASELINES: dict[str, _Definition] = {
     "hvt": _Definition(
         "HVT: conv stages first, attention stages after (first half conv)",
         _design(_hvt_operators),
+    ),
+    # the article's video rows (Kinetics-400: 3-D CNN, space-time transformer, hybrid) and
+    # the control that proves a video dataset needs time
+    "video-3dcnn": _Definition(
+        "pure 3-D CNN: conv blocks across frames (the largest tkernel) in every stage",
+        _design(lambda n: ["conv"] * n, frames="all", video=True),
+    ),
+    "video-transformer": _Definition(
+        "pure space-time transformer: joint space-time (global) attention in every stage",
+        _design(lambda n: ["attention"] * n, attention="global", video=True),
+    ),
+    "video-hybrid": _Definition(
+        "the article's hybrid: conv within each frame in parallel with attention across "
+        "frames (temporal) in every stage",
+        _design(lambda n: ["parallel"] * n, attention="temporal", frames="one", video=True),
+    ),
+    "frame-average": _Definition(
+        "2-D control: conv within each frame only (tkernel 1), frames averaged by the head",
+        _design(lambda n: ["conv"] * n, frames="one", video=True),
     ),
 }
 """Every baseline by name, in the order they are listed and trained."""

@@ -47,7 +47,13 @@ class SupernetError(FusionNasError):
 
 def _check_supported(space: SearchSpace) -> None:
     """The supernet shares a conv stem, LayerNorm heads and per-stage transitions: refuse, in
-    one line, a space whose stem, head or ``"block"`` downsampling it cannot share."""
+    one line, a space whose stem, head or ``"block"`` downsampling it cannot share, and video
+    (its stem is a 2-D/1-D conv)."""
+    if space.kind == "video":
+        raise SupernetError(
+            f"space {space.name!r} takes video; a supernet takes sequence and image spaces, "
+            "allowed: 'sequence', 'image' (search video spaces trial by trial)"
+        )
     if space.stem.kind != "conv":
         raise SupernetError(
             f"space {space.name!r}: a supernet needs the 'conv' stem, not {space.stem.kind!r}"

@@ -13,7 +13,8 @@ Settings (fields of :class:`~fusion_nas.training.loop.ProxyConfig`, stored with 
   of itself, labels blended alike (0: off).
 - ``label_smoothing``: the cross-entropy's label smoothing (0: off).
 
-Crop, flip and cutout are for images (kind ``image``); mixup and label smoothing fit any data.
+Crop, flip and cutout are for images (kind ``image``) and video clips (kind ``video``: one crop,
+flip and cutout per clip, the same in every frame); mixup and label smoothing fit any data.
 All random draws come from one numpy generator seeded by the run's seed (separate from the
 shuffling generator, which therefore draws what it always drew), a few numbers per sample;
 the images themselves are transformed as one batch on their device, never sample by sample in
@@ -79,8 +80,9 @@ def default_augment(dataset: str) -> str:
 
 def check_augment(settings: Any, kind: str) -> None:
     """Refuse (one line) image transforms on sequences: ``settings`` has the ProxyConfig fields
-    ``augment`` and ``cutout``; ``kind`` is ``"image"`` or ``"sequence"``."""
-    if kind == "image":
+    ``augment`` and ``cutout``; ``kind`` is ``"image"``, ``"video"`` (frames are images) or
+    ``"sequence"``."""
+    if kind in ("image", "video"):
         return
     asked = []
     if settings.augment not in (None, "none"):
@@ -107,8 +109,9 @@ class Mixed:
 class BatchAugment:
     """The augmentation of one training run; call it on each batch ``(x, y)``.
 
-    ``x`` is normalised ``(B, C, H, W)`` (or ``(B, C, L)`` with mixup only) on its device;
-    returns the augmented ``x`` and the target for :meth:`loss` (``y``, or :class:`Mixed`).
+    ``x`` is normalised ``(B, C, H, W)``, video ``(B, C, T, H, W)`` (every frame of a clip
+    cropped, flipped and cut out alike) or ``(B, C, L)`` (mixup only) on its device; returns
+    the augmented ``x`` and the target for :meth:`loss` (``y``, or :class:`Mixed`).
     """
 
     def __init__(
@@ -155,12 +158,16 @@ class BatchAugment:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Any]:
         if not self.transforms:
             return x, y
-        if self.spatial and x.ndim != 4:
+        if self.spatial and x.ndim not in (4, 5):
             raise AugmentError(
-                f"crop, flip and cutout transform images (B, C, H, W), not inputs of shape "
-                f"{tuple(x.shape)}; allowed for sequences: mixup and label smoothing"
+                f"crop, flip and cutout transform images (B, C, H, W) and clips (B, C, T, H, W), "
+                f"not inputs of shape {tuple(x.shape)}; allowed for sequences: mixup and label "
+                "smoothing"
             )
-        b = x.shape[0]
+        b, shape = x.shape[0], x.shape
+        if self.spatial and x.ndim == 5:
+            # (B, C*T, H, W): frames as channels, so each clip's draws apply to all its frames
+            x = x.reshape(b, -1, *shape[3:])
         if self.crop or self.flip:  # one pass: the window's columns run backwards when flipped
             offsets = (
                 self._draw(self.rng.integers, b, 2 * self.padding + 1, x) if self.crop else None
@@ -169,6 +176,7 @@ class BatchAugment:
             x = crop_flip(x, self.padding if self.crop else 0, offsets, flips)
         if self.cutout > 0:
             x = cut_out(x, self.cutout, self._draw(self.rng.random, b, 2, x, floating=True))
+        x = x.reshape(shape)  # clips back to (B, C, T, H, W); a no-op otherwise
         if self.mixup > 0:
             lam = float(self.rng.beta(self.mixup, self.mixup))
             perm = torch.from_numpy(self.rng.permutation(b)).to(x.device, non_blocking=True)

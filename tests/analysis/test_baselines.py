@@ -177,6 +177,8 @@ def test_every_design_exists_in_mnist1d_with_the_middle_choices() -> None:
     sp = load_space("mnist1d")
     found = {b.name: b for b in baselines_for(sp)}
     assert isinstance(found.pop("resnet20"), Unavailable)  # image spaces only
+    for name in VIDEO_DESIGNS:  # video spaces only
+        assert "video spaces only" in found.pop(name).reason
     assert all(isinstance(b, Baseline) for b in found.values()), found
     conv = found["all-conv"].arch
     assert [st.width for st in conv.stages] == [8, 16, 32]  # lower middle of each width list
@@ -184,6 +186,41 @@ def test_every_design_exists_in_mnist1d_with_the_middle_choices() -> None:
     gated = found["gated"].arch
     assert [st.attention for st in gated.stages] == ["global"] * 3
     assert [st.mlp_ratio for st in gated.stages] == [2.0] * 3  # the network's MLP ratio
+
+
+VIDEO_DESIGNS = ("video-3dcnn", "video-transformer", "video-hybrid", "frame-average")
+
+
+def test_the_article_video_rows_are_designs_of_a_video_space() -> None:
+    sp = load_space("video-glyphs")
+    found = {b.name: b for b in baselines_for(sp)}
+    archs = {name: found[name].arch for name in VIDEO_DESIGNS}
+    for name, arch in archs.items():
+        assert sp.validate(arch) == arch
+        cost = arch_cost(arch, sp)
+        assert (found[name].macs, found[name].params) == (cost.macs, cost.params)
+    stages = {name: arch.stages for name, arch in archs.items()}
+    # pure 3-D CNN: conv across frames everywhere; the control: conv within frames only
+    assert {(s.operator, s.tkernel) for s in stages["video-3dcnn"]} == {("conv", 3)}
+    assert {(s.operator, s.tkernel) for s in stages["frame-average"]} == {("conv", 1)}
+    # pure space-time transformer: joint attention over all of a clip's tokens
+    assert {(s.operator, s.attention) for s in stages["video-transformer"]} == {
+        ("attention", "global")
+    }
+    # the article's hybrid: conv within each frame beside attention across frames
+    assert {(s.operator, s.tkernel, s.attention) for s in stages["video-hybrid"]} == {
+        ("parallel", 1, "temporal")
+    }
+    # on the built-in space the hybrid is the cheapest of the three article rows
+    macs = {name: found[name].macs for name in VIDEO_DESIGNS}
+    assert macs["video-hybrid"] < min(macs["video-3dcnn"], macs["video-transformer"])
+
+
+def test_the_3d_cnn_needs_a_temporal_kernel_to_offer() -> None:
+    text = load_space("video-glyphs").source.replace("tkernel = [1, 3]", "tkernel = 1")
+    found = {b.name: b for b in baselines_for(parse_space(text))}
+    assert "no temporal kernel above 1" in found["video-3dcnn"].reason
+    assert isinstance(found["frame-average"], Baseline)
 
 
 def test_a_design_the_space_cannot_express_is_skipped_with_its_reason() -> None:

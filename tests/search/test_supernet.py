@@ -308,3 +308,10 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, extra: list[str], message: st
     assert out.exit_code == 2
     assert message in out.output and "Traceback" not in out.output
     assert len([line for line in out.output.splitlines() if "Error" in line]) == 1
+
+
+def test_a_video_space_is_refused_in_one_line() -> None:
+    from fusion_nas.model.space import load_space
+
+    with pytest.raises(SupernetError, match=r"takes video; a supernet takes sequence and image"):
+        SuperNet(load_space("video-glyphs"))

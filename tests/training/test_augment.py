@@ -58,6 +58,32 @@ def test_sequences_refuse_image_transforms():
         aug(torch.zeros(2, 1, 10), torch.zeros(2, dtype=torch.long))
 
 
+def test_video_clips_take_image_transforms():
+    check_augment(ProxyConfig(augment="crop,flip", cutout=2), "video")
+    assert default_augment("folder:/clips") == "crop,flip"  # a folder of clips is natural data
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(crop=True, flip=True, crop_padding=2), dict(crop=True), dict(flip=True), dict(cutout=3)],
+)
+def test_video_every_frame_of_a_clip_transformed_alike(settings):
+    x = torch.randn(5, 2, 4, 6, 7)  # (B, C, T, H, W)
+    y = torch.arange(5)
+    out, target = BatchAugment(3, **settings)(x, y)
+    assert out.shape == x.shape and torch.equal(target, y)
+    assert not torch.equal(out, x)
+    for t in range(4):  # the same seed draws the same per-clip numbers for one frame alone
+        frame, _ = BatchAugment(3, **settings)(x[:, :, t], y)  # (B, C, H, W)
+        assert torch.equal(out[:, :, t], frame)
+
+
+def test_video_mixup_blends_whole_clips():
+    x = torch.randn(4, 1, 3, 5, 5)
+    out, target = BatchAugment(0, flip=True, mixup=0.4)(x, torch.arange(4))
+    assert out.shape == x.shape and isinstance(target, Mixed)
+
+
 def test_crop_is_a_shifted_window_of_the_padded_image():
     x = torch.arange(2 * 1 * 4 * 5, dtype=torch.float32).reshape(2, 1, 4, 5) + 1
     offsets = torch.tensor([[0, 2], [2, 1]])  # (top, left) per image: (0, 2), (2, 1)

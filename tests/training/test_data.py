@@ -513,9 +513,9 @@ def test_unknown_dataset_message():
         load_dataset("cifar", **SYN_SEQ)
     assert str(info.value) == (
         "unknown dataset 'cifar'; allowed: 'mnist1d', 'fashion-mnist', 'digits', 'synthetic', "
-        "'folder:PATH', 'cifar10:PATH', 'cifar100:PATH'"
+        "'video-glyphs', 'folder:PATH', 'cifar10:PATH', 'cifar100:PATH'"
     )
-    assert DATASETS == ("mnist1d", "fashion-mnist", "digits", "synthetic")
+    assert DATASETS == ("mnist1d", "fashion-mnist", "digits", "synthetic", "video-glyphs")
 
 
 def test_classes_mismatch_message():

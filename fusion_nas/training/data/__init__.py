@@ -1,8 +1,9 @@
 """Datasets for fusion-nas trials, shaped to fit a search space.
 
 :func:`load_dataset` returns train / val / test datasets whose samples have exactly the shape
-the search space asks for: ``(channels, L)`` for kind ``"sequence"`` and ``(channels, H, W)``
-for kind ``"image"``; a sample's input is float32 and normalised, its label int64.
+the search space asks for: ``(channels, L)`` for kind ``"sequence"``, ``(channels, H, W)``
+for kind ``"image"`` and ``(channels, T, H, W)`` for kind ``"video"``; a sample's input is
+float32 and normalised, its label int64.
 
 Datasets:
 
@@ -17,9 +18,16 @@ Datasets:
   stratified 20% of them is the test split.
 - ``synthetic``: a small generated task for tests (600 train / 200 test) that fits any kind,
   channels, size and number of classes.
+- ``video-glyphs``: procedural video clips for kind ``"video"`` (:mod:`.video`): three moving
+  glyphs whose order of appearance is the class (6 classes), 6000 train / 1200 test clips of
+  1 channel at the space's ``(T, H, W)`` (default 8 x 16 x 16); a network that averages frames
+  is at chance. Generated offline from a fixed seed.
 - ``folder:PATH``: images in ``PATH/train/<class>/*.png|jpg|jpeg|bmp`` and optionally
   ``PATH/test/<class>/...``; class names sorted; any size, grey or RGB, any number of files:
   decoded once (in loader workers) into a memory-mapped cache (:mod:`.folder`, :mod:`.cache`).
+  With a video space: clips in ``PATH/train/<class>/<clip>``, each a directory of frame images
+  or a short video file (``.gif``; ``.mp4`` and others with PyAV), held in memory as float
+  (:mod:`.clips`).
 - ``cifar10:PATH`` / ``cifar100:PATH``: the python-batches format of CIFAR-10 / CIFAR-100
   (:mod:`.cifar`).
 
@@ -65,6 +73,7 @@ from fusion_nas.training.data.builtin import (
     read_idx,
 )
 from fusion_nas.training.data.cifar import CIFAR_PREFIXES, load_cifar
+from fusion_nas.training.data.clips import load_clips
 from fusion_nas.training.data.folder import FOLDER_PREFIX, FolderData, decoded_images, load_folder
 from fusion_nas.training.data.images import (
     ArrayImages,
@@ -74,6 +83,7 @@ from fusion_nas.training.data.images import (
     pixel_stats,
     take,
 )
+from fusion_nas.training.data.video import VIDEO_GLYPHS, load_video_glyphs
 
 __all__ = [
     "CIFAR_PREFIXES",
@@ -96,7 +106,7 @@ __all__ = [
     "take",
 ]
 
-DATASETS: tuple[str, ...] = ("mnist1d", "fashion-mnist", "digits", "synthetic")
+DATASETS: tuple[str, ...] = ("mnist1d", "fashion-mnist", "digits", "synthetic", VIDEO_GLYPHS)
 # Datasets of natural images (photographs): random crop and flip are their default
 # augmentation (fusion_nas.training.augment); every other dataset's default is none.
 NATURAL_PREFIXES: tuple[str, ...] = (FOLDER_PREFIX, *CIFAR_PREFIXES)
@@ -143,8 +153,9 @@ def load_dataset(
 ) -> DataSplits:
     """Load dataset ``name`` shaped for a search space and split it into train / val / test.
 
-    ``kind`` is ``"sequence"`` (``size=(L,)``, x of shape ``(N, channels, L)``) or ``"image"``
-    (``size=(H, W)``, x of shape ``(N, channels, H, W)``); ``classes`` must equal the
+    ``kind`` is ``"sequence"`` (``size=(L,)``, x of shape ``(N, channels, L)``), ``"image"``
+    (``size=(H, W)``, x of shape ``(N, channels, H, W)``) or ``"video"`` (``size=(T, H, W)``,
+    x of shape ``(N, channels, T, H, W)``); ``classes`` must equal the
     dataset's class count. ``data_dir`` is the idx directory for ``fashion-mnist``.
     ``val_fraction`` of the training data (at least one sample), chosen by a permutation seeded
     with ``seed``, becomes ``val``; ``train_subset`` then keeps at most that many samples of
@@ -188,7 +199,9 @@ def _float_splits(
     train = TensorDataset(match_channels(x[train_idx], c), raw.y_train[train_idx])
     val = TensorDataset(match_channels(x[val_idx], c), raw.y_train[val_idx])
     test = None if x_test is None else TensorDataset(match_channels(x_test, c), raw.y_test)
-    return DataSplits(name=key, train=train, val=val, test=test, classes=raw.classes)
+    return DataSplits(
+        name=key, train=train, val=val, test=test, classes=raw.classes, skipped=raw.skipped
+    )
 
 
 def _array_images(raw: Raw, space: Space) -> FolderData:
@@ -201,13 +214,18 @@ def _array_images(raw: Raw, space: Space) -> FolderData:
     return FolderData(train, test, raw.classes, raw.skipped, 0.0)
 
 
+def _load_folder(path: str, space: Space) -> Raw | FolderData:
+    """``folder:PATH``: clips (:mod:`.clips`) for a video space, else images (:mod:`.folder`)."""
+    return load_clips(path, space) if space.kind == "video" else load_folder(path, space)
+
+
 def _resolve(
     name: str, data_dir: str | Path | None, classes: int
 ) -> tuple[str, Callable[[Space], Raw | FolderData]]:
     """Map a dataset name to its canonical key and a loader taking the space."""
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
         path = name[len(FOLDER_PREFIX) :]
-        return name, functools.partial(load_folder, path)
+        return name, functools.partial(_load_folder, path)
     if isinstance(name, str) and name.startswith(CIFAR_PREFIXES):
         prefix, path = name.split(":", 1)
         return name, functools.partial(load_cifar, prefix + ":", path)
@@ -220,6 +238,8 @@ def _resolve(
         return key, load_digits
     if key == "synthetic":
         return key, functools.partial(load_synthetic, classes)
+    if key == VIDEO_GLYPHS:
+        return key, load_video_glyphs
     forms = (*DATASETS, FOLDER_PREFIX + "PATH", *(p + "PATH" for p in CIFAR_PREFIXES))
     raise DatasetError(f"unknown dataset {name!r}; allowed: {allowed(forms)}")
 

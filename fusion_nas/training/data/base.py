@@ -13,7 +13,9 @@ import torch.nn.functional as F
 
 from fusion_nas.errors import DatasetError, allowed
 
-KINDS: tuple[str, ...] = ("sequence", "image")
+KINDS: tuple[str, ...] = ("sequence", "image", "video")
+# the shape of ``size`` for each kind
+SIZE_SHAPES: dict[str, str] = {"sequence": "(L,)", "image": "(H, W)", "video": "(T, H, W)"}
 # Bytes per input value at the peak of loading float data: float32 held about four times (raw,
 # normalised, split); generating the synthetic task also holds float64 noise and (N, H, W)
 # temporaries. uint8 images need one byte per value, plus what resizing a chunk holds.
@@ -24,7 +26,8 @@ UINT8_BYTES_PER_VALUE = 2
 
 @dataclass(frozen=True)
 class Space:
-    """The input a search space expects: ``kind``, ``channels`` and ``size`` (L,) or (H, W)."""
+    """The input a search space expects: ``kind``, ``channels`` and ``size``: (L,) for a
+    sequence, (H, W) for an image, (T, H, W) for a video (T frames of H x W)."""
 
     kind: str
     channels: int
@@ -39,7 +42,8 @@ class Space:
 class Raw:
     """A dataset in the space's shape, not yet normalised or split.
 
-    ``x_train`` is float32 ``(N, C, *size)`` (normalised as a whole when loaded) or uint8
+    ``x_train`` is float32 ``(N, C, *size)`` (normalised as a whole when loaded; video clips
+    ``(N, C, T, H, W)`` always take this path) or uint8
     ``(N, C, H, W)`` pixels (normalised per batch, see :mod:`.images`); ``C`` may be 1 for grey
     images in a 3-channel space. ``natural``: photographs and the like, whose default
     augmentation is random crop and flip. ``skipped``: unreadable files left out.
@@ -73,7 +77,8 @@ def check_space(kind: str, channels: int, size: tuple[int, ...]) -> Space:
     if kind not in KINDS:
         raise DatasetError(f"kind {kind!r} is not allowed; allowed: {allowed(KINDS)}")
     check_int("channels", channels, minimum=1)
-    dims = 1 if kind == "sequence" else 2
+    shape = SIZE_SHAPES[kind]
+    dims = {"sequence": 1, "image": 2, "video": 3}[kind]
     try:
         size = tuple(size)
     except TypeError:
@@ -81,7 +86,6 @@ def check_space(kind: str, channels: int, size: tuple[int, ...]) -> Space:
     if len(size) != dims or any(
         isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in size
     ):
-        shape = "(L,)" if kind == "sequence" else "(H, W)"
         raise DatasetError(
             f"size {size!r} does not fit kind '{kind}'; it needs {dims} positive integer(s) {shape}"
         )
@@ -118,11 +122,21 @@ def check_image_channels(name: str, c: int, space: Space) -> None:
 
 
 def need_image_space(name: str, space: Space, what: str) -> None:
-    """Refuse a sequence space for a dataset of images (``what``: e.g. ``8x8 images``)."""
+    """Refuse a sequence or video space for a dataset of images (``what``: e.g. ``8x8
+    images``)."""
     if space.kind != "image":
         raise DatasetError(
             f"dataset '{name}' holds {what} but the search space is kind "
             f"'{space.kind}'; use an image space (kind 'image', size (H, W))"
+        )
+
+
+def need_video_space(name: str, space: Space, what: str = "video clips (C, T, H, W)") -> None:
+    """Refuse a sequence or image space for a dataset of video clips (``what``: its data)."""
+    if space.kind != "video":
+        raise DatasetError(
+            f"dataset '{name}' holds {what} but the search space is kind "
+            f"'{space.kind}'; use a video space (kind 'video', size (T, H, W))"
         )
 
 

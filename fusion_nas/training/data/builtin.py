@@ -1,5 +1,7 @@
 """The built-in datasets: ``mnist1d``, ``fashion-mnist`` (and any idx directory), ``digits``,
-``synthetic``. Each loader takes the space and returns a :class:`~.base.Raw` dataset."""
+``synthetic``. Each loader takes the space and returns a :class:`~.base.Raw` dataset.
+
+``video-glyphs`` lives in :mod:`.video`."""
 
 from __future__ import annotations
 
@@ -312,6 +314,19 @@ def _synthetic_images(
     return bar[:, None] * gain + noise  # (N, C, H, W)
 
 
+def _synthetic_video(
+    rng: np.random.Generator, y: np.ndarray, channels: int, size: tuple[int, ...], classes: int
+) -> np.ndarray:
+    """Class c: the image task's bar (:func:`_synthetic_images`) in every frame, each frame with
+    its own noise. A smoke test of the video path: a single frame suffices to classify it (use
+    ``video-glyphs`` for a task where time matters)."""
+    n = len(y)
+    t, h, w = size
+    still = _synthetic_images(rng, y, channels, (h, w), classes)  # (N, C, H, W), noise included
+    noise = rng.normal(0.0, 0.35, (n, channels, t, h, w)).astype(np.float32)
+    return still[:, :, None] + noise  # (N, C, T, H, W)
+
+
 def load_synthetic(classes: int, space: Space) -> Raw:
     if classes < 2:
         raise DatasetError(f"dataset 'synthetic' needs classes >= 2, got {classes}")
@@ -321,8 +336,10 @@ def load_synthetic(classes: int, space: Space) -> Raw:
     y = rng.permutation(np.arange(n) % classes).astype(np.int64)  # balanced classes
     if space.kind == "sequence":
         x = _synthetic_sequences(rng, y, space.channels, space.size[0], classes)
-    else:
+    elif space.kind == "image":
         x = _synthetic_images(rng, y, space.channels, space.size, classes)
+    else:
+        x = _synthetic_video(rng, y, space.channels, space.size, classes)
     x_t, y_t = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
     return Raw(
         x_train=x_t[:_SYNTHETIC_TRAIN],

@@ -107,6 +107,39 @@ class Listing:
     n_train: int
 
 
+def class_trees(path: str, item: str = "*.png") -> tuple[Path, list[str], list[Path]]:
+    """The root, the class names (sorted) and the split folders (``train``, and ``test`` when
+    present) of the folder dataset at ``path``; one line if its layout is wrong. ``item``
+    names what a class folder holds, in the messages (``*.png``, ``<clip>``)."""
+    if not path:
+        raise DatasetError("dataset 'folder:' needs a path, e.g. 'folder:/data/shapes'")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"folder dataset path '{root}' does not exist or is not a directory")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DatasetError(
+            f"folder dataset '{root}' has no train/ folder; expected PATH/train/<class>/{item} "
+            f"and optionally PATH/test/<class>/{item}"
+        )
+    classes = class_dirs(train_dir)
+    if not classes:
+        raise DatasetError(
+            f"folder dataset '{train_dir}' has no class folders; expected train/<class>/{item}"
+        )
+    test_dir = root / "test"
+    trees = [train_dir]
+    if test_dir.is_dir():
+        test_names = class_dirs(test_dir)
+        if test_names != classes:
+            raise DatasetError(
+                f"folder dataset '{root}': test classes [{allowed(test_names)}] do not match "
+                f"train classes [{allowed(classes)}]"
+            )
+        trees.append(test_dir)
+    return root, classes, trees
+
+
 def list_folder(path: str, space: Space) -> Listing:
     """Check the folder's layout against ``space`` and list its images (nothing decoded)."""
     name = FOLDER_PREFIX + path
@@ -122,30 +155,8 @@ def list_folder(path: str, space: Space) -> Listing:
             f"dataset '{name}' reads grey or RGB images but the search space has "
             f"{space.channels} channels; allowed: 1, 3"
         )
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"folder dataset path '{root}' does not exist or is not a directory")
-    train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise DatasetError(
-            f"folder dataset '{root}' has no train/ folder; expected PATH/train/<class>/*.png "
-            "and optionally PATH/test/<class>/*.png"
-        )
-    classes = class_dirs(train_dir)
-    if not classes:
-        raise DatasetError(
-            f"folder dataset '{train_dir}' has no class folders; expected train/<class>/*.png"
-        )
-    test_dir = root / "test"
-    trees = [train_dir]
-    if test_dir.is_dir():
-        test_names = class_dirs(test_dir)
-        if test_names != classes:
-            raise DatasetError(
-                f"folder dataset '{root}': test classes [{allowed(test_names)}] do not match "
-                f"train classes [{allowed(classes)}]"
-            )
-        trees.append(test_dir)
+    root, classes, trees = class_trees(path)
+    train_dir = trees[0]
     files: list[Path] = []
     labels: list[int] = []
     n_train = 0
