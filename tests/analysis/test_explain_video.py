@@ -210,3 +210,50 @@ def test_cli_tables_show_the_temporal_share() -> None:
             console.print(table)
     text = cap.get()
     assert "temporal share" in text and "across frames" in text and "frame " in text
+
+
+TINY_VIDEO = """
+name = "tiny-video"
+description = "4 frames of 8x8 glyph clips: one fused stage"
+[input]
+kind = "video"
+size = [4, 8, 8]
+channels = 1
+classes = 6
+[stem]
+width = 8
+kernel = 3
+stride = 2
+[[stage]]
+operator = ["parallel"]
+kernel = [3]
+tkernel = [3]
+heads = [2]
+attention = ["divided"]
+pos = ["bias"]
+width = [8]
+"""
+
+
+def test_cli_explains_a_trial_of_a_video_search(tmp_path) -> None:
+    from fusion_nas.cli.app import app
+
+    space = tmp_path / "tiny-video.toml"
+    space.write_text(TINY_VIDEO)
+    url = f"sqlite:///{tmp_path}/s.db"
+    res = runner.invoke(
+        app,
+        ["search", str(space), "--dataset", "video-glyphs", "--trials", "1", "--epochs", "1",
+         "--train-subset", "256", "--name", "vid", "--store", url],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "vid.html"
+    res = runner.invoke(
+        app, ["explain", "vid", "--trial", "0", "--samples", "2", "--out", str(out),
+              "--store", url],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "temporal share" in text and "divided.time" in text and "frame " in text
+    page = out.read_text()
+    assert "query frame x key frame" in page and "attention:s0.b0:divided.space:tokens" in page
