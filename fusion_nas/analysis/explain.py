@@ -27,14 +27,25 @@ stages included; ``block``: 0..depth-1):
 - cost: exact MACs (batch of one) and parameters of the stem, every stage and the head, and per
   stage of its parts (transition, conv, attention, MLP, gate), counted by
   :func:`fusion_nas.model.cost.count_cost` on shapes only;
+- video (``kind = "video"``, maps ``(T, H, W)``): per fused block ``temporal``, the branch
+  that reaches across frames (``attention``, ``conv``, ``both`` or ``none``: see
+  :func:`reaches_frames`) and ``temporal_share``, the share of the fused update that comes from
+  it (from the conv share: the attention's is ``1 - conv_share``), per class as the others;
 - saliency: Grad-CAM on one stage's output map (the last by default) for the predicted class,
-  upsampled to the input; for sequences also the input-gradient saliency;
+  upsampled to the input (trilinear over ``(T, H, W)`` on video); for sequences also the
+  input-gradient saliency;
 - attention: for ``global`` and ``window`` mixers the softmax token-token map (a window mixer's
   maps placed in the full token matrix, zero across windows); for ``linear`` the implicit map
   ``phi(q) . phi(k)`` normalised per query (the model never forms it, but its output is exactly
   this map times V); for ``channel`` (squeeze-excitation) the per-channel weights, as there is
   no token map; for ``xca`` (cross-covariance) the attention each channel receives from the
-  channels of its head. Means over heads and the saliency samples.
+  channels of its head. Means over heads and the saliency samples. On video: ``temporal``
+  mixers (and the ``.time`` part of ``divided``) give the ``(T, T)`` frame-to-frame map
+  (``what = "frames"``, mean over positions too); ``spatial`` mixers (and ``.space``) the
+  ``(H*W, H*W)`` map within a frame (mean over frames too); mixers over the whole clip
+  (``global``, ``window``, ``grid``, ``linear``) their token map as above plus the
+  frame-to-frame map derived from it (the attention a query puts on each frame, summed over
+  that frame's positions, mean over the query frame's positions).
 """
 
 from __future__ import annotations
@@ -72,6 +83,7 @@ __all__ = [
     "explain_trial",
     "grad_cam",
     "stage_costs",
+    "reaches_frames",
     "stage_numbers",
 ]
 
@@ -82,6 +94,7 @@ MAX_VAL = 2048  # validation samples the fusion statistics read (the first ones)
 _BATCH = 256
 _PARTS = {"mixer": "conv", "conv": "conv", "attn": "attention", "mlp": "mlp", "gate": "gate"}
 _PARTS |= {"convs": "conv", "xca": "attention", "fuse": "fusion"}  # sdta and split blocks
+_TEMPORAL = ("none", "attention", "conv", "both")  # BlockFusion.temporal, by (conv, attention)
 
 
 class ExplainError(FusionNasError):
@@ -116,6 +129,9 @@ class BlockFusion:
     (``g``, ``conv_share``; ``s`` over channels); ``channels``: name -> per-channel values (the
     mean over samples for ``g``); ``per_class``: name -> class means (index = class), for the
     input-dependent values only; ``eta2``: name -> share of variance explained by the class.
+    ``temporal`` (video only, else ``""``): the branch that reaches across frames,
+    ``attention``, ``conv``, ``both`` or ``none`` (:func:`reaches_frames`); the share of the
+    fused update it makes is ``temporal_share`` in ``weights`` and ``per_class``.
     """
 
     stage: int
@@ -126,6 +142,7 @@ class BlockFusion:
     channels: dict[str, list[float]]
     per_class: dict[str, list[float | None]] = field(default_factory=dict)
     eta2: dict[str, float] = field(default_factory=dict)
+    temporal: str = ""
 
     @property
     def label(self) -> str:
@@ -175,7 +192,8 @@ class AttentionMap:
     """One attention mixer's map (see the module docstring for what each variant shows).
 
     ``what``: ``tokens`` (``matrix`` is (N, N) query x key, or ``None`` above
-    :data:`MAX_TOKENS`), or ``channels`` (``received`` holds the per-channel weights);
+    :data:`MAX_TOKENS`), ``frames`` (video: ``matrix`` is (T, T) query frame x key frame,
+    ``size`` is ``(T,)``), or ``channels`` (``received`` holds the per-channel weights);
     ``received``: attention each token receives (mean over queries), laid out as the map
     ``size`` (channels: one weight per channel); ``note``: what is shown, in words.
     """
@@ -337,6 +355,42 @@ def stage_costs(model: nets.FusionNet, numbers: Sequence[int] | None = None) -> 
 # --------------------------------------------------------------------------- fusion
 
 
+def _mixer_reaches_frames(mixer: nn.Module) -> bool:
+    """Whether an attention mixer on video mixes information across frames at a position.
+
+    ``temporal``, ``divided``, ``global``, ``linear``: yes; ``window`` and ``grid``: when
+    their window spans more than one frame; ``spatial`` and ``channel``: no, except through a
+    ``cpe`` position encoding (a 3x3x3 depthwise conv on video, so it reaches the neighbouring
+    frames). ``channel`` pools over the clip for its channel weights, which this does not count.
+    """
+    if getattr(mixer, "cpe", None) is not None:
+        return True
+    if isinstance(mixer, nets.FrameAttention):
+        return mixer.across_frames
+    if isinstance(mixer, nets.WindowAttention):  # grid too: a window of win[0] frames
+        return mixer.win[0] > 1
+    if isinstance(mixer, nets.ChannelAttention):
+        return False
+    return isinstance(mixer, (nets.DividedAttention, nets.GlobalAttention, nets.LinearAttention))
+
+
+def reaches_frames(block: nn.Module) -> str:
+    """Which branch of a fused video block reaches across frames: ``attention`` (a mixer of
+    :func:`_mixer_reaches_frames`), ``conv`` (a temporal kernel ``tkernel > 1``), ``both`` or
+    ``none``."""
+    conv = block.conv.conv.kernel_size[0] > 1  # ConvMixer on video: (tkernel, k, k)
+    return _TEMPORAL[conv * 2 + _mixer_reaches_frames(block.attn)]
+
+
+def _temporal_share(temporal: str, conv_share: torch.Tensor) -> torch.Tensor:
+    """Share of the fused update from the branch(es) that reach across frames, per sample."""
+    if temporal == "conv":
+        return conv_share
+    if temporal == "attention":
+        return 1.0 - conv_share
+    return torch.full_like(conv_share, 1.0 if temporal == "both" else 0.0)
+
+
 def _eta2(values: torch.Tensor, labels: torch.Tensor, classes: int) -> tuple[list, float]:
     """Class means of ``values`` (N,) and the share of their variance the class explains."""
     v = values.double()
@@ -413,6 +467,10 @@ class _FusionProbe:
                 attn_part = (s.abs() * (1 - g) * attn_mag).sum(1)
             samples["conv_share"] = conv_part / (conv_part + attn_part).clamp_min(1e-12)
             weights["conv_share"] = Stat.of(samples["conv_share"])
+            temporal = reaches_frames(m) if conv.dim() == 5 else ""  # (N, C, T, H, W): video
+            if temporal:
+                samples["temporal_share"] = _temporal_share(temporal, samples["conv_share"])
+                weights["temporal_share"] = Stat.of(samples["temporal_share"])
             per_class, eta2 = {}, {}
             for name, values in samples.items():
                 per_class[name], eta2[name] = _eta2(values, labels, classes)
@@ -426,6 +484,7 @@ class _FusionProbe:
                     channels,
                     per_class,
                     eta2,
+                    temporal,
                 )
             )
         return out
@@ -469,7 +528,7 @@ def grad_cam(
     fmap, grad = kept["map"].detach(), kept["map"].grad  # (B, C, *s)
     alpha = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)  # (B, C, 1..): channel weight
     cam = F.relu((alpha * fmap).sum(1, keepdim=True))  # (B, 1, *s)
-    mode = "linear" if cam.dim() == 3 else "bilinear"
+    mode = {3: "linear", 4: "bilinear", 5: "trilinear"}[cam.dim()]  # video: over (T, H, W)
     cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)[:, 0]
     return _unit(cam), logits.detach(), stage
 
@@ -509,7 +568,7 @@ def _window_index(mixer: nets.WindowAttention) -> torch.Tensor:
     idx[(slice(None), *(slice(0, s) for s in size), slice(None))] = torch.arange(
         math.prod(size)
     ).view(1, *size, 1)
-    return nets.partition(idx, mixer.win).squeeze(-1)
+    return nets.partition(mixer.arrange(idx), mixer.win).squeeze(-1)  # grid: interleaved
 
 
 def _token_map(mixer: nn.Module, qkv: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -521,17 +580,41 @@ def _token_map(mixer: nn.Module, qkv: torch.Tensor) -> tuple[torch.Tensor, str]:
         w = q @ k.transpose(-2, -1)  # (B, h, N, N): phi(q_i) . phi(k_j) > 0
         note = "implicit map phi(q)·phi(k), normalised per query (never formed by the model)"
         return w / w.sum(-1, keepdim=True), note
+    rel = getattr(mixer, "rel", None)  # pos="bias": (h, n, n) added to the logits
+    bias = rel.matrix().detach() if rel is not None else None
     if isinstance(mixer, nets.WindowAttention):
         index = _window_index(mixer)  # (nW, T)
         full = torch.zeros(B, h, N, N, dtype=q.dtype)
         for win in index:
-            sel = win[win >= 0]
-            p = torch.softmax(q[:, :, sel] @ k[:, :, sel].transpose(-2, -1) / math.sqrt(hd), -1)
-            full[:, :, sel[:, None], sel[None, :]] = p
+            real = win >= 0
+            sel = win[real]
+            logits = q[:, :, sel] @ k[:, :, sel].transpose(-2, -1) / math.sqrt(hd)
+            if bias is not None:  # the window's bias between its real tokens
+                logits = logits + bias[:, real][:, :, real]
+            full[:, :, sel[:, None], sel[None, :]] = torch.softmax(logits, -1)
         note = f"softmax attention inside windows of {mixer.win} tokens; zero across windows"
         return full, note
-    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(hd), -1)
+    logits = q @ k.transpose(-2, -1) / math.sqrt(hd)
+    p = torch.softmax(logits if bias is None else logits + bias, -1)
     return p, "softmax attention, every token to every token"
+
+
+def _group_map(mixer: nets.FrameAttention, qkv: torch.Tensor) -> torch.Tensor:
+    """The (B', h, n, n) softmax attention inside each group of a temporal or spatial mixer
+    (B' = B * groups: positions of T frames, or frames of H*W positions)."""
+    grouped = mixer.groups(qkv)  # (B', n, 3C)
+    q, k, _ = (nets.split_heads(t, mixer.heads) for t in grouped.chunk(3, dim=-1))
+    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B', h, n, n)
+    if mixer.rel is not None:
+        logits = logits + mixer.rel.matrix().detach()
+    return logits.softmax(-1)
+
+
+def _frames_of(mean: torch.Tensor, frames: int) -> torch.Tensor:
+    """(N, N) token map of a clip of ``frames`` frames -> (T, T): the attention a query puts on
+    each key frame (summed over its positions), mean over the query frame's positions."""
+    n = mean.shape[0] // frames  # positions per frame; tokens run t * (H * W) + p
+    return mean.view(frames, n, frames, n).sum(-1).mean(1)
 
 
 class _AttentionProbe:
@@ -539,10 +622,16 @@ class _AttentionProbe:
     channel (squeeze-excitation) mixers."""
 
     def __init__(self, blocks: list[tuple[int, int, nn.Module]]) -> None:
-        self.mixers = [(s, b, m, m.attn) for s, b, m in blocks if hasattr(m, "attn")]
+        self.mixers = []  # (stage, block, block module, mixer, part of a divided mixer)
+        for s, b, m in blocks:
+            mixer = getattr(m, "attn", None)
+            if isinstance(mixer, nets.DividedAttention):  # its two mixers, one map each
+                self.mixers += [(s, b, m, mixer.time, "time"), (s, b, m, mixer.space, "space")]
+            elif mixer is not None:
+                self.mixers.append((s, b, m, mixer, ""))
         self.kept: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(self.mixers))}
         self.handles = []
-        for k, (_, _, _, mixer) in enumerate(self.mixers):
+        for k, (_, _, _, mixer, _) in enumerate(self.mixers):
             target = mixer.qkv if hasattr(mixer, "qkv") else getattr(mixer, "fc2", None)
             if target is not None:
                 self.handles.append(target.register_forward_hook(self._keep(k)))
@@ -559,12 +648,14 @@ class _AttentionProbe:
 
     def results(self) -> list[AttentionMap]:
         out = []
-        for k, (stage, block, m, mixer) in enumerate(self.mixers):
+        for k, (stage, block, m, mixer, part) in enumerate(self.mixers):
             if not self.kept[k]:
                 continue
             data = torch.cat(self.kept[k])
             op = getattr(m, "op_name", type(m).__name__)
             variant = getattr(mixer, "variant", type(mixer).__name__)
+            if part:
+                variant = f"divided.{part}"
             if isinstance(mixer, nets.XcaAttention):  # a (hd, hd) map per head, no token map
                 B, N, _ = data.shape
                 qc, kc, _ = data.reshape(B, N, 3, mixer.heads, -1).permute(2, 0, 3, 4, 1)
@@ -587,6 +678,9 @@ class _AttentionProbe:
                     )
                 )
                 continue
+            if isinstance(mixer, nets.FrameAttention):
+                out.append(self._frame_map(stage, block, op, variant, mixer, data))
+                continue
             probs, note = _token_map(mixer, data)  # (B, h, N, N)
             mean = probs.mean(dim=(0, 1))  # (N, N): over samples and heads
             received = mean.mean(0).view(*mixer.size)  # attention each key receives
@@ -608,7 +702,52 @@ class _AttentionProbe:
                     matrix,
                 )
             )
+            if len(mixer.size) == 3:  # a mixer over the whole clip: its frame-to-frame map too
+                frames = _frames_of(mean, mixer.size[0])  # (T, T)
+                note = "softmax attention a query frame puts on each frame (summed over the key "
+                note += "frame's positions, mean over the query's positions), derived from the "
+                note += f"token map; mean over {mixer.heads} head(s) and {probs.shape[0]} sample(s)"
+                out.append(self._frames(stage, block, op, variant, mixer.heads, frames, note))
         return out
+
+    @staticmethod
+    def _frames(
+        stage: int, block: int, op: str, variant: str, heads: int, frames: torch.Tensor, note: str
+    ) -> AttentionMap:
+        """A "frames" map: (T, T) query frame x key frame, and what each frame receives."""
+        T = frames.shape[0]
+        received = _round(frames.mean(0))  # (T,): mean over query frames
+        return AttentionMap(
+            stage, block, op, variant, heads, (T,), "frames", note, received, _round(frames)
+        )
+
+    def _frame_map(
+        self,
+        stage: int,
+        block: int,
+        op: str,
+        variant: str,
+        mixer: nets.FrameAttention,
+        data: torch.Tensor,
+    ) -> AttentionMap:
+        """The map of a temporal (frames) or spatial (tokens of one frame) mixer."""
+        probs = _group_map(mixer, data)  # (B * groups, h, n, n)
+        mean = probs.mean(dim=(0, 1))  # (n, n): over samples, groups and heads
+        samples = data.shape[0]
+        T, H, W = mixer.size
+        if mixer.across_frames:
+            note = "softmax attention across the frames at each position (mean over the "
+            note += f"{H * W} positions, {mixer.heads} head(s) and {samples} sample(s))"
+            return self._frames(stage, block, op, variant, mixer.heads, mean, note)
+        note = "softmax attention within each frame (mean over the "
+        note += f"{T} frames, {mixer.heads} head(s) and {samples} sample(s))"
+        matrix = _round(mean) if mean.shape[0] <= MAX_TOKENS else None
+        if matrix is None:
+            note += f"; {mean.shape[0]} tokens: only the attention each token receives"
+        received = _round(mean.mean(0).view(H, W))
+        return AttentionMap(
+            stage, block, op, variant, mixer.heads, (H, W), "tokens", note, received, matrix
+        )
 
 
 # --------------------------------------------------------------------------- whole model
@@ -665,7 +804,7 @@ def explain_model(
         attention.close()
     cam, logits, stage = grad_cam(model, xs, stage, numbers=numbers)
     pred = logits.argmax(1)
-    kind = "sequence" if len(cfg.size) == 1 else "image"
+    kind = nets.INPUTS[len(cfg.size)]  # sequence, image or video
     saliency = Saliency(
         kind=kind,
         stage=stage,

@@ -34,8 +34,16 @@ _NAMES = {
     "g": "gate g (conv side)",
     "s": "gate scale s",
     "conv_share": "conv share of the fused update",
+    "temporal_share": "share from the branch across frames (video)",
 }
-_COLORS = {"a": "#1f77b4", "b": "#d62728", "g": "#2ca02c", "s": "#7f7f7f", "conv_share": "#9467bd"}
+_COLORS = {
+    "a": "#1f77b4",
+    "b": "#d62728",
+    "g": "#2ca02c",
+    "s": "#7f7f7f",
+    "conv_share": "#9467bd",
+    "temporal_share": "#17becf",
+}
 _PART_COLORS = {
     "transition": "#7f7f7f",
     "conv": "#1f77b4",
@@ -68,12 +76,16 @@ def fusion_figure(expl: Explanation) -> go.Figure:
     """Per fused block: mean of each fusion weight, error bars one standard deviation.
 
     ``a``, ``b`` and ``s`` spread over channels (they are fixed parameters); ``g`` and the conv
-    share spread over the validation samples.
+    share spread over the validation samples. On video the temporal share too (the share of
+    the update from the branch that reaches across frames, named under the block's label).
     """
     title = "Fusion weights per block (error bars: ±1 std)"
     if not expl.fusion:
         return _empty(title, "no parallel or gated block in this network")
-    labels = [html.escape(f.label) for f in expl.fusion]
+    labels = [
+        html.escape(f"{f.label} [across frames: {f.temporal}]" if f.temporal else f.label)
+        for f in expl.fusion
+    ]
     fig = go.Figure(layout=_layout(title, barmode="group", yaxis={"title": {"text": "value"}}))
     for key, name in _NAMES.items():
         ys = [f.weights[key].mean if key in f.weights else None for f in expl.fusion]
@@ -92,12 +104,15 @@ def fusion_figure(expl: Explanation) -> go.Figure:
 
 
 def class_figure(expl: Explanation) -> go.Figure:
-    """Per class, the mean of each input-dependent fusion value (gate g, conv share).
+    """Per class, the mean of each input-dependent fusion value (gate g, conv share, and on
+    video the temporal share).
 
     One row per (block, value); the row label carries ``eta2``, the share of the value's
     variance the class explains (marked ``*`` where it differs per class).
     """
     title = "Per class: gate and conv share (class mean)"
+    if any(f.temporal for f in expl.fusion):
+        title = "Per class: gate, conv share and temporal share (class mean)"
     rows, z = [], []
     for f in expl.fusion:
         for key, means in f.per_class.items():
@@ -156,7 +171,8 @@ def cost_figure(expl: Explanation) -> go.Figure:
 
 def saliency_figure(expl: Explanation) -> go.Figure:
     """Grad-CAM of a few validation samples: the input beside its map (images), or the
-    signal with Grad-CAM and input-gradient saliency under it (sequences)."""
+    signal with Grad-CAM and input-gradient saliency under it (sequences), or a strip of frames
+    per sample, the input's frames over their Grad-CAM (video)."""
     sal = expl.saliency
     title = "Where the network looks"
     if sal is None or not sal.maps:
@@ -164,6 +180,8 @@ def saliency_figure(expl: Explanation) -> go.Figure:
     k = len(sal.maps)
     names = [f"label {y}, predicted {p}" for y, p in zip(sal.labels, sal.predicted)]
     title = f"Grad-CAM on stage {sal.stage} for the predicted class (validation samples)"
+    if sal.kind == "video":
+        return _video_saliency(sal.inputs, sal.maps, names, title)
     if sal.kind == "image":
         fig = make_subplots(
             rows=2,
@@ -207,9 +225,31 @@ def saliency_figure(expl: Explanation) -> go.Figure:
     return fig
 
 
+def _video_saliency(inputs: list, maps: list, names: list[str], title: str) -> go.Figure:
+    """Per sample two rows of ``T`` frames: the input (channel 0) and its Grad-CAM."""
+    k, T = len(maps), len(maps[0])
+    titles = []
+    for name in names:
+        titles += [f"{name}: frame {t}" if t == 0 else f"frame {t}" for t in range(T)]
+        titles += [f"Grad-CAM frame {t}" for t in range(T)]
+    fig = make_subplots(rows=2 * k, cols=T, subplot_titles=titles, vertical_spacing=0.04)
+    for i in range(k):
+        for t in range(T):
+            fig.add_heatmap(z=inputs[i][0][t], colorscale="Greys", showscale=False,
+                            row=2 * i + 1, col=t + 1)  # fmt: skip
+            fig.add_heatmap(z=maps[i][t], colorscale="Inferno", zmin=0, zmax=1,
+                            showscale=i == 0 and t == 0, row=2 * i + 2, col=t + 1)  # fmt: skip
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(**_layout(title, height=max(400, 260 * k)))
+    fig.update_annotations(font={"size": 10})
+    return fig
+
+
 def attention_figure(amap: AttentionMap) -> go.Figure:
     """One attention mixer: its token-token map (query x key) beside the attention each token
-    receives, or its per-channel weights (squeeze-excitation)."""
+    receives, or its per-channel weights (squeeze-excitation), or on video a frame-to-frame
+    map (query frame x key frame, ``what = "frames"``) beside what each frame receives."""
     title = html.escape(f"{amap.label}: {amap.note}")
     if amap.what == "channels":
         fig = go.Figure(
@@ -217,7 +257,25 @@ def attention_figure(amap: AttentionMap) -> go.Figure:
             layout=_layout(title, xaxis={"title": {"text": "channel"}}, yaxis={"range": [0, 1]}),
         )
         return fig
+    if amap.what == "frames":
+        fig = make_subplots(
+            rows=1, cols=2, column_widths=[0.6, 0.4],
+            subplot_titles=("query frame x key frame", "attention each frame receives"),
+        )  # fmt: skip
+        frames = [str(t) for t in range(amap.size[0])]
+        fig.add_heatmap(z=amap.matrix, x=frames, y=frames, colorscale="Viridis", zmin=0,
+                        hovertemplate="query frame %{y}, key frame %{x}: %{z:.3f}<extra></extra>",
+                        row=1, col=1)  # fmt: skip
+        fig.add_bar(x=frames, y=amap.received, marker_color="#17becf", showlegend=False,
+                    row=1, col=2)  # fmt: skip
+        fig.update_xaxes(type="category", title={"text": "frame"})
+        fig.update_yaxes(type="category", autorange="reversed", row=1, col=1)
+        fig.update_layout(**_layout(title, height=420))
+        fig.update_layout(title={"font": {"size": 13}})
+        return fig
     received = amap.received if len(amap.size) == 2 else [amap.received]
+    if len(amap.size) == 3:  # video token map: one row of H*W positions per frame
+        received = [[v for row in frame for v in row] for frame in amap.received]
     if amap.matrix is None:
         return go.Figure(
             go.Heatmap(z=received, colorscale="Viridis"),
@@ -238,7 +296,8 @@ def attention_figure(amap: AttentionMap) -> go.Figure:
 
 def explain_figures(expl: Explanation) -> dict[str, go.Figure]:
     """Every figure of ``expl`` in page order: ``fusion``, ``classes``, ``cost``, ``saliency``,
-    then ``attention:<block>`` per attention mixer."""
+    then ``attention:<block>`` per attention mixer (a block's further maps, the two parts of
+    divided attention or a derived frame-to-frame map, ``attention:<block>:<variant>:<what>``)."""
     figures = {
         "fusion": fusion_figure(expl),
         "classes": class_figure(expl),
@@ -246,5 +305,8 @@ def explain_figures(expl: Explanation) -> dict[str, go.Figure]:
         "saliency": saliency_figure(expl),
     }
     for amap in expl.attention:
-        figures[f"attention:s{amap.stage}.b{amap.block}"] = attention_figure(amap)
+        key = f"attention:s{amap.stage}.b{amap.block}"
+        if key in figures:
+            key = f"{key}:{amap.variant}:{amap.what}"
+        figures[key] = attention_figure(amap)
     return figures

@@ -38,12 +38,19 @@ def _tables(expl: Explanation) -> list[Table]:
     tables = [cost]
     if expl.fusion:
         fusion = Table(title="Fusion per block (mean ± std; a, b, s over channels; g over samples)")
-        for col in ("block", "a", "b", "g", "s", "conv share", "differs per class"):
+        keys = ["a", "b", "g", "s", "conv_share"]
+        video = any(f.temporal for f in expl.fusion)  # video: which branch reaches across frames
+        cols = ["block", "a", "b", "g", "s", "conv share"]
+        if video:
+            keys.append("temporal_share")
+            cols += ["across frames", "temporal share"]
+        for col in (*cols, "differs per class"):
             fusion.add_column(col)
         for f in expl.fusion:
             w = f.weights
-            cells = [f"{w[k].mean:.3f} ± {w[k].std:.3f}" if k in w else "-"
-                     for k in ("a", "b", "g", "s", "conv_share")]  # fmt: skip
+            cells = [f"{w[k].mean:.3f} ± {w[k].std:.3f}" if k in w else "-" for k in keys]
+            if video:
+                cells.insert(5, f.temporal or "-")
             differs = [f"{k} (eta2 {f.eta2[k]:.2f})" for k in f.eta2 if f.differs(k)]
             fusion.add_row(escape(f.label), *cells, ", ".join(differs) or "no")
         tables.append(fusion)
@@ -61,9 +68,13 @@ def _tables(expl: Explanation) -> list[Table]:
         for col in ("sample", "label", "predicted", "peak at"):
             table.add_column(col)
         for i, cam in enumerate(sal.maps):
+            frame = ""
+            if sal.kind == "video":  # (T, H, W): the frame of the peak, then its place
+                t = max(range(len(cam)), key=lambda j: max(map(max, cam[j])))
+                frame, cam = f"frame {t}, ", cam[t]
             flat = [v for row in cam for v in (row if isinstance(row, list) else [row])]
             peak = max(range(len(flat)), key=flat.__getitem__)
-            where = str(peak) if sal.kind == "sequence" else f"row {peak // len(cam[0])}, " \
+            where = str(peak) if sal.kind == "sequence" else f"{frame}row {peak // len(cam[0])}, " \
                 f"col {peak % len(cam[0])}"  # fmt: skip
             table.add_row(str(i), str(sal.labels[i]), str(sal.predicted[i]), where)
         tables.append(table)
