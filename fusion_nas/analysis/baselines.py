@@ -24,9 +24,10 @@ input shape and classes) and exact MACs and parameters (batch of one):
 - for video spaces, the article's three video rows and a control, designs as above:
   ``video-3dcnn`` (conv across frames, the largest ``tkernel``, in every stage),
   ``video-transformer`` (joint space-time ``global`` attention in every stage),
-  ``video-hybrid`` (``parallel``: conv within each frame beside ``temporal`` attention across
-  frames) and ``frame-average`` (conv within each frame only: a 2-D network whose head
-  averages the frames, blind to their order).
+  ``video-hybrid`` (conv within each frame in the first ``ceil(n/2)`` stages, ``temporal``
+  attention across frames after, as ``hvt``), ``video-parallel`` (``parallel``: conv within
+  each frame beside ``temporal`` attention, every stage) and ``frame-average`` (conv within
+  each frame only: a 2-D network whose head averages the frames, blind to their order).
 - the space's zoo members (``[zoo] members``: the field's hybrids of :mod:`fusion_nas.model.zoo`,
   scaled to the space's input), named ``zoo:<member>`` (:func:`zoo_baselines`); ``fusion-nas
   baselines SPACE --zoo`` trains them.
@@ -459,8 +460,12 @@ BASELINES: dict[str, _Definition] = {
         _design(lambda n: ["attention"] * n, attention="global", video=True),
     ),
     "video-hybrid": _Definition(
-        "the article's hybrid: conv within each frame in parallel with attention across "
-        "frames (temporal) in every stage",
+        "the article's hybrid: conv within each frame in the first stages, attention across "
+        "frames (temporal) after (first half conv)",
+        _design(_hvt_operators, attention="temporal", frames="one", video=True),
+    ),
+    "video-parallel": _Definition(
+        "conv within each frame in parallel with attention across frames (temporal) in every stage",
         _design(lambda n: ["parallel"] * n, attention="temporal", frames="one", video=True),
     ),
     "frame-average": _Definition(

@@ -188,7 +188,13 @@ def test_every_design_exists_in_mnist1d_with_the_middle_choices() -> None:
     assert [st.mlp_ratio for st in gated.stages] == [2.0] * 3  # the network's MLP ratio
 
 
-VIDEO_DESIGNS = ("video-3dcnn", "video-transformer", "video-hybrid", "frame-average")
+VIDEO_DESIGNS = (
+    "video-3dcnn",
+    "video-transformer",
+    "video-hybrid",
+    "video-parallel",
+    "frame-average",
+)
 
 
 def test_the_article_video_rows_are_designs_of_a_video_space() -> None:
@@ -207,8 +213,13 @@ def test_the_article_video_rows_are_designs_of_a_video_space() -> None:
     assert {(s.operator, s.attention) for s in stages["video-transformer"]} == {
         ("attention", "global")
     }
-    # the article's hybrid: conv within each frame beside attention across frames
-    assert {(s.operator, s.tkernel, s.attention) for s in stages["video-hybrid"]} == {
+    # the article's hybrid: conv within each frame first, attention across frames after
+    assert [(s.operator, s.tkernel, s.attention) for s in stages["video-hybrid"]] == [
+        ("conv", 1, None),
+        ("conv", 1, None),
+        ("attention", None, "temporal"),
+    ]
+    assert {(s.operator, s.tkernel, s.attention) for s in stages["video-parallel"]} == {
         ("parallel", 1, "temporal")
     }
     # on the built-in space the hybrid is the cheapest of the three article rows

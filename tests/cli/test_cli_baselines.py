@@ -61,6 +61,7 @@ def test_list_shows_the_baselines_of_a_space_and_trains_nothing(tmp_path, monkey
         "video-3dcnn",
         "video-transformer",
         "video-hybrid",
+        "video-parallel",
         "frame-average",
     }
     assert "not available: video spaces only" in lines["video-hybrid"]
