@@ -39,7 +39,6 @@ from torch.utils.data import TensorDataset
 from fusion_nas.analysis import baselines as bl
 from fusion_nas.errors import FusionNasError
 from fusion_nas.model.arch import Architecture
-from fusion_nas.model.build import build_model
 from fusion_nas.model.space import load_space, parse_space
 from fusion_nas.search.config import SearchConfig
 from fusion_nas.search.session import run_search
@@ -50,7 +49,7 @@ from fusion_nas.training.loop import ProxyConfig, evaluate_accuracy
 from fusion_nas.training.protocol import TrainingProtocol
 
 sys.path.insert(0, str(Path(__file__).parent))  # the shared helpers of vision_front.py
-from vision_front import arch_row, front_members, run_jobs  # noqa: E402
+from vision_front import arch_row, front_members, network, run_jobs  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 DATASET = SPACE = "video-glyphs"
@@ -81,12 +80,7 @@ def run_video_job(job: dict[str, Any]) -> dict[str, Any]:
         final_batch_size=job["final"]["batch_size"],
         final_weight_decay=job["final"]["weight_decay"],
     )
-    if job["baseline"]:
-        (b,) = bl.select(space, [job["baseline"]])[0]
-        build = b.build
-    else:
-        arch = space.validate(Architecture.from_dict(job["arch"]))
-        build = lambda: build_model(arch, space)  # noqa: E731
+    build = network(job, space)
     start = time.perf_counter()
     model, final = protocol.retrain(build, job["final"]["epochs"])
     test = load_dataset(

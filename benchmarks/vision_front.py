@@ -51,6 +51,7 @@ import random
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -310,21 +311,24 @@ def _protocol(job: dict[str, Any]) -> TrainingProtocol:
     )
 
 
+def network(job: dict[str, Any], space: SearchSpace) -> Callable[[], torch.nn.Module]:
+    """The builder of the job's network: a zoo member, a baseline or an architecture."""
+    if job["baseline"] and job["baseline"].startswith(bl.ZOO_PREFIX):
+        (b,) = bl.select_zoo(space, [job["baseline"]])
+        return b.build
+    if job["baseline"]:
+        (b,) = bl.select(space, [job["baseline"]])[0]
+        return b.build
+    arch = space.validate(Architecture.from_dict(job["arch"]))
+    return lambda: build_model(arch, space)
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """One training, in a one-thread worker: ``final`` (train on all training data, test once)
     or ``proxy`` (the search's proxy score, with ``job["proxy"]`` and ``job["extra"]``)."""
     torch.set_num_threads(1)
     protocol = _protocol(job)
-    space = protocol.space
-    if job["baseline"] and job["baseline"].startswith(bl.ZOO_PREFIX):
-        (b,) = bl.select_zoo(space, [job["baseline"]])
-        build = b.build
-    elif job["baseline"]:
-        (b,) = bl.select(space, [job["baseline"]])[0]
-        build = b.build
-    else:
-        arch = space.validate(Architecture.from_dict(job["arch"]))
-        build = lambda: build_model(arch, space)  # noqa: E731
+    build = network(job, protocol.space)
     start = time.perf_counter()
     if job["phase"] == "proxy":
         _, result = protocol.proxy_score(build)
@@ -341,13 +345,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def cpu_latency_ms(job: dict[str, Any], space: SearchSpace) -> float:
     """Median CPU forward time (ms) of the job's network, batch 1, one thread, 30 runs."""
-    if job["baseline"] and job["baseline"].startswith(bl.ZOO_PREFIX):
-        (b,) = bl.select_zoo(space, [job["baseline"]])
-        model = b.build()
-    elif job["baseline"]:
-        model = bl.select(space, [job["baseline"]])[0][0].build()
-    else:
-        model = build_model(space.validate(Architecture.from_dict(job["arch"])), space)
+    model = network(job, space)()
     record = measure_latency(model, space.input_shape(1), batch_sizes=(1,), warmup=5, runs=30)
     return round(record.points[0].median_ms, 3)
 
