@@ -66,7 +66,8 @@ class StageCosts:
     def stem(self) -> tuple[Cost, int, tuple[int, ...]]:
         """The stem's cost (conv with bias, then BN), and the (width, size) it hands on."""
         s, size0 = self.space, self.space.stem_size()
-        weights = s.channels * s.stem.width * s.stem.kernel**self.dim
+        # a video stem works per frame: a (1, k, k) kernel, as an image stem's (k, k)
+        weights = s.channels * s.stem.width * s.stem.kernel ** min(self.dim, 2)
         macs = weights * math.prod(size0)
         params = weights + s.stem.width + 2 * s.stem.width  # conv weights and bias, BN
         return Cost(macs, params), s.stem.width, size0
