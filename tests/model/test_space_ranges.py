@@ -14,7 +14,7 @@ from fusion_nas.model.cost import arch_cost
 from fusion_nas.model.space import load_space
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-MEASURED = ("mnist1d", "fashion-mnist", "cifar10")
+MEASURED = ("mnist1d", "fashion-mnist", "cifar10", "video-glyphs")
 
 
 def _measured(name: str) -> dict:
