@@ -17,7 +17,8 @@ order is at chance), all with one protocol:
    the same clips with their frames shuffled (one seeded order per clip);
 3. writes ``<out>/video_front<tag>.json``, ``.md`` (the table and the verdict: does the hybrid
    beat both pure designs at lower cost, as the article claims for Kinetics?) and ``.html``
-   (test accuracy against MACs). Every finished training is appended to ``.runs.jsonl`` and
+   (test accuracy against MACs; ``--png`` also renders it to a PNG, ``--replot JSON`` redraws
+   a written result without training). Every finished training is appended to ``.runs.jsonl`` and
    reused by a rerun with the same settings.
 
     python benchmarks/video_front.py --trials 16 --proxy-epochs 3 --epochs 12 --retrain 3
@@ -49,6 +50,7 @@ from fusion_nas.training.loop import ProxyConfig, evaluate_accuracy
 from fusion_nas.training.protocol import TrainingProtocol
 
 sys.path.insert(0, str(Path(__file__).parent))  # the shared helpers of vision_front.py
+from front_vs_baselines import write_png  # noqa: E402
 from vision_front import arch_row, front_members, network, run_jobs  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -129,13 +131,14 @@ def figure(doc: dict[str, Any]) -> go.Figure:
     """Test accuracy against MACs: article rows, control, searched front; hollow markers: the
     same networks on frame-shuffled clips."""
     fig = go.Figure()
-    groups = (
-        ("article rows", [r for r in doc["baselines"] if r["label"] in ARTICLE], "diamond"),
-        ("parallel fusion", [r for r in doc["baselines"] if r["label"] == PARALLEL], "square"),
-        ("frame-average control", [r for r in doc["baselines"] if r["label"] == CONTROL], "x"),
-        ("searched front (retrained)", doc["searched_front"], "circle"),
+    base = doc["baselines"]
+    groups = (  # name, rows, marker symbol, colour (one colour for a group's two traces)
+        ("article rows", [r for r in base if r["label"] in ARTICLE], "diamond", "#1f77b4"),
+        ("parallel fusion", [r for r in base if r["label"] == PARALLEL], "square", "#9467bd"),
+        ("frame-average control", [r for r in base if r["label"] == CONTROL], "x", "#7f7f7f"),
+        ("searched front (retrained)", doc["searched_front"], "circle", "#d62728"),
     )
-    for name, rows, symbol in groups:
+    for name, rows, symbol, colour in groups:
         if not rows:
             continue
         text = [
@@ -150,7 +153,8 @@ def figure(doc: dict[str, Any]) -> go.Figure:
             text=[r["label"] for r in rows],
             textposition="top center",
             hovertext=text,
-            marker={"symbol": symbol, "size": 12},
+            marker={"symbol": symbol, "size": 12, "color": colour},
+            cliponaxis=False,
         )
         fig.add_scatter(
             x=[r["macs"] for r in rows],
@@ -158,7 +162,7 @@ def figure(doc: dict[str, Any]) -> go.Figure:
             mode="markers",
             name=f"{name}, frames shuffled",
             hovertext=text,
-            marker={"symbol": f"{symbol}-open", "size": 10},
+            marker={"symbol": f"{symbol}-open", "size": 10, "color": colour},
         )
     fig.add_hline(y=1 / doc["classes"], line_dash="dot", annotation_text="chance")
     fig.update_layout(
@@ -167,6 +171,7 @@ def figure(doc: dict[str, Any]) -> go.Figure:
         yaxis_title="test accuracy",
         xaxis_type="log",
         template="plotly_white",
+        margin={"l": 70, "r": 40, "t": 60, "b": 60},
     )
     return fig
 
@@ -222,12 +227,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="suffix of the output files")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--png", type=Path, default=None, help="also render the plot to this PNG")
+    p.add_argument("--replot", type=Path, default=None, help="redraw a written JSON, no training")
     return p.parse_args(argv)
+
+
+def write(doc: dict[str, Any], stem: Path, png: Path | None) -> None:
+    """The JSON, the table (.md), the plot (.html) and, with ``png``, the plot as a PNG."""
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(doc))
+    figure(doc).write_html(stem.with_suffix(".html"), include_plotlyjs="cdn")
+    if png is not None:
+        write_png(figure(doc), png)
+    print(markdown(doc))
+    print(f"wrote {stem}.json, .md, .html" + (f", {png}" if png else ""), flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Search, retrain the front and the article's rows, write the comparison."""
     args = parse_args(argv)
+    if args.replot is not None:
+        doc = json.loads(args.replot.read_text())
+        write(doc, args.replot.with_suffix(""), args.png)
+        return doc
     quiet_optuna()
     space = load_space(SPACE)
     proxy = {"epochs": args.proxy_epochs, "lr": args.proxy_lr, "batch_size": args.batch_size}
@@ -303,11 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads_per_training": 1,
         "torch": torch.__version__,
     }
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(doc))
-    figure(doc).write_html(stem.with_suffix(".html"), include_plotlyjs="cdn")
-    print(markdown(doc))
-    print(f"wrote {stem}.json, .md, .html", flush=True)
+    write(doc, stem, args.png)
     return doc
 
 
