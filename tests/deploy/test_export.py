@@ -6,13 +6,11 @@ import ast
 import dataclasses
 import importlib
 import json
-import os
 import random
 import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.build import build_model
 from fusion_nas.model.registry import list_attentions, list_ops
 from fusion_nas.model.space import SearchSpace, load_space, parse_space
+from tests.helpers.standalone import run_isolated
 
 REPO = Path(__file__).resolve().parents[2]
 NETS_SOURCE = Path(nets.__file__).read_text(encoding="utf-8")
@@ -1069,17 +1068,7 @@ def test_exported_file_runs_without_fusion_nas(tmp_path: Path) -> None:
         with torch.no_grad():
             expected[name] = model(x)
         assert f'torch.load("{name}.pt"' in (tmp_path / f"{name}.py").read_text()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", textwrap.dedent(RUNNER), *cases],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = run_isolated(RUNNER, list(cases), tmp_path, timeout=120)
     for name, want in expected.items():
         assert torch.allclose(torch.tensor(got[name]), want, rtol=0, atol=EQUIV_ATOL)
 

@@ -3,11 +3,6 @@ standalone, without fusion_nas), and its ONNX export equals PyTorch."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,6 +13,7 @@ from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.space import SearchSpace, parse_space
 from tests.deploy import test_export
 from tests.deploy.test_export import EQUIV_ATOL, RUNNER, _assert_equivalent, _built
+from tests.helpers.standalone import run_isolated
 
 VIDEO = """
 name = "video-tiny"
@@ -148,17 +144,7 @@ def test_exported_video_file_runs_without_fusion_nas(tmp_path: Path) -> None:
         torch.save(x, tmp_path / f"{name}.input.pt")
         with torch.no_grad():
             expected[name] = model(x)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", textwrap.dedent(RUNNER), *CASES],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = run_isolated(RUNNER, list(CASES), tmp_path, timeout=300)
     for name, want in expected.items():
         assert want.abs().max() > 0.5  # logits of order 1: the tolerance is tight next to them
         assert torch.allclose(torch.tensor(got[name]), want, rtol=0, atol=1e-6), name
