@@ -25,6 +25,7 @@ BUILTINS = (
     "fashion-mnist",
     "hybrids-224",
     "mnist1d",
+    "video-glyphs",
 )
 _NOT_SHIPPED = (
     ".git",

@@ -399,9 +399,9 @@ def test_grid_refuses_a_space_too_large_to_enumerate(url: str) -> None:
 
 def test_malformed_space_file_and_store_url(tmp_path, url: str) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text("[input]\nkind = 'video'\n")
+    bad.write_text("[input]\nkind = 'volume'\n")
     res = cli("search", str(bad), "--dataset", "synthetic", "--store", url)
-    assert res.exit_code == 2 and "input.kind: 'video' is not allowed" in res.stderr
+    assert res.exit_code == 2 and "input.kind: 'volume' is not allowed" in res.stderr
     res = cli("search", "digits", "--store", "nosuchdb://x")
     assert res.exit_code == 2 and "store URL" in res.stderr
     res = cli("results", "--store", "mongodb://localhost/x")
