@@ -136,19 +136,10 @@ def import_timm(timm_path: Path | None, stub: bool) -> types.ModuleType:
 def stage_shapes(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
     """Output shape of each ``model.stages[i]`` on ``x``; token outputs ``(B, N, C)`` become
     ``(B, C, H, W)`` with ``H = W = sqrt(N)`` (square inputs only) and say so."""
-    seen: list[tuple[int, ...]] = []
-    hooks = [
-        s.register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape)))
-        for s in model.stages
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    from fusion_nas.model.zoo import stage_outputs
+
     out = []
-    for i, shape in enumerate(seen):
+    for i, shape in enumerate(stage_outputs(model, x)):
         row: dict[str, Any] = {"module": f"stages.{i}"}
         if len(shape) == 3:  # (B, N, C) tokens of a square map
             side = math.isqrt(shape[1])

@@ -310,6 +310,25 @@ def scaled_zoo(
 # --------------------------------------------------------------------------- shapes
 
 
+def stage_outputs(model: Any, x: Any) -> list[tuple[int, ...]]:
+    """Output shape of each module of ``model.stages`` on ``x``, in order (forward hooks,
+    no gradients): ours and timm's networks alike."""
+    import torch
+
+    seen: list[tuple[int, ...]] = []
+    hooks = [
+        s.register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape)))
+        for s in model.stages
+    ]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
 def zoo_stage_shapes(name: str | Path | SearchSpace) -> list[tuple[int, ...] | None]:
     """Output shape ``(1, C, H, W)`` of each stage of the file (``None`` for a skipped one),
     from forward hooks on the network built on the ``meta`` device (nothing is allocated)."""
@@ -322,22 +341,10 @@ def zoo_stage_shapes(name: str | Path | SearchSpace) -> list[tuple[int, ...] | N
     with torch.device("meta"):
         model = FusionNet(space.net_cfg(arch)).eval()  # eval: batch-norm heads take batch 1
         x = torch.empty(space.input_shape(1))
-    built = [i for i, st in enumerate(arch.stages) if st.depth]
+    built = [i for i, st in enumerate(arch.stages) if st.depth]  # model.stages holds these
     shapes: list[tuple[int, ...] | None] = [None] * len(arch.stages)
-
-    def keep(i: int):
-        def hook(module: Any, args: Any, out: Any) -> None:
-            shapes[i] = tuple(out.shape)
-
-        return hook
-
-    hooks = [model.stages[k].register_forward_hook(keep(i)) for k, i in enumerate(built)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    for i, shape in zip(built, stage_outputs(model, x), strict=True):
+        shapes[i] = shape
     return shapes
 
 
