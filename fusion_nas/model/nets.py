@@ -1005,7 +1005,7 @@ def round_width(value: float, divisor: int = MBCONV_DIVISOR) -> int:
 def half_pool(dim: int) -> nn.Module:
     """AvgPool(2) rounding up, ``(n + 1) // 2`` per axis like a stride-2 conv with padding;
     an edge window past the map averages the cells inside it."""
-    return (nn.AvgPool1d, nn.AvgPool2d)[dim - 1](2, ceil_mode=True)
+    return avgpool_nd(dim)(2, ceil_mode=True)
 
 
 class Downsample(nn.Module):
@@ -1862,7 +1862,7 @@ class PoolBlock(nn.Module):
         if stride != 1:
             conv = conv_nd(dim)(in_width or C, C, 3, stride, 1)
             self.down = nn.Sequential(conv, batchnorm_nd(dim)(C))
-        self.pool = (nn.AvgPool1d, nn.AvgPool2d)[dim - 1](k, 1, k // 2, count_include_pad=False)
+        self.pool = avgpool_nd(dim)(k, 1, k // 2, count_include_pad=False)
         hidden, conv = int(C * cfg.mlp_ratio), conv_nd(dim)
         self.ls1 = residual_scale(C, cfg.layer_scale)
         self.mlp = None  # mlp_ratio 0 (or a hidden width under 1): no MLP

@@ -66,8 +66,9 @@ MAX_MLP_RATIO = 64.0
 # or MLP hidden layer (2^26 float32 = 256 MiB per sample; training holds a batch of them).
 MAX_VALUES = 2**26
 MAX_STAGE_CHOICES = 100_000  # distinct choices of one stage (strategies list them)
-INPUT_KINDS = ("sequence", "image", "video")
-INPUT_DIMS = {"sequence": 1, "image": 2, "video": 3}  # spatial axes of each kind
+# spatial axes of each input kind: sequence 1, image 2, video 3 (nets.INPUTS, inverted)
+INPUT_DIMS: dict[str, int] = {kind: dim for dim, kind in nets_view().INPUTS.items()}
+INPUT_KINDS = tuple(INPUT_DIMS)
 
 _TOP_KEYS = ("name", "description", "input", "network", "stem", "head", "stage", "zoo")
 _INPUT_KEYS = ("kind", "channels", "classes", "length", "size")

@@ -25,7 +25,7 @@ from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.build import build_model
 from fusion_nas.model.registry import list_attentions, list_ops
 from fusion_nas.model.space import SearchSpace, load_space, parse_space
-from tests.helpers.standalone import run_isolated
+from tests.helpers.standalone import export_case, run_isolated
 
 REPO = Path(__file__).resolve().parents[2]
 NETS_SOURCE = Path(nets.__file__).read_text(encoding="utf-8")
@@ -1055,18 +1055,8 @@ def test_exported_file_runs_without_fusion_nas(tmp_path: Path) -> None:
     for name, (space, ops) in cases.items():
         arch = _window_arch(space, ops)
         model = _built(arch, space, seed=1)
-        write_export(
-            arch,
-            space,
-            tmp_path / f"{name}.py",
-            state_dict=model.state_dict(),
-            weights=tmp_path / f"{name}.pt",
-            meta={"search": "standalone"},
-        )
-        x = torch.randn(space.input_shape(2))
-        torch.save(x, tmp_path / f"{name}.input.pt")
-        with torch.no_grad():
-            expected[name] = model(x)
+        meta = {"search": "standalone"}
+        expected[name] = export_case(tmp_path, name, arch, space, model, meta)
         assert f'torch.load("{name}.pt"' in (tmp_path / f"{name}.py").read_text()
     got = run_isolated(RUNNER, list(cases), tmp_path, timeout=120)
     for name, want in expected.items():

@@ -13,7 +13,7 @@ from fusion_nas.model.arch import Architecture, StageChoice
 from fusion_nas.model.space import SearchSpace, parse_space
 from tests.deploy import test_export
 from tests.deploy.test_export import EQUIV_ATOL, RUNNER, _assert_equivalent, _built
-from tests.helpers.standalone import run_isolated
+from tests.helpers.standalone import export_case, run_isolated
 
 VIDEO = """
 name = "video-tiny"
@@ -133,17 +133,7 @@ def test_exported_video_file_runs_without_fusion_nas(tmp_path: Path) -> None:
     for name, (op, variant) in CASES.items():
         arch = case_arch(op, variant)
         model = _built(arch, space, seed=1)
-        write_export(
-            arch,
-            space,
-            tmp_path / f"{name}.py",
-            state_dict=model.state_dict(),
-            weights=tmp_path / f"{name}.pt",
-        )
-        x = torch.randn(space.input_shape(2))
-        torch.save(x, tmp_path / f"{name}.input.pt")
-        with torch.no_grad():
-            expected[name] = model(x)
+        expected[name] = export_case(tmp_path, name, arch, space, model)
     got = run_isolated(RUNNER, list(CASES), tmp_path, timeout=300)
     for name, want in expected.items():
         assert want.abs().max() > 0.5  # logits of order 1: the tolerance is tight next to them

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from fusion_nas.errors import DatasetError, allowed
+from fusion_nas.model.space import INPUT_DIMS, INPUT_KINDS
 
-KINDS: tuple[str, ...] = ("sequence", "image", "video")
+KINDS: tuple[str, ...] = INPUT_KINDS
 # the shape of ``size`` for each kind
 SIZE_SHAPES: dict[str, str] = {"sequence": "(L,)", "image": "(H, W)", "video": "(T, H, W)"}
 # Bytes per input value at the peak of loading float data: float32 held about four times (raw,
@@ -78,7 +79,7 @@ def check_space(kind: str, channels: int, size: tuple[int, ...]) -> Space:
         raise DatasetError(f"kind {kind!r} is not allowed; allowed: {allowed(KINDS)}")
     check_int("channels", channels, minimum=1)
     shape = SIZE_SHAPES[kind]
-    dims = {"sequence": 1, "image": 2, "video": 3}[kind]
+    dims = INPUT_DIMS[kind]
     try:
         size = tuple(size)
     except TypeError:
